@@ -1,0 +1,124 @@
+"""Open the raw database client behind a URI.
+
+``mongodb://`` and ``mongodb+srv://`` open a :class:`pymongo.MongoClient`;
+``mongomock://<name>`` returns the in-process mongomock store registered under
+that name, shared by every handle in this process (and so by a local cluster
+whose workers are threads of this process).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+import pymongo
+import pymongo.errors
+
+from .config import Config
+from .errors import ConnectionFailure, InvalidURIError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URI = "mongomock://default"
+SCHEMES = ("mongodb", "mongodb+srv", "mongomock")
+
+_MOCKS: dict[str, Any] = {}
+_MOCKS_LOCK = threading.Lock()
+
+
+def mongomock_client(name: str):
+    """The process-wide mongomock client registered as ``mongomock://<name>``."""
+    import mongomock
+    import mongomock.gridfs
+
+    with _MOCKS_LOCK:
+        if name not in _MOCKS:
+            mongomock.gridfs.enable_gridfs_integration()
+            _MOCKS[name] = mongomock.MongoClient()
+        return _MOCKS[name]
+
+
+def register_mongomock(client: Any) -> str:
+    """Register an existing mongomock client; return the URI that finds it."""
+    with _MOCKS_LOCK:
+        for name, known in _MOCKS.items():
+            if known is client:
+                return f"mongomock://{name}"
+        name = f"client-{id(client):x}"
+        _MOCKS[name] = client
+    import mongomock.gridfs
+
+    mongomock.gridfs.enable_gridfs_integration()
+    return f"mongomock://{name}"
+
+
+def uri_from_config(cfg: Config) -> str:
+    """The URI the config points at (``mongodb.uri``, else host/port, else the default)."""
+    if cfg.mongodb.uri:
+        return str(cfg.mongodb.uri)
+    if cfg.mongodb.host:
+        host = str(cfg.mongodb.host)
+        if "://" in host:
+            return host
+        port = cfg.mongodb.port or 27017
+        return f"mongodb://{host}:{port}/"
+    return DEFAULT_URI
+
+
+def scheme_of(uri: str) -> str:
+    """The validated scheme of ``uri``."""
+    scheme = urlsplit(uri).scheme if "://" in uri else ""
+    if scheme not in SCHEMES:
+        raise InvalidURIError(
+            f"Cannot connect to {uri!r}: unknown URI scheme {scheme or '(none)'!r}. Use "
+            "mongodb://host:port/, mongodb+srv://..., or mongomock://<name> for the in-process store.",
+            uri=uri,
+            valid=list(SCHEMES),
+        )
+    return scheme
+
+
+def open_client(uri: str, cfg: Config, **pymongo_kwargs: Any) -> Any:
+    """Open (and check) the raw client for ``uri``.
+
+    Raises
+    ------
+    InvalidURIError
+        The scheme is not one of :data:`SCHEMES`.
+    ConnectionFailure
+        The server did not answer within ``mongodb.timeout_ms``.
+    """
+    scheme = scheme_of(uri)
+    if scheme == "mongomock":
+        name = urlsplit(uri).netloc or urlsplit(uri).path.lstrip("/") or "default"
+        return mongomock_client(name)
+    timeout = int(cfg.mongodb.timeout_ms)
+    kwargs = {"serverSelectionTimeoutMS": timeout, "connectTimeoutMS": timeout, **pymongo_kwargs}
+    client = pymongo.MongoClient(uri, **kwargs)
+    try:
+        client.admin.command("ping")
+    except pymongo.errors.PyMongoError as exc:
+        client.close()
+        raise ConnectionFailure(
+            f"Could not reach MongoDB at {uri!r} within {timeout} ms ({exc.__class__.__name__}). "
+            "Check that the server runs and the address is right, or raise mongodb.timeout_ms.",
+            uri=uri,
+            timeout_ms=timeout,
+        ) from exc
+    return client
+
+
+def uri_of_client(client: Any) -> str:
+    """The URI that reopens an existing pymongo or mongomock client."""
+    if type(client).__module__.startswith("mongomock"):
+        return register_mongomock(client)
+    if isinstance(client, pymongo.MongoClient):
+        nodes = client.topology_description.server_descriptions() or {}
+        hosts = ",".join(f"{h}:{p}" for h, p in nodes) or "localhost:27017"
+        return f"mongodb://{hosts}/"
+    raise InvalidURIError(
+        f"Cannot wrap a {type(client).__name__}: pass a URI, a pymongo.MongoClient or a mongomock.MongoClient.",
+        uri=None,
+    )

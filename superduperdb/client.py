@@ -1,0 +1,227 @@
+"""Connecting: :class:`SuperDuperClient`, :class:`Database` and :func:`connect`.
+
+``SuperDuperClient`` mirrors :class:`pymongo.MongoClient`: ``client.my_db`` or
+``client['my_db']`` is a :class:`Database`, whose ``db.my_coll`` or
+``db['my_coll']`` is a :class:`~superduperdb.collection.Collection`. Every
+other pymongo client or database method passes through.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from typing import Any
+
+from .backends import open_client, scheme_of, uri_from_config, uri_of_client
+from .config import Config, resolve_config
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<from config>"
+
+
+UNSET: Any = _Unset()
+
+
+class Database:
+    """A database whose collections are superduperdb :class:`Collection` objects."""
+
+    def __init__(self, client: SuperDuperClient, name: str) -> None:
+        self.client = client
+        self.name = name
+        self._raw = client._raw[name]
+        self._collections: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str):
+        from .collection import Collection
+
+        with self._lock:
+            if name not in self._collections:
+                self._collections[name] = Collection(self, name)
+            return self._collections[name]
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raw = self.__dict__["_raw"]
+        if callable(getattr(type(raw), name, None)):
+            return getattr(raw, name)
+        return self[name]
+
+    def get_collection(self, name: str, **kwargs: Any):
+        return self[name]
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            self._collections.pop(name, None)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Database) and other.client is self.client and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash((id(self.client), self.name))
+
+    def __repr__(self) -> str:
+        return f"Database({self.client.uri!r}, {self.name!r})"
+
+
+class SuperDuperClient:
+    """A pymongo-like client to MongoDB (or the in-process stand-in) and a Dask cluster.
+
+    Parameters
+    ----------
+    host : str or client, optional
+        A URI (``mongodb://host:port/``, ``mongodb+srv://...``,
+        ``mongomock://<name>``), a host name, or an existing pymongo /
+        mongomock client to wrap. Default: from the config, else the embedded
+        ``mongomock://default``.
+    port : int, optional
+        With a host name.
+    cluster : str or None, optional
+        ``None`` runs jobs inline; ``"local"`` starts a Dask LocalCluster owned
+        by this client; ``"tcp://host:8786"`` uses an existing scheduler.
+        Default: the config's ``cluster.address``.
+    config : dict, optional
+        Config overrides, nested or dotted (``{"jobs.chunk_size": 100}``).
+    **pymongo_kwargs
+        Passed to :class:`pymongo.MongoClient`.
+
+    Examples
+    --------
+    >>> from superduperdb import SuperDuperClient
+    >>> client = SuperDuperClient("mongomock://example", cluster=None)
+    >>> docs = client.my_db.documents
+    >>> docs.insert_one({"text": "hello"}).acknowledged
+    True
+    >>> client.close()
+    """
+
+    def __init__(
+        self,
+        host: Any = None,
+        port: int | None = None,
+        *,
+        cluster: Any = UNSET,
+        config: dict | None = None,
+        **pymongo_kwargs: Any,
+    ) -> None:
+        overrides: dict[str, Any] = dict(config or {})
+        wrapped = None
+        if host is not None and not isinstance(host, str):
+            wrapped = host
+            overrides["mongodb.uri"] = uri_of_client(host)
+        elif host is not None:
+            if "://" in host:
+                overrides["mongodb.uri"] = host
+            else:
+                overrides["mongodb.host"] = host
+                if port is not None:
+                    overrides["mongodb.port"] = port
+        if cluster is not UNSET:
+            overrides["cluster.address"] = cluster
+        self.config: Config = resolve_config(overrides)
+        self.uri = uri_from_config(self.config)
+        scheme_of(self.uri)
+        self._validate_cluster(self.config.cluster.address)
+        self._raw = wrapped if wrapped is not None else open_client(self.uri, self.config, **pymongo_kwargs)
+        self._owns_raw = wrapped is None and not self.uri.startswith("mongomock://")
+        self._databases: dict[str, Database] = {}
+        self._cluster = None
+        self._lock = threading.Lock()
+        logger.debug("connected to %s (cluster %s)", self.uri, self.config.cluster.address)
+
+    @staticmethod
+    def _validate_cluster(address: Any) -> None:
+        if address is None or address == "local":
+            return
+        if not isinstance(address, str) or "://" not in address:
+            raise ConfigError(
+                f"cluster must be None (inline), 'local', or a scheduler address such as "
+                f"'tcp://host:8786', not {address!r}.",
+                key="cluster.address",
+                valid=[None, "local", "tcp://host:port"],
+            )
+
+    # -- databases ------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Database:
+        with self._lock:
+            if name not in self._databases:
+                self._databases[name] = Database(self, name)
+            return self._databases[name]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raw = self.__dict__.get("_raw")
+        if raw is not None and callable(getattr(type(raw), name, None)):
+            return getattr(raw, name)
+        return self[name]
+
+    def get_database(self, name: str, **kwargs: Any) -> Database:
+        return self[name]
+
+    @property
+    def raw(self) -> Any:
+        """The underlying pymongo / mongomock client."""
+        return self._raw
+
+    # -- the cluster ------------------------------------------------------------------
+    @property
+    def cluster(self):
+        """The :class:`~superduperdb.jobs.cluster.Cluster` that runs jobs (started lazily)."""
+        with self._lock:
+            if self._cluster is None:
+                from .jobs.cluster import Cluster
+
+                self._cluster = Cluster(self.config, self.uri)
+            return self._cluster
+
+    def close(self) -> None:
+        """Close the cluster this client started and the database connection."""
+        with self._lock:
+            cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            cluster.close()
+        if self._owns_raw:
+            self._raw.close()
+
+    def __enter__(self) -> SuperDuperClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SuperDuperClient({self.uri!r}, cluster={self.config.cluster.address!r})"
+
+    def _repr_html_(self) -> str:
+        return f"<b>SuperDuperClient</b> <code>{html.escape(self.uri)}</code> cluster <code>{html.escape(str(self.config.cluster.address))}</code>"
+
+
+def connect(uri: str | None = None, *, cluster: Any = UNSET, **kwargs: Any) -> SuperDuperClient:
+    """Connect to MongoDB (or the in-process stand-in) and a Dask cluster.
+
+    Parameters
+    ----------
+    uri : str, optional
+        ``mongodb://...``, ``mongodb+srv://...`` or ``mongomock://<name>``.
+        Default: from the config, else ``mongomock://default``.
+    cluster : str or None, optional
+        See :class:`SuperDuperClient`.
+    **kwargs
+        Passed to :class:`SuperDuperClient`.
+
+    Examples
+    --------
+    >>> import superduperdb
+    >>> client = superduperdb.connect("mongomock://connect-example", cluster=None)
+    >>> client.shop.products.count_documents({})
+    0
+    """
+    return SuperDuperClient(uri, cluster=cluster, **kwargs)

@@ -1,0 +1,409 @@
+"""The user facade: a pymongo-compatible collection that adds AI.
+
+Every pymongo method a user relies on keeps pymongo's semantics and result
+types (the results also carry ``.jobs``). Typed values (arrays, tensors,
+images, user types) are encoded on the way in and decoded on the way out.
+The facade delegates: types to :class:`~superduperdb.types.TypeRegistry`,
+models and watchers to :mod:`superduperdb.models.registry`, jobs to
+:mod:`superduperdb.jobs.service`, similarity search to :mod:`superduperdb.search`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+
+from . import results
+from .cursor import Cursor, substitute_features
+from .errors import QueryError, suggest
+from .store import ArtifactStore, MetadataStore
+from .types import TypeRegistry
+
+if TYPE_CHECKING:
+    from .client import Database
+
+logger = logging.getLogger(__name__)
+
+
+def _check_filter(filter: Any, argument: str = "filter") -> dict:
+    if filter is None:
+        return {}
+    if not isinstance(filter, Mapping):
+        raise QueryError(
+            f"{argument} must be a dict such as {{'name': 'x'}} (a MongoDB query), not a "
+            f"{type(filter).__name__}: {filter!r}. To find by id, use {{'_id': value}}.",
+            argument=argument,
+        )
+    return dict(filter)
+
+
+def _check_update(update: Any) -> Any:
+    if isinstance(update, list):
+        return update
+    if not isinstance(update, Mapping) or not update:
+        raise QueryError(
+            f"update must be a non-empty dict of update operators such as {{'$set': {{'x': 1}}}}, not {update!r}.",
+            argument="update",
+        )
+    if not all(str(k).startswith("$") for k in update):
+        raise QueryError(
+            f"update must only contain update operators ($set, $unset, $inc ...), got keys {list(update)}. "
+            "To replace a whole document use replace_one(filter, replacement).",
+            argument="update",
+        )
+    return dict(update)
+
+
+class Collection:
+    """A MongoDB collection with types, models, watchers, jobs and semantic search.
+
+    Obtained from a database: ``client.my_db.my_collection`` or
+    ``client["my_db"]["my_collection"]``.
+
+    Examples
+    --------
+    >>> import numpy as np, superduperdb
+    >>> docs = superduperdb.connect("mongomock://doctest", cluster=None).db.docs
+    >>> _ = docs.insert_one({"x": np.arange(3)})
+    >>> docs.find_one({}, {"_id": 0})["x"]
+    array([0, 1, 2])
+    """
+
+    def __init__(self, database: Database, name: str) -> None:
+        self._database = database
+        self._raw = database._raw[name]
+        self.name = name
+        raw_db = database._raw
+        self._metadata = MetadataStore(raw_db, name)
+        self._artifacts = ArtifactStore(raw_db, name)
+        self._types = TypeRegistry(
+            self._metadata, self._artifacts, pickle_fallback=bool(database.client.config.types.pickle_fallback)
+        )
+        self._services: dict[str, Any] = {}
+
+    # -- plumbing -------------------------------------------------------------------
+    @property
+    def database(self) -> Database:
+        return self._database
+
+    @property
+    def full_name(self) -> str:
+        return self._raw.full_name
+
+    @property
+    def raw(self):
+        """The underlying pymongo (or mongomock) collection, without superduperdb."""
+        return self._raw
+
+    @property
+    def _jobs(self):
+        if "jobs" not in self._services:
+            from .jobs.service import JobService
+
+            self._services["jobs"] = JobService(self)
+        return self._services["jobs"]
+
+    def __getitem__(self, name: str):
+        """A sub-collection (``docs['_models']`` is ``docs._models``), raw pymongo."""
+        return self._raw[name]
+
+    def __getattr__(self, name: str) -> Any:
+        raw = self.__dict__.get("_raw")
+        if raw is not None and not name.startswith("_") and callable(getattr(type(raw), name, None)):
+            return getattr(raw, name)
+        public = [n for n in dir(type(self)) if not n.startswith("_")]
+        raise AttributeError(
+            f"Collection has no attribute {name!r}.{suggest(name, public)} "
+            f"For a sub-collection use collection[{name!r}]."
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Collection) and other.full_name == self.full_name
+
+    def __hash__(self) -> int:
+        return hash(self.full_name)
+
+    def __repr__(self) -> str:
+        return f"Collection({self.full_name!r})"
+
+    def _repr_html_(self) -> str:
+        return f"<b>superduperdb Collection</b> <code>{self.full_name}</code>"
+
+    def _decode(self, doc: dict | None) -> dict | None:
+        return None if doc is None else self._types.decode(doc)
+
+    def _transform(self, *, raw: bool = False, features: Mapping | None = None):
+        def transform(doc: dict) -> dict:
+            if not raw:
+                doc = self._types.decode(doc)
+            if features:
+                doc = substitute_features(doc, features)
+            return doc
+
+        return transform
+
+    # -- inserting ------------------------------------------------------------------
+    def _prepare(self, document: Any, path: str) -> dict:
+        if not isinstance(document, Mapping):
+            raise QueryError(f"{path} must be a dict, not a {type(document).__name__}.", argument=path)
+        if "_id" not in document and isinstance(document, dict):
+            document["_id"] = ObjectId()  # pymongo sets _id on the caller's document too
+        return document
+
+    def insert_one(self, document: dict, *args: Any, refresh: bool = True, **kwargs: Any) -> results.InsertOneResult:
+        """Insert one document; its watchers' jobs start at once (``result.jobs``).
+
+        ``refresh=False`` skips model processing, as in the original API.
+        """
+        self._prepare(document, "document")
+        encoded = self._types.encode(document, "document")
+        raw = self._raw.insert_one(encoded, *args, **kwargs)
+        jobs = self._jobs.on_insert([raw.inserted_id]) if refresh else None
+        return results.InsertOneResult(raw.inserted_id, raw.acknowledged, jobs)
+
+    def insert_many(
+        self, documents: Iterable[dict], ordered: bool = True, *args: Any, refresh: bool = True, **kwargs: Any
+    ) -> results.InsertManyResult:
+        """Insert documents; watchers' jobs are submitted for all of them at once."""
+        if isinstance(documents, Mapping) or not isinstance(documents, Iterable):
+            raise QueryError("documents must be a non-empty list of dicts.", argument="documents")
+        documents = list(documents)
+        if not documents:
+            raise QueryError("documents must be a non-empty list of dicts.", argument="documents")
+        for i, doc in enumerate(documents):
+            self._prepare(doc, f"documents[{i}]")
+        encoded = self._types.encode_many(documents)
+        raw = self._raw.insert_many(encoded, ordered, *args, **kwargs)
+        jobs = self._jobs.on_insert(list(raw.inserted_ids)) if refresh else None
+        return results.InsertManyResult(list(raw.inserted_ids), raw.acknowledged, jobs)
+
+    # -- reading --------------------------------------------------------------------
+    def find(
+        self,
+        filter: Mapping | None = None,
+        projection: Any = None,
+        *args: Any,
+        like: Mapping | None = None,
+        n: int = 10,
+        semantic_index: str | None = None,
+        similar_first: bool = False,
+        raw: bool = False,
+        features: Mapping[str, str] | None = None,
+        similar_join: str | None = None,
+        **kwargs: Any,
+    ) -> Cursor:
+        """Query the collection, as :meth:`pymongo.collection.Collection.find`.
+
+        Parameters
+        ----------
+        filter, projection, *args, **kwargs
+            As in pymongo. Typed values in the filter are encoded.
+        like : dict, optional
+            Semantic search: documents most similar to ``like`` (a document
+            such as ``{'text': 'a query'}`` or ``{'_id': an_id}``), in order
+            of similarity, each with ``_score``. The original form
+            ``{'$like': {'document': ..., 'n': 10}}`` inside the filter works too.
+        n : int
+            How many similar documents ``like`` returns.
+        semantic_index : str, optional
+            The index to search (default: the collection's default index).
+        similar_first : bool
+            ``False`` (default): filter first, then similarity among the
+            matches. ``True``: the ``n`` most similar, then the filter.
+        raw : bool
+            Return documents without decoding typed values.
+        features : dict, optional
+            ``{'x': 'model'}`` returns the stored output of ``model`` in
+            place of the raw field ``x``.
+        similar_join : str, optional
+            A neighbourhood name: replace the ids at ``_like.<name>`` by the documents.
+
+        Returns
+        -------
+        Cursor
+        """
+        filter = _check_filter(filter)
+        if "$like" in filter:
+            spec = filter.pop("$like")
+            if not isinstance(spec, Mapping) or "document" not in spec:
+                raise QueryError("$like must be {'document': {...}, 'n': 10}.", argument="$like")
+            like, n = spec["document"], spec.get("n", n)
+        if like is not None:
+            from .search import find_like
+
+            return find_like(
+                self, filter, like, projection=projection, n=n, semantic_index=semantic_index,
+                similar_first=similar_first, raw=raw, features=features, similar_join=similar_join,
+            )
+        source = self._raw.find(self._types.encode(filter, "filter"), projection, *args, **kwargs)
+        transform = self._transform(raw=raw, features=features)
+        if similar_join:
+            from .search import join_neighbourhood
+
+            transform = join_neighbourhood(self, similar_join, transform)
+        return Cursor(source, transform, f"{self.full_name} filter={filter!r}")
+
+    def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> dict | None:
+        """The first document :meth:`find` would return, or ``None``."""
+        if filter is not None and not isinstance(filter, Mapping):
+            filter = {"_id": filter}  # pymongo accepts a bare _id
+        for doc in self.find(filter, *args, **kwargs).limit(-1 if "like" not in kwargs else 1):
+            return doc
+        return None
+
+    def count_documents(self, filter: Mapping, **kwargs: Any) -> int:
+        return self._raw.count_documents(self._types.encode(_check_filter(filter), "filter"), **kwargs)
+
+    def estimated_document_count(self, **kwargs: Any) -> int:
+        return self._raw.estimated_document_count(**kwargs)
+
+    def distinct(self, key: str, filter: Mapping | None = None, **kwargs: Any) -> list:
+        values = self._raw.distinct(key, self._types.encode(_check_filter(filter), "filter"), **kwargs)
+        return [self._types.decode(v) for v in values]
+
+    def aggregate(self, pipeline: list, *args: Any, raw: bool = False, **kwargs: Any) -> Cursor:
+        """Run an aggregation pipeline; typed values in the output are decoded."""
+        if not isinstance(pipeline, list):
+            raise QueryError("pipeline must be a list of stages such as [{'$match': {...}}].", argument="pipeline")
+        source = self._raw.aggregate(self._types.encode(pipeline, "pipeline"), *args, **kwargs)
+        return Cursor(source, self._transform(raw=raw), f"{self.full_name} aggregate")
+
+    # -- updating -------------------------------------------------------------------
+    def _update(self, method: str, filter: Any, update: Any, refresh: bool, args, kwargs):
+        filter = self._types.encode(_check_filter(filter), "filter")
+        update = self._types.encode(_check_update(update), "update")
+        plan = self._jobs.before_update(filter, update, many=(method == "update_many")) if refresh else None
+        raw = getattr(self._raw, method)(filter, update, *args, **kwargs)
+        jobs = self._jobs.after_update(plan, raw.upserted_id) if refresh else None
+        return results.UpdateResult(results.update_raw(raw), raw.acknowledged, jobs)
+
+    def update_one(self, filter: Mapping, update: Mapping, *args: Any, refresh: bool = True, **kwargs: Any):
+        """As pymongo's; recomputes outputs if the update changes a watched key."""
+        return self._update("update_one", filter, update, refresh, args, kwargs)
+
+    def update_many(self, filter: Mapping, update: Mapping, *args: Any, refresh: bool = True, **kwargs: Any):
+        """As pymongo's; recomputes outputs if the update changes a watched key."""
+        return self._update("update_many", filter, update, refresh, args, kwargs)
+
+    def replace_one(self, filter: Mapping, replacement: Mapping, *args: Any, refresh: bool = True, **kwargs: Any):
+        """As pymongo's; recomputes the replaced document's outputs."""
+        filter = self._types.encode(_check_filter(filter), "filter")
+        if not isinstance(replacement, Mapping) or any(str(k).startswith("$") for k in replacement):
+            raise QueryError("replacement must be a plain document without update operators.", argument="replacement")
+        replacement = self._types.encode(replacement, "replacement")
+        plan = self._jobs.before_update(filter, None, many=False) if refresh else None
+        raw = self._raw.replace_one(filter, replacement, *args, **kwargs)
+        jobs = self._jobs.after_update(plan, raw.upserted_id) if refresh else None
+        return results.UpdateResult(results.update_raw(raw), raw.acknowledged, jobs)
+
+    # -- deleting -------------------------------------------------------------------
+    def _delete(self, method: str, filter: Any, args, kwargs):
+        filter = self._types.encode(_check_filter(filter), "filter")
+        plan = self._jobs.before_delete(filter, many=(method == "delete_many"))
+        raw = getattr(self._raw, method)(filter, *args, **kwargs)
+        raw_result = dict(getattr(raw, "raw_result", None) or {"n": raw.deleted_count, "ok": 1.0})
+        jobs = self._jobs.after_delete(plan)
+        return results.DeleteResult(raw_result, raw.acknowledged, jobs)
+
+    def delete_one(self, filter: Mapping, *args: Any, **kwargs: Any) -> results.DeleteResult:
+        return self._delete("delete_one", filter, args, kwargs)
+
+    def delete_many(self, filter: Mapping, *args: Any, **kwargs: Any) -> results.DeleteResult:
+        return self._delete("delete_many", filter, args, kwargs)
+
+    # -- find-and-modify ------------------------------------------------------------
+    def _find_and_modify(self, method: str, filter: Any, second: Any, args, kwargs) -> dict | None:
+        filter = self._types.encode(_check_filter(filter), "filter")
+        if method == "find_one_and_delete":
+            plan = self._jobs.before_delete(filter, many=False)
+            doc = self._raw.find_one_and_delete(filter, *args, **kwargs)
+            self._jobs.after_delete(plan)
+            return self._decode(doc)
+        if method == "find_one_and_update":
+            second = self._types.encode(_check_update(second), "update")
+        else:
+            second = self._types.encode(second, "replacement")
+        plan = self._jobs.before_update(filter, second if method == "find_one_and_update" else None, many=False)
+        doc = getattr(self._raw, method)(filter, second, *args, **kwargs)
+        upserted = None
+        if doc is not None and kwargs.get("upsert") and kwargs.get("return_document") == ReturnDocument.AFTER:
+            upserted = doc.get("_id")
+        self._jobs.after_update(plan, upserted)
+        return self._decode(doc)
+
+    def find_one_and_update(self, filter: Mapping, update: Mapping, *args: Any, **kwargs: Any) -> dict | None:
+        return self._find_and_modify("find_one_and_update", filter, update, args, kwargs)
+
+    def find_one_and_replace(self, filter: Mapping, replacement: Mapping, *args: Any, **kwargs: Any) -> dict | None:
+        return self._find_and_modify("find_one_and_replace", filter, replacement, args, kwargs)
+
+    def find_one_and_delete(self, filter: Mapping, *args: Any, **kwargs: Any) -> dict | None:
+        return self._find_and_modify("find_one_and_delete", filter, None, args, kwargs)
+
+    # -- bulk -----------------------------------------------------------------------
+    def bulk_write(self, requests: list, ordered: bool = True, *args: Any, refresh: bool = True, **kwargs: Any):
+        """As pymongo's ``bulk_write``; also on mongomock, where it is emulated."""
+        from .bulk import bulk_write
+
+        return bulk_write(self, requests, ordered, refresh, args, kwargs)
+
+    # -- indexes and the collection itself ----------------------------------------------
+    def create_index(self, keys: Any, **kwargs: Any) -> str:
+        return self._raw.create_index(keys, **kwargs)
+
+    def index_information(self) -> dict:
+        return self._raw.index_information()
+
+    def drop(self, *args: Any, **kwargs: Any) -> None:
+        """Drop the collection, its metadata and artifacts (as pymongo drops sub-collections' data)."""
+        self._raw.drop(*args, **kwargs)
+        for name in self._database._raw.list_collection_names():
+            if name.startswith(f"{self.name}._"):
+                self._database._raw.drop_collection(name)
+        self._database._forget(self.name)
+
+    # -- types ----------------------------------------------------------------------
+    def create_type(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
+        """Register a type: an object with ``encode(x) -> bytes``, ``decode(bytes)`` and ``types``.
+
+        Values of the classes in ``object.types`` are stored as
+        ``{'_content': {'bytes': ..., 'type': name}}`` and decoded on read.
+
+        Examples
+        --------
+        >>> class Point:
+        ...     def __init__(self, x, y): self.x, self.y = x, y
+        >>> class PointType:
+        ...     types = (Point,)
+        ...     def encode(self, p): return f"{p.x},{p.y}".encode()
+        ...     def decode(self, b): return Point(*map(float, b.decode().split(",")))
+        >>> docs.create_type("point", PointType())   # doctest: +SKIP
+        """
+        return self._types.create(name, object, serializer)
+
+    def list_types(self) -> list[str]:
+        """Names of the built-in and registered types."""
+        return self._types.names()
+
+    def delete_type(self, name: str, force: bool = False) -> None:
+        """Delete a registered type; refused while documents or models use it, unless ``force``."""
+        users = [f"model {m['name']!r}" for m in self._metadata.list("models", {"type": name})]
+        self._types.delete(name, force=force, users=users)
+
+    @property
+    def types(self) -> Mapping[str, Any]:
+        """``{name: type object}``, loaded lazily."""
+        from .registry_views import LazyMapping
+
+        return LazyMapping(self._types.names, self._types.get)
+
+    # -- metadata -------------------------------------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        return self._metadata.get_setting(key, default)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._metadata.set_setting(key, value)

@@ -1,0 +1,190 @@
+"""The superduperdb exception hierarchy.
+
+Every error raised by superduperdb derives from :class:`SuperDuperError`, and
+also from the builtin exception a user would naturally catch (``KeyError`` for
+an unknown name, ``TimeoutError`` for a wait that ran out ...). Data travels on
+attributes, never only in the message. Every error is picklable, because errors
+raised on Dask workers cross back to the client.
+
+pymongo's own errors are never wrapped: they pass through unchanged.
+
+Examples
+--------
+>>> from superduperdb.errors import NotRegisteredError
+>>> err = NotRegisteredError("type", "tensr", available=["tensor", "array"])
+>>> isinstance(err, KeyError)
+True
+>>> print(err)
+No type named 'tensr' is registered. Did you mean 'tensor'? Registered types: array, tensor.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
+    err = cls.__new__(cls)
+    BaseException.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest candidate, or ``""``."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class SuperDuperError(Exception):
+    """Root of every superduperdb error.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong and what to do next.
+    **attrs
+        Structured data about the error, set as attributes.
+    """
+
+    def __init__(self, message: str = "", **attrs: Any) -> None:
+        super().__init__(message)
+        self.__dict__.update(attrs)
+
+    def __str__(self) -> str:
+        # KeyError quotes its message; we want the message as written.
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+class ConfigError(SuperDuperError, ValueError):
+    """A configuration value or key is invalid (``key``, ``valid`` attributes)."""
+
+
+class InvalidURIError(ConfigError):
+    """A MongoDB URI has a scheme superduperdb cannot connect to."""
+
+
+class ConnectionFailure(SuperDuperError, ConnectionError):
+    """The database (or cluster) could not be reached within the timeout."""
+
+
+class NotRegisteredError(SuperDuperError, KeyError):
+    """A name (type, model, watcher, index ...) is not registered.
+
+    Parameters
+    ----------
+    kind : str
+        What was looked up: ``"type"``, ``"model"`` ...
+    name : str
+        The name that was not found.
+    available : iterable of str
+        The names that are registered, listed in the message.
+    """
+
+    def __init__(self, kind: str, name: str, available: Iterable[str] = (), hint: str = "") -> None:
+        available = sorted(str(a) for a in available)
+        listing = ", ".join(available) if available else "none"
+        msg = (
+            f"No {kind} named {name!r} is registered.{suggest(name, available)} "
+            f"Registered {kind}s: {listing}."
+        )
+        if hint:
+            msg += f" {hint}"
+        super().__init__(msg, kind=kind, name=name, available=available)
+
+
+class AlreadyRegisteredError(SuperDuperError, ValueError):
+    """A name is already taken; delete it first or choose another name."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(
+            f"A {kind} named {name!r} already exists. Delete it first with "
+            f"delete_{kind.replace(' ', '_')}({name!r}) or pick another name.",
+            kind=kind,
+            name=name,
+        )
+
+
+class InUseError(SuperDuperError, ValueError):
+    """Refused to delete something that others still use (``users`` attribute)."""
+
+    def __init__(self, kind: str, name: str, users: Iterable[str]) -> None:
+        users = list(users)
+        super().__init__(
+            f"The {kind} {name!r} is still in use by: {', '.join(users)}. Delete those "
+            f"first, or pass force=True to delete it anyway.",
+            kind=kind,
+            name=name,
+            users=users,
+        )
+
+
+class EncodingError(SuperDuperError, TypeError):
+    """A value in a document cannot be stored (``path``, ``value_type`` attributes)."""
+
+
+class DecodingError(SuperDuperError, ValueError):
+    """Stored bytes could not be decoded back into a Python object."""
+
+
+class ArtifactError(SuperDuperError, ValueError):
+    """An artifact could not be saved or loaded."""
+
+
+class ModelError(SuperDuperError, ValueError):
+    """A model is misconfigured or cannot be applied to its inputs."""
+
+
+class CycleError(ModelError):
+    """A watcher would make the model graph cyclic (``cycle`` attribute)."""
+
+
+class JobError(SuperDuperError, RuntimeError):
+    """Base class of job errors (``job_id`` attribute)."""
+
+
+class JobFailedError(JobError):
+    """A job failed on a worker.
+
+    ``job_id``, ``error`` (the remote message) and ``remote_traceback`` (the
+    worker's formatted traceback) are attributes; the traceback is also part
+    of the message.
+    """
+
+
+class JobCancelledError(JobError):
+    """A job was cancelled before it finished."""
+
+
+class JobTimeoutError(JobError, TimeoutError):
+    """Waiting on a job ran past its timeout; the job itself may still finish."""
+
+
+class ClusterError(SuperDuperError, RuntimeError):
+    """The Dask cluster is unreachable or misconfigured."""
+
+
+class SemanticIndexError(SuperDuperError, ValueError):
+    """A semantic-search query or index definition is invalid."""
+
+
+class DimensionMismatchError(SemanticIndexError):
+    """A vector has a different dimension than the index (``expected``, ``got``)."""
+
+
+class MasterUnavailableError(SuperDuperError, RuntimeError):
+    """The master (vector-search actor) could not be reached or re-created."""
+
+
+
+
+class QueryError(SuperDuperError, TypeError):
+    """A filter, update or query argument has the wrong shape."""
+
+
+__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, BaseException)] + ["suggest"]

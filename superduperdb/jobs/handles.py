@@ -1,0 +1,262 @@
+"""Handles on jobs: :class:`Job` and :class:`JobGroup`.
+
+A job's record in ``<collection>._jobs`` is the source of truth (status, times,
+progress, logs, error and remote traceback); a handle also holds the Dask
+future when the job was submitted from this process, so waiting needs no
+polling there. Every wait has a timeout; none blocks forever.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..errors import JobCancelledError, JobFailedError, JobTimeoutError
+
+PENDING, RUNNING, SUCCESS, FAILED, CANCELLED = "pending", "running", "success", "failed", "cancelled"
+FINAL = (SUCCESS, FAILED, CANCELLED)
+DEFAULT_TIMEOUT = 600.0
+
+
+def _raise_for(record: dict) -> None:
+    status = record.get("status")
+    if status == FAILED:
+        tb = record.get("traceback") or ""
+        raise JobFailedError(
+            f"Job {record['_id']} ({record.get('kind')}"
+            f"{', model ' + repr(record['model']) if record.get('model') else ''}) failed: "
+            f"{record.get('error')}\n\nRemote traceback:\n{tb}",
+            job_id=record["_id"],
+            error=record.get("error"),
+            remote_traceback=tb,
+        )
+    if status == CANCELLED:
+        raise JobCancelledError(f"Job {record['_id']} was cancelled.", job_id=record["_id"])
+
+
+class Job:
+    """One job: compute outputs, download content, update the index, train ...
+
+    Parameters
+    ----------
+    id : str
+        The job's id (also ``_id`` of its record).
+    table : Collection
+        The raw ``<collection>._jobs`` collection.
+    future : distributed.Future, optional
+        The Dask future, when submitted from this process.
+
+    Examples
+    --------
+    >>> result = docs.insert_one({"x": 1})          # doctest: +SKIP
+    >>> job = result.jobs[0]                         # doctest: +SKIP
+    >>> job.wait(timeout=60).status                  # doctest: +SKIP
+    'success'
+    """
+
+    def __init__(self, id: str, table: Any, future: Any = None, *, default_timeout: float | None = None) -> None:
+        self.id = id
+        self._table = table
+        self._future = future
+        self._default_timeout = default_timeout or DEFAULT_TIMEOUT
+
+    # -- state ------------------------------------------------------------------
+    def record(self) -> dict:
+        """The job's record, fresh from the database."""
+        record = self._table.find_one({"_id": self.id})
+        if record is None:
+            raise KeyError(f"No record for job {self.id} in {self._table.full_name}")
+        return record
+
+    @property
+    def status(self) -> str:
+        """``pending``, ``running``, ``success``, ``failed`` or ``cancelled``."""
+        return self.record()["status"]
+
+    def done(self) -> bool:
+        return self.status in FINAL
+
+    def logs(self) -> list[str]:
+        """Log lines captured on the worker."""
+        return list(self.record().get("logs", []))
+
+    # -- waiting ----------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> Job:
+        """Wait until the job has finished; return ``self``.
+
+        Raises
+        ------
+        JobFailedError
+            The job failed; carries the worker's traceback.
+        JobCancelledError
+            The job was cancelled.
+        JobTimeoutError
+            Still not finished after ``timeout`` seconds (default: the
+            configured ``jobs.wait_timeout``).
+        """
+        timeout = self._default_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        if self._future is not None:
+            self._wait_future(deadline)
+        record = self._poll(deadline)
+        _raise_for(record)
+        return self
+
+    def _wait_future(self, deadline: float) -> None:
+        import distributed
+
+        try:
+            distributed.wait([self._future], timeout=max(0.0, deadline - time.monotonic()))
+        except distributed.TimeoutError:
+            raise self._timeout_error(deadline) from None
+
+    def _poll(self, deadline: float) -> dict:
+        delay = 0.005
+        while True:
+            record = self.record()
+            if record["status"] in FINAL:
+                return record
+            if self._future is not None and self._future.status in ("error", "cancelled"):
+                return self._mark_lost(record)
+            if time.monotonic() >= deadline:
+                raise self._timeout_error(deadline)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.2)
+
+    def _mark_lost(self, record: dict) -> dict:
+        """The future ended without the task writing a final status (an upstream job
+        failed, or the job was cancelled): record why."""
+        from .records import finish
+
+        if self._future.status == "cancelled":
+            finish(self._table, self.id, CANCELLED, error="cancelled")
+        else:
+            exc = self._future.exception(timeout=5)
+            finish(self._table, self.id, FAILED, error=f"did not run: {type(exc).__name__}: {exc}",
+                   traceback="".join(_format_tb(self._future)))
+        return self.record()
+
+    def _timeout_error(self, deadline: float) -> JobTimeoutError:
+        return JobTimeoutError(
+            f"Job {self.id} did not finish in time (status {self.status!r}). It may still finish: "
+            "wait again with a longer timeout, or cancel() it.",
+            job_id=self.id,
+        )
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait, then return what the job returned (a small summary dict)."""
+        self.wait(timeout)
+        return self.record().get("result")
+
+    def cancel(self) -> None:
+        """Cancel the job if it has not finished (its record says ``cancelled``)."""
+        from .records import finish
+
+        if self._future is not None:
+            self._future.cancel()
+        finish(self._table, self.id, CANCELLED, error="cancelled by the user", only_if_unfinished=True)
+
+    # -- display ----------------------------------------------------------------
+    def __repr__(self) -> str:
+        try:
+            r = self.record()
+            model = f", model={r['model']!r}" if r.get("model") else ""
+            return f"Job(id={self.id!r}, kind={r.get('kind')!r}{model}, status={r['status']!r})"
+        except Exception:  # pragma: no cover - repr must never raise
+            return f"Job(id={self.id!r})"
+
+    def _repr_html_(self) -> str:
+        r = self.record()
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(str(r.get(k)))}</td></tr>"
+            for k in ("_id", "kind", "model", "status", "progress", "created_at", "started_at", "finished_at", "error")
+            if r.get(k) is not None
+        )
+        return f"<table>{rows}</table>"
+
+
+def _format_tb(future: Any) -> list[str]:
+    import traceback
+
+    tb = future.traceback(timeout=5)
+    return traceback.format_tb(tb) if tb is not None else []
+
+
+class JobGroup:
+    """The jobs one write (or one call) submitted; behaves like a list of :class:`Job`.
+
+    ``wait()`` waits for all of them and raises the first failure.
+    """
+
+    def __init__(self, jobs: Iterable[Job] = ()) -> None:
+        self._jobs = list(jobs)
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self._jobs)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __getitem__(self, i: int) -> Job:
+        return self._jobs[i]
+
+    def __bool__(self) -> bool:
+        return bool(self._jobs)
+
+    def __add__(self, other: JobGroup) -> JobGroup:
+        return JobGroup([*self._jobs, *other])
+
+    @property
+    def ids(self) -> list[str]:
+        return [j.id for j in self._jobs]
+
+    @property
+    def status(self) -> dict[str, str]:
+        """``{job_id: status}``."""
+        return {j.id: j.status for j in self._jobs}
+
+    def wait(self, timeout: float | None = None, *, progress: bool = False) -> JobGroup:
+        """Wait for every job (all within ``timeout`` seconds in total)."""
+        if not self._jobs:
+            return self
+        timeout = self._jobs[0]._default_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(self._jobs), desc="jobs", unit="job")
+        try:
+            for job in self._jobs:
+                job.wait(max(0.0, deadline - time.monotonic()))
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self
+
+    def result(self, timeout: float | None = None) -> list[Any]:
+        self.wait(timeout)
+        return [j.record().get("result") for j in self._jobs]
+
+    def logs(self) -> dict[str, list[str]]:
+        return {j.id: j.logs() for j in self._jobs}
+
+    def cancel(self) -> None:
+        for job in self._jobs:
+            job.cancel()
+
+    def __repr__(self) -> str:
+        return f"JobGroup({len(self._jobs)} jobs: {self.status if self._jobs else {}})"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(j.id)}</td><td>{html.escape(str(r.get('kind')))}</td>"
+            f"<td>{html.escape(str(r.get('model') or ''))}</td><td>{html.escape(r['status'])}</td></tr>"
+            for j in self._jobs
+            for r in [j.record()]
+        )
+        return f"<table><tr><th>id</th><th>kind</th><th>model</th><th>status</th></tr>{rows}</table>"

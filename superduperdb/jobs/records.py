@@ -1,0 +1,58 @@
+"""Job records in ``<collection>._jobs``: created by the client, updated by the worker.
+
+A record::
+
+    {_id, kind, model, watcher, ids | query, status, created_at, started_at,
+     finished_at, progress, logs: [...], error, traceback, result, depends_on}
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ..store.metadata import utcnow
+from .handles import FINAL, PENDING, RUNNING
+
+MAX_LOG_LINES = 1000
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def create(table: Any, kind: str, **fields: Any) -> str:
+    """Insert a ``pending`` record; return its id."""
+    job_id = fields.pop("_id", None) or new_job_id()
+    table.insert_one(
+        {"_id": job_id, "kind": kind, "status": PENDING, "created_at": utcnow(), "progress": 0.0,
+         "logs": [], **fields}
+    )
+    return job_id
+
+
+def start(table: Any, job_id: str, worker: str | None = None) -> None:
+    table.update_one(
+        {"_id": job_id, "status": {"$nin": list(FINAL)}},
+        {"$set": {"status": RUNNING, "started_at": utcnow(), "worker": worker}},
+    )
+
+
+def progress(table: Any, job_id: str, fraction: float) -> None:
+    table.update_one({"_id": job_id}, {"$set": {"progress": float(fraction)}})
+
+
+def log(table: Any, job_id: str, lines: list[str]) -> None:
+    if lines:
+        table.update_one({"_id": job_id}, {"$push": {"logs": {"$each": lines[-MAX_LOG_LINES:]}}})
+
+
+def finish(table: Any, job_id: str, status: str, *, only_if_unfinished: bool = True, **fields: Any) -> None:
+    """Set a final status (unless the record already has one)."""
+    query: dict = {"_id": job_id}
+    if only_if_unfinished:
+        query["status"] = {"$nin": list(FINAL)}
+    update = {"status": status, "finished_at": utcnow(), **fields}
+    if status == "success":
+        update["progress"] = 1.0
+    table.update_one(query, {"$set": update})

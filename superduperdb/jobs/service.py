@@ -1,8 +1,65 @@
-"""Turns writes into jobs: which watchers a write concerns, and submitting them."""
+"""Turns writes into jobs (client side).
+
+For the ids a write touched, every active watcher concerned gets a ``model``
+job; a watcher that reads another's outputs gets a job that depends on that
+watcher's job (the DAG), and fields holding URLs get a ``download`` job that
+the model jobs wait for. Jobs are submitted to the cluster at once and the
+write returns; the jobs' filters are applied on the workers.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from ..errors import JobFailedError
+from ..services.watchers import OUTPUTS, downstream, upstream_of
+from ..tasks.context import Target
+from ..tasks.runner import run_job
+from ..types.encoding import CONTENT
+from . import records
+from .handles import Job, JobGroup
+
+logger = logging.getLogger(__name__)
+
+# Writes to these fields never trigger jobs (they are written by jobs).
+DERIVED = (OUTPUTS, "_like", "_fold")
+
+
+@dataclass
+class UpdatePlan:
+    ids: list
+    watchers: set[str] = field(default_factory=set)
+
+
+def changed_keys(update: Any) -> set[str] | None:
+    """Top-level fields an update changes (None: unknown, e.g. a pipeline or a replacement)."""
+    if not isinstance(update, Mapping):
+        return None
+    keys: set[str] = set()
+    for op, fields in update.items():
+        if not isinstance(fields, Mapping):
+            return None
+        keys.update(str(k).split(".")[0] for k in fields)
+    return keys
+
+
+def _reads(row: Mapping) -> set[str]:
+    key = row["key"]
+    return {"*"} if key == "_base" else {key.split(".")[0]}
+
+
+def _has_urls(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        content = value.get(CONTENT)
+        if isinstance(content, Mapping) and "url" in content and "bytes" not in content:
+            return True
+        return any(_has_urls(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_urls(v) for v in value)
+    return False
 
 
 class JobService:
@@ -10,24 +67,135 @@ class JobService:
 
     def __init__(self, collection: Any) -> None:
         self.collection = collection
+        self.metadata = collection._metadata
 
-    def on_insert(self, ids: list) -> Any:
-        return None
+    @property
+    def cluster(self):
+        return self.collection.database.client.cluster
 
-    def before_update(self, filter: dict, update: Any, many: bool) -> Any:
-        return None
+    @property
+    def table(self):
+        return self.metadata.table("jobs")
 
-    def after_update(self, plan: Any, upserted_id: Any) -> Any:
-        return None
+    def _job(self, job_id: str, future: Any = None) -> Job:
+        timeout = self.collection.database.client.config.jobs.wait_timeout
+        return Job(job_id, self.table, future, default_timeout=timeout)
+
+    # -- submitting -------------------------------------------------------------------
+    def submit(self, kind: str, params: dict, *, depends_on: Iterable[Job] = (), record: dict | None = None) -> Job:
+        """Create a job record and submit the job (or run it now, inline)."""
+        depends_on = list(depends_on)
+        job_id = records.create(self.table, kind, depends_on=[j.id for j in depends_on], **(record or {}))
+        target = Target.of(self.collection)
+        if self.cluster.inline:
+            failed = [j for j in depends_on if j.status != "success"]
+            if failed:
+                records.finish(self.table, job_id, "failed", error=f"did not run: upstream job {failed[0].id} failed")
+            else:
+                try:
+                    run_job(target, job_id, kind, params)
+                except JobFailedError as exc:
+                    logger.warning("job %s (%s) failed: %s", job_id, kind, exc.error)
+            return self._job(job_id)
+        futures = [j._future for j in depends_on if j._future is not None]
+        future = self.cluster.submit(run_job, target, job_id, kind, params, key=f"superduperdb-{kind}-{job_id}",
+                                     dependencies=futures)
+        return self._job(job_id, future)
+
+    def submit_watchers(self, ids: list | None, names: set[str] | None = None, *, download: bool = False) -> JobGroup:
+        """Jobs for the active watchers (``names`` only, if given) over ``ids`` (None: all)."""
+        rows = self.collection._watchers.active()
+        if names is not None:
+            rows = [r for r in rows if r["name"] in names]
+        if not rows and not download:
+            return JobGroup()
+        jobs: list[Job] = []
+        first: list[Job] = []
+        if download:
+            first = [self.submit("download", {"ids": ids}, record={"ids": ids})]
+            jobs += first
+        by_watcher: dict[str, Job] = {}
+        for row in rows:  # topological order: upstream jobs exist before their dependents
+            deps = [by_watcher[u] for u in upstream_of(row) if u in by_watcher] or first
+            params = {"watcher": row["name"], "ids": ids, "chunk_size": int(self.collection.database.client.config.jobs.chunk_size)}
+            job = self.submit("model", params, depends_on=deps,
+                              record={"model": row["model"], "watcher": row["name"], "ids": ids})
+            by_watcher[row["name"]] = job
+            jobs.append(job)
+        jobs += self._after_outputs(ids, by_watcher)
+        return JobGroup(jobs)
+
+    def _after_outputs(self, ids: list | None, by_watcher: dict[str, Job]) -> list[Job]:
+        """Jobs downstream of model outputs (the vector-index updates of :mod:`superduperdb.search`)."""
+        hook = self.collection._services.get("after_outputs")
+        return hook(ids, by_watcher) if hook is not None else []
+
+    # -- write hooks (called by the Collection) --------------------------------------------
+    def on_insert(self, ids: list, documents: list | None = None) -> JobGroup:
+        download = any(_has_urls(d) for d in documents or [])
+        return self.submit_watchers(ids, download=download)
+
+    def before_update(self, filter: dict, update: Any, many: bool) -> UpdatePlan | None:
+        rows = self.collection._watchers.active()
+        if not rows:
+            return None
+        keys = changed_keys(update)
+        if keys is not None:
+            keys = {k for k in keys if k not in DERIVED}
+            if not keys:
+                return None  # only derived fields change: never trigger jobs
+            hit = {r["name"] for r in rows if "*" in _reads(r) or _reads(r) & keys}
+        else:
+            hit = {r["name"] for r in rows}
+        if not hit:
+            return None
+        cursor = self.collection.raw.find(filter, {"_id": 1})
+        if not many:
+            cursor = cursor.limit(1)
+        return UpdatePlan([d["_id"] for d in cursor], downstream(rows, hit))
+
+    def after_update(self, plan: UpdatePlan | None, upserted_id: Any) -> JobGroup | None:
+        if plan is None:
+            return None
+        ids = plan.ids + ([upserted_id] if upserted_id is not None else [])
+        if not ids:
+            return JobGroup()
+        return self.submit_watchers(ids, plan.watchers)
 
     def before_delete(self, filter: dict, many: bool) -> Any:
-        return None
+        hook = self.collection._services.get("before_delete")
+        return hook(filter, many) if hook is not None else None
 
-    def after_delete(self, plan: Any) -> Any:
-        return None
+    def after_delete(self, plan: Any) -> JobGroup | None:
+        hook = self.collection._services.get("after_delete")
+        return hook(plan) if hook is not None else None
 
-    def before_bulk(self, ops: list) -> Any:
-        return None
+    def before_bulk(self, ops: list) -> list:
+        from pymongo import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany
 
-    def after_bulk(self, plan: Any, bulk_api: dict) -> Any:
-        return None
+        plans: list = []
+        for op in ops:
+            if isinstance(op, InsertOne):
+                plans.append(("insert", op._doc))
+            elif isinstance(op, (DeleteOne, DeleteMany)):
+                plans.append(("delete", self.before_delete(op._filter, isinstance(op, DeleteMany))))
+            else:
+                update = None if isinstance(op, ReplaceOne) else op._doc
+                plans.append(("update", self.before_update(op._filter, update, isinstance(op, UpdateMany))))
+        return plans
+
+    def after_bulk(self, plans: list, bulk_api: dict) -> JobGroup:
+        """Jobs for every document the bulk write inserted, upserted, changed or deleted."""
+        inserted = [doc for kind, doc in plans if kind == "insert"]
+        group = self.on_insert([d["_id"] for d in inserted], inserted) if inserted else JobGroup()
+        upserted = [u["_id"] for u in bulk_api.get("upserted", [])]
+        if upserted:
+            group += self.on_insert(upserted)
+        updates = [p for kind, p in plans if kind == "update" and p is not None]
+        if updates:
+            ids = list({i: None for p in updates for i in p.ids})
+            group += self.submit_watchers(ids, set().union(*(p.watchers for p in updates)))
+        for kind, plan in plans:
+            if kind == "delete":
+                group += self.after_delete(plan) or JobGroup()
+        return group

@@ -1,0 +1,3 @@
+from superduperdb.cli import main
+
+main()

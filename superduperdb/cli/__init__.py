@@ -1,0 +1,73 @@
+"""The ``superduperdb`` command line (also ``python -m superduperdb``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+from importlib import metadata
+
+import click
+
+PACKAGES = ("superduperdb", "pymongo", "mongomock", "dask", "distributed", "numpy", "scikit-learn",
+            "pynndescent", "torch", "sentence-transformers", "pillow", "dill")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """superduperdb: AI models on the data in MongoDB, computed on a Dask cluster."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(as_json: bool) -> None:
+    """Versions, the config in force, and what it can reach."""
+    from .status import gather_info
+
+    report = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {p: _version(p) for p in PACKAGES},
+        **gather_info(),
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    click.echo(f"superduperdb {report['packages']['superduperdb']} on Python {report['python']} ({report['platform']})")
+    click.echo("packages:")
+    for name, ver in report["packages"].items():
+        click.echo(f"  {name:22} {ver or '(not installed)'}")
+    for section in ("database", "cluster"):
+        click.echo(f"{section}:")
+        for key, value in report[section].items():
+            click.echo(f"  {key:22} {value}")
+
+
+@main.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def config_command(as_json: bool) -> None:
+    """Every config value and where it came from."""
+    from ..config import resolve_config
+
+    cfg = resolve_config()
+    if as_json:
+        click.echo(json.dumps({p: {"value": v, "source": s} for p, v, s in cfg.items()}, indent=2, default=str))
+        return
+    width = max(len(p) for p, _, _ in cfg.items())
+    for path, value, source in cfg.items():
+        click.echo(f"{path:{width}}  {json.dumps(value, default=str):30}  ({source})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,128 @@
+"""Process set-up for the vector index: numba environment and JIT warm-up.
+
+pynndescent is compiled by numba the first time it is used in a process. That
+costs ~45 s with a warm on-disk numba cache and ~165 s with an empty one (see
+FACTS.md), so a process that will hold an index should:
+
+1. call :func:`configure_numba_env` **before numba or pynndescent is imported**
+   (numba reads ``NUMBA_CACHE_DIR`` at import time, and the OpenMP runtime
+   reads ``OMP_WAIT_POLICY`` when it starts its threads);
+2. call :func:`warm_up` once at start, so the JIT cost is paid before the first
+   query rather than inside it.
+
+Nothing in this module imports numba or pynndescent at import time.
+
+Examples
+--------
+>>> from superduperdb.index.env import configure_numba_env
+>>> settings = configure_numba_env()
+>>> sorted(settings)
+['NUMBA_CACHE_DIR', 'OMP_WAIT_POLICY']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NUMBA_CACHE_DIR = os.path.join("~", ".cache", "superduperdb", "numba")
+
+_WARMED_UP = False
+
+
+def configure_numba_env(cache_dir: str | None = None) -> dict[str, str]:
+    """Set the environment variables an index process needs, where unset.
+
+    Sets ``OMP_WAIT_POLICY=PASSIVE`` (otherwise numba's OpenMP threads spin
+    and slow numpy/BLAS down several-fold) and a persistent ``NUMBA_CACHE_DIR``
+    (so compiled functions survive the process). Values already present in the
+    environment are respected. Must be called before ``numba`` or
+    ``pynndescent`` is imported; if numba is already imported, a warning is
+    logged because the settings may not take effect in this process.
+
+    Parameters
+    ----------
+    cache_dir : str, optional
+        Directory for numba's cache, used only when ``NUMBA_CACHE_DIR`` is not
+        already set. Default ``~/.cache/superduperdb/numba``.
+
+    Returns
+    -------
+    dict
+        The effective values of ``OMP_WAIT_POLICY`` and ``NUMBA_CACHE_DIR``.
+
+    Examples
+    --------
+    >>> import os
+    >>> from superduperdb.index.env import configure_numba_env
+    >>> configure_numba_env()["OMP_WAIT_POLICY"] == os.environ["OMP_WAIT_POLICY"]
+    True
+    """
+    if "numba" in sys.modules:
+        logger.warning(
+            "configure_numba_env() was called after numba was imported; "
+            "NUMBA_CACHE_DIR / OMP_WAIT_POLICY may not take effect in this process. "
+            "Call it before importing numba or pynndescent."
+        )
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        path = os.path.expanduser(cache_dir or DEFAULT_NUMBA_CACHE_DIR)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:  # read-only home: numba falls back to __pycache__
+            logger.warning("Cannot create numba cache dir %s: %s", path, exc)
+        else:
+            os.environ["NUMBA_CACHE_DIR"] = path
+    return {
+        "OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"],
+        "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", ""),
+    }
+
+
+def warm_up(n_neighbors: int = 30, force: bool = False) -> float:
+    """Pay pynndescent's JIT cost now: build a tiny graph and query it.
+
+    Exercises exactly the code path :class:`~superduperdb.index.VectorIndex`
+    uses (``metric='euclidean'`` on C-contiguous float32 data, tree init,
+    ``prepare()``, the cached search function), so later builds and queries
+    compile nothing. ``NNDescent.update`` is not warmed: the index never calls
+    it (it rebuilds instead). Calls :func:`configure_numba_env` first.
+
+    Parameters
+    ----------
+    n_neighbors : int
+        Graph degree to warm up with; use the index's ``n_neighbors``.
+    force : bool
+        Run again even if this process already warmed up.
+
+    Returns
+    -------
+    float
+        Seconds taken (about 0 when already warm in this process).
+
+    Examples
+    --------
+    >>> from superduperdb.index.env import warm_up
+    >>> seconds = warm_up()  # doctest: +SKIP
+    """
+    global _WARMED_UP
+    if _WARMED_UP and not force:
+        return 0.0
+    configure_numba_env()
+    import numpy as np
+
+    from superduperdb.index.graph import build_graph
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((512, 16)).astype(np.float32)
+    graph = build_graph(data, "l2", n_neighbors=n_neighbors, random_state=0)
+    graph.query(data[0], 5, epsilon=0.2)
+    seconds = time.perf_counter() - start
+    _WARMED_UP = True
+    logger.info("pynndescent JIT warm-up took %.1f s", seconds)
+    return seconds

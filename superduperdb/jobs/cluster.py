@@ -1,0 +1,111 @@
+"""The Dask cluster that runs jobs (the original design's job-master and job-workers).
+
+``cluster.address`` selects it:
+
+* ``None``: no cluster; jobs run inline in the calling process (debugging).
+* ``"local"``: a :class:`distributed.LocalCluster` owned by the client and
+  closed with it. With the in-process mongomock store its workers are threads
+  of this process (they must share the store); with a server URI they are
+  separate processes.
+* ``"tcp://host:8786"``: an existing scheduler (``dask scheduler`` CLI).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..config import Config
+from ..errors import ClusterError
+
+logger = logging.getLogger(__name__)
+
+
+class Cluster:
+    """Client-side handle on the Dask cluster (started on first use).
+
+    Parameters
+    ----------
+    config : Config
+    uri : str
+        The database URI, which decides whether local workers are threads.
+    """
+
+    def __init__(self, config: Config, uri: str) -> None:
+        self.config = config
+        self.uri = uri
+        self.address = config.cluster.address
+        self._client = None
+        self._local = None
+
+    @property
+    def inline(self) -> bool:
+        """Whether jobs run inline in this process (``cluster=None``)."""
+        return self.address is None
+
+    @property
+    def processes(self) -> bool:
+        configured = self.config.cluster.processes
+        if configured is not None:
+            return bool(configured)
+        return not self.uri.startswith("mongomock://")
+
+    @property
+    def client(self):
+        """The :class:`distributed.Client` (starts the local cluster if needed)."""
+        if self.inline:
+            raise ClusterError("This client runs jobs inline (cluster=None); it has no Dask cluster.")
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self):
+        import distributed
+
+        timeout = float(self.config.cluster.timeout)
+        if self.address == "local":
+            if self.processes and self.uri.startswith("mongomock://"):
+                raise ClusterError(
+                    "A local cluster with worker processes cannot share the in-process mongomock store. "
+                    "Use a MongoDB server (mongodb://...), or cluster.processes: false.",
+                )
+            self._local = distributed.LocalCluster(
+                n_workers=int(self.config.cluster.n_workers),
+                threads_per_worker=int(self.config.cluster.threads_per_worker),
+                processes=self.processes,
+                dashboard_address=None,
+                resources=None,
+            )
+            logger.info("started a local Dask cluster at %s (processes=%s)", self._local.scheduler_address, self.processes)
+            return distributed.Client(self._local, timeout=timeout, set_as_default=False)
+        try:
+            return distributed.Client(self.address, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(
+                f"Could not reach the Dask scheduler at {self.address!r} within {timeout:g} s: {exc}. "
+                "Start one with `dask scheduler` (or `superduperdb local-cluster`), or use cluster='local'.",
+                address=self.address,
+            ) from exc
+
+    def submit(self, fn: Callable, *args: Any, key: str, dependencies: Sequence[Any] = (), **kwargs: Any):
+        """Submit ``fn(*args, *dependency_results)`` under ``key`` (never cached: ``pure=False``).
+
+        The task starts only after every dependency succeeded.
+        """
+        return self.client.submit(fn, *args, *dependencies, key=key, pure=False, **kwargs)
+
+    def workers(self) -> list[str]:
+        return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        local, self._local = self._local, None
+        if client is not None:
+            client.close()
+        if local is not None:
+            local.close()
+
+    def __repr__(self) -> str:
+        state = "inline" if self.inline else ("connected" if self._client is not None else "not started")
+        return f"Cluster({self.address!r}, {state})"

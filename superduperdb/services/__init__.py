@@ -1,0 +1,1 @@
+"""Client-side services the Collection facade delegates to (models, watchers)."""

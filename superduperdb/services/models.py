@@ -1,0 +1,85 @@
+"""Registering, loading, applying and deleting models (client side).
+
+A model row in ``<coll>._models``::
+
+    {name, version, versions: [{version, artifact, created_at, metrics}],
+     artifact, kind, class, method, batch_size, device, type}
+
+The stored artifact is the :class:`~superduperdb.models.base.Model` wrapper
+(object plus pre/post-processing), so a worker gets everything it needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InUseError, ModelError
+from ..models.base import Model
+from ..store.metadata import utcnow
+
+
+def load_model(metadata: Any, artifacts: Any, name: str, version: int | None = None) -> Model:
+    """The :class:`Model` wrapper of ``name`` (current version unless given)."""
+    row = metadata.get("models", name, hint="Register it with create_model(name, object).")
+    ref = row["artifact"]
+    if version is not None:
+        match = [v for v in row.get("versions", []) if v["version"] == version]
+        if not match:
+            raise ModelError(f"Model {name!r} has no version {version}; versions: {[v['version'] for v in row['versions']]}.")
+        ref = match[0]["artifact"]
+    return artifacts.get(ref)
+
+
+class ModelService:
+    def __init__(self, collection: Any) -> None:
+        self.collection = collection
+        self.metadata = collection._metadata
+        self.artifacts = collection._artifacts
+
+    def create(self, name: str, object: Any, *, preprocess=None, postprocess=None, type: str | None = None,
+               batch_size: int = 32, device: Any = None, method: str | None = None,
+               serializer: str | None = None) -> dict:
+        if not isinstance(name, str) or not name or "." in name or "/" in name or name.startswith("$"):
+            raise ModelError(f"Model names must be non-empty strings without '.', '/' or a leading '$', not {name!r}.")
+        if self.metadata.exists("models", name):
+            from ..errors import AlreadyRegisteredError
+
+            raise AlreadyRegisteredError("model", name)
+        if type is not None:
+            self.collection._types.get(type)  # NotRegisteredError now, not on the worker
+        model = Model(object, preprocess=preprocess, postprocess=postprocess, batch_size=batch_size,
+                      device=device, method=method, name=name)
+        description = model.describe()  # validates the object (kind, method)
+        ref = self.artifacts.put(model, serializer)
+        row = {"name": name, "version": 1, "artifact": ref, "type": type, **_plain(description),
+               "versions": [{"version": 1, "artifact": ref, "created_at": utcnow(), "metrics": {}}]}
+        return self.metadata.insert("models", row)
+
+    def load(self, name: str, version: int | None = None) -> Model:
+        return load_model(self.metadata, self.artifacts, name, version)
+
+    def users(self, name: str) -> list[str]:
+        users = [f"watcher {w['name']!r}" for w in self.metadata.list("watchers", {"model": name})]
+        users += [f"watcher {w['name']!r} (features)" for w in self.metadata.list("watchers")
+                  if name in (w.get("features") or {}).values()]
+        users += [f"semantic index {s['name']!r}" for s in self.metadata.list("semantic_indexes") if name in s.get("models", [])]
+        return users
+
+    def delete(self, name: str, force: bool = False) -> None:
+        self.metadata.get("models", name)
+        users = self.users(name)
+        if users and not force:
+            raise InUseError("model", name, users)
+        for w in self.metadata.list("watchers", {"model": name}):
+            self.collection.delete_watcher(w["name"], force=True)
+        self.metadata.delete("models", name)
+
+    def apply(self, name: str, inputs: list, key: str | None = None) -> list:
+        model = self.load(name)
+        if key is not None:
+            inputs = [self.collection._types.decode(d)[key] if isinstance(d, dict) else d for d in inputs]
+        return model.predict(list(inputs))
+
+
+def _plain(description: dict) -> dict:
+    return {k: v for k, v in description.items() if k != "name"}

@@ -1,0 +1,148 @@
+"""Run one job on a worker: record its status, capture its logs, report errors.
+
+:func:`run_job` is what the client submits to Dask. It marks the record
+``running``, calls the job kind's function, captures log records and
+``print`` output from the job's thread into the record, and finishes the
+record with ``success`` (and a small result dict) or ``failed`` (error and
+formatted traceback). On failure it raises :class:`JobFailedError` (picklable,
+with the remote traceback), so Dask does not start dependent jobs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import JobFailedError
+from ..jobs import records
+from .context import Context, Target
+
+logger = logging.getLogger(__name__)
+
+KINDS: dict[str, Callable[..., dict]] = {}
+
+
+def job_kind(name: str) -> Callable:
+    """Register ``fn(ctx, job_id, **params) -> dict`` as the job kind ``name``."""
+
+    def register(fn: Callable) -> Callable:
+        KINDS[name] = fn
+        return fn
+
+    return register
+
+
+class _ThreadStream(io.TextIOBase):
+    """Routes writes from threads running a job into that job's buffer."""
+
+    def __init__(self, fallback: Any) -> None:
+        self.fallback = fallback
+        self.buffers: dict[int, list[str]] = {}
+
+    def write(self, text: str) -> int:
+        buf = self.buffers.get(threading.get_ident())
+        if buf is None:
+            return self.fallback.write(text)
+        buf.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.fallback.flush()
+
+
+_STREAMS: dict[str, _ThreadStream] = {}
+_STREAMS_LOCK = threading.Lock()
+
+
+def _install_streams() -> None:
+    with _STREAMS_LOCK:
+        for name in ("stdout", "stderr"):
+            current = getattr(sys, name)
+            if not isinstance(current, _ThreadStream):
+                stream = _ThreadStream(current)
+                setattr(sys, name, stream)
+                _STREAMS[name] = stream
+
+
+class _Capture(logging.Handler):
+    def __init__(self, thread: int, lines: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.thread = thread
+        self.lines = lines
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.lines.append(self.format(record))
+
+
+class capture_logs:
+    """Collect log records and prints of the current thread into a list of lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._printed: list[str] = []
+
+    def __enter__(self) -> capture_logs:
+        _install_streams()
+        ident = threading.get_ident()
+        for stream in _STREAMS.values():
+            stream.buffers[ident] = self._printed
+        self._handler = _Capture(ident, self.lines)
+        root = logging.getLogger()
+        root.addHandler(self._handler)
+        self._old_level = root.level
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        ident = threading.get_ident()
+        for stream in _STREAMS.values():
+            stream.buffers.pop(ident, None)
+        root = logging.getLogger()
+        root.removeHandler(self._handler)
+        root.setLevel(self._old_level)
+        printed = "".join(self._printed).splitlines()
+        self.lines.extend(printed)
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"inline@{socket.gethostname()}"
+
+
+def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: Any) -> dict:
+    """Execute job ``job_id`` of ``kind`` (a Dask task; ``upstream`` are finished dependencies)."""
+    from . import download, outputs  # noqa: F401  (register the job kinds)
+
+    ctx = Context(target)
+    table = ctx.jobs
+    records.start(table, job_id, _worker_name())
+    capture = capture_logs()
+    try:
+        with capture:
+            result = KINDS[kind](ctx, job_id, **params)
+    except BaseException as exc:
+        tb = traceback.format_exc()
+        records.log(table, job_id, capture.lines)
+        records.finish(table, job_id, "failed", error=f"{type(exc).__name__}: {exc}", traceback=tb)
+        raise JobFailedError(
+            f"Job {job_id} ({kind}) failed: {type(exc).__name__}: {exc}\n\nRemote traceback:\n{tb}",
+            job_id=job_id,
+            error=f"{type(exc).__name__}: {exc}",
+            remote_traceback=tb,
+        ) from None
+    records.log(table, job_id, capture.lines)
+    records.finish(table, job_id, "success", result=result)
+    return result

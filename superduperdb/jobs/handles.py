@@ -21,6 +21,7 @@ DEFAULT_TIMEOUT = 600.0
 
 
 def _raise_for(record: dict) -> None:
+    record = {**record, "_id": str(record["_id"])}
     status = record.get("status")
     if status == FAILED:
         tb = record.get("traceback") or ""
@@ -65,7 +66,9 @@ class Job:
     # -- state ------------------------------------------------------------------
     def record(self) -> dict:
         """The job's record, fresh from the database."""
-        record = self._table.find_one({"_id": self.id})
+        from bson import ObjectId
+
+        record = self._table.find_one({"_id": ObjectId(self.id)})
         if record is None:
             raise KeyError(f"No record for job {self.id} in {self._table.full_name}")
         return record

@@ -8,8 +8,9 @@ A record::
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
+
+from bson import ObjectId
 
 from ..store.metadata import utcnow
 from .handles import FINAL, PENDING, RUNNING
@@ -18,14 +19,19 @@ MAX_LOG_LINES = 1000
 
 
 def new_job_id() -> str:
-    return uuid.uuid4().hex
+    return str(ObjectId())
+
+
+def oid(job_id: str) -> ObjectId:
+    """The record's ``_id`` (an ObjectId: some MongoDB-wire servers accept no other ``_id``)."""
+    return ObjectId(job_id)
 
 
 def create(table: Any, kind: str, **fields: Any) -> str:
     """Insert a ``pending`` record; return its id."""
     job_id = fields.pop("_id", None) or new_job_id()
     table.insert_one(
-        {"_id": job_id, "kind": kind, "status": PENDING, "created_at": utcnow(), "progress": 0.0,
+        {"_id": oid(job_id), "kind": kind, "status": PENDING, "created_at": utcnow(), "progress": 0.0,
          "logs": [], **fields}
     )
     return job_id
@@ -33,23 +39,23 @@ def create(table: Any, kind: str, **fields: Any) -> str:
 
 def start(table: Any, job_id: str, worker: str | None = None) -> None:
     table.update_one(
-        {"_id": job_id, "status": {"$nin": list(FINAL)}},
+        {"_id": oid(job_id), "status": {"$nin": list(FINAL)}},
         {"$set": {"status": RUNNING, "started_at": utcnow(), "worker": worker}},
     )
 
 
 def progress(table: Any, job_id: str, fraction: float) -> None:
-    table.update_one({"_id": job_id}, {"$set": {"progress": float(fraction)}})
+    table.update_one({"_id": oid(job_id)}, {"$set": {"progress": float(fraction)}})
 
 
 def log(table: Any, job_id: str, lines: list[str]) -> None:
     if lines:
-        table.update_one({"_id": job_id}, {"$push": {"logs": {"$each": lines[-MAX_LOG_LINES:]}}})
+        table.update_one({"_id": oid(job_id)}, {"$push": {"logs": {"$each": lines[-MAX_LOG_LINES:]}}})
 
 
 def finish(table: Any, job_id: str, status: str, *, only_if_unfinished: bool = True, **fields: Any) -> None:
     """Set a final status (unless the record already has one)."""
-    query: dict = {"_id": job_id}
+    query: dict = {"_id": oid(job_id)}
     if only_if_unfinished:
         query["status"] = {"$nin": list(FINAL)}
     update = {"status": status, "finished_at": utcnow(), **fields}

@@ -39,7 +39,7 @@ def changed_keys(update: Any) -> set[str] | None:
     if not isinstance(update, Mapping):
         return None
     keys: set[str] = set()
-    for op, fields in update.items():
+    for fields in update.values():
         if not isinstance(fields, Mapping):
             return None
         keys.update(str(k).split(".")[0] for k in fields)

@@ -60,13 +60,14 @@ class ArtifactStore:
     def put_bytes(self, data: bytes, **info: Any) -> str:
         """Store ``data`` (once) and return its SHA-256 hex digest."""
         digest = hashlib.sha256(data).hexdigest()
-        if not self._fs.exists(digest):
-            self._fs.put(data, _id=digest, **info)
+        # The digest is the file name, not the _id: some MongoDB-wire servers only take ObjectId file ids.
+        if not self._fs.exists(filename=digest):
+            self._fs.put(data, filename=digest, **info)
         return digest
 
     def get_bytes(self, digest: str) -> bytes:
         try:
-            return self._fs.get(digest).read()
+            return self._fs.get_last_version(filename=digest).read()
         except gridfs.errors.NoFile:
             raise ArtifactError(
                 f"Artifact {digest} is missing from GridFS bucket {self.prefix!r}; the metadata "
@@ -103,7 +104,8 @@ class ArtifactStore:
         return obj
 
     def delete(self, digest: str) -> None:
-        self._fs.delete(digest)
+        for grid_out in self._fs.find({"filename": digest}):
+            self._fs.delete(grid_out._id)
 
     def exists(self, digest: str) -> bool:
-        return self._fs.exists(digest)
+        return self._fs.exists(filename=digest)

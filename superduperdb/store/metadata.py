@@ -31,7 +31,7 @@ SINGULAR = {
 
 def utcnow() -> datetime.datetime:
     # BSON stores milliseconds; truncate so values compare equal after a round trip.
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 

@@ -125,4 +125,24 @@ class PickleType:
         return "PickleType()"
 
 
-BUILTIN_TYPES: dict[str, Any] = {t.name: t for t in (ArrayType(), TensorType(), ImageType(), PickleType())}
+class BytesType:
+    """Raw bytes, as downloaded (``{'_content': {'url': ..., 'type': 'bytes'}}``).
+
+    Never chosen automatically (plain ``bytes`` are BSON already)."""
+
+    name = "bytes"
+    types: tuple = ()
+
+    def encode(self, x: Any) -> bytes:
+        return bytes(x)
+
+    def decode(self, data: bytes) -> Any:
+        return data
+
+    def __repr__(self) -> str:
+        return "BytesType()"
+
+
+BUILTIN_TYPES: dict[str, Any] = {
+    t.name: t for t in (ArrayType(), TensorType(), ImageType(), PickleType(), BytesType())
+}

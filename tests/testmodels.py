@@ -1,0 +1,70 @@
+"""Models used by the tests, importable by worker processes (tests/ is on their sys.path)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def norm(x) -> float:
+    return float(np.linalg.norm(np.asarray(x)))
+
+
+def shout(text: str) -> str:
+    print(f"shouting {text!r}")  # captured into the job's logs
+    return text.upper()
+
+
+def fail(x):
+    raise ValueError(f"cannot handle {x!r}")
+
+
+class DieOnce:
+    """Kills its worker process the first time it runs (a marker file remembers), then works."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __call__(self, x):
+        if not Path(self.marker).exists():
+            Path(self.marker).write_text(str(os.getpid()))
+            os._exit(1)
+        return float(x) * 10
+
+
+class Gate:
+    """Blocks until a file exists (with a deadline), so tests can hold a job running."""
+
+    def __init__(self, path: str, timeout: float = 60.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def __call__(self, x):
+        import time
+
+        deadline = time.monotonic() + self.timeout
+        while not Path(self.path).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gate {self.path} never opened")
+            time.sleep(0.01)
+        return x
+
+
+def make_torch_mlp():
+    import torch
+
+    class MLP(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.layer = torch.nn.Linear(4, 3)
+
+        def preprocess(self, x):
+            return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+        def forward(self, batch):
+            return torch.relu(self.layer(batch))
+
+    return MLP()

@@ -118,3 +118,30 @@ def substitute_features(doc: dict, features: Mapping[str, str]) -> dict:
         if value is not None:
             doc[key] = value
     return doc
+
+
+class ListSource:
+    """Documents already in memory (similarity results), with ``skip``/``limit``."""
+
+    def __init__(self, documents: list[dict]) -> None:
+        self.documents = documents
+        self._skip = 0
+        self._limit = 0
+
+    def skip(self, n: int) -> ListSource:
+        self._skip = int(n)
+        return self
+
+    def limit(self, n: int) -> ListSource:
+        self._limit = abs(int(n))
+        return self
+
+    def batch_size(self, n: int) -> ListSource:
+        return self
+
+    def __iter__(self) -> Iterator[dict]:
+        docs = self.documents[self._skip:]
+        return iter(docs[: self._limit] if self._limit else docs)
+
+    def __getitem__(self, index: int) -> dict:
+        return list(self)[index]

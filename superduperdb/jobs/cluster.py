@@ -74,7 +74,7 @@ class Cluster:
                 n_workers=int(self.config.cluster.n_workers),
                 threads_per_worker=int(self.config.cluster.threads_per_worker),
                 processes=self.processes,
-                dashboard_address=None,
+                dashboard_address=":0",
                 resources=None,
             )
             logger.info("started a local Dask cluster at %s (processes=%s)", self._local.scheduler_address, self.processes)

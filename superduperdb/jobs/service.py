@@ -127,8 +127,7 @@ class JobService:
 
     def _after_outputs(self, ids: list | None, by_watcher: dict[str, Job]) -> list[Job]:
         """Jobs downstream of model outputs (the vector-index updates of :mod:`superduperdb.search`)."""
-        hook = self.collection._services.get("after_outputs")
-        return hook(ids, by_watcher) if hook is not None else []
+        return self.collection._indexes.after_outputs(ids, by_watcher)
 
     # -- write hooks (called by the Collection) --------------------------------------------
     def on_insert(self, ids: list, documents: list | None = None) -> JobGroup:
@@ -163,12 +162,10 @@ class JobService:
         return self.submit_watchers(ids, plan.watchers)
 
     def before_delete(self, filter: dict, many: bool) -> Any:
-        hook = self.collection._services.get("before_delete")
-        return hook(filter, many) if hook is not None else None
+        return self.collection._indexes.before_delete(filter, many)
 
     def after_delete(self, plan: Any) -> JobGroup | None:
-        hook = self.collection._services.get("after_delete")
-        return hook(plan) if hook is not None else None
+        return self.collection._indexes.after_delete(plan)
 
     def before_bulk(self, ops: list) -> list:
         from pymongo import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany

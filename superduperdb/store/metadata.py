@@ -73,6 +73,9 @@ class MetadataStore:
     def exists(self, kind: str, name: str) -> bool:
         return self.table(kind).count_documents({"name": name}, limit=1) > 0
 
+    def exists_any(self, kind: str) -> bool:
+        return self.table(kind).count_documents({}, limit=1) > 0
+
     def insert(self, kind: str, row: Mapping) -> dict:
         if self.exists(kind, row["name"]):
             raise AlreadyRegisteredError(SINGULAR[kind], row["name"])

@@ -124,7 +124,7 @@ def _worker_name() -> str:
 
 def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: Any) -> dict:
     """Execute job ``job_id`` of ``kind`` (a Dask task; ``upstream`` are finished dependencies)."""
-    from . import download, outputs  # noqa: F401  (register the job kinds)
+    from . import download, index, outputs  # noqa: F401  (register the job kinds)
 
     ctx = Context(target)
     table = ctx.jobs

@@ -1,0 +1,173 @@
+"""The :class:`Master` actor: semantic indexes in memory, fed from MongoDB.
+
+Runs on one Dask worker (resource ``MASTER=1`` or the first worker), or in the
+client's process when jobs run inline. It receives plain data only: a
+:class:`~superduperdb.tasks.context.Target` (URI, database, collection,
+config) and the index's metadata row; it opens its own database handle.
+
+Per index it holds a :class:`~superduperdb.index.VectorIndex` (exact search +
+pynndescent graph rebuilt in the background). ``refresh(ids)`` re-reads those
+documents' outputs: present ones are upserted, missing ones removed, so
+inserts, updates and deletes all arrive the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from ..index.env import configure_numba_env
+
+configure_numba_env()  # before anything imports numba (pynndescent is imported lazily)
+
+from ..errors import SemanticIndexError  # noqa: E402
+from ..tasks.context import Context, Target  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+LOAD_CHUNK = 5000
+
+
+def index_key(target: Target, row: dict) -> str:
+    return f"{target.uri}|{target.database}|{target.collection}|{row['name']}|{row['uid']}"
+
+
+def output_path(row: dict) -> str:
+    return f"_outputs.{row['keys'][0]}.{row['models'][0]}"
+
+
+class _Loaded:
+    def __init__(self, target: Target, row: dict, index: Any, seconds: float) -> None:
+        self.target, self.row, self.index, self.load_seconds = target, row, index, seconds
+
+
+class Master:
+    """Holds the vector indexes of every collection that uses this cluster.
+
+    Parameters
+    ----------
+    warm_up : bool
+        Compile pynndescent's JIT in a background thread at start.
+    """
+
+    def __init__(self, warm_up: bool = True) -> None:
+        self.started_at = time.time()
+        self._indexes: dict[str, _Loaded] = {}
+        self._lock = threading.RLock()
+        self._warm = None
+        if warm_up:
+            from ..index.env import warm_up as _warm_up
+
+            self._warm = threading.Thread(target=_warm_up, name="superduperdb-jit-warm-up", daemon=True)
+            self._warm.start()
+
+    # -- loading ----------------------------------------------------------------------
+    def _read(self, ctx: Context, row: dict, query: dict) -> tuple[list, list]:
+        path = output_path(row)
+        ids, vectors = [], []
+        cursor = ctx.collection.find({"$and": [query, {path: {"$exists": True}}]}, {path: 1})
+        for doc in cursor.batch_size(LOAD_CHUNK):
+            value = doc
+            for part in path.split("."):
+                value = value[part]
+            ids.append(doc["_id"])
+            vectors.append(_as_vector(ctx.types.decode(value)))
+        return ids, vectors
+
+    def _get(self, target: Target, row: dict) -> _Loaded:
+        key = index_key(target, row)
+        with self._lock:
+            loaded = self._indexes.get(key)
+            if loaded is None:
+                loaded = self._load(target, row)
+                self._indexes[key] = loaded
+            return loaded
+
+    def _load(self, target: Target, row: dict) -> _Loaded:
+        from ..index import VectorIndex
+
+        start = time.perf_counter()
+        ctx = Context(target)
+        cfg = ctx.config.master
+        index = VectorIndex(measure=row["measure"], exact_threshold=int(cfg.exact_threshold), epsilon=float(cfg.epsilon))
+        ids, vectors = self._read(ctx, row, {})
+        if ids:
+            index.add(ids, vectors)
+        seconds = time.perf_counter() - start
+        logger.info("loaded index %r of %s.%s: %d vectors in %.2f s", row["name"], target.database,
+                    target.collection, len(ids), seconds)
+        return _Loaded(target, row, index, seconds)
+
+    # -- the actor's methods --------------------------------------------------------------
+    def ping(self) -> float:
+        return self.started_at
+
+    def ensure(self, target: Target, row: dict) -> dict:
+        """Load the index (from MongoDB) unless loaded; return its stats."""
+        return self._stats(self._get(target, row))
+
+    def refresh(self, target: Target, row: dict, ids: list) -> dict:
+        """Re-read ``ids``: upsert those with outputs, remove the others."""
+        loaded = self._get(target, row)
+        ctx = Context(target)
+        found, vectors = self._read(ctx, row, {"_id": {"$in": list(ids)}})
+        if found:
+            loaded.index.add(found, vectors)
+        present = set(found)
+        gone = [i for i in ids if i not in present]
+        removed = loaded.index.remove(gone) if gone else 0
+        return {"upserted": len(found), "removed": removed}
+
+    def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None) -> tuple[list, list]:
+        """The ``n`` nearest ids (restricted to ``candidates`` if given) and their scores."""
+        loaded = self._get(target, row)
+        ids, scores = loaded.index.search(vector, n, candidates=candidates)
+        return ids, [float(s) for s in scores]
+
+    def vector_of(self, target: Target, row: dict, id: Any) -> Any:
+        """The stored vector of document ``id`` (None if it has none)."""
+        loaded = self._get(target, row)
+        return loaded.index.get(id)
+
+    def neighbours(self, target: Target, row: dict, ids: list | None, n: int) -> dict:
+        """``{id: [the n nearest other ids]}`` for ``ids`` (None: every indexed id)."""
+        index = self._get(target, row).index
+        ids = index.ids() if ids is None else [i for i in ids if i in index]
+        out = {}
+        for _id in ids:
+            found, _ = index.search(index.get(_id), n + 1)
+            out[_id] = [i for i in found if i != _id][:n]
+        return out
+
+    def drop(self, target: Target, row: dict) -> bool:
+        with self._lock:
+            return self._indexes.pop(index_key(target, row), None) is not None
+
+    def rebuild(self, target: Target, row: dict, wait: bool = True, timeout: float = 600.0) -> dict:
+        """Build the graph now (``wait``: until it is swapped in)."""
+        loaded = self._get(target, row)
+        loaded.index.rebuild(wait=wait, timeout=timeout)
+        return self._stats(loaded)
+
+    def stats(self) -> list[dict]:
+        with self._lock:
+            return [self._stats(loaded) for loaded in self._indexes.values()]
+
+    def _stats(self, loaded: _Loaded) -> dict:
+        t = loaded.target
+        return {"index": loaded.row["name"], "collection": f"{t.database}.{t.collection}", "uri": t.uri,
+                "load_seconds": loaded.load_seconds,
+                "warm": self._warm is None or not self._warm.is_alive(), **loaded.index.stats()}
+
+
+def _as_vector(value: Any) -> Any:
+    import numpy as np
+
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    vector = np.asarray(value, dtype=np.float32)
+    if vector.ndim != 1:
+        raise SemanticIndexError(f"Indexed outputs must be 1-D vectors, got shape {vector.shape}.")
+    return vector

@@ -1,0 +1,143 @@
+"""Finding, creating and recovering the master from any client of a cluster.
+
+One master per cluster: the actor's future is published on the scheduler as
+the dataset ``superduperdb-master``, so every client (and every job on a
+worker) finds the same one; creation happens under a cluster-wide
+``distributed.Lock``. It is pinned to a worker with the ``MASTER`` resource
+(``dask worker --resources MASTER=1``), else to the first worker.
+
+If the master's worker dies, the next call re-creates it elsewhere; it then
+reloads its indexes from MongoDB on first use (the master is a cache).
+Inline clients (``cluster=None``) use a master in their own process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Any
+
+from ..errors import MasterUnavailableError
+
+logger = logging.getLogger(__name__)
+
+DATASET = "superduperdb-master"
+FUTURE = "superduperdb-master-future"
+_LOCAL: dict[str, Any] = {}
+_LOCAL_LOCK = threading.Lock()
+
+
+def _local_master(warm_up: bool) -> Any:
+    from .actor import Master
+
+    with _LOCAL_LOCK:
+        if "master" not in _LOCAL:
+            _LOCAL["master"] = Master(warm_up=warm_up)
+        return _LOCAL["master"]
+
+
+def _is_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the actor (or its worker) is gone, not that the call failed."""
+    from distributed.comm.core import CommClosedError
+
+    text = str(exc)
+    return isinstance(exc, (CommClosedError, OSError)) or "Actor" in text and ("lost" in text or "not" in text) \
+        or "Worker holding Actor" in text
+
+
+class MasterHandle:
+    """Client-side access to the master of a cluster.
+
+    Parameters
+    ----------
+    dask_client : distributed.Client or None
+        None: use an in-process master (inline jobs).
+    resource : str
+        Worker resource that marks the master's worker.
+    timeout : float
+        Seconds to wait for the master's creation and for each call.
+    warm_up : bool
+        Whether a new master compiles pynndescent's JIT at start.
+    """
+
+    def __init__(self, dask_client: Any, *, resource: str = "MASTER", timeout: float = 60.0, warm_up: bool = True) -> None:
+        self.dask_client = dask_client
+        self.resource = resource
+        self.timeout = timeout
+        self.warm_up = warm_up
+        self._actor = None
+
+    # -- finding and creating ---------------------------------------------------------
+    def _pick_worker(self) -> str:
+        workers = self.dask_client.scheduler_info(n_workers=-1)["workers"]
+        if not workers:
+            raise MasterUnavailableError("The cluster has no workers to run the master on. Start a worker.")
+        marked = sorted(a for a, w in workers.items() if (w.get("resources") or {}).get(self.resource))
+        return (marked or sorted(workers))[0]
+
+    def _find_or_create(self) -> Any:
+        import distributed
+
+        client = self.dask_client
+        try:
+            return client.get_dataset(DATASET)
+        except KeyError:
+            pass
+        lock = distributed.Lock(DATASET, scheduler_rpc=client.scheduler, loop=client.loop)
+        if not lock.acquire(timeout=self.timeout):
+            raise MasterUnavailableError(f"Timed out after {self.timeout:g} s waiting for another client to create the master.")
+        try:
+            try:
+                return client.get_dataset(DATASET)
+            except KeyError:
+                pass
+            from .actor import Master
+
+            worker = self._pick_worker()
+            future = client.submit(Master, self.warm_up, actor=True, workers=[worker], allow_other_workers=False,
+                                   key=f"superduperdb-master-{uuid.uuid4().hex}", pure=False)
+            actor = future.result(timeout=self.timeout)
+            # The proxy is what other clients use; the future keeps the actor alive.
+            client.publish_dataset(**{DATASET: actor, FUTURE: future})
+            logger.info("started the master on %s", worker)
+            return actor
+        finally:
+            lock.release()
+
+    def _forget(self) -> None:
+        self._actor = None
+        for name in (DATASET, FUTURE):
+            try:
+                self.dask_client.unpublish_dataset(name)
+            except KeyError:
+                pass
+
+    @property
+    def actor(self) -> Any:
+        if self.dask_client is None:
+            return _local_master(self.warm_up)
+        if self._actor is None:
+            self._actor = self._find_or_create()
+        return self._actor
+
+    # -- calls ------------------------------------------------------------------------------
+    def call(self, method: str, *args: Any) -> Any:
+        """Call ``method`` on the master; re-create it once if it was lost."""
+        if self.dask_client is None:
+            return getattr(self.actor, method)(*args)
+        for attempt in (1, 2):
+            try:
+                return getattr(self.actor, method)(*args).result(timeout=self.timeout)
+            except Exception as exc:
+                if attempt == 2 or not _is_lost(exc):
+                    raise
+                logger.warning("the master was lost (%s: %s); re-creating it", type(exc).__name__, exc)
+                self._forget()
+        raise MasterUnavailableError("unreachable")  # pragma: no cover
+
+    def worker(self) -> str | None:
+        """Address of the worker holding the master (None when inline)."""
+        if self.dask_client is None:
+            return None
+        return self.actor._address

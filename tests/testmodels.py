@@ -68,3 +68,21 @@ def make_torch_mlp():
             return torch.relu(self.layer(batch))
 
     return MLP()
+
+
+def identity(x):
+    return np.asarray(x, dtype="float32")
+
+
+def first_two(x):
+    """A 'query encoder' that maps a 2-element list into the same space as ``identity``."""
+    return np.asarray(list(x) + [0.0] * 6, dtype="float32")
+
+
+def three_d(x):
+    return np.zeros(3, dtype="float32")
+
+
+async def exit_process() -> None:
+    """For ``dask_client.run(exit_process, workers=[...], wait=False)``: kill that worker process."""
+    os._exit(1)

@@ -76,12 +76,18 @@ class MasterHandle:
         marked = sorted(a for a, w in workers.items() if (w.get("resources") or {}).get(self.resource))
         return (marked or sorted(workers))[0]
 
+    def _published(self) -> Any:
+        # The proxy binds to the current client when it is unpickled: make that ours
+        # (clients made with set_as_default=False are not found otherwise).
+        with self.dask_client.as_current():
+            return self.dask_client.get_dataset(DATASET)
+
     def _find_or_create(self) -> Any:
         import distributed
 
         client = self.dask_client
         try:
-            return client.get_dataset(DATASET)
+            return self._published()
         except KeyError:
             pass
         lock = distributed.Lock(DATASET, scheduler_rpc=client.scheduler, loop=client.loop)
@@ -89,7 +95,7 @@ class MasterHandle:
             raise MasterUnavailableError(f"Timed out after {self.timeout:g} s waiting for another client to create the master.")
         try:
             try:
-                return client.get_dataset(DATASET)
+                return self._published()
             except KeyError:
                 pass
             from .actor import Master
@@ -97,7 +103,8 @@ class MasterHandle:
             worker = self._pick_worker()
             future = client.submit(Master, self.warm_up, actor=True, workers=[worker], allow_other_workers=False,
                                    key=f"superduperdb-master-{uuid.uuid4().hex}", pure=False)
-            actor = future.result(timeout=self.timeout)
+            with client.as_current():
+                actor = future.result(timeout=self.timeout)
             # The proxy is what other clients use; the future keeps the actor alive.
             client.publish_dataset(**{DATASET: actor, FUTURE: future})
             logger.info("started the master on %s", worker)
@@ -126,6 +133,9 @@ class MasterHandle:
         """Call ``method`` on the master; re-create it once if it was lost."""
         if self.dask_client is None:
             return getattr(self.actor, method)(*args)
+        if self._actor is not None and self._actor._address not in self.dask_client.nthreads():
+            logger.warning("the master's worker %s is gone; re-creating the master", self._actor._address)
+            self._forget()
         for attempt in (1, 2):
             try:
                 return getattr(self.actor, method)(*args).result(timeout=self.timeout)

@@ -1,0 +1,174 @@
+"""Semantic search through the public API, in every cluster mode (see test_jobs.py)."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+import testmodels
+
+import superduperdb
+from superduperdb.errors import DimensionMismatchError, InUseError, NotRegisteredError, SemanticIndexError
+
+WAIT = 120
+DIM = 8
+
+
+@pytest.fixture(scope="module", params=["inline", "threads", "processes"])
+def client(request):
+    name = f"search{uuid.uuid4().hex[:8]}"
+    config = {"master.warm_up": False}
+    if request.param == "inline":
+        c = superduperdb.connect(f"mongomock://{name}", cluster=None, config=config)
+    elif request.param == "threads":
+        c = superduperdb.connect(f"mongomock://{name}", cluster="local", config=config)
+    else:
+        c = superduperdb.connect(request.getfixturevalue("server_uri"), cluster="local", config=config)
+    c.mode = request.param
+    yield c
+    c.close()
+
+
+def exact(X: np.ndarray, q: np.ndarray, rows: np.ndarray, n: int) -> list[int]:
+    """Brute-force cosine top-n among ``rows`` (indices into X)."""
+    Xn = X[rows] / np.linalg.norm(X[rows], axis=1, keepdims=True)
+    scores = Xn @ (q / np.linalg.norm(q))
+    return [int(rows[i]) for i in np.argsort(-scores, kind="stable")[:n]]
+
+
+@pytest.fixture
+def indexed(client, unique_name):
+    coll = client[unique_name].docs
+    X = np.random.default_rng(7).normal(size=(150, DIM)).astype("float32")
+    coll.insert_many([{"x": x, "i": i, "group": i % 3} for i, x in enumerate(X)])
+    coll.create_model("ident", testmodels.identity)
+    coll.create_semantic_index("vectors", models=["ident"], keys=["x"]).wait(WAIT)
+    yield coll, X
+    client.drop_database(unique_name)
+
+
+def ids_of(cursor) -> list[int]:
+    return [d["i"] for d in cursor]
+
+
+def test_like_returns_exact_neighbours_in_order_with_scores(indexed):
+    coll, X = indexed
+    q = X[10] + 0.05
+    docs = list(coll.find(like={"x": q}, n=5))
+    assert [d["i"] for d in docs] == exact(X, q, np.arange(len(X)), 5)
+    scores = [d["_score"] for d in docs]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0.9
+    assert isinstance(docs[0]["x"], np.ndarray)  # decoded documents
+
+
+def test_filter_first_is_exact_among_matches(indexed):
+    coll, X = indexed
+    q = X[3]
+    rows = np.array([i for i in range(len(X)) if i % 3 == 1])
+    assert ids_of(coll.find({"group": 1}, like={"x": q}, n=10)) == exact(X, q, rows, 10)
+    # n larger than the matches: all matches come back
+    assert len(list(coll.find({"i": {"$lt": 4}}, like={"x": q}, n=10))) == 4
+
+
+def test_similar_first_filters_the_top_candidates(indexed):
+    coll, X = indexed
+    q = X[3]
+    top = exact(X, q, np.arange(len(X)), 10)
+    got = ids_of(coll.find({"group": 0}, like={"x": q}, n=10, similar_first=True))
+    assert got == [i for i in top if i % 3 == 0]
+
+
+def test_original_like_operator_and_find_one(indexed):
+    coll, X = indexed
+    assert coll.find_one({"$like": {"document": {"x": X[42]}, "n": 1}})["i"] == 42
+    assert coll.find_one({"group": 0}, like={"x": X[42]})["i"] == exact(X, X[42], np.arange(0, len(X), 3), 1)[0]
+
+
+def test_like_by_id_uses_the_stored_vector(indexed):
+    coll, X = indexed
+    _id = coll.find_one({"i": 17})["_id"]
+    assert ids_of(coll.find(like={"_id": _id}, n=3)) == exact(X, X[17], np.arange(len(X)), 3)
+
+
+def test_read_your_writes_and_deletes(indexed):
+    coll, X = indexed
+    q = np.full(DIM, 9.0, dtype="float32")
+    result = coll.insert_one({"x": q, "i": 1000, "group": 5})
+    result.jobs.wait(WAIT)
+    assert coll.find_one(like={"x": q})["i"] == 1000
+    coll.delete_one({"i": 1000}).jobs.wait(WAIT)
+    assert 1000 not in ids_of(coll.find(like={"x": q}, n=20))
+    # an update moves the vector
+    coll.update_one({"i": 5}, {"$set": {"x": q}}).jobs.wait(WAIT)
+    assert coll.find_one(like={"x": q})["i"] == 5
+
+
+def test_query_encoder_from_another_key(client, unique_name):
+    coll = client[unique_name].docs
+    X = np.random.default_rng(1).normal(size=(40, DIM)).astype("float32")
+    coll.insert_many([{"x": x, "i": i} for i, x in enumerate(X)])
+    coll.create_model("ident", testmodels.identity)
+    coll.create_model("pair", testmodels.first_two)
+    coll.create_semantic_index("multi", models=["ident", "pair"], keys=["x", "pair"]).wait(WAIT)
+    q = [3.0, -2.0]
+    expected = exact(X, testmodels.first_two(q), np.arange(len(X)), 3)
+    assert ids_of(coll.find(like={"pair": q}, n=3, semantic_index="multi")) == expected
+
+
+def test_bad_input_is_refused_clearly(indexed):
+    coll, X = indexed
+    with pytest.raises(NotRegisteredError, match="Did you mean 'vectors'"):
+        list(coll.find(like={"x": X[0]}, semantic_index="vector"))
+    with pytest.raises(SemanticIndexError, match="keys"):
+        list(coll.find(like={"text": "hello"}))
+    with pytest.raises(DimensionMismatchError):
+        list(coll.find(like={"x": np.ones(3)}))
+    with pytest.raises(SemanticIndexError, match="positive"):
+        list(coll.find(like={"x": X[0]}, n=0))
+    with pytest.raises(SemanticIndexError, match="measure"):
+        coll.create_semantic_index("bad", models=["ident"], keys=["x"], measure="hamming")
+    assert coll.list_semantic_indexes() == ["vectors"]
+
+
+def test_default_index_and_deletion(indexed):
+    coll, X = indexed
+    assert coll.semantic_index == "vectors"
+    coll.create_model("other", testmodels.identity)
+    coll.create_semantic_index("second", models=["other"], keys=["x"], measure="l2").wait(WAIT)
+    assert coll.semantic_index == "vectors"
+    coll.semantic_index = "second"
+    assert coll.find_one(like={"x": X[8]})["_score"] == pytest.approx(0.0, abs=1e-4)  # -L2 distance to itself
+    coll.delete_semantic_index("second")
+    assert coll.semantic_index == "vectors"
+
+
+def test_neighbourhoods(indexed):
+    coll, X = indexed
+    coll.create_neighbourhood("nn", n=3).wait(WAIT)
+    doc = coll.find_one({"i": 12}, similar_join="nn")
+    assert [d["i"] for d in doc["_like"]["nn"]] == exact(X, X[12], np.arange(len(X)), 4)[1:]
+    q = X[12] * 1.001
+    new = coll.insert_one({"x": q, "i": 500, "group": 0})
+    new.jobs.wait(WAIT)
+    assert coll.find_one({"i": 500})["_like"]["nn"][0] == coll.find_one({"i": 12})["_id"]
+    with pytest.raises(InUseError):
+        coll.delete_semantic_index("vectors")
+    with pytest.raises(InUseError):
+        coll.delete_neighbourhood("nn")
+    coll.delete_neighbourhood("nn", force=True)
+    assert coll.count_documents({"_like.nn": {"$exists": True}}) == 0
+
+
+def test_killed_master_recovers_with_same_results(client, indexed):
+    if client.mode != "processes":
+        pytest.skip("needs worker processes")
+    coll, X = indexed
+    before = [(d["i"], round(d["_score"], 5)) for d in coll.find({"group": 2}, like={"x": X[1]}, n=5)]
+    master = coll._indexes.master
+    address = master.worker()
+    dask_client = client.cluster.client
+    dask_client.run(testmodels.exit_process, workers=[address], wait=False)
+    after = [(d["i"], round(d["_score"], 5)) for d in coll.find({"group": 2}, like={"x": X[1]}, n=5)]
+    assert after == before
+    assert master.worker() is not None

@@ -58,10 +58,12 @@ def uri_from_config(cfg: Config) -> str:
     """The URI the config points at (``mongodb.uri``, else host/port, else the default)."""
     if cfg.mongodb.uri:
         return str(cfg.mongodb.uri)
-    if cfg.mongodb.host:
-        host = str(cfg.mongodb.host)
+    if cfg.mongodb.host or cfg.mongodb.port:
+        host = str(cfg.mongodb.host or "localhost")
         if "://" in host:
             return host
+        if cfg.mongodb.port is None and ":" in host.rsplit("]", 1)[-1]:
+            return f"mongodb://{host}/"  # "host:port", as pymongo.MongoClient accepts
         port = cfg.mongodb.port or 27017
         return f"mongodb://{host}:{port}/"
     return DEFAULT_URI

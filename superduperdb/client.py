@@ -123,6 +123,8 @@ class SuperDuperClient:
                 overrides["mongodb.host"] = host
                 if port is not None:
                     overrides["mongodb.port"] = port
+        elif port is not None:
+            overrides["mongodb.port"] = port  # as pymongo: localhost:<port>
         if cluster is not UNSET:
             overrides["cluster.address"] = cluster
         self.config: Config = resolve_config(overrides)

@@ -151,6 +151,10 @@ class Collection:
     def _repr_html_(self) -> str:
         return f"<b>superduperdb Collection</b> <code>{self.full_name}</code>"
 
+    def _query(self, filter: Any, argument: str = "filter") -> dict:
+        """A checked and encoded filter of a read (its types are not marked as in use)."""
+        return self._types.encode(_check_filter(filter, argument), argument, mark=False)
+
     def _decode(self, doc: dict | None) -> dict | None:
         return None if doc is None else self._types.decode(doc)
 
@@ -257,7 +261,7 @@ class Collection:
                 self, filter, like, projection=projection, n=n, semantic_index=semantic_index,
                 similar_first=similar_first, raw=raw, features=features, similar_join=similar_join,
             )
-        source = self._raw.find(self._types.encode(filter, "filter"), projection, *args, **kwargs)
+        source = self._raw.find(self._types.encode(filter, "filter", mark=False), projection, *args, **kwargs)
         transform = self._transform(raw=raw, features=features)
         if similar_join:
             from .search import join_neighbourhood
@@ -274,13 +278,13 @@ class Collection:
         return None
 
     def count_documents(self, filter: Mapping, **kwargs: Any) -> int:
-        return self._raw.count_documents(self._types.encode(_check_filter(filter), "filter"), **kwargs)
+        return self._raw.count_documents(self._query(filter), **kwargs)
 
     def estimated_document_count(self, **kwargs: Any) -> int:
         return self._raw.estimated_document_count(**kwargs)
 
     def distinct(self, key: str, filter: Mapping | None = None, **kwargs: Any) -> list:
-        values = self._raw.distinct(key, self._types.encode(_check_filter(filter), "filter"), **kwargs)
+        values = self._raw.distinct(key, self._query(filter), **kwargs)
         return [self._types.decode(v) for v in values]
 
     def aggregate(self, pipeline: list, *args: Any, raw: bool = False, **kwargs: Any) -> Cursor:
@@ -320,7 +324,7 @@ class Collection:
 
     # -- deleting -------------------------------------------------------------------
     def _delete(self, method: str, filter: Any, args, kwargs):
-        filter = self._types.encode(_check_filter(filter), "filter")
+        filter = self._query(filter)
         plan = self._jobs.before_delete(filter, many=(method == "delete_many"))
         raw = getattr(self._raw, method)(filter, *args, **kwargs)
         raw_result = dict(getattr(raw, "raw_result", None) or {"n": raw.deleted_count, "ok": 1.0})

@@ -143,7 +143,7 @@ class Config:
             node[leaf] = copy.deepcopy(value)
         return tree
 
-    def replace(self, overrides: Mapping, source: str = "overrides") -> "Config":
+    def replace(self, overrides: Mapping, source: str = "overrides") -> Config:
         """A new config with ``overrides`` (nested or dotted keys) applied."""
         values, sources = dict(self._values), dict(self._sources)
         _apply(values, sources, overrides, source)

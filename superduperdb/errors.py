@@ -26,7 +26,12 @@ from typing import Any
 
 
 def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
-    err = cls.__new__(cls)
+    # Allocate with the builtin that decides the instance layout: `cls.__new__` may be
+    # RuntimeError's, which refuses a class that is also a TimeoutError (an OSError).
+    base = cls
+    while base.__module__ != "builtins":
+        base = base.__base__
+    err = base.__new__(cls)
     BaseException.__init__(err, *args)
     err.__dict__.update(state)
     return err

@@ -54,7 +54,7 @@ def find_like(
     row = coll._indexes.get(semantic_index)
     vector = query_vector(coll, row, like)
     target = Target.of(coll)
-    encoded = coll._types.encode(filter, "filter")
+    encoded = coll._types.encode(filter, "filter", mark=False)
     master = coll._indexes.master
     if encoded and not similar_first:
         candidates = [d["_id"] for d in coll.raw.find(encoded, {"_id": 1})]

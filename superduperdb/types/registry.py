@@ -84,6 +84,13 @@ class TypeRegistry:
             self._user.pop(name, None)
             self._marked.discard(name)
 
+    def forget(self) -> None:
+        """Drop everything cached (the collection and its metadata were dropped)."""
+        with self._lock:
+            self._user = {}
+            self._marked = set()
+            self._loaded_at = float("-inf")
+
     # -- lookup -----------------------------------------------------------------
     def _refresh(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._loaded_at < REFRESH_SECONDS:
@@ -113,18 +120,24 @@ class TypeRegistry:
         return None
 
     # -- documents --------------------------------------------------------------
-    def encode(self, value: Any, path: str = "") -> Any:
-        """Encode one document, filter or update (a copy; the input is untouched)."""
-        return self.encode_many([value], path, paths=[path])[0]
+    def encode(self, value: Any, path: str = "", *, mark: bool = True) -> Any:
+        """Encode one document, filter or update (a copy; the input is untouched).
 
-    def encode_many(self, docs: list, path: str = "documents", paths: list[str] | None = None) -> list:
+        ``mark=False`` for values that are not stored (a query's filter), so
+        that their types are not recorded as in use.
+        """
+        return self.encode_many([value], path, paths=[path], mark=mark)[0]
+
+    def encode_many(self, docs: list, path: str = "documents", paths: list[str] | None = None,
+                    *, mark: bool = True) -> list:
         """Encode all of ``docs``, or raise before anything is marked as used."""
         self._refresh()
         fallback = ("pickle", BUILTIN_TYPES["pickle"]) if self.pickle_fallback else None
         encoder = Encoder(self.type_for, fallback)
         paths = paths or [f"{path}[{i}]" for i in range(len(docs))]
         out = [encoder.encode(d, p) for d, p in zip(docs, paths)]
-        self._mark_used(encoder.used)
+        if mark:
+            self._mark_used(encoder.used)
         return out
 
     def decode(self, doc: Any) -> Any:

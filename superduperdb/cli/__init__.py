@@ -33,7 +33,7 @@ def main(verbose: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(as_json: bool) -> None:
     """Versions, the config in force, and what it can reach."""
-    from .status import gather_info
+    from .status import format_sections, gather_info
 
     report = {
         "python": sys.version.split()[0],
@@ -48,10 +48,8 @@ def info(as_json: bool) -> None:
     click.echo("packages:")
     for name, ver in report["packages"].items():
         click.echo(f"  {name:22} {ver or '(not installed)'}")
-    for section in ("database", "cluster"):
-        click.echo(f"{section}:")
-        for key, value in report[section].items():
-            click.echo(f"  {key:22} {value}")
+    for line in format_sections(report):
+        click.echo(line)
 
 
 @main.command("config")
@@ -68,6 +66,20 @@ def config_command(as_json: bool) -> None:
     for path, value, source in cfg.items():
         click.echo(f"{path:{width}}  {json.dumps(value, default=str):30}  ({source})")
 
+
+from .cluster import COMMANDS as _CLUSTER_COMMANDS  # noqa: E402  (local-cluster, scheduler, worker)
+
+for _command in _CLUSTER_COMMANDS:
+    main.add_command(_command)
+
+
+def _register() -> None:
+    from .demo import demo
+
+    main.add_command(demo)
+
+
+_register()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,8 +1,18 @@
-"""What ``superduperdb info`` reports about the database and the cluster."""
+"""What ``superduperdb info`` reports: the database, the cluster, the master, the jobs.
+
+Everything here is read-only: ``info`` never creates the master, never
+submits a job and never writes to MongoDB.
+"""
 
 from __future__ import annotations
 
+import datetime
+import time
 from typing import Any
+
+SYSTEM_DATABASES = ("admin", "config", "local")
+MAX_JOB_COLLECTIONS = 50
+INFO_TIMEOUT = 10.0
 
 
 def gather_info() -> dict[str, Any]:
@@ -13,31 +23,180 @@ def gather_info() -> dict[str, Any]:
     cfg = resolve_config()
     uri = uri_from_config(cfg)
     database: dict[str, Any] = {"uri": uri, "uri from": cfg.source("mongodb.uri")}
+    jobs: dict[str, Any] = {}
     try:
         client = open_client(uri, cfg)
+        names = client.list_database_names()
         database["reachable"] = True
-        database["databases"] = ", ".join(client.list_database_names()) or "(none)"
+        database["databases"] = ", ".join(names) or "(none)"
+        jobs = job_counts(client, names)
     except SuperDuperError as exc:
         database["reachable"] = False
         database["error"] = str(exc)
+    except Exception as exc:  # pymongo's errors: report, don't crash (a diagnostic command)
+        database.setdefault("reachable", False)
+        database["error"] = f"{type(exc).__name__}: {exc}"
     cluster: dict[str, Any] = {"address": cfg.cluster.address, "address from": cfg.source("cluster.address")}
+    report: dict[str, Any] = {"database": database, "cluster": cluster}
     address = cfg.cluster.address
-    if address and address != "local":
-        cluster.update(_scheduler_info(address, float(cfg.cluster.timeout)))
-    return {"database": database, "cluster": cluster}
+    if address is None:
+        cluster["mode"] = "inline (jobs run in the client's process)"
+    elif address == "local":
+        cluster["mode"] = "local (each client starts its own Dask cluster)"
+    else:
+        reachable, master = _scheduler_info(address, min(float(cfg.cluster.timeout), INFO_TIMEOUT),
+                                            str(cfg.master.resource))
+        cluster.update(reachable)
+        if master is not None:
+            report["master"] = master
+    report["jobs"] = jobs
+    return report
 
 
-def _scheduler_info(address: str, timeout: float) -> dict[str, Any]:
+# -- the cluster ---------------------------------------------------------------------------
+def _worker_line(info: dict, report: Any) -> dict[str, Any]:
+    metrics = info.get("metrics") or {}
+    entry: dict[str, Any] = {
+        "name": info.get("name"),
+        "threads": info.get("nthreads"),
+        "memory limit": _bytes(info.get("memory_limit")),
+        "resources": info.get("resources") or {},
+        "executing": metrics.get("executing", 0),
+        "status": info.get("status"),
+    }
+    if isinstance(report, dict):
+        entry["superduperdb"] = report.get("superduperdb")
+        entry["preload"] = report.get("preload")
+    elif report is not None:
+        entry["preload"] = f"unknown ({type(report).__name__})"
+    return entry
+
+
+def _scheduler_info(address: str, timeout: float, resource: str) -> tuple[dict[str, Any], dict | None]:
     try:
         import distributed
 
-        with distributed.Client(address, timeout=timeout) as client:
+        from ..cluster.report import process_report
+
+        with distributed.Client(address, timeout=timeout, set_as_default=False) as client:
             workers = client.scheduler_info(n_workers=-1)["workers"]
-            return {
+            try:
+                reports = client.run(process_report, on_error="return")
+            except Exception:  # an old worker without superduperdb: still list the workers
+                reports = {}
+            cluster = {
                 "reachable": True,
                 "workers": len(workers),
-                "worker addresses": ", ".join(sorted(workers)),
-                "master workers": ", ".join(a for a, w in workers.items() if w.get("resources", {}).get("MASTER")) or "(none)",
+                "threads": sum(w.get("nthreads", 0) for w in workers.values()),
+                "master workers": ", ".join(sorted(a for a, w in workers.items() if (w.get("resources") or {}).get(resource)))
+                or f"(none with resource {resource}: the master runs on the first worker)",
+                "worker list": {a: _worker_line(w, reports.get(a)) for a, w in sorted(workers.items())},
             }
+            return cluster, master_info(client, timeout)
     except Exception as exc:  # report, don't crash: this is a diagnostic command
-        return {"reachable": False, "error": f"{type(exc).__name__}: {exc}"}
+        return {"reachable": False, "error": f"{type(exc).__name__}: {exc}"}, None
+
+
+def master_info(client: Any, timeout: float) -> dict[str, Any]:
+    """The master's worker, uptime and indexes, without creating it if it does not exist."""
+    from ..master.handle import DATASET
+
+    try:
+        with client.as_current():  # the actor proxy binds to the current client when unpickled
+            actor = client.get_dataset(DATASET)
+    except KeyError:
+        return {"state": "not started (created when a semantic index is first used)"}
+    except Exception as exc:
+        return {"state": f"unknown ({type(exc).__name__}: {exc})"}
+    master: dict[str, Any] = {"worker": getattr(actor, "_address", None)}
+    try:
+        with client.as_current():
+            started = actor.ping().result(timeout=timeout)
+            stats = actor.stats().result(timeout=timeout)
+    except Exception as exc:
+        master["state"] = f"lost ({type(exc).__name__}: {exc}); re-created on the next search or index job"
+        return master
+    master["state"] = "running"
+    master["up"] = _duration(time.time() - float(started))
+    master["indexes"] = [dict(s) for s in stats]
+    return master
+
+
+# -- jobs ----------------------------------------------------------------------------------
+def job_counts(client: Any, databases: list[str]) -> dict[str, dict[str, int]]:
+    """``{"db.collection": {status: count}}`` from every ``<collection>._jobs`` (first 50)."""
+    counts: dict[str, dict[str, int]] = {}
+    for name in databases:
+        if name in SYSTEM_DATABASES:
+            continue
+        db = client[name]
+        for table in sorted(db.list_collection_names()):
+            if not table.endswith("._jobs"):
+                continue
+            if len(counts) >= MAX_JOB_COLLECTIONS:
+                counts["..."] = {"not counted": 1}
+                return counts
+            rows = db[table].aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}])
+            counts[f"{name}.{table[: -len('._jobs')]}"] = {str(r["_id"]): int(r["n"]) for r in rows}
+    return counts
+
+
+# -- text ---------------------------------------------------------------------------------------
+def _bytes(n: Any) -> str:
+    if not isinstance(n, (int, float)) or not n:
+        return "none"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def _duration(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(max(seconds, 0))))
+
+
+def _index_line(s: dict) -> str:
+    build = "none yet" if not s.get("builds") else f"{s.get('last_build_seconds') or 0:.2f} s ({s['builds']} builds)"
+    parts = [f"size {s.get('size')}", f"dim {s.get('dim')}", f"tail {s.get('tail')} (exact search)",
+             f"graph {s.get('graph_size')}", f"deleted {s.get('deleted')}", f"last build {build}"]
+    if s.get("building"):
+        parts.append("building now")
+    if s.get("last_error"):
+        parts.append(f"last error {s['last_error']}")
+    return ", ".join(parts)
+
+
+def format_sections(report: dict[str, Any]) -> list[str]:
+    """The ``database``, ``cluster``, ``master`` and ``jobs`` sections as text lines."""
+    lines: list[str] = []
+    for section in ("database", "cluster"):
+        lines.append(f"{section}:")
+        for key, value in report.get(section, {}).items():
+            if key == "worker list":
+                for address, w in value.items():
+                    res = ", ".join(f"{k}={v:g}" for k, v in (w.get("resources") or {}).items())
+                    lines.append(f"  worker {address}  name={w.get('name')} threads={w.get('threads')} "
+                                 f"memory={w.get('memory limit')} executing={w.get('executing')}"
+                                 + (f" resources: {res}" if res else "")
+                                 + ("" if w.get("preload") in (True, None) else "  (no superduperdb preload)"))
+            else:
+                lines.append(f"  {key:22} {value}")
+    master = report.get("master")
+    if master is not None:
+        lines.append("master:")
+        for key in ("state", "worker", "up"):
+            if key in master:
+                lines.append(f"  {key:22} {master[key]}")
+        for s in master.get("indexes", []):
+            lines.append(f"  index {s.get('index')!r} of {s.get('collection')}: {_index_line(s)}")
+        if master.get("state") == "running" and not master.get("indexes"):
+            lines.append("  (no index loaded yet)")
+    jobs = report.get("jobs")
+    if jobs is not None:
+        lines.append("jobs:")
+        if not jobs:
+            lines.append("  (no job records)")
+        for collection, by_status in jobs.items():
+            lines.append(f"  {collection:22} " + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())))
+    return lines

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -12,6 +14,7 @@ from ..config import Config, resolve_config
 from ..store import ArtifactStore, MetadataStore
 from ..types import TypeRegistry
 
+logger = logging.getLogger(__name__)
 _CLIENTS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
@@ -44,6 +47,12 @@ class Context:
 
     def __init__(self, target: Target) -> None:
         self.target = target
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        """A line for the job's record (shown by ``Job.logs()`` and ``watch_job``)."""
+        self.lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
+        logger.debug(message)
 
     @cached_property
     def config(self) -> Config:

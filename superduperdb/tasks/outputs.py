@@ -106,5 +106,5 @@ def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = 
             write_outputs(ctx, path, [(_id, y) for (_id, _), y in zip(ready, encoded)])
         done += len(chunk)
         records.progress(ctx.jobs, job_id, done / total if total else 1.0)
-        logger.info("%s: %d/%d documents", watcher, done, total)
+        ctx.log(f"{watcher}: {done}/{total} documents")
     return {"computed": done - skipped, "skipped": skipped, "path": path}

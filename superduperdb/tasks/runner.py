@@ -72,7 +72,7 @@ def _install_streams() -> None:
 
 class _Capture(logging.Handler):
     def __init__(self, thread: int, lines: list[str]) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.NOTSET)
         self.thread = thread
         self.lines = lines
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -94,21 +94,17 @@ class capture_logs:
         ident = threading.get_ident()
         for stream in _STREAMS.values():
             stream.buffers[ident] = self._printed
+        # Records that pass the loggers' configured levels are captured; levels are
+        # never changed here (jobs run concurrently in threads of one process).
         self._handler = _Capture(ident, self.lines)
-        root = logging.getLogger()
-        root.addHandler(self._handler)
-        self._old_level = root.level
-        if root.level > logging.INFO or root.level == logging.NOTSET:
-            root.setLevel(logging.INFO)
+        logging.getLogger().addHandler(self._handler)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         ident = threading.get_ident()
         for stream in _STREAMS.values():
             stream.buffers.pop(ident, None)
-        root = logging.getLogger()
-        root.removeHandler(self._handler)
-        root.setLevel(self._old_level)
+        logging.getLogger().removeHandler(self._handler)
         printed = "".join(self._printed).splitlines()
         self.lines.extend(printed)
 
@@ -135,7 +131,7 @@ def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: Any
             result = KINDS[kind](ctx, job_id, **params)
     except BaseException as exc:
         tb = traceback.format_exc()
-        records.log(table, job_id, capture.lines)
+        records.log(table, job_id, ctx.lines + capture.lines)
         records.finish(table, job_id, "failed", error=f"{type(exc).__name__}: {exc}", traceback=tb)
         raise JobFailedError(
             f"Job {job_id} ({kind}) failed: {type(exc).__name__}: {exc}\n\nRemote traceback:\n{tb}",
@@ -143,6 +139,6 @@ def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: Any
             error=f"{type(exc).__name__}: {exc}",
             remote_traceback=tb,
         ) from None
-    records.log(table, job_id, capture.lines)
+    records.log(table, job_id, ctx.lines + capture.lines)
     records.finish(table, job_id, "success", result=result)
     return result

@@ -1,0 +1,59 @@
+"""``superduperdb demo``: the end-to-end tour on the embedded default.
+
+Real text (paragraphs of numpy's docstrings) is embedded by the real
+all-MiniLM-L6-v2 model through a watcher on a local Dask cluster, indexed by
+the master, and searched with and without MongoDB filters.
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+QUERIES = [
+    ("solve a linear system of equations", {}),
+    ("random numbers from a normal distribution", {}),
+    ("fast fourier transform of a signal", {"module": "numpy.fft"}),
+    ("mask invalid entries in an array", {"module": {"$ne": "numpy.ma"}}),
+]
+
+
+@click.command()
+@click.option("--n", "n", default=None, type=int, help="How many paragraphs (default: all, about 1,850).")
+@click.option("--uri", default="mongomock://demo", show_default=True, help="Database URI.")
+@click.option("--cluster", default="local", show_default=True, help="'local', a scheduler address, or 'inline'.")
+def demo(n: int | None, uri: str, cluster: str) -> None:
+    """Embed numpy's docs with MiniLM on a Dask cluster, then search them."""
+    import superduperdb
+    from superduperdb.datasets import numpy_docstrings
+    from superduperdb.models.text import load_minilm
+
+    t0 = time.perf_counter()
+    client = superduperdb.connect(uri, cluster=None if cluster == "inline" else cluster)
+    docs = client.demo.numpy_docs
+    docs.drop()
+    records = numpy_docstrings(n)
+    docs.insert_many(records)
+    click.echo(f"inserted {len(records)} paragraphs of numpy's docstrings into {docs.full_name} ({uri})")
+
+    click.echo("registering all-MiniLM-L6-v2 with a watcher on 'text' (embeds every paragraph on the cluster) ...")
+    t = time.perf_counter()
+    jobs = docs.create_model("minilm", load_minilm(device="cpu"), key="text", batch_size=64)
+    jobs.wait(timeout=1800, progress=True)
+    click.echo(f"  {len(records)} embeddings in {time.perf_counter() - t:.1f} s")
+    docs.create_semantic_index("text", models=["minilm"], keys=["text"], measure="cosine").wait(timeout=600)
+
+    result = docs.insert_one({"text": "Compute the eigenvalues of a square matrix.", "name": "demo.new",
+                              "module": "demo", "kind": "summary"})
+    result.jobs.wait(timeout=120)
+    click.echo("inserted one more paragraph; its embedding and index entry are ready (read-your-writes)\n")
+
+    for query, filter in [*QUERIES, ("eigenvalues of a matrix", {"module": "demo"})]:
+        label = f" with filter {filter}" if filter else ""
+        click.echo(f"find(like={{'text': {query!r}}}, n=3){label}")
+        for doc in docs.find(filter, like={"text": query}, n=3):
+            click.echo(f"  {doc['_score']:.3f}  {doc['name']:<32} {doc['text'][:70]}")
+        click.echo("")
+    click.echo(f"demo finished in {time.perf_counter() - t0:.1f} s")
+    client.close()

@@ -38,15 +38,15 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from ..errors import ModelError, suggest
+from . import method_adapter as _method
 from . import sklearn_adapter as _sk
 from . import torch_adapter as _torch
-from .batching import chunks, split_batch
+from .method_adapter import is_sentence_transformer
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ KINDS = ("torch", "sklearn", "method", "callable")
 
 Hook = Callable[[Any], Any] | None | Literal[False]
 
-_PARAMS = ("preprocess", "postprocess", "batch_size", "device", "method", "name")
+_FROM_DESCRIPTION = ("method", "method_kwargs", "batch_size", "device", "name")
+_PARAMS = ("preprocess", "postprocess", "batch_size", "device", "method", "method_kwargs", "name")
 
 
 def class_path(obj: Any) -> str:
@@ -69,14 +70,6 @@ def class_path(obj: Any) -> str:
     target = obj if isinstance(obj, type) or hasattr(obj, "__qualname__") else type(obj)
     module = getattr(target, "__module__", None) or "?"
     return f"{module}.{getattr(target, '__qualname__', type(target).__name__)}"
-
-
-def is_sentence_transformer(obj: Any) -> bool:
-    """True for a sentence-transformers ``SentenceTransformer`` (never imports it)."""
-    return any(
-        c.__name__ == "SentenceTransformer" and c.__module__.startswith("sentence_transformers")
-        for c in type(obj).__mro__
-    )
 
 
 def _short_name(fn: Any) -> str | None:
@@ -114,6 +107,11 @@ class Model:
         method, which is then called with the raw list of items (kind
         ``'method'``); for any other object, the method called on each batch
         (a list of items).
+    method_kwargs : dict, optional
+        Extra keyword arguments for every call of the model (``forward``, the
+        estimator's method, the named method, or the callable), e.g.
+        ``{"normalize_embeddings": True}`` for a ``SentenceTransformer``. For a
+        ``SentenceTransformer``, ``show_progress_bar=False`` is the default.
     name : str, optional
         Used in messages, logs and :meth:`describe` (default: the class or
         function name).
@@ -174,6 +172,7 @@ class Model:
         batch_size: int = 32,
         device: Any = None,
         method: str | None = None,
+        method_kwargs: dict[str, Any] | None = None,
         name: str | None = None,
     ) -> None:
         self.object = object
@@ -182,6 +181,7 @@ class Model:
         self.batch_size = batch_size
         self.device = device
         self.method = method
+        self.method_kwargs = method_kwargs
         self._name = name
 
     # ------------------------------------------------------------------ info
@@ -210,6 +210,14 @@ class Model:
         obj, method = self.object, self.method
         if method is not None and not isinstance(method, str):
             raise ModelError(f"method must be a method name (str), got {method!r}.", model=self.name)
+        if isinstance(obj, type) and (
+            any(c.__name__ == "Module" and c.__module__.startswith("torch.nn") for c in obj.__mro__)
+            or (callable(getattr(obj, "fit", None)) and any(hasattr(obj, m) for m in _sk.DEFAULT_METHODS))
+        ):
+            raise ModelError(
+                f"Got the class {class_path(obj)}, not a model: pass an instance, e.g. {obj.__name__}(...).",
+                model=self.name,
+            )
         if is_sentence_transformer(obj):
             return "method", method or "encode"
         if _torch.is_torch_module(obj):
@@ -252,7 +260,8 @@ class Model:
 
         Keys: ``kind``, ``class`` (import path of the object's class or
         function), ``name``, ``method`` (resolved; None for a callable),
-        ``batch_size``, ``device`` (as configured, None meaning automatic),
+        ``batch_size``, ``method_kwargs``, ``device`` (as configured, None
+        meaning automatic),
         ``preprocess`` and ``postprocess`` (qualified names of the hooks in
         effect, or None).
 
@@ -262,12 +271,14 @@ class Model:
         """
         kind, method = self._resolve()
         pre, post = self._hooks(kind)
+        self._kwargs(method)  # validates method_kwargs
         return {
             "kind": kind,
             "class": class_path(self.object),
             "name": self.name,
             "method": method,
             "batch_size": self.batch_size,
+            "method_kwargs": dict(self.method_kwargs or {}),
             "device": None if self.device is None else str(self.device),
             "preprocess": _short_name(pre),
             "postprocess": _short_name(post),
@@ -284,7 +295,8 @@ class Model:
             overridden).
         description : dict, optional
             A :meth:`describe` dict, e.g. read back from the database: its
-            ``method``, ``batch_size``, ``device`` and ``name`` are used.
+            ``method``, ``method_kwargs``, ``batch_size``, ``device`` and
+            ``name`` are used.
             Hooks cannot be rebuilt from names: pass them in ``options``.
         **options
             Constructor options, overriding the others.
@@ -311,7 +323,7 @@ class Model:
                 return object
             params, object = object.get_params(), object.object
         if description:
-            params.update({k: description[k] for k in ("method", "batch_size", "device", "name") if k in description})
+            params.update({k: description[k] for k in _FROM_DESCRIPTION if k in description})
         params.update(options)
         return cls(object, **params)
 
@@ -346,22 +358,26 @@ class Model:
         kind, method = self._resolve()
         self._check_batch_size()
         pre, post = self._hooks(kind)
+        kwargs = self._kwargs(method)
         if not inputs:
             return []
         logger.debug("model %s (%s): predicting %d inputs", self.name, kind, len(inputs))
         if kind == "torch":
             return _torch.predict_module(
                 self.object, inputs, preprocess=pre, postprocess=post,
-                batch_size=self.batch_size, device=self.device, model=self.name,
+                batch_size=self.batch_size, device=self.device, model=self.name, kwargs=kwargs,
             )  # fmt: skip
         if kind == "sklearn":
             return _sk.predict_estimator(
                 self.object, inputs, method=method, preprocess=pre, postprocess=post,
-                batch_size=self.batch_size, model=self.name,
+                batch_size=self.batch_size, model=self.name, kwargs=kwargs,
             )  # fmt: skip
         if kind == "method":
-            return self._predict_method(inputs, method, pre, post)
-        outputs = [self.object(pre(x) if pre else x) for x in inputs]
+            return _method.predict_method(
+                self.object, inputs, method=method, preprocess=pre, postprocess=post,
+                batch_size=self.batch_size, device=self.device, model=self.name, kwargs=kwargs,
+            )  # fmt: skip
+        outputs = [self.object(pre(x) if pre else x, **kwargs) for x in inputs]
         return [post(y) for y in outputs] if post else outputs
 
     def predict_one(self, x: Any) -> Any:
@@ -377,28 +393,11 @@ class Model:
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise ModelError(f"batch_size must be a positive integer, got {bs!r}.", model=self.name)
 
-    def _predict_method(self, inputs: list[Any], method: str, pre: Any, post: Any) -> list[Any]:
-        obj = self.object
-        fn = getattr(obj, method, None)
-        if not callable(fn):
-            available = [m for m in dir(obj) if not m.startswith("_") and callable(getattr(obj, m, None))]
-            raise ModelError(
-                f"{type(obj).__name__} has no method {method!r} to apply as model {self.name!r}."
-                f"{suggest(method, available)}",
-                model=self.name,
-                method=method,
-            )
-        context: Any = contextlib.nullcontext()
-        if _torch.is_torch_module(obj):
-            if self.device is not None:
-                obj.to(self.device)
-            context = _torch.inference_mode(obj)
-        outputs: list[Any] = []
-        with context:
-            for chunk in chunks(inputs, self.batch_size):
-                items = [pre(x) for x in chunk] if pre else list(chunk)
-                outputs.extend(split_batch(fn(items), len(chunk), model=self.name))
-        return [post(y) for y in outputs] if post else outputs
+    def _kwargs(self, method: str | None) -> dict[str, Any]:
+        given = self.method_kwargs or {}
+        if not isinstance(given, dict):
+            raise ModelError(f"method_kwargs must be a dict, got {given!r}.", model=self.name)
+        return {**_method.default_kwargs(self.object, method or ""), **given}
 
     # ----------------------------------------------------------------- repr
     def _summary(self) -> dict[str, Any]:
@@ -417,6 +416,8 @@ class Model:
             parts.append(f"batch_size={d['batch_size']}")
         if d["kind"] in ("torch", "method") and (d["device"] or d["kind"] == "torch"):
             parts.append(f"device={d['device'] or 'auto'!r}")
+        if d.get("method_kwargs"):
+            parts.append(f"method_kwargs={d['method_kwargs']!r}")
         for hook in ("preprocess", "postprocess"):
             if d.get(hook):
                 parts.append(f"{hook}={d[hook]}")

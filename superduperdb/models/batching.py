@@ -173,7 +173,7 @@ def split_batch(out: Any, n: int, *, model: str) -> list[Any]:
             return list(out)
         raise _length_error(model, len(out), n)
     raise ModelError(
-        f"Model {model!r} returned a {type(out).__name__} for a batch of {n} inputs; "
+        f"Model {model!r} returned a value of type {type(out).__name__!r} for a batch of {n} inputs; "
         f"a batched call must return a list, tuple, dict, array or tensor with one "
         f"entry per input.",
         model=model,

@@ -73,9 +73,7 @@ def _is_torch_object(obj: Any) -> bool:
     if isinstance(obj, (torch.nn.Module, torch.Tensor)):
         return True
     return (
-        isinstance(obj, Mapping)
-        and len(obj) > 0
-        and all(isinstance(v, torch.Tensor) for v in obj.values())
+        isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
     )
 
 
@@ -123,7 +121,11 @@ def dumps(obj: Any, serializer: str | None = None) -> tuple[bytes, str]:
             torch.save(obj, buffer)
             data = buffer.getvalue()
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
-        hint = " Try serializer='dill', which can store lambdas and notebook-defined code." if serializer != "dill" else ""
+        hint = (
+            " Try serializer='dill', which can store lambdas and notebook-defined code."
+            if serializer != "dill"
+            else ""
+        )
         raise ModelError(
             f"Could not serialize {type(obj).__name__} with {serializer!r}: {exc}.{hint}",
             serializer=serializer,

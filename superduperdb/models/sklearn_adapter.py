@@ -139,6 +139,7 @@ def predict_estimator(
     postprocess: Callable[[Any], Any] | None,
     batch_size: int,
     model: str,
+    kwargs: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Apply ``obj.<method>`` to stacked batches of inputs; one output per input.
 
@@ -151,10 +152,9 @@ def predict_estimator(
     outputs: list[Any] = []
     for chunk in chunks(inputs, batch_size):
         items = [preprocess(x) for x in chunk] if preprocess is not None else list(chunk)
-        out = fn(stack(items, model))
+        out = fn(stack(items, model), **(kwargs or {}))
         outputs.extend(split_batch(out, len(chunk), model=model))
         logger.debug("model %s: %s on %d items", model, fn.__name__, len(chunk))
     if postprocess is not None:
         outputs = [postprocess(y) for y in outputs]
     return outputs
-

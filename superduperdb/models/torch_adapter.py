@@ -116,6 +116,7 @@ def predict_module(
     batch_size: int,
     device: Any,
     model: str,
+    kwargs: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Batched ``forward`` of a torch module; one output per input, on the CPU.
 
@@ -133,6 +134,8 @@ def predict_module(
         Where to run; None picks cuda if available, else cpu.
     model : str
         Name used in messages.
+    kwargs : dict, optional
+        Extra keyword arguments for every ``forward`` call.
 
     Returns
     -------
@@ -146,7 +149,7 @@ def predict_module(
         for chunk in chunks(inputs, batch_size):
             items = [preprocess(x) for x in chunk] if preprocess is not None else list(chunk)
             batch = to_device(collate(items, model), dev)
-            out = to_device(module(batch), "cpu")
+            out = to_device(module(batch, **(kwargs or {})), "cpu")
             outputs.extend(split_batch(out, len(chunk), model=model))
             logger.debug("model %s: forward on %d items (device %s)", model, len(chunk), dev)
     if postprocess is not None:

@@ -86,3 +86,11 @@ def three_d(x):
 async def exit_process() -> None:
     """For ``dask_client.run(exit_process, workers=[...], wait=False)``: kill that worker process."""
     os._exit(1)
+
+
+def slow_identity(x, seconds: float = 1.5):
+    """Takes a while (a long job, for progress bars)."""
+    import time
+
+    time.sleep(seconds)
+    return x

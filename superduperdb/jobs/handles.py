@@ -86,8 +86,11 @@ class Job:
         return list(self.record().get("logs", []))
 
     # -- waiting ----------------------------------------------------------------
-    def wait(self, timeout: float | None = None) -> Job:
+    def wait(self, timeout: float | None = None, *, progress: bool | None = None) -> Job:
         """Wait until the job has finished; return ``self``.
+
+        ``progress=None`` shows a progress bar (tqdm.auto) in notebooks and
+        terminals once the job has run for a second; ``True``/``False`` force it.
 
         Raises
         ------
@@ -101,7 +104,11 @@ class Job:
         """
         timeout = self._default_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        if self._future is not None:
+        if progress is None:
+            progress = interactive()
+        if progress:
+            self._poll(deadline, bar=True)
+        elif self._future is not None:
             self._wait_future(deadline)
         record = self._poll(deadline)
         _raise_for(record)
@@ -117,18 +124,30 @@ class Job:
         except Exception:  # noqa: S110 - the record (read next) says what happened
             pass
 
-    def _poll(self, deadline: float) -> dict:
-        delay = 0.005
-        while True:
-            record = self.record()
-            if record["status"] in FINAL:
-                return record
-            if self._future is not None and self._future.status in ("error", "cancelled"):
-                return self._mark_lost(record)
-            if time.monotonic() >= deadline:
-                raise self._timeout_error(deadline)
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.2)
+    def _poll(self, deadline: float, bar: bool = False) -> dict:
+        """Read the record until it is final (or the deadline passes); optionally draw a bar."""
+        delay, start, shown = 0.005, time.monotonic(), None
+        try:
+            while True:
+                record = self.record()
+                if shown is not None:
+                    shown.n = int(100 * float(record.get("progress") or 0.0))
+                    shown.refresh()
+                if record["status"] in FINAL:
+                    return record
+                if self._future is not None and self._future.status in ("error", "cancelled"):
+                    return self._mark_lost(record)
+                if bar and shown is None and time.monotonic() - start > 1.0:
+                    from tqdm.auto import tqdm
+
+                    shown = tqdm(total=100, unit="%", desc=f"{record.get('kind')} {record.get('model') or ''}".strip())
+                if time.monotonic() >= deadline:
+                    raise self._timeout_error(deadline)
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 0.2)
+        finally:
+            if shown is not None:
+                shown.close()
 
     def _mark_lost(self, record: dict) -> dict:
         """The future ended without the task writing a final status (an upstream job
@@ -182,6 +201,13 @@ class Job:
         return f"<table>{rows}</table>"
 
 
+def interactive() -> bool:
+    """Whether progress bars are wanted: in a notebook kernel, or on a terminal."""
+    import sys
+
+    return "ipykernel" in sys.modules or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+
+
 def _format_tb(future: Any) -> list[str]:
     import traceback
 
@@ -222,20 +248,26 @@ class JobGroup:
         """``{job_id: status}``."""
         return {j.id: j.status for j in self._jobs}
 
-    def wait(self, timeout: float | None = None, *, progress: bool = False) -> JobGroup:
-        """Wait for every job (all within ``timeout`` seconds in total)."""
+    def wait(self, timeout: float | None = None, *, progress: bool | None = None) -> JobGroup:
+        """Wait for every job (all within ``timeout`` seconds in total).
+
+        ``progress=None`` shows progress bars in notebooks and terminals; the
+        first failure raises (:class:`JobFailedError` with the remote traceback).
+        """
         if not self._jobs:
             return self
         timeout = self._jobs[0]._default_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        if progress is None:
+            progress = interactive()
         bar = None
-        if progress:
+        if progress and len(self._jobs) > 1:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(self._jobs), desc="jobs", unit="job")
         try:
             for job in self._jobs:
-                job.wait(max(0.0, deadline - time.monotonic()))
+                job.wait(max(0.0, deadline - time.monotonic()), progress=progress and len(self._jobs) == 1)
                 if bar is not None:
                     bar.update(1)
         finally:

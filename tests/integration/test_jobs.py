@@ -268,3 +268,13 @@ def test_killed_worker_loses_nothing(client, coll, tmp_path):
     assert len(docs) == 10
     assert sorted(d["_outputs"]["v"]["die_once"] for d in docs) == [i * 10.0 for i in range(10)]
     assert result.jobs[0].status == "success"
+
+
+def test_long_jobs_show_progress_when_waited_on(client, coll, capsys):
+    if client.mode == "inline":
+        pytest.skip("inline jobs finish before the write returns")
+    coll.create_model("slow", testmodels.slow_identity, key="x").wait(WAIT)
+    job = coll.insert_one({"x": 1}).jobs[0]
+    job.wait(WAIT, progress=True)
+    err = capsys.readouterr().err
+    assert "model slow" in err and "100%" in err

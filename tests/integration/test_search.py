@@ -172,3 +172,27 @@ def test_killed_master_recovers_with_same_results(client, indexed):
     after = [(d["i"], round(d["_score"], 5)) for d in coll.find({"group": 2}, like={"x": X[1]}, n=5)]
     assert after == before
     assert master.worker() is not None
+
+
+@pytest.mark.slow
+def test_ann_path_recall_through_the_master(unique_name):
+    """Past the exact threshold, queries go through the pynndescent graph: recall@10 >= 0.95."""
+    client = superduperdb.connect(f"mongomock://{unique_name}", cluster=None,
+                                  config={"master.warm_up": False, "master.exact_threshold": 100})
+    coll = client[unique_name].docs
+    rng = np.random.default_rng(3)
+    centres = rng.normal(scale=4.0, size=(30, 32))
+    X = (centres[rng.integers(0, 30, size=3000)] + rng.normal(size=(3000, 32))).astype("float32")
+    coll.insert_many([{"x": x, "i": i} for i, x in enumerate(X)])
+    coll.create_model("ident", testmodels.identity)
+    coll.create_semantic_index("ann", models=["ident"], keys=["x"]).wait(WAIT)
+    from superduperdb.tasks.context import Target
+
+    stats = coll._indexes.master.call("rebuild", Target.of(coll), coll._indexes.get("ann"), True, 600.0)
+    assert stats["graph_size"] == 3000
+    hits = 0
+    queries = X[rng.choice(len(X), 30, replace=False)] + rng.normal(scale=0.1, size=(30, 32)).astype("float32")
+    for q in queries:
+        hits += len(set(ids_of(coll.find(like={"x": q}, n=10))) & set(exact(X, q, np.arange(len(X)), 10)))
+    assert hits / (10 * len(queries)) >= 0.95
+    client.close()

@@ -21,13 +21,12 @@ CONFIG_HELP = "A config.json (original layout) or superduperdb.yaml; default: th
 
 
 def _spec(config: str | None, **overrides):
-    from ..backends import uri_from_config
     from ..cluster.spec import ClusterSpec, load_config
     from ..errors import ConfigError
 
     try:
         cfg = load_config(config)
-        return cfg, uri_from_config(cfg), ClusterSpec.from_config(cfg, **overrides)
+        return cfg, ClusterSpec.from_config(cfg, **overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -52,12 +51,14 @@ def local_cluster(n_workers, threads_per_worker, config, host, port, dashboard_a
     `superduperdb.connect(uri, cluster="tcp://HOST:PORT")`, or through a
     config.json with `"remote": true` and `"jobs": {"host": ..., "port": ...}`.
     """
+    from ..backends import uri_from_config
     from ..cluster.local import ProcessCluster
     from ..cluster.spec import has_dashboard
     from ..errors import ClusterError
 
-    cfg, uri, spec = _spec(config, host=host, port=port, n_workers=n_workers,
-                           threads_per_worker=threads_per_worker, dashboard_address=dashboard_address)
+    cfg, spec = _spec(config, host=host, port=port, n_workers=n_workers,
+                      threads_per_worker=threads_per_worker, dashboard_address=dashboard_address)
+    uri = uri_from_config(cfg)
     cluster = ProcessCluster(spec, log_dir=log_dir, master=not no_master)
     try:
         cluster.start(timeout=timeout)
@@ -106,7 +107,7 @@ PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 @click.argument("dask_args", nargs=-1, type=click.UNPROCESSED)
 def scheduler(config, host, port, dry_run, dask_args):
     """Run `dask scheduler` (the job-master) at the config's address, with the superduperdb preload."""
-    _, _, spec = _spec(config, host=host, port=port)
+    _, spec = _spec(config, host=host, port=port)
     _exec(spec.scheduler_command(extra=dask_args), dry_run)
 
 
@@ -119,7 +120,7 @@ def scheduler(config, host, port, dry_run, dask_args):
 @click.argument("dask_args", nargs=-1, type=click.UNPROCESSED)
 def worker(config, master, name, nthreads, dry_run, dask_args):
     """Run `dask worker` (a job-worker, or with --master the master) for the config's scheduler."""
-    _, _, spec = _spec(config, threads_per_worker=nthreads)
+    _, spec = _spec(config, threads_per_worker=nthreads)
     _exec(spec.worker_command(master=master, name=name, extra=dask_args), dry_run)
 
 

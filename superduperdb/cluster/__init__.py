@@ -1,0 +1,13 @@
+"""Running a superduperdb cluster: the Dask preload, the command lines, a local cluster.
+
+* :mod:`superduperdb.cluster.preload`: ``dask scheduler|worker --preload
+  superduperdb.cluster.preload`` makes a Dask process superduperdb-ready.
+* :mod:`superduperdb.cluster.spec`: which ``dask scheduler`` / ``dask worker``
+  command lines a config (``config.json``, ``superduperdb.yaml``) implies.
+* :mod:`superduperdb.cluster.local`: a scheduler, job workers and a master
+  worker as subprocesses of one command (``superduperdb local-cluster``).
+* :mod:`superduperdb.cluster.report`: what a worker says about itself
+  (``superduperdb info``).
+
+Nothing here is imported by ``import superduperdb``.
+"""

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import JobFailedError
 from ..services.watchers import OUTPUTS, downstream, upstream_of
 from ..tasks.context import Target
 from ..tasks.runner import run_job
@@ -92,10 +91,7 @@ class JobService:
             if failed:
                 records.finish(self.table, job_id, "failed", error=f"did not run: upstream job {failed[0].id} failed")
             else:
-                try:
-                    run_job(target, job_id, kind, params)
-                except JobFailedError as exc:
-                    logger.warning("job %s (%s) failed: %s", job_id, kind, exc.error)
+                run_job(target, job_id, kind, params)
             return self._job(job_id)
         futures = [j._future for j in depends_on if j._future is not None]
         future = self.cluster.submit(run_job, target, job_id, kind, params, key=f"superduperdb-{kind}-{job_id}",

@@ -45,14 +45,33 @@ class Target:
 class Context:
     """Stores of one collection, opened on a worker from a :class:`Target`."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, job_id: str | None = None) -> None:
         self.target = target
-        self.lines: list[str] = []
+        self.job_id = job_id
 
     def log(self, message: str) -> None:
-        """A line for the job's record (shown by ``Job.logs()`` and ``watch_job``)."""
-        self.lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
+        """Append a line to the job's record now (``Job.logs()``, ``watch_job`` stream it)."""
         logger.debug(message)
+        if self.job_id is not None:
+            from ..jobs import records
+
+            records.log(self.jobs, self.job_id, [f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"])
+
+    def cancelled(self) -> bool:
+        """Whether the job's record says ``cancelled`` (checked between steps of long jobs)."""
+        if self.job_id is None:
+            return False
+        from ..jobs import records
+
+        record = self.jobs.find_one({"_id": records.oid(self.job_id)}, {"status": 1})
+        return record is not None and record.get("status") == "cancelled"
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`JobCancelledError` if the job was cancelled."""
+        if self.cancelled():
+            from ..errors import JobCancelledError
+
+            raise JobCancelledError(f"Job {self.job_id} was cancelled.", job_id=self.job_id)
 
     @cached_property
     def config(self) -> Config:

@@ -88,6 +88,7 @@ def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = 
     path = f"{OUTPUTS}.{key}.{row['model']}"
     done = skipped = 0
     for chunk in _chunks(ctx.collection.find(query, projection).batch_size(chunk_size), chunk_size):
+        ctx.check_cancelled()
         ready = []
         for doc in chunk:
             raw_value = model_input(doc, key, features)
@@ -103,6 +104,7 @@ def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = 
                 encoded = [{CONTENT: {"bytes": Binary(out_type.encode(y)), "type": model_row["type"]}} for y in outputs]
             else:
                 encoded = ctx.types.encode_many(outputs, path="outputs")
+            ctx.check_cancelled()  # a job cancelled while its model ran writes nothing more
             write_outputs(ctx, path, [(_id, y) for (_id, _), y in zip(ready, encoded)])
         done += len(chunk)
         records.progress(ctx.jobs, job_id, done / total if total else 1.0)

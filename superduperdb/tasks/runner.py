@@ -4,8 +4,8 @@
 ``running``, calls the job kind's function, captures log records and
 ``print`` output from the job's thread into the record, and finishes the
 record with ``success`` (and a small result dict) or ``failed`` (error and
-formatted traceback). On failure it raises :class:`JobFailedError` (picklable,
-with the remote traceback), so Dask does not start dependent jobs.
+formatted traceback). The client's :meth:`Job.wait` raises
+:class:`~superduperdb.errors.JobFailedError` from the record.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import JobFailedError
+from ..errors import JobCancelledError
 from ..jobs import records
 from .context import Context, Target
 
@@ -54,6 +54,13 @@ class _ThreadStream(io.TextIOBase):
 
     def flush(self) -> None:
         self.fallback.flush()
+
+    def isatty(self) -> bool:
+        return self.fallback.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (ipykernel's set_parent, encoding, fileno ...) is the real stream's.
+        return getattr(self.fallback, name)
 
 
 _STREAMS: dict[str, _ThreadStream] = {}
@@ -118,27 +125,45 @@ def _worker_name() -> str:
         return f"inline@{socket.gethostname()}"
 
 
-def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: Any) -> dict:
-    """Execute job ``job_id`` of ``kind`` (a Dask task; ``upstream`` are finished dependencies)."""
+def _outcome(job_id: str, status: str) -> dict:
+    return {"job_id": job_id, "status": status}
+
+
+def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dict) -> dict:
+    """Execute job ``job_id`` of ``kind`` (a Dask task); ``upstream`` are the outcomes of
+    the jobs it depends on.
+
+    Never raises for a failing job: the record says ``failed`` (with the
+    traceback) and the outcome tells dependent jobs not to run, which they
+    record as ``failed`` ("did not run") themselves, so nothing stays pending.
+    Returns ``{'job_id', 'status'}``.
+    """
     from . import download, index, outputs  # noqa: F401  (register the job kinds)
 
-    ctx = Context(target)
+    ctx = Context(target, job_id)
     table = ctx.jobs
+    blocked = [u for u in upstream if isinstance(u, dict) and u.get("status") != "success"]
+    if blocked:
+        status = "cancelled" if blocked[0]["status"] == "cancelled" else "failed"
+        records.finish(table, job_id, status, error=f"did not run: upstream job {blocked[0]['job_id']} {blocked[0]['status']}")
+        return _outcome(job_id, status)
     records.start(table, job_id, _worker_name())
+    if ctx.cancelled():
+        return _outcome(job_id, "cancelled")
     capture = capture_logs()
     try:
         with capture:
             result = KINDS[kind](ctx, job_id, **params)
-    except BaseException as exc:
+    except JobCancelledError:
+        records.log(table, job_id, capture.lines)
+        ctx.log("stopped: the job was cancelled")
+        return _outcome(job_id, "cancelled")
+    except Exception as exc:
         tb = traceback.format_exc()
-        records.log(table, job_id, ctx.lines + capture.lines)
+        records.log(table, job_id, capture.lines)
         records.finish(table, job_id, "failed", error=f"{type(exc).__name__}: {exc}", traceback=tb)
-        raise JobFailedError(
-            f"Job {job_id} ({kind}) failed: {type(exc).__name__}: {exc}\n\nRemote traceback:\n{tb}",
-            job_id=job_id,
-            error=f"{type(exc).__name__}: {exc}",
-            remote_traceback=tb,
-        ) from None
-    records.log(table, job_id, ctx.lines + capture.lines)
+        logger.warning("job %s (%s) failed: %s: %s", job_id, kind, type(exc).__name__, exc)
+        return _outcome(job_id, "failed")
+    records.log(table, job_id, capture.lines)
     records.finish(table, job_id, "success", result=result)
-    return result
+    return _outcome(job_id, "success")

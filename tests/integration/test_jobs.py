@@ -278,3 +278,38 @@ def test_long_jobs_show_progress_when_waited_on(client, coll, capsys):
     job.wait(WAIT, progress=True)
     err = capsys.readouterr().err
     assert "model slow" in err and "100%" in err
+
+
+def test_cancelling_a_running_job_stops_it_before_it_writes(client, coll, tmp_path):
+    if client.mode == "inline":
+        pytest.skip("inline jobs finish before the write returns")
+    import time
+
+    gate = tmp_path / "open"
+    coll.create_model("gate", testmodels.Gate(str(gate)), key="x").wait(WAIT)
+    job = coll.insert_one({"x": 1}).jobs[0]
+    deadline = time.monotonic() + WAIT
+    while job.status != "running":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.01)
+    job.cancel()
+    gate.write_text("go")
+    with pytest.raises(JobCancelledError):
+        job.wait(WAIT)
+    # the worker sees the cancellation, stops, and says so in the job's logs
+    while not any("stopped: the job was cancelled" in line for line in job.logs()):
+        assert time.monotonic() < deadline, "the worker never stopped the job"
+        time.sleep(0.01)
+    assert coll.count_documents({"_outputs.x.gate": {"$exists": True}}) == 0
+
+
+def test_dependents_of_a_failed_job_are_recorded_without_waiting(client, coll):
+    coll.create_model("bad", testmodels.fail, key="x").wait(WAIT)
+    coll.create_model("after", testmodels.norm)
+    coll.create_watcher("after", "x", features={"x": "bad"}).wait(WAIT)
+    result = coll.insert_one({"x": 5})
+    dependent = result.jobs[1]
+    if dependent._future is not None:
+        dependent._future.result(timeout=WAIT)  # the worker finished it; nobody waited on the handle
+    assert dependent.record()["status"] == "failed"
+    assert "did not run" in dependent.record()["error"]

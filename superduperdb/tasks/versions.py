@@ -1,0 +1,291 @@
+"""The ``promote`` job: make a model version the serving one, outputs and indexes included.
+
+Used after every training (depending on the ``train`` job) and by
+``restore_model_version`` (rollback). Serving state, and who reads it:
+
+* the model row's ``version``/``artifact``: what model jobs (inserts,
+  updates) and the encoding of ``like`` queries use;
+* ``_outputs.<key>.<model>`` in the documents: what users read and what the
+  master loads into its index;
+* the semantic-index row's ``uid``: the master keeps one in-memory index per
+  ``uid``, so a new ``uid`` means a fresh index loaded from MongoDB.
+
+The switch, and why the index never serves a mix of versions:
+
+1. **Stage** (long; nothing that serves changes): for every watcher of the
+   models, outputs of the new version are computed for all matching
+   documents and kept aside: in the job's memory when there are at most
+   ``memory_stage_limit`` documents, else written beside the serving ones at
+   ``_outputs._staging:<model>:<key>`` (``{'version', 'value'}``). A cancel
+   or an error here drops the staged values and the previous version keeps
+   serving, untouched.
+2. **Swap** (short): staged values replace ``_outputs.<key>.<model>`` document
+   by document. The master is not told, so it keeps serving the old index with
+   the old query encoder: consistent.
+3. **Flip**: the model row's ``version``/``artifact`` is set (one atomic
+   document update); right after it, each semantic index that uses the model
+   gets a new ``uid`` (one atomic update), and the master loads the new index
+   from the swapped outputs (the old one is dropped). Between these two single
+   document writes (milliseconds), a query is encoded by the new version but
+   searched in the old index: the only window where versions meet.
+4. **Catch up**: documents written while this ran were processed by model jobs
+   that loaded the old version. Every model job of these watchers that started
+   before the flip and was still running at the stage's start, or finished
+   after it, is waited for (with its index jobs), and its documents are
+   recomputed with the new version and refreshed in the new index.
+
+Jobs created after the flip load the new version themselves. Documents
+written with ``refresh=False`` or outside superduperdb are not caught up (as
+with any watcher). Watchers created by ``create_imputation`` before the
+first training (inactive, ``awaiting_training``) are computed in step 1 and
+activated at the flip.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bson import ObjectId
+from bson.binary import Binary
+
+from ..jobs import records
+from ..services.models import load_model
+from ..services.watchers import OUTPUTS, load_filter
+from ..store.metadata import utcnow
+from ..training.errors import TrainingCancelled, TrainingError
+from ..types.encoding import CONTENT
+from .context import Context
+from .outputs import MISSING, _chunks, model_input, write_outputs
+from .runner import job_kind
+from .training_data import and_, input_projection
+
+logger = logging.getLogger(__name__)
+
+STAGING = "_staging"
+FINAL = ("success", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class PromoteSpec:
+    """``versions`` ({model: version}) to serve, or ``from_job``: the training job whose result names them."""
+
+    versions: dict = field(default_factory=dict)
+    from_job: str | None = None
+    chunk_size: int = 5000
+    catch_up_timeout: float = 120.0
+    memory_stage_limit: int = 50_000
+
+
+def staging_path(model: str, key: str) -> str:
+    """Where a watcher's staged outputs live in a document (one field, no nesting left behind)."""
+    return f"{OUTPUTS}.{STAGING}:{model}:{key.replace('.', ':')}"
+
+
+def output_path(row: dict) -> str:
+    return f"{OUTPUTS}.{row['key']}.{row['model']}"
+
+
+def _check_cancelled(ctx: Context, job_id: str) -> None:
+    record = ctx.jobs.find_one({"_id": records.oid(job_id)}, {"status": 1})
+    if record is not None and record.get("status") == "cancelled":
+        raise TrainingCancelled(f"Job {job_id} was cancelled.", job_id=job_id)
+
+
+def resolve_versions(ctx: Context, spec: PromoteSpec) -> dict[str, int]:
+    versions = dict(spec.versions)
+    if spec.from_job:
+        record = ctx.jobs.find_one({"_id": records.oid(spec.from_job)}) or {}
+        if record.get("status") != "success":
+            raise TrainingError(f"did not run: training job {spec.from_job} is {record.get('status')!r}; "
+                                "the previous version keeps serving.", job_id=spec.from_job)
+        versions.update((record.get("result") or {}).get("versions") or {})
+    if not versions:
+        raise TrainingError("No model version to promote.")
+    return versions
+
+
+def encode_outputs(ctx: Context, model_row: dict, outputs: list) -> list:
+    """Outputs encoded for MongoDB exactly as the ``model`` job encodes them."""
+    if model_row.get("type"):
+        out_type = ctx.types.get(model_row["type"])
+        return [{CONTENT: {"bytes": Binary(out_type.encode(y)), "type": model_row["type"]}} for y in outputs]
+    return ctx.types.encode_many(outputs, path="outputs")
+
+
+def compute(ctx: Context, row: dict, model: Any, model_row: dict, query: dict, chunk_size: int,
+            write: Any, on_chunk: Any = None) -> int:
+    """Apply ``model`` to the watcher's input in the documents matching ``query``; ``write(pairs)`` each chunk."""
+    key, features = row["key"], row.get("features") or {}
+    fields = input_projection(key, features)
+    projection = None if fields is None else {f: 1 for f in fields}
+    done = 0
+    for chunk in _chunks(ctx.collection.find(query, projection).batch_size(chunk_size), chunk_size):
+        ready = [(d["_id"], model_input(d, key, features)) for d in chunk]
+        ready = [(i, ctx.types.decode(x)) for i, x in ready if x is not MISSING]
+        if ready:
+            outputs = encode_outputs(ctx, model_row, model.predict([x for _, x in ready]))
+            write([(i, y) for (i, _), y in zip(ready, outputs)])
+        done += len(chunk)
+        if on_chunk is not None:
+            on_chunk(len(chunk))
+    return done
+
+
+def _clear_staging(ctx: Context, rows: list[dict]) -> None:
+    for row in rows:
+        path = staging_path(row["model"], row["key"])
+        ctx.collection.update_many({path: {"$exists": True}}, {"$unset": {path: ""}})
+
+
+def _swap(ctx: Context, row: dict, version: int) -> int:
+    """Move staged outputs of ``version`` into ``_outputs.<key>.<model>``."""
+    from pymongo import UpdateOne
+
+    staged, target = staging_path(row["model"], row["key"]), output_path(row)
+    moves = []
+    for doc in ctx.collection.find({f"{staged}.version": version}, {staged: 1}):
+        value = doc[OUTPUTS][staged.split(".", 1)[1]]["value"]
+        moves.append((doc["_id"], {"$set": {target: value}, "$unset": {staged: ""}}))
+    if ctx.is_mongomock:
+        for _id, update in moves:
+            ctx.collection.update_one({"_id": _id}, update)
+    elif moves:
+        for part in _chunks(moves, 1000):
+            ctx.collection.bulk_write([UpdateOne({"_id": i}, u) for i, u in part], ordered=False)
+    ctx.collection.update_many({staged: {"$exists": True}}, {"$unset": {staged: ""}})  # stale stages
+    return len(moves)
+
+
+def _switch_indexes(ctx: Context, models: set[str]) -> list[dict]:
+    """Give every semantic index over ``models`` a new uid; the master loads it fresh, drops the old one."""
+    from .index import master_handle
+
+    switched = []
+    for row in ctx.metadata.list("semantic_indexes"):
+        if not models & set(row.get("models", [])):
+            continue
+        new = {**row, "uid": str(ObjectId())}
+        ctx.metadata.update("semantic_indexes", row["name"], {"$set": {"uid": new["uid"]}})
+        switched.append(new)
+        try:
+            with master_handle(ctx) as master:
+                master.call("drop", ctx.target, row)
+                stats = master.call("ensure", ctx.target, new)
+            ctx.log(f"index {row['name']!r} switched: {stats.get('size')} vectors")
+        except Exception as exc:  # the new uid is in place: the master loads it on its next query
+            logger.warning("index %r: the master could not load the new version now (%s)", row["name"], exc)
+    return switched
+
+
+def _catch_up(ctx: Context, job_id: str, rows: list[dict], models: dict, model_rows: dict, started: Any,
+              flip: Any, indexes: list[dict], spec: PromoteSpec) -> int:
+    """Recompute, with the new versions, documents that model jobs running across the switch wrote."""
+    names = [r["name"] for r in rows]
+    query = {"kind": "model", "watcher": {"$in": names}, "_id": {"$ne": records.oid(job_id)},
+             "started_at": {"$lt": flip},
+             "$or": [{"status": "running"}, {"finished_at": {"$gte": started}}]}
+    jobs = list(ctx.jobs.find(query, {"watcher": 1, "ids": 1}))
+    if not jobs:
+        return 0
+    waiting = [j["_id"] for j in jobs] + [d["_id"] for d in ctx.jobs.find(
+        {"depends_on": {"$in": [str(j["_id"]) for j in jobs]}}, {"_id": 1})]
+    deadline = time.monotonic() + spec.catch_up_timeout
+    while ctx.jobs.count_documents({"_id": {"$in": waiting}, "status": {"$nin": list(FINAL)}}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    by_name = {r["name"]: r for r in rows}
+    total = 0
+    for name in names:
+        mine = [j for j in jobs if j["watcher"] == name]
+        if not mine:
+            continue
+        row = by_name[name]
+        ids = None if any(j.get("ids") is None for j in mine) else list({i for j in mine for i in j["ids"]})
+        query = load_filter(row.get("filter"))
+        if ids is not None:
+            query = and_(query, {"_id": {"$in": ids}})
+        path = output_path(row)
+        total += compute(ctx, row, models[row["model"]], model_rows[row["model"]], query, spec.chunk_size,
+                         lambda pairs, path=path: write_outputs(ctx, path, pairs))
+        _refresh(ctx, [i for i in indexes if i["watcher"] == name], ids)
+    ctx.log(f"caught up {total} documents written during the switch")
+    return total
+
+
+def _refresh(ctx: Context, indexes: list[dict], ids: list | None) -> None:
+    from .index import master_handle
+
+    if not indexes:
+        return
+    with master_handle(ctx) as master:
+        for index in indexes:
+            if ids is None:
+                master.call("drop", ctx.target, index)
+                master.call("ensure", ctx.target, index)
+            elif ids:
+                master.call("refresh", ctx.target, index, ids)
+
+
+@job_kind("promote")
+def promote(ctx: Context, job_id: str, spec: PromoteSpec) -> dict:
+    """Serve the given model versions: stage, swap, flip, switch indexes, catch up (see the module docstring)."""
+    versions = resolve_versions(ctx, spec)
+    model_rows = {m: ctx.metadata.get("models", m) for m in versions}
+    refs = {}
+    for m, v in versions.items():
+        match = [e for e in model_rows[m].get("versions", []) if e["version"] == v]
+        if not match:
+            raise TrainingError(f"Model {m!r} has no version {v}.", model=m, version=v)
+        refs[m] = match[0]["artifact"]
+    models = {m: load_model(ctx.metadata, ctx.artifacts, m, v) for m, v in versions.items()}
+    rows = [w for w in ctx.metadata.list("watchers")
+            if w["model"] in versions and (w.get("active") or w.get("awaiting_training"))]
+    started = utcnow()
+    totals = {r["name"]: ctx.collection.count_documents(load_filter(r.get("filter"))) for r in rows}
+    grand, done = sum(totals.values()) or 1, 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        records.progress(ctx.jobs, job_id, 0.9 * done / grand)
+        _check_cancelled(ctx, job_id)
+
+    in_memory = sum(totals.values()) <= spec.memory_stage_limit
+    staged: dict[str, list] = {}
+    try:
+        for row in rows:
+            v, path = versions[row["model"]], staging_path(row["model"], row["key"])
+            if in_memory:
+                write = staged.setdefault(row["name"], []).extend
+            else:
+                def write(pairs: list, v: int = v, path: str = path) -> None:
+                    write_outputs(ctx, path, [(i, {"version": v, "value": y}) for i, y in pairs])
+            compute(ctx, row, models[row["model"]], model_rows[row["model"]], load_filter(row.get("filter")),
+                    spec.chunk_size, write, advance)
+            ctx.log(f"{row['name']}: staged version {v} for {totals[row['name']]} documents")
+        _check_cancelled(ctx, job_id)
+    except BaseException:
+        if not in_memory:
+            _clear_staging(ctx, rows)
+        ctx.log("switch abandoned before the swap: the previous versions keep serving")
+        raise
+    # Commit point: from here the switch completes, even if the job is cancelled.
+    swapped = {}
+    for row in rows:
+        if in_memory:
+            write_outputs(ctx, output_path(row), staged[row["name"]])
+            swapped[row["name"]] = len(staged[row["name"]])
+        else:
+            swapped[row["name"]] = _swap(ctx, row, versions[row["model"]])
+    flip = utcnow()
+    for m, v in versions.items():
+        ctx.metadata.update("models", m, {"$set": {"version": v, "artifact": refs[m], "promoted_at": flip}})
+    for row in rows:
+        if row.get("awaiting_training"):
+            ctx.metadata.update("watchers", row["name"], {"$set": {"active": True}, "$unset": {"awaiting_training": ""}})
+    indexes = _switch_indexes(ctx, set(versions))
+    caught = _catch_up(ctx, job_id, rows, models, model_rows, started, flip, indexes, spec)
+    ctx.log("serving " + ", ".join(f"{m} version {v}" for m, v in versions.items()))
+    return {"versions": versions, "outputs": swapped, "indexes": [r["name"] for r in indexes], "caught_up": caught}

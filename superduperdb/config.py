@@ -43,6 +43,7 @@ from .errors import ConfigError, suggest
 logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "SUPERDUPERDB_"
+_WARNED: set[str] = set()
 DEFAULTS_SOURCE = "packaged defaults"
 
 
@@ -201,7 +202,8 @@ def _read_original_json(path: Path) -> dict:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path} must hold a JSON object.", path=str(path))
     layer = dict(data)
-    if layer.get("redis"):
+    if layer.get("redis") and str(path) not in _WARNED:
+        _WARNED.add(str(path))
         logger.warning("%s: the 'redis' section is ignored: Dask replaces rq and redis.", path)
     remote = layer.get("remote")
     jobs = layer.get("jobs") or {}
@@ -271,4 +273,13 @@ def resolve_config(
     _apply(values, sources, _env_layer(os.environ if environ is None else environ), "environment")
     if overrides:
         _apply(values, sources, overrides, "keyword arguments")
+    _map_remote(values, sources)
     return Config(values, sources)
+
+
+def _map_remote(values: dict, sources: dict) -> None:
+    """The original layout from any layer: ``remote: true`` means the scheduler at
+    ``jobs.host:jobs.port`` (unless ``cluster.address`` was set explicitly)."""
+    if values["remote"] and values["jobs.host"] and values["jobs.port"] and sources["cluster.address"] == DEFAULTS_SOURCE:
+        values["cluster.address"] = f"tcp://{values['jobs.host']}:{values['jobs.port']}"
+        sources["cluster.address"] = f"remote + jobs.host/port ({sources['jobs.host']})"

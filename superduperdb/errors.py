@@ -94,9 +94,10 @@ class NotRegisteredError(SuperDuperError, KeyError):
     def __init__(self, kind: str, name: str, available: Iterable[str] = (), hint: str = "") -> None:
         available = sorted(str(a) for a in available)
         listing = ", ".join(available) if available else "none"
+        plural = f"{kind[:-1]}ices" if kind.endswith("ex") else f"{kind}s"
         msg = (
             f"No {kind} named {name!r} is registered.{suggest(name, available)} "
-            f"Registered {kind}s: {listing}."
+            f"Registered {plural}: {listing}."
         )
         if hint:
             msg += f" {hint}"

@@ -21,7 +21,19 @@ def _version(package: str) -> str | None:
         return None
 
 
-@click.group()
+class _Group(click.Group):
+    """Reports superduperdb's errors (bad config, unreachable server ...) as one clear line."""
+
+    def invoke(self, ctx: click.Context):
+        from ..errors import SuperDuperError
+
+        try:
+            return super().invoke(ctx)
+        except SuperDuperError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+@click.group(cls=_Group)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """superduperdb: AI models on the data in MongoDB, computed on a Dask cluster."""

@@ -88,7 +88,11 @@ class WatcherService:
 
     def create(self, model: str, key: str, *, filter: Mapping | None = None, features: Mapping | None = None,
                active: bool = True, name: str | None = None) -> dict:
-        self.metadata.get("models", model, hint="Register it with create_model(name, object) first.")
+        model_row = self.metadata.get("models", model, hint="Register it with create_model(name, object) first.")
+        if model_row.get("kind") == "sklearn":  # an unfitted estimator would fail in every job: say so now
+            from ..models.sklearn_adapter import check_fitted
+
+            check_fitted(self.collection._models.load(model).object, model)
         if not isinstance(key, str) or not key or key.startswith("$") or key.startswith(OUTPUTS):
             raise ModelError(f"key must be a field name (or '_base' for the whole document), not {key!r}.")
         if filter is not None and not isinstance(filter, Mapping):

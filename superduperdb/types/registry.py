@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from ..errors import AlreadyRegisteredError, InUseError, NotRegisteredError, SuperDuperError
+from ..errors import AlreadyRegisteredError, DecodingError, InUseError, NotRegisteredError, SuperDuperError
 from .builtin import BUILTIN_TYPES
 from .encoding import Encoder, decode, has_content
 
@@ -104,6 +104,13 @@ class TypeRegistry:
             self._loaded_at = time.monotonic()
 
     def get(self, name: str) -> Any:
+        if name == "pickle" and not self.pickle_fallback:
+            raise DecodingError(
+                "This document holds a pickled value; unpickling runs code, so it is refused unless "
+                "types.pickle_fallback is on. Connect with config={'types.pickle_fallback': True} if you "
+                "trust the database, or read it undecoded with find(..., raw=True).",
+                type="pickle",
+            )
         if name in BUILTIN_TYPES:
             return BUILTIN_TYPES[name]
         if name not in self._user:

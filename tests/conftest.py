@@ -65,3 +65,28 @@ def inline_client(unique_name):
 @pytest.fixture
 def docs(inline_client, unique_name):
     return inline_client[unique_name].docs
+
+
+@pytest.fixture(scope="module", params=["inline", "threads", "processes"])
+def mode_client(request):
+    """A client in each cluster mode (module-scoped: clusters start once per module).
+
+    * ``inline``: no cluster, jobs run in the calling process (embedded mongomock);
+    * ``threads``: the embedded default, a LocalCluster whose workers are threads;
+    * ``processes``: a LocalCluster with worker processes, against the TCP server.
+
+    ``client.mode`` says which.
+    """
+    import superduperdb
+
+    name = f"m{uuid.uuid4().hex[:8]}"
+    config = {"master.warm_up": False}
+    if request.param == "inline":
+        client = superduperdb.connect(f"mongomock://{name}", cluster=None, config=config)
+    elif request.param == "threads":
+        client = superduperdb.connect(f"mongomock://{name}", cluster="local", config=config)
+    else:
+        client = superduperdb.connect(request.getfixturevalue("server_uri"), cluster="local", config=config)
+    client.mode = request.param
+    yield client
+    client.close()

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ import testmodels
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 
-import superduperdb
 from superduperdb.errors import (
     CycleError,
     InUseError,
@@ -30,18 +28,9 @@ from superduperdb.errors import (
 WAIT = 120
 
 
-@pytest.fixture(scope="module", params=["inline", "threads", "processes"])
-def client(request):
-    name = f"jobs{uuid.uuid4().hex[:8]}"
-    if request.param == "inline":
-        c = superduperdb.connect(f"mongomock://{name}", cluster=None)
-    elif request.param == "threads":
-        c = superduperdb.connect(f"mongomock://{name}", cluster="local")
-    else:
-        c = superduperdb.connect(request.getfixturevalue("server_uri"), cluster="local")
-    c.mode = request.param
-    yield c
-    c.close()
+@pytest.fixture(scope="module")
+def client(mode_client):
+    return mode_client
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 import testmodels
@@ -15,19 +13,9 @@ WAIT = 120
 DIM = 8
 
 
-@pytest.fixture(scope="module", params=["inline", "threads", "processes"])
-def client(request):
-    name = f"search{uuid.uuid4().hex[:8]}"
-    config = {"master.warm_up": False}
-    if request.param == "inline":
-        c = superduperdb.connect(f"mongomock://{name}", cluster=None, config=config)
-    elif request.param == "threads":
-        c = superduperdb.connect(f"mongomock://{name}", cluster="local", config=config)
-    else:
-        c = superduperdb.connect(request.getfixturevalue("server_uri"), cluster="local", config=config)
-    c.mode = request.param
-    yield c
-    c.close()
+@pytest.fixture(scope="module")
+def client(mode_client):
+    return mode_client
 
 
 def exact(X: np.ndarray, q: np.ndarray, rows: np.ndarray, n: int) -> list[int]:

@@ -13,7 +13,7 @@ Examples
 >>> index.add([1, 2], np.array([[0.0, 0.0], [3.0, 4.0]]))
 2
 >>> index.search([3.0, 4.0], n=2)
-([2, 1], array([-0., -5.], dtype=float32))
+([2, 1], array([ 0., -5.], dtype=float32))
 """
 
 from superduperdb.index.env import configure_numba_env, warm_up

@@ -41,8 +41,8 @@ def configure_numba_env(cache_dir: str | None = None) -> dict[str, str]:
     and slow numpy/BLAS down several-fold) and a persistent ``NUMBA_CACHE_DIR``
     (so compiled functions survive the process). Values already present in the
     environment are respected. Must be called before ``numba`` or
-    ``pynndescent`` is imported; if numba is already imported, a warning is
-    logged because the settings may not take effect in this process.
+    ``pynndescent`` is imported; if it has to set a variable after numba was
+    imported, a warning is logged because the setting may not take effect.
 
     Parameters
     ----------
@@ -62,11 +62,12 @@ def configure_numba_env(cache_dir: str | None = None) -> dict[str, str]:
     >>> configure_numba_env()["OMP_WAIT_POLICY"] == os.environ["OMP_WAIT_POLICY"]
     True
     """
-    if "numba" in sys.modules:
+    unset = [k for k in ("OMP_WAIT_POLICY", "NUMBA_CACHE_DIR") if not os.environ.get(k)]
+    if unset and "numba" in sys.modules:
         logger.warning(
-            "configure_numba_env() was called after numba was imported; "
-            "NUMBA_CACHE_DIR / OMP_WAIT_POLICY may not take effect in this process. "
-            "Call it before importing numba or pynndescent."
+            "configure_numba_env() set %s after numba was imported; it may not take effect "
+            "in this process. Call it before importing numba or pynndescent.",
+            " and ".join(unset),
         )
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if not os.environ.get("NUMBA_CACHE_DIR"):
@@ -83,7 +84,7 @@ def configure_numba_env(cache_dir: str | None = None) -> dict[str, str]:
     }
 
 
-def warm_up(n_neighbors: int = 30, force: bool = False) -> float:
+def warm_up(n_neighbors: int = 30, leaf_budget: int = 8, force: bool = False) -> float:
     """Pay pynndescent's JIT cost now: build a tiny graph and query it.
 
     Exercises exactly the code path :class:`~superduperdb.index.VectorIndex`
@@ -94,8 +95,8 @@ def warm_up(n_neighbors: int = 30, force: bool = False) -> float:
 
     Parameters
     ----------
-    n_neighbors : int
-        Graph degree to warm up with; use the index's ``n_neighbors``.
+    n_neighbors, leaf_budget : int
+        Graph options to warm up with; use the index's.
     force : bool
         Run again even if this process already warmed up.
 
@@ -120,7 +121,7 @@ def warm_up(n_neighbors: int = 30, force: bool = False) -> float:
     start = time.perf_counter()
     rng = np.random.default_rng(0)
     data = rng.standard_normal((512, 16)).astype(np.float32)
-    graph = build_graph(data, "l2", n_neighbors=n_neighbors, random_state=0)
+    graph = build_graph(data, "l2", n_neighbors=n_neighbors, random_state=0, leaf_budget=leaf_budget)
     graph.query(data[0], 5, epsilon=0.2)
     seconds = time.perf_counter() - start
     _WARMED_UP = True

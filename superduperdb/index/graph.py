@@ -67,6 +67,17 @@ class Graph:
         self.build_seconds = build_seconds
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        # Picklable (the lock is not), so a graph can be built in another process
+        # or on another Dask worker and sent back: see VectorIndex(builder=...).
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return f"Graph(measure={self.measure!r}, size={self.size}, build_seconds={self.build_seconds:.2f})"
 
@@ -111,6 +122,7 @@ def build_graph(
     *,
     n_neighbors: int = 30,
     random_state: int | None = None,
+    leaf_budget: int = 8,
 ) -> Graph:
     """Build and prepare a :class:`Graph` over the rows of ``X`` (raw vectors).
 
@@ -126,6 +138,12 @@ def build_graph(
         Graph degree (pynndescent ``n_neighbors``).
     random_state : int, optional
         Seed, for reproducible graphs.
+    leaf_budget : int
+        Search-tree leaves each query starts from (pynndescent
+        ``search_tree_leaf_budget``). On clustered data the k-NN graph often
+        splits into one component per cluster, and a query routed to the
+        wrong leaf cannot recover: with 1 leaf, recall@10 stalled at ~0.8
+        whatever the epsilon; with 8 it reached ~0.97 (FACTS: index section).
     """
     check_measure(measure)
     if X.shape[0] < MIN_GRAPH_ROWS:
@@ -140,6 +158,7 @@ def build_graph(
         n_neighbors=int(min(n_neighbors, data.shape[0] - 1)),
         random_state=random_state,
         low_memory=True,
+        search_tree_leaf_budget=int(leaf_budget),
     )
     nnd.prepare()
     seconds = time.perf_counter() - start

@@ -140,7 +140,7 @@ def finalize_scores(partial: np.ndarray, Q: np.ndarray, measure: str) -> np.ndar
     if measure != "l2":
         return partial
     q_sq = sqnorms(Q).reshape((-1,) + (1,) * (partial.ndim - 1))
-    return -np.sqrt(np.maximum(q_sq - partial, 0.0))
+    return 0.0 - np.sqrt(np.maximum(q_sq - partial, 0.0))  # 0.0 - x: no "-0.0" scores
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import numpy as np
 
 from superduperdb.errors import DimensionMismatchError, SemanticIndexError
 from superduperdb.index import search as _search
-from superduperdb.index.graph import MIN_GRAPH_ROWS, build_graph
 from superduperdb.index.measures import check_measure, finalize_scores, prepare_queries, sqnorms
+from superduperdb.index.rebuild import RebuildMixin, _Build
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +53,7 @@ def _as_matrix(vectors: Any, what: str) -> np.ndarray:
     return X
 
 
-class _Build:
-    """One graph build: the snapshot it works from and its outcome."""
-
-    def __init__(self, vectors, sq, ids, alive_rows, n, make_graph: bool) -> None:
-        self.vectors, self.sq, self.ids, self.rows, self.n = vectors, sq, ids, alive_rows, n
-        self.make_graph = make_graph
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-
-class VectorIndex:
+class VectorIndex(RebuildMixin):
     """An in-memory vector index over arbitrary hashable ids.
 
     Exact numpy search while the index is small or has no graph; a pynndescent
@@ -87,6 +76,10 @@ class VectorIndex:
         Rebuild (compacting) when this fraction of rows is dead.
     n_neighbors : int
         pynndescent graph degree.
+    leaf_budget : int
+        Search-tree leaves each graph query starts from (pynndescent
+        ``search_tree_leaf_budget``); more than 1 is what keeps recall high on
+        clustered data, whose graph splits into per-cluster components.
     epsilon : float
         pynndescent query search breadth (0.2 gives recall@10 >= 0.95 on
         clustered data).
@@ -95,8 +88,13 @@ class VectorIndex:
         call that crossed a threshold (False).
     random_state : int, optional
         Seed for the graph builds (reproducible graphs for tests).
-    n_jobs : int, optional
-        Threads for graph builds (default: all cores).
+    builder : callable, optional
+        ``builder(X, measure, *, n_neighbors, random_state, leaf_budget) -> Graph``, called
+        in the builder thread instead of :func:`~superduperdb.index.graph.build_graph`.
+        Use it to build elsewhere (a warm subprocess, another Dask worker:
+        ``lambda X, m, **kw: client.submit(build_graph, X, m, **kw).result(timeout)``)
+        so the index's own cores stay free for queries. Must return a graph
+        over exactly the rows of ``X``, in order.
 
     Examples
     --------
@@ -121,10 +119,11 @@ class VectorIndex:
         rebuild_tail: int = 10_000,
         rebuild_deleted_fraction: float = 0.25,
         n_neighbors: int = 30,
+        leaf_budget: int = 8,
         epsilon: float = 0.2,
         background: bool = True,
         random_state: int | None = None,
-        n_jobs: int | None = None,
+        builder: Callable[..., Any] | None = None,
     ) -> None:
         self.measure = check_measure(measure)
         if dim is not None and (not isinstance(dim, (int, np.integer)) or dim <= 0):
@@ -134,10 +133,11 @@ class VectorIndex:
         self.rebuild_tail = int(rebuild_tail)
         self.rebuild_deleted_fraction = float(rebuild_deleted_fraction)
         self.n_neighbors = int(n_neighbors)
+        self.leaf_budget = int(leaf_budget)
         self.epsilon = float(epsilon)
         self.background = bool(background)
         self.random_state = random_state
-        self.n_jobs = n_jobs
+        self.builder = builder
         self._lock = threading.RLock()
         self._alloc(0, self.dim or 0)
         self._graph = None
@@ -272,10 +272,7 @@ class VectorIndex:
     def get(self, id_: Any, default: Any = None) -> np.ndarray | Any:
         """The stored vector of ``id_`` (a copy, float32), or ``default``."""
         with self._lock:
-            try:
-                row = self._row_of.get(id_)
-            except TypeError:
-                row = None
+            row = self._get_row(id_)
             return default if row is None else self._vectors[row].copy()
 
     def ids(self) -> list:
@@ -337,20 +334,28 @@ class VectorIndex:
         """:meth:`search` for each row of ``queries``; returns a list of ``(ids, scores)``."""
         return self._search_many(self._check_query(queries, n), int(n), candidates, epsilon)
 
+    def _candidate_rows(self, candidates: Any) -> np.ndarray:
+        """Sorted unique rows of the known candidate ids (call with the lock held)."""
+        cands = _as_id_list(candidates)
+        get = self._row_of.get
+        try:
+            rows = np.fromiter((get(c, -1) for c in cands), dtype=np.int64, count=len(cands))
+        except TypeError:  # an unhashable candidate: it cannot be in the index
+            rows = np.array([r for r in (self._get_row(c) for c in cands) if r is not None] or [-1], np.int64)
+        mask = np.zeros(self._n, dtype=bool)
+        mask[rows[rows >= 0]] = True
+        return np.flatnonzero(mask)
+
+    def _get_row(self, id_: Any) -> int | None:
+        try:
+            return self._row_of.get(id_)
+        except TypeError:
+            return None
+
     def _search_many(self, Q: np.ndarray, n: int, candidates, epsilon) -> list[tuple[list, np.ndarray]]:
         with self._lock:
             view = self._view(epsilon)
-            rows = None
-            if candidates is not None:
-                rows = []
-                for id_ in _as_id_list(candidates):
-                    try:
-                        row = self._row_of.get(id_)
-                    except TypeError:
-                        continue
-                    if row is not None:
-                        rows.append(row)
-                rows = np.unique(np.asarray(rows, dtype=np.int64))
+            rows = None if candidates is None else self._candidate_rows(candidates)
         if view.n == 0:
             return [([], np.empty(0, np.float32)) for _ in Q]
         P = prepare_queries(Q, self.measure)
@@ -363,152 +368,6 @@ class VectorIndex:
             scores = finalize_scores(part[None, :], q[None, :], self.measure)[0]
             out.append((view.ids[r].tolist(), scores.astype(np.float32, copy=False)))
         return out
-
-    # ------------------------------------------------------------------ builds
-    def _maybe_start_build(self, force: bool = False) -> _Build | None:
-        """Start a build if due (call with the lock held). Returns it when it must run synchronously."""
-        if self._build is not None:
-            return None
-        n = self._n
-        if not force:
-            if n <= self.exact_threshold or n < self._auto_after:
-                return None
-            tail_due = n - self._graph_n >= self.rebuild_tail
-            dead_due = self._deleted > self.rebuild_deleted_fraction * n
-            if not (tail_due or dead_due):
-                return None
-        rows = np.flatnonzero(self._alive[:n])
-        make_graph = len(rows) >= MIN_GRAPH_ROWS and (force or len(rows) > self.exact_threshold)
-        build = _Build(self._vectors, self._sq, self._ids, rows, n, make_graph)
-        self._build = build
-        logger.info("Index rebuild started: %d live rows, %d in tail, %d dead", len(rows), n - self._graph_n, self._deleted)
-        if self.background:
-            name = "superduperdb-index-build"
-            threading.Thread(target=self._run_build, args=(build,), name=name, daemon=True).start()
-            return None
-        return build
-
-    def _run_if_sync(self, build: _Build | None, raise_errors: bool = False) -> None:
-        # add()/remove() have already stored their change: a failed automatic
-        # build is logged and recorded in stats()["last_error"], not raised.
-        if build is not None:
-            self._run_build(build)
-            if raise_errors and build.error is not None:
-                raise SemanticIndexError(f"Index build failed: {build.error!r}") from build.error
-
-    def _run_build(self, b: _Build) -> None:
-        start = time.perf_counter()
-        try:
-            m = len(b.rows)
-            cap = max(1024, m + max(self.rebuild_tail, m // 4))
-            V = np.empty((cap, b.vectors.shape[1]), np.float32)
-            np.take(b.vectors, b.rows, axis=0, out=V[:m])
-            S = np.empty(cap, np.float32)
-            S[:m] = b.sq[b.rows]
-            ids = np.empty(cap, object)
-            ids[:m] = b.ids[b.rows]
-            row_of = dict(zip(ids[:m].tolist(), range(m)))
-            graph = None
-            if b.make_graph:
-                graph = build_graph(V[:m], self.measure, n_neighbors=self.n_neighbors, random_state=self.random_state)
-            self._swap(b, V, S, ids, row_of, graph, time.perf_counter() - start)
-        except Exception as exc:  # recorded, logged, raised by rebuild()
-            logger.exception("Index rebuild failed")
-            b.error = exc
-            with self._lock:
-                self._last_error = repr(exc)
-                self._auto_after = self._n + self.rebuild_tail
-        finally:
-            if not b.done.is_set():
-                with self._lock:
-                    if self._build is b:
-                        self._build = None
-                    b.done.set()
-
-    def _swap(self, b: _Build, V, S, ids, row_of, graph, seconds: float) -> None:
-        m = len(b.rows)
-        with self._lock:
-            n_now = self._n
-            still = self._alive[b.rows]  # snapshot rows not removed/replaced during the build
-            dead = np.flatnonzero(~still)
-            tail = b.n + np.flatnonzero(self._alive[b.n : n_now])
-            t = len(tail)
-            if m + t > len(S):
-                new = max(m + t, 2 * len(S))
-                V, S, ids = (np.concatenate([a[:m], np.empty((new - m,) + a.shape[1:], a.dtype)]) for a in (V, S, ids))
-            V[m : m + t] = self._vectors[tail]
-            S[m : m + t] = self._sq[tail]
-            ids[m : m + t] = self._ids[tail]
-            alive = np.zeros(len(S), bool)
-            alive[:m] = still
-            alive[m : m + t] = True
-            for i in dead.tolist():
-                row_of.pop(ids[i], None)
-            for j, r in enumerate(tail.tolist()):
-                row_of[self._ids[r]] = m + j
-            self._vectors, self._sq, self._ids, self._alive, self._n = V, S, ids, alive, m + t
-            self._row_of = row_of
-            self._graph = graph
-            self._graph_n = m if graph is not None else 0
-            self._graph_dead = len(dead) if graph is not None else 0
-            self._deleted = len(dead)
-            self._builds += 1
-            self._last_build_seconds = seconds
-            self._last_error = None
-            self._build = None
-            b.done.set()
-            logger.info("Index rebuild swapped in after %.2f s: graph %d rows, tail %d", seconds, self._graph_n, t)
-            nxt = self._maybe_start_build()
-        if nxt is not None:  # synchronous mode: the tail grew past the threshold again
-            self._run_build(nxt)
-
-    def rebuild(self, wait: bool = True, timeout: float = 600.0) -> bool:
-        """Rebuild the graph now over all live rows (compacting dead ones).
-
-        Waits for a build already in progress first. With ``wait=False`` the
-        build runs in the background (when ``background=True``).
-
-        Returns
-        -------
-        bool
-            True if the build finished within ``timeout`` seconds (or was
-            only started, with ``wait=False``); False if it is still running.
-
-        Raises
-        ------
-        SemanticIndexError
-            The build failed (``wait=True`` only).
-        """
-        deadline = time.monotonic() + float(timeout)
-        while True:
-            if not self.wait_until_built(max(0.0, deadline - time.monotonic())):
-                return False
-            with self._lock:
-                if self._build is None:
-                    build = self._maybe_start_build(force=True)
-                    build = build or self._build
-                    break
-        if not self.background:
-            self._run_if_sync(build, raise_errors=True)
-            return True
-        if not wait:
-            return True
-        if not build.done.wait(max(0.0, deadline - time.monotonic())):
-            return False
-        if build.error is not None:
-            raise SemanticIndexError(f"Index build failed: {build.error!r}") from build.error
-        return True
-
-    def wait_until_built(self, timeout: float = 600.0) -> bool:
-        """Wait until no build is in progress, at most ``timeout`` seconds. True if idle."""
-        deadline = time.monotonic() + float(timeout)
-        while True:
-            build = self._build
-            if build is None:
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not build.done.wait(remaining):
-                return self._build is None
 
     # ------------------------------------------------------------------ info
     def stats(self) -> dict[str, Any]:

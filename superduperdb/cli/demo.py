@@ -30,7 +30,10 @@ def demo(n: int | None, uri: str, cluster: str) -> None:
     from superduperdb.models.text import load_minilm
 
     t0 = time.perf_counter()
-    client = superduperdb.connect(uri, cluster=None if cluster == "inline" else cluster)
+    # ~1,850 vectors are searched exactly (below master.exact_threshold), so the master need
+    # not spend a minute of CPU compiling pynndescent while the model embeds.
+    client = superduperdb.connect(uri, cluster=None if cluster == "inline" else cluster,
+                                  config={"master.warm_up": False})
     docs = client.demo.numpy_docs
     docs.drop()
     records = numpy_docstrings(n)

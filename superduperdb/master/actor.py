@@ -13,7 +13,9 @@ inserts, updates and deletes all arrive the same way.
 
 from __future__ import annotations
 
+import io
 import logging
+import struct
 import threading
 import time
 from typing import Any
@@ -28,6 +30,10 @@ from ..tasks.context import Context, Target  # noqa: E402
 logger = logging.getLogger(__name__)
 
 LOAD_CHUNK = 5000
+# The JIT warm-up waits this long after the master starts, then for loads in progress
+# to finish: compiling holds the GIL for long stretches, and a 10k-vector load that
+# ran beside it took 9.2 s instead of 3.6 s (bench/search.py), delaying the first answer.
+WARM_UP_GRACE = 1.0
 
 
 def index_key(target: Target, row: dict) -> str:
@@ -56,24 +62,35 @@ class Master:
         self.started_at = time.time()
         self._indexes: dict[str, _Loaded] = {}
         self._lock = threading.RLock()
+        self._loading = 0
+        self._loads_done = threading.Condition()
         self._warm = None
         if warm_up:
-            from ..index.env import warm_up as _warm_up
-
-            self._warm = threading.Thread(target=_warm_up, name="superduperdb-jit-warm-up", daemon=True)
+            self._warm = threading.Thread(target=self._warm_up_when_idle, name="superduperdb-jit-warm-up", daemon=True)
             self._warm.start()
+
+    def _warm_up_when_idle(self) -> None:
+        """Compile pynndescent's JIT, after the loads that created this master (see WARM_UP_GRACE)."""
+        from ..index.env import warm_up
+
+        time.sleep(WARM_UP_GRACE)
+        with self._loads_done:
+            self._loads_done.wait_for(lambda: self._loading == 0)
+        warm_up()
 
     # -- loading ----------------------------------------------------------------------
     def _read(self, ctx: Context, row: dict, query: dict) -> tuple[list, list]:
         path = output_path(row)
+        parts = path.split(".")
         ids, vectors = [], []
         cursor = ctx.collection.find({"$and": [query, {path: {"$exists": True}}]}, {path: 1})
         for doc in cursor.batch_size(LOAD_CHUNK):
             value = doc
-            for part in path.split("."):
+            for part in parts:
                 value = value[part]
             ids.append(doc["_id"])
-            vectors.append(_as_vector(ctx.types.decode(value)))
+            vector = _npy_vector(value)
+            vectors.append(vector if vector is not None else _as_vector(ctx.types.decode(value)))
         return ids, vectors
 
     def _get(self, target: Target, row: dict) -> _Loaded:
@@ -92,9 +109,16 @@ class Master:
         ctx = Context(target)
         cfg = ctx.config.master
         index = VectorIndex(measure=row["measure"], exact_threshold=int(cfg.exact_threshold), epsilon=float(cfg.epsilon))
-        ids, vectors = self._read(ctx, row, {})
-        if ids:
-            index.add(ids, vectors)
+        with self._loads_done:
+            self._loading += 1
+        try:
+            ids, vectors = self._read(ctx, row, {})
+            if ids:
+                index.add(ids, vectors)
+        finally:
+            with self._loads_done:
+                self._loading -= 1
+                self._loads_done.notify_all()
         seconds = time.perf_counter() - start
         logger.info("loaded index %r of %s.%s: %d vectors in %.2f s", row["name"], target.database,
                     target.collection, len(ids), seconds)
@@ -160,6 +184,46 @@ class Master:
         return {"index": loaded.row["name"], "collection": f"{t.database}.{t.collection}", "uri": t.uri,
                 "load_seconds": loaded.load_seconds,
                 "warm": self._warm is None or not self._warm.is_alive(), **loaded.index.stats()}
+
+
+_NPY_HEADERS: dict[bytes, tuple[Any, int, int]] = {}  # .npy header -> (dtype, length, data offset)
+_NPY_HEADERS_MAX = 64
+
+
+def _npy_vector(value: Any) -> Any:
+    """A stored 1-D ``array``/``tensor`` value as a float32 vector, or None (use the type registry).
+
+    Both built-in types store ``.npy`` bytes. ``numpy.load`` parses every header
+    with ``ast.literal_eval`` (most of its ~50 us per vector); the headers of an
+    index's vectors are all alike, so each distinct header is parsed once.
+    """
+    import numpy as np
+
+    content = value.get("_content") if isinstance(value, dict) and len(value) == 1 else None
+    if not isinstance(content, dict) or content.get("type") not in ("array", "tensor"):
+        return None
+    data = content.get("bytes")
+    if not isinstance(data, bytes) or data[:6] != b"\x93NUMPY" or len(data) < 10:
+        return None
+    if data[6] == 1:
+        offset = 10 + struct.unpack("<H", data[8:10])[0]
+    elif data[6] in (2, 3) and len(data) >= 12:
+        offset = 12 + struct.unpack("<I", data[8:12])[0]
+    else:
+        return None
+    header = bytes(data[:offset])
+    known = _NPY_HEADERS.get(header)
+    if known is None:
+        array = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+        if array.ndim != 1 or array.dtype.hasobject:
+            return None
+        if len(_NPY_HEADERS) >= _NPY_HEADERS_MAX:
+            _NPY_HEADERS.clear()
+        _NPY_HEADERS[header] = known = (array.dtype, array.shape[0], offset)
+    dtype, length, offset = known
+    if len(data) != offset + length * dtype.itemsize:
+        return None
+    return np.frombuffer(data, dtype=dtype, count=length, offset=offset).astype(np.float32)
 
 
 def _as_vector(value: Any) -> Any:

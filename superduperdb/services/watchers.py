@@ -89,7 +89,7 @@ class WatcherService:
     def create(self, model: str, key: str, *, filter: Mapping | None = None, features: Mapping | None = None,
                active: bool = True, name: str | None = None) -> dict:
         model_row = self.metadata.get("models", model, hint="Register it with create_model(name, object) first.")
-        if model_row.get("kind") == "sklearn":  # an unfitted estimator would fail in every job: say so now
+        if active and model_row.get("kind") == "sklearn":  # an unfitted estimator would fail in every job
             from ..models.sklearn_adapter import check_fitted
 
             check_fitted(self.collection._models.load(model).object, model)

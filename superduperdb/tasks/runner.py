@@ -138,7 +138,7 @@ def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dic
     record as ``failed`` ("did not run") themselves, so nothing stays pending.
     Returns ``{'job_id', 'status'}``.
     """
-    from . import download, index, outputs  # noqa: F401  (register the job kinds)
+    from . import download, index, outputs, training, versions  # noqa: F401  (register the job kinds)
 
     ctx = Context(target, job_id)
     table = ctx.jobs

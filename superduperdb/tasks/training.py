@@ -81,8 +81,7 @@ class JobReporter(Reporter):
         self.last = time.monotonic()
 
     def check_cancelled(self) -> None:
-        record = self.ctx.jobs.find_one({"_id": records.oid(self.job_id)}, {"status": 1})
-        if record is not None and record.get("status") == "cancelled":
+        if self.ctx.cancelled():
             raise TrainingCancelled(f"Job {self.job_id} was cancelled.", job_id=self.job_id)
 
     def flush(self) -> None:
@@ -300,6 +299,9 @@ def train(ctx: Context, job_id: str, spec: TrainSpec) -> dict:
     except TrainingCancelled:
         ctx.log("training cancelled; no new version was stored")
         raise
+    for model in trained.values():
+        if model.kind == "torch":
+            model.object.to("cpu")  # stored on the CPU: workers without the training's device can load it
     versions = {name: save_version(ctx, name, model, metrics, job_id, spec) for name, model in trained.items()}
     seconds = time.perf_counter() - start
     ctx.log(f"stored {', '.join(f'{n} version {v}' for n, v in versions.items())} in {seconds:.2f} s")

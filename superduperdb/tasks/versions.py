@@ -31,8 +31,9 @@ The switch, and why the index never serves a mix of versions:
 4. **Catch up**: documents written while this ran were processed by model jobs
    that loaded the old version. Every model job of these watchers that started
    before the flip and was still running at the stage's start, or finished
-   after it, is waited for (with its index jobs), and its documents are
-   recomputed with the new version and refreshed in the new index.
+   after it, is waited for (with its index jobs), and its documents, with any
+   document still lacking an output, are recomputed with the new version and
+   refreshed in the new index.
 
 Jobs created after the flip load the new version themselves. Documents
 written with ``refresh=False`` or outside superduperdb are not caught up (as
@@ -58,7 +59,7 @@ from ..store.metadata import utcnow
 from ..training.errors import TrainingCancelled, TrainingError
 from ..types.encoding import CONTENT
 from .context import Context
-from .outputs import MISSING, _chunks, model_input, write_outputs
+from .outputs import MISSING, _chunks, _pending_download, model_input, write_outputs
 from .runner import job_kind
 from .training_data import and_, input_projection
 
@@ -89,8 +90,7 @@ def output_path(row: dict) -> str:
 
 
 def _check_cancelled(ctx: Context, job_id: str) -> None:
-    record = ctx.jobs.find_one({"_id": records.oid(job_id)}, {"status": 1})
-    if record is not None and record.get("status") == "cancelled":
+    if ctx.cancelled():
         raise TrainingCancelled(f"Job {job_id} was cancelled.", job_id=job_id)
 
 
@@ -124,7 +124,7 @@ def compute(ctx: Context, row: dict, model: Any, model_row: dict, query: dict, c
     done = 0
     for chunk in _chunks(ctx.collection.find(query, projection).batch_size(chunk_size), chunk_size):
         ready = [(d["_id"], model_input(d, key, features)) for d in chunk]
-        ready = [(i, ctx.types.decode(x)) for i, x in ready if x is not MISSING]
+        ready = [(i, ctx.types.decode(x)) for i, x in ready if x is not MISSING and not _pending_download(x)]
         if ready:
             outputs = encode_outputs(ctx, model_row, model.predict([x for _, x in ready]))
             write([(i, y) for (i, _), y in zip(ready, outputs)])
@@ -182,35 +182,41 @@ def _switch_indexes(ctx: Context, models: set[str]) -> list[dict]:
 
 def _catch_up(ctx: Context, job_id: str, rows: list[dict], models: dict, model_rows: dict, started: Any,
               flip: Any, indexes: list[dict], spec: PromoteSpec) -> int:
-    """Recompute, with the new versions, documents that model jobs running across the switch wrote."""
+    """Recompute, with the new versions, what was written while the switch ran.
+
+    That is the documents of model jobs that loaded the old version (started
+    before the flip, still running when the stage began or finished since),
+    and documents that still have no output (inserted during the stage while
+    a watcher awaited its first training, so no job ran for them).
+    """
     names = [r["name"] for r in rows]
     query = {"kind": "model", "watcher": {"$in": names}, "_id": {"$ne": records.oid(job_id)},
              "started_at": {"$lt": flip},
              "$or": [{"status": "running"}, {"finished_at": {"$gte": started}}]}
     jobs = list(ctx.jobs.find(query, {"watcher": 1, "ids": 1}))
-    if not jobs:
-        return 0
-    waiting = [j["_id"] for j in jobs] + [d["_id"] for d in ctx.jobs.find(
-        {"depends_on": {"$in": [str(j["_id"]) for j in jobs]}}, {"_id": 1})]
-    deadline = time.monotonic() + spec.catch_up_timeout
-    while ctx.jobs.count_documents({"_id": {"$in": waiting}, "status": {"$nin": list(FINAL)}}) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    by_name = {r["name"]: r for r in rows}
+    if jobs:
+        waiting = [j["_id"] for j in jobs] + [d["_id"] for d in ctx.jobs.find(
+            {"depends_on": {"$in": [str(j["_id"]) for j in jobs]}}, {"_id": 1})]
+        deadline = time.monotonic() + spec.catch_up_timeout
+        while (ctx.jobs.count_documents({"_id": {"$in": waiting}, "status": {"$nin": list(FINAL)}})
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
     total = 0
-    for name in names:
-        mine = [j for j in jobs if j["watcher"] == name]
-        if not mine:
-            continue
-        row = by_name[name]
-        ids = None if any(j.get("ids") is None for j in mine) else list({i for j in mine for i in j["ids"]})
-        query = load_filter(row.get("filter"))
-        if ids is not None:
+    for row in rows:
+        mine = [j for j in jobs if j["watcher"] == row["name"]]
+        path, query = output_path(row), load_filter(row.get("filter"))
+        ids: list | None = None
+        if not any(j.get("ids") is None for j in mine):
+            missing = [d["_id"] for d in ctx.collection.find(and_(query, {path: {"$exists": False}}), {"_id": 1})]
+            ids = list({i: None for i in [*(i for j in mine for i in j["ids"]), *missing]})
+            if not ids:
+                continue
             query = and_(query, {"_id": {"$in": ids}})
-        path = output_path(row)
         total += compute(ctx, row, models[row["model"]], model_rows[row["model"]], query, spec.chunk_size,
                          lambda pairs, path=path: write_outputs(ctx, path, pairs))
-        _refresh(ctx, [i for i in indexes if i["watcher"] == name], ids)
-    ctx.log(f"caught up {total} documents written during the switch")
+        _refresh(ctx, [i for i in indexes if i["watcher"] == row["name"]], ids)
+    if total:
+        ctx.log(f"caught up {total} documents written during the switch")
     return total
 
 

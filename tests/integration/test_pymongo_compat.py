@@ -53,7 +53,7 @@ class Pair:
 @pytest.fixture
 def pair(backend) -> Iterator[Pair]:
     uri, dbname = backend
-    client = superduperdb.connect(uri, cluster=None)
+    client = superduperdb.connect(uri, cluster=None, config={"data.assign_folds": False})
     is_mock = uri.startswith("mongomock://")
     raw_client = client.raw if is_mock else pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
     yield Pair(raw=raw_client[dbname]["raw"], ours=client[dbname]["ours"], mongomock=is_mock)
@@ -522,7 +522,7 @@ class MarkerType:
 
 def test_connecting_like_pymongo(backend) -> None:
     uri, dbname = backend
-    first = superduperdb.connect(uri, cluster=None)
+    first = superduperdb.connect(uri, cluster=None, config={"data.assign_folds": False})
     oid = first[dbname]["c"].insert_one({"k": 1}).inserted_id
     if uri.startswith("mongomock://"):
         clients = [superduperdb.SuperDuperClient(first.raw, cluster=None)]  # wrapping the store

@@ -1,0 +1,82 @@
+"""Models and data for the training tests, importable by worker processes (tests/ is on their sys.path)."""
+
+from __future__ import annotations
+
+import random
+import zlib
+
+import numpy as np
+import torch
+
+
+class DigitsMLP(torch.nn.Module):
+    """8x8 digit images -> 10 logits; serves the class id."""
+
+    def __init__(self, hidden: int = 32) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+
+    def preprocess(self, x):
+        return torch.as_tensor(np.asarray(x, dtype="float32").reshape(-1) / 16.0)
+
+    def forward(self, batch):
+        return self.net(batch)
+
+    def postprocess(self, logits):
+        return int(logits.argmax())
+
+
+N_TOKENS = 16
+BUCKETS = 2003
+
+
+class BagEncoder(torch.nn.Module):
+    """A tiny text encoder: the mean of hashed-token embeddings (a stand-in for MiniLM)."""
+
+    def __init__(self, dim: int = 32) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.bag = torch.nn.EmbeddingBag(BUCKETS + 1, dim, mode="mean", padding_idx=0)
+
+    def preprocess(self, text):
+        ids = [zlib.crc32(w.encode()) % BUCKETS + 1 for w in str(text).split()][:N_TOKENS]
+        return torch.tensor(ids + [0] * (N_TOKENS - len(ids)), dtype=torch.long)
+
+    def forward(self, batch):
+        return self.bag(batch)
+
+    def postprocess(self, vector):
+        return vector.numpy().astype("float32")
+
+
+def exploding_loss(outputs, targets):
+    raise RuntimeError("the loss exploded")
+
+
+def paired_texts(n: int, seed: int = 0) -> list[dict]:
+    """Documents whose ``title`` (words a*) is 'translated' in ``body`` (words b*), plus noise words.
+
+    An untrained encoder cannot match them (different tokens); a contrastively
+    trained one learns the translation.
+    """
+    rng = random.Random(seed)
+    vocab = 80
+    translation = list(range(vocab))
+    rng.shuffle(translation)
+    docs = []
+    for _ in range(n):
+        words = rng.sample(range(vocab), 3)
+        title = " ".join(f"a{w}" for w in words)
+        body = [f"b{translation[w]}" for w in words] + [f"b{rng.randrange(vocab)}" for _ in range(2)]
+        rng.shuffle(body)
+        docs.append({"title": title, "body": " ".join(body)})
+    return docs
+
+
+def is_even(label) -> int:
+    return int(int(label) % 2 == 0)
+
+
+def double(x) -> int:
+    return 2 * int(x)

@@ -31,7 +31,8 @@ def _chunks(it: Any, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _get(doc: dict, path: str) -> Any:
+def get_path(doc: dict, path: str) -> Any:
+    """``doc['a']['b']`` for ``'a.b'`` (MISSING if absent)."""
     value: Any = doc
     for part in path.split("."):
         if not isinstance(value, dict) or part not in value:
@@ -55,7 +56,7 @@ def model_input(doc: dict, key: str, features: dict) -> Any:
         return doc
     if key in features:
         return (outputs.get(key) or {}).get(features[key], MISSING)
-    return _get(doc, key)
+    return get_path(doc, key)
 
 
 def write_outputs(ctx: Context, path: str, pairs: list[tuple[Any, Any]]) -> None:

@@ -22,23 +22,13 @@ from typing import Any
 
 from ..services.watchers import OUTPUTS
 from .context import Context
-from .outputs import MISSING, model_input
+from .outputs import MISSING, get_path, model_input
 
 logger = logging.getLogger(__name__)
 
 VALIDATION_DATA = "_validation_data"
 VALID_FOLD = {"_fold": {"$ne": "valid"}}
 Extract = Callable[[dict], Any]
-
-
-def get_path(doc: dict, path: str) -> Any:
-    """``doc['a']['b']`` for ``'a.b'`` (MISSING if absent)."""
-    value: Any = doc
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return MISSING
-        value = value[part]
-    return value
 
 
 def validation_table(ctx: Context) -> Any:

@@ -140,11 +140,18 @@ class MasterHandle:
             try:
                 return getattr(self.actor, method)(*args).result(timeout=self.timeout)
             except Exception as exc:
-                if attempt == 2 or not _is_lost(exc):
+                if attempt == 2 or not self._lost(exc):
                     raise
                 logger.warning("the master was lost (%s: %s); re-creating it", type(exc).__name__, exc)
                 self._forget()
         raise MasterUnavailableError("unreachable")  # pragma: no cover
+
+    def _lost(self, exc: BaseException) -> bool:
+        """Whether a failed call means the master is gone (not merely slow: a timeout
+        while its worker is still there, e.g. a big index loading, is not a loss)."""
+        if isinstance(exc, TimeoutError):
+            return self._actor is None or self._actor._address not in self.dask_client.nthreads()
+        return _is_lost(exc)
 
     def worker(self) -> str | None:
         """Address of the worker holding the master (None when inline)."""

@@ -76,7 +76,7 @@ def test_sklearn_and_torch_models(coll):
     coll.create_model("mlp", mlp, batch_size=7, key="x").wait(WAIT)
     for doc in coll.find({}).sort("_id", 1):
         out = doc["_outputs"]["x"]
-        np.testing.assert_allclose(out["pca"], pca.transform(doc["x"][None])[0], rtol=1e-5)
+        np.testing.assert_allclose(out["pca"], pca.transform(doc["x"][None])[0], rtol=1e-5, atol=1e-6)
         assert out["clf"] == clf.predict(doc["x"][None])[0]
         assert out["mlp"].shape == (3,)
     import torch

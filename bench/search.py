@@ -14,7 +14,7 @@ process (so that each size pays its own cold start, as a new cluster does):
    and get no graph.
 2. **Queries** (held-out points of the same blobs, ``--queries`` of them, one at a
    time): p50/p99 and QPS through ``find(like={'x': q}, n=10)`` end to end,
-   through the actor alone (``master.call('search', ...)``), and the in-process
+   through the actor alone (``master.search(...)``), and the in-process
    baselines: pynndescent built directly on the same vectors (same
    ``n_neighbors`` and ``epsilon``) and exact numpy (``X @ q`` + argpartition).
    recall@10 of each approximate path against exact. The database part of
@@ -141,7 +141,6 @@ def run_size(args: argparse.Namespace, n: int) -> dict:
     if args.id_index:
         _util.enable_mongomock_id_index()
     import superduperdb
-    from superduperdb.tasks.context import Target
 
     k, dim = args.k, args.dim
     clusters = args.clusters
@@ -181,13 +180,14 @@ def run_size(args: argparse.Namespace, n: int) -> dict:
     coll = client.db["bench"]
     first = list(coll.find(like={KEY: queries[0]}, n=k))
     first_answer = time.perf_counter() - t0
-    master, row, target = coll._indexes.master, coll._indexes.get(None), Target.of(coll)
-    stats = master.call("stats")[0]
+    indexes = coll._services.indexes
+    master, row, target = indexes.master, indexes.get(None), coll._services.scope.target
+    stats = master.stats()[0]
     graph_expected = stats["size"] > int(client.config.master.exact_threshold)
     graph_ready = jit_warm = None
     deadline = time.perf_counter() + args.graph_timeout
     while time.perf_counter() < deadline:  # wait for the graph (if any) and the JIT warm-up before timing queries
-        stats = master.call("stats")[0]
+        stats = master.stats()[0]
         now = time.perf_counter() - t0
         if jit_warm is None and stats.get("warm"):
             jit_warm = now
@@ -211,7 +211,7 @@ def run_size(args: argparse.Namespace, n: int) -> dict:
 
     # -- the actor alone ------------------------------------------------------------------
     def actor(q):
-        return master.call("search", target, row, q, k, None)[0]
+        return master.search(target, row, q, k, None)[0]
 
     actor(queries[0])
     actor_times, actor_ids, actor_wall = timed_queries(actor, queries)
@@ -272,14 +272,14 @@ def run_size(args: argparse.Namespace, n: int) -> dict:
 
     # -- build times with a warm JIT --------------------------------------------------------------
     t1 = time.perf_counter()
-    rebuilt = master.call("rebuild", target, row, True, 600.0)
+    rebuilt = master.rebuild(target, row, wait=True, timeout=600.0)
     out["builds"] = {
         "first_graph_build_s": out["cold_start"]["first_graph_build_s"] if graph_expected else None,
         "warm_rebuild_s": rebuilt.get("last_build_seconds"), "warm_rebuild_call_s": time.perf_counter() - t1,
         "raw_pynndescent_build_s": raw_build,
     }
     out["builds"]["warm_rebuild_vs_raw_build"] = _util.ratio(out["builds"]["warm_rebuild_s"], raw_build)
-    out["final_stats"] = master.call("stats")[0]
+    out["final_stats"] = master.stats()[0]
     out["loadavg_at_end"] = list(os.getloadavg())
 
     # -- database time, separately --------------------------------------------------------------

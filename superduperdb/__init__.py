@@ -10,14 +10,8 @@ True
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from .errors import SuperDuperError
-
-try:
-    __version__ = version("superduperdb")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+from .version import __version__
 
 _LAZY = {
     "SuperDuperClient": ("superduperdb.client", "SuperDuperClient"),

@@ -13,9 +13,9 @@ import logging
 import threading
 from typing import Any
 
-from .backends import open_client, scheme_of, uri_from_config, uri_of_client
 from .config import Config, resolve_config
 from .errors import ConfigError
+from .store.backends import open_client, scheme_of, uri_from_config, uri_of_client
 
 logger = logging.getLogger(__name__)
 
@@ -176,10 +176,10 @@ class SuperDuperClient:
     # -- the cluster ------------------------------------------------------------------
     @property
     def cluster(self):
-        """The :class:`~superduperdb.jobs.cluster.Cluster` that runs jobs (started lazily)."""
+        """The :class:`~superduperdb.cluster.connection.Cluster` that runs jobs (started lazily)."""
         with self._lock:
             if self._cluster is None:
-                from .jobs.cluster import Cluster
+                from .cluster.connection import Cluster
 
                 self._cluster = Cluster(self.config, self.uri)
             return self._cluster

@@ -4,8 +4,8 @@ Every pymongo method a user relies on keeps pymongo's semantics and result
 types (the results also carry ``.jobs``). Typed values (arrays, tensors,
 images, user types) are encoded on the way in and decoded on the way out.
 The facade delegates: types to :class:`~superduperdb.types.TypeRegistry`,
-models and watchers to :mod:`superduperdb.services`, jobs to
-:mod:`superduperdb.jobs.service`, similarity search to :mod:`superduperdb.search`.
+models, watchers, indexes, search and training to :mod:`superduperdb.services`,
+jobs to :mod:`superduperdb.jobs.service` (wired in :mod:`superduperdb.services.scope`).
 The methods beyond pymongo's live in mixins in :mod:`superduperdb.facade`
 (models and jobs, search, training); this module holds pymongo's.
 """
@@ -20,30 +20,17 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 
 from . import results
-from .cursor import Cursor, substitute_features
+from .cursor import Cursor, ListSource, substitute_features
 from .errors import QueryError, suggest
 from .facade.models import ModelsMixin
 from .facade.search import SearchMixin
 from .facade.training import TrainingMixin
-from .store import ArtifactStore, MetadataStore
-from .types import TypeRegistry
+from .services.scope import Scope, Services, check_filter
 
 if TYPE_CHECKING:
     from .client import Database
 
 logger = logging.getLogger(__name__)
-
-
-def _check_filter(filter: Any, argument: str = "filter") -> dict:
-    if filter is None:
-        return {}
-    if not isinstance(filter, Mapping):
-        raise QueryError(
-            f"{argument} must be a dict such as {{'name': 'x'}} (a MongoDB query), not a "
-            f"{type(filter).__name__}: {filter!r}. To find by id, use {{'_id': value}}.",
-            argument=argument,
-        )
-    return dict(filter)
 
 
 def _check_update(update: Any) -> Any:
@@ -79,16 +66,15 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
     """
 
     def __init__(self, database: Database, name: str) -> None:
+        client = database.client
+        scope = Scope.open(database._raw, name, client.config, client.uri, lambda: client.cluster)
         self._database = database
-        self._raw = database._raw[name]
+        self._raw = scope.raw
         self.name = name
-        raw_db = database._raw
-        self._metadata = MetadataStore(raw_db, name)
-        self._artifacts = ArtifactStore(raw_db, name)
-        self._types = TypeRegistry(
-            self._metadata, self._artifacts, pickle_fallback=bool(database.client.config.types.pickle_fallback)
-        )
-        self._services: dict[str, Any] = {}
+        self._metadata = scope.metadata
+        self._artifacts = scope.artifacts
+        self._types = scope.types
+        self._services = Services(scope)
 
     # -- plumbing -------------------------------------------------------------------
     @property
@@ -103,32 +89,6 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
     def raw(self):
         """The underlying pymongo (or mongomock) collection, without superduperdb."""
         return self._raw
-
-    @property
-    def _jobs(self):
-        if "jobs" not in self._services:
-            from .jobs.service import JobService
-
-            self._services["jobs"] = JobService(self)
-        return self._services["jobs"]
-
-    @property
-    def _models(self):
-        from .services.models import ModelService
-
-        return self._services.setdefault("models", ModelService(self))
-
-    @property
-    def _indexes(self):
-        from .services.indexes import IndexService
-
-        return self._services.setdefault("indexes", IndexService(self))
-
-    @property
-    def _watchers(self):
-        from .services.watchers import WatcherService
-
-        return self._services.setdefault("watchers", WatcherService(self))
 
     def __getitem__(self, name: str):
         """A sub-collection (``docs['_models']`` is ``docs._models``), raw pymongo."""
@@ -158,7 +118,7 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
 
     def _query(self, filter: Any, argument: str = "filter") -> dict:
         """A checked and encoded filter of a read (its types are not marked as in use)."""
-        return self._types.encode(_check_filter(filter, argument), argument, mark=False)
+        return self._services.scope.query(filter, argument)
 
     def _decode(self, doc: dict | None) -> dict | None:
         return None if doc is None else self._types.decode(doc)
@@ -195,7 +155,7 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
         self._prepare(document, "document")
         encoded = self._types.encode(document, "document")
         raw = self._raw.insert_one(encoded, *args, **kwargs)
-        jobs = self._jobs.on_insert([raw.inserted_id], [encoded]) if refresh else None
+        jobs = self._services.jobs.on_insert([raw.inserted_id], [encoded]) if refresh else None
         return results.InsertOneResult(raw.inserted_id, raw.acknowledged, jobs)
 
     def insert_many(
@@ -211,7 +171,7 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
             self._prepare(doc, f"documents[{i}]")
         encoded = self._types.encode_many(documents)
         raw = self._raw.insert_many(encoded, ordered, *args, **kwargs)
-        jobs = self._jobs.on_insert(list(raw.inserted_ids), encoded) if refresh else None
+        jobs = self._services.jobs.on_insert(list(raw.inserted_ids), encoded) if refresh else None
         return results.InsertManyResult(list(raw.inserted_ids), raw.acknowledged, jobs)
 
     # -- reading --------------------------------------------------------------------
@@ -259,25 +219,20 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
         -------
         Cursor
         """
-        filter = _check_filter(filter)
+        filter = check_filter(filter)
         if "$like" in filter:
             spec = filter.pop("$like")
             if not isinstance(spec, Mapping) or "document" not in spec:
                 raise QueryError("$like must be {'document': {...}, 'n': 10}.", argument="$like")
             like, n = spec["document"], spec.get("n", n)
-        if like is not None:
-            from .search import find_like
-
-            return find_like(
-                self, filter, like, projection=projection, n=n, semantic_index=semantic_index,
-                similar_first=similar_first, raw=raw, features=features, similar_join=similar_join,
-            )
-        source = self._raw.find(self._types.encode(filter, "filter", mark=False), projection, *args, **kwargs)
         transform = self._transform(raw=raw, features=features)
         if similar_join:
-            from .search import join_neighbourhood
-
-            transform = join_neighbourhood(self, similar_join, transform)
+            transform = self._services.search.join_neighbourhood(similar_join, transform)
+        if like is not None:
+            found, index = self._services.search.find_like(
+                filter, like, projection=projection, n=n, semantic_index=semantic_index, similar_first=similar_first)
+            return Cursor(ListSource(found), transform, f"{self.full_name} like={list(like)} n={n} index={index!r}")
+        source = self._raw.find(self._types.encode(filter, "filter", mark=False), projection, *args, **kwargs)
         return Cursor(source, transform, f"{self.full_name} filter={filter!r}")
 
     def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> dict | None:
@@ -307,11 +262,11 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
 
     # -- updating -------------------------------------------------------------------
     def _update(self, method: str, filter: Any, update: Any, refresh: bool, args, kwargs):
-        filter = self._types.encode(_check_filter(filter), "filter")
+        filter = self._types.encode(check_filter(filter), "filter")
         update = self._types.encode(_check_update(update), "update")
-        plan = self._jobs.before_update(filter, update, many=(method == "update_many")) if refresh else None
+        plan = self._services.jobs.before_update(filter, update, many=(method == "update_many")) if refresh else None
         raw = getattr(self._raw, method)(filter, update, *args, **kwargs)
-        jobs = self._jobs.after_update(plan, raw.upserted_id) if refresh else None
+        jobs = self._services.jobs.after_update(plan, raw.upserted_id) if refresh else None
         return results.UpdateResult(results.update_raw(raw), raw.acknowledged, jobs)
 
     def update_one(self, filter: Mapping, update: Mapping, *args: Any, refresh: bool = True, **kwargs: Any):
@@ -324,22 +279,22 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
 
     def replace_one(self, filter: Mapping, replacement: Mapping, *args: Any, refresh: bool = True, **kwargs: Any):
         """As pymongo's; recomputes the replaced document's outputs."""
-        filter = self._types.encode(_check_filter(filter), "filter")
+        filter = self._types.encode(check_filter(filter), "filter")
         if not isinstance(replacement, Mapping) or any(str(k).startswith("$") for k in replacement):
             raise QueryError("replacement must be a plain document without update operators.", argument="replacement")
         replacement = self._types.encode(replacement, "replacement")
-        plan = self._jobs.before_update(filter, None, many=False) if refresh else None
+        plan = self._services.jobs.before_update(filter, None, many=False) if refresh else None
         raw = self._raw.replace_one(filter, replacement, *args, **kwargs)
-        jobs = self._jobs.after_update(plan, raw.upserted_id) if refresh else None
+        jobs = self._services.jobs.after_update(plan, raw.upserted_id) if refresh else None
         return results.UpdateResult(results.update_raw(raw), raw.acknowledged, jobs)
 
     # -- deleting -------------------------------------------------------------------
     def _delete(self, method: str, filter: Any, args, kwargs):
         filter = self._query(filter)
-        plan = self._jobs.before_delete(filter, many=(method == "delete_many"))
+        plan = self._services.jobs.before_delete(filter, many=(method == "delete_many"))
         raw = getattr(self._raw, method)(filter, *args, **kwargs)
         raw_result = dict(getattr(raw, "raw_result", None) or {"n": raw.deleted_count, "ok": 1.0})
-        jobs = self._jobs.after_delete(plan)
+        jobs = self._services.jobs.after_delete(plan)
         return results.DeleteResult(raw_result, raw.acknowledged, jobs)
 
     def delete_one(self, filter: Mapping, *args: Any, **kwargs: Any) -> results.DeleteResult:
@@ -350,22 +305,22 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
 
     # -- find-and-modify ------------------------------------------------------------
     def _find_and_modify(self, method: str, filter: Any, second: Any, args, kwargs) -> dict | None:
-        filter = self._types.encode(_check_filter(filter), "filter")
+        filter = self._types.encode(check_filter(filter), "filter")
         if method == "find_one_and_delete":
-            plan = self._jobs.before_delete(filter, many=False)
+            plan = self._services.jobs.before_delete(filter, many=False)
             doc = self._raw.find_one_and_delete(filter, *args, **kwargs)
-            self._jobs.after_delete(plan)
+            self._services.jobs.after_delete(plan)
             return self._decode(doc)
         if method == "find_one_and_update":
             second = self._types.encode(_check_update(second), "update")
         else:
             second = self._types.encode(second, "replacement")
-        plan = self._jobs.before_update(filter, second if method == "find_one_and_update" else None, many=False)
+        plan = self._services.jobs.before_update(filter, second if method == "find_one_and_update" else None, many=False)
         doc = getattr(self._raw, method)(filter, second, *args, **kwargs)
         upserted = None
         if doc is not None and kwargs.get("upsert") and kwargs.get("return_document") == ReturnDocument.AFTER:
             upserted = doc.get("_id")
-        self._jobs.after_update(plan, upserted)
+        self._services.jobs.after_update(plan, upserted)
         return self._decode(doc)
 
     def find_one_and_update(self, filter: Mapping, update: Mapping, *args: Any, **kwargs: Any) -> dict | None:
@@ -380,7 +335,7 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
     # -- bulk -----------------------------------------------------------------------
     def bulk_write(self, requests: list, ordered: bool = True, *args: Any, refresh: bool = True, **kwargs: Any):
         """As pymongo's ``bulk_write``; also on mongomock, where it is emulated."""
-        from .bulk import bulk_write
+        from .facade.bulk import bulk_write
 
         return bulk_write(self, requests, ordered, refresh, args, kwargs)
 

@@ -150,6 +150,10 @@ class CycleError(ModelError):
     """A watcher would make the model graph cyclic (``cycle`` attribute)."""
 
 
+class TrainingError(ModelError):
+    """A training run is misconfigured or cannot proceed (no data, unknown metric ...)."""
+
+
 class JobError(SuperDuperError, RuntimeError):
     """Base class of job errors (``job_id`` attribute)."""
 
@@ -165,6 +169,10 @@ class JobFailedError(JobError):
 
 class JobCancelledError(JobError):
     """A job was cancelled before it finished."""
+
+
+class TrainingCancelled(JobCancelledError):
+    """A training or version-switch job saw its record say ``cancelled`` and stopped."""
 
 
 class JobTimeoutError(JobError, TimeoutError):

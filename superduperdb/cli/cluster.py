@@ -51,10 +51,10 @@ def local_cluster(n_workers, threads_per_worker, config, host, port, dashboard_a
     `superduperdb.connect(uri, cluster="tcp://HOST:PORT")`, or through a
     config.json with `"remote": true` and `"jobs": {"host": ..., "port": ...}`.
     """
-    from ..backends import uri_from_config
     from ..cluster.local import ProcessCluster
     from ..cluster.spec import has_dashboard
     from ..errors import ClusterError
+    from ..store.backends import uri_from_config
 
     cfg, spec = _spec(config, host=host, port=port, n_workers=n_workers,
                       threads_per_worker=threads_per_worker, dashboard_address=dashboard_address)

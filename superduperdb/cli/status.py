@@ -16,9 +16,9 @@ INFO_TIMEOUT = 10.0
 
 
 def gather_info() -> dict[str, Any]:
-    from ..backends import open_client, uri_from_config
     from ..config import resolve_config
     from ..errors import SuperDuperError
+    from ..store.backends import open_client, uri_from_config
 
     cfg = resolve_config()
     uri = uri_from_config(cfg)

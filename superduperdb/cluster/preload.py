@@ -81,7 +81,7 @@ def dask_setup(service: object) -> None:
     if role == "worker":
         resources = dict(getattr(getattr(service, "state", None), "total_resources", None) or {})
     SETUP.update({"role": role, "at": time.time(), "pid": os.getpid(), "resources": resources, **NUMBA_ENV})
-    from .. import __version__
+    from ..version import __version__
 
     logger.info("superduperdb %s ready: %s (pid %d%s), OMP_WAIT_POLICY=%s, NUMBA_CACHE_DIR=%s", __version__, role,
                 os.getpid(), f", resources {resources}" if resources else "", NUMBA_ENV["OMP_WAIT_POLICY"],

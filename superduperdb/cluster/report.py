@@ -12,7 +12,7 @@ def process_report() -> dict[str, Any]:
 
     Imports nothing heavy, so that asking a bare worker does not change it.
     """
-    from .. import __version__
+    from ..version import __version__
 
     preload = sys.modules.get("superduperdb.cluster.preload")
     setup = dict(getattr(preload, "SETUP", {}) or {})

@@ -40,7 +40,7 @@ class ModelsMixin:
     @property
     def types(self) -> Mapping[str, Any]:
         """``{name: type object}``, loaded lazily."""
-        from ..registry_views import LazyMapping
+        from .views import LazyMapping
 
         return LazyMapping(self._types.names, self._types.get)
 
@@ -91,7 +91,7 @@ class ModelsMixin:
         --------
         >>> docs.create_model("length", len, key="text")   # doctest: +SKIP
         """
-        row = self._models.create(name, object, preprocess=preprocess, postprocess=postprocess, type=type,
+        row = self._services.models.create(name, object, preprocess=preprocess, postprocess=postprocess, type=type,
                                   batch_size=batch_size, device=device, method=method, serializer=serializer)
         if key is not None:
             return self.create_watcher(name, key, filter=filter, features=features, active=active)
@@ -103,18 +103,18 @@ class ModelsMixin:
     def delete_model(self, name: str, force: bool = False) -> None:
         """Delete a model; refused while watchers or indexes use it, unless ``force``
         (which also deletes its watchers and their outputs)."""
-        self._models.delete(name, force=force)
+        self._services.models.delete(name, force=force)
 
     def apply_model(self, name: str, inputs: list, *, key: str | None = None) -> list:
         """Apply a registered model ad hoc (in this process) to inputs, or to documents' ``key``."""
-        return self._models.apply(name, inputs, key=key)
+        return self._services.models.apply(name, inputs, key=key)
 
     @property
     def models(self) -> Mapping[str, Any]:
         """``{name: the user's model object}``, loaded lazily."""
-        from ..registry_views import LazyMapping
+        from .views import LazyMapping
 
-        return LazyMapping(lambda: self.list_models(), lambda n: self._models.load(n).object)
+        return LazyMapping(lambda: self.list_models(), lambda n: self._services.models.load(n).object)
 
     # -- watchers -------------------------------------------------------------------
     def create_watcher(
@@ -134,27 +134,19 @@ class ModelsMixin:
         stored output of ``other`` on ``x`` instead of the raw field, and makes
         this watcher's jobs wait for ``other``'s. Cycles are refused.
         """
-        row = self._watchers.create(model, key, filter=filter, features=features, active=active)
-        if not active:
-            return self._jobs_group()
-        return self._jobs.submit_watchers(None, {row["name"]})
+        return self._services.watchers.create(model, key, filter=filter, features=features, active=active)
 
     def list_watchers(self, **filter: Any) -> list[str]:
         return self._metadata.names("watchers", filter)
 
     def delete_watcher(self, name: str, force: bool = False) -> None:
         """Delete a watcher; ``force=True`` also removes its outputs (refused otherwise while there are any)."""
-        self._watchers.delete(name, force=force)
+        self._services.watchers.delete(name, force=force)
 
     # -- jobs -----------------------------------------------------------------------
-    def _jobs_group(self, ids: list[str] = ()):
-        from ..jobs.handles import JobGroup
-
-        return JobGroup([self._jobs._job(i) for i in ids])
-
     def get_job(self, job_id: str):
         """The :class:`Job` with this id."""
-        job = self._jobs._job(job_id)
+        job = self._services.jobs.job(job_id)
         job.record()
         return job
 
@@ -162,7 +154,7 @@ class ModelsMixin:
         """Job records, newest first (``status='failed'`` ...)."""
         if status is not None:
             filter["status"] = status
-        return list(self._jobs.table.find(filter, {"logs": 0}).sort("created_at", -1))
+        return list(self._services.jobs.table.find(filter, {"logs": 0}).sort("created_at", -1))
 
     def watch_job(self, job_id: str, timeout: float | None = None) -> None:
         """Stream a job's logs to the ``superduperdb.jobs`` logger until it finishes."""

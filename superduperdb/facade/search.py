@@ -30,14 +30,17 @@ class SearchMixin:
         >>> docs.create_semantic_index("text", ["minilm"], ["text"]).wait()   # doctest: +SKIP
         >>> docs.find({"lang": "en"}, like={"text": "arrays of numbers"}, n=5)   # doctest: +SKIP
         """
-        return self._indexes.create(name, models, keys, measure)
+        services = self._services
+        models, keys = services.indexes.check_new(name, models, keys, measure)
+        backfill = services.watchers.ensure(models[0], keys[0])
+        return backfill + services.indexes.create(name, models, keys, measure, after=backfill)
 
     def list_semantic_indexes(self) -> list[str]:
         return self._metadata.names("semantic_indexes")
 
     def delete_semantic_index(self, name: str, force: bool = False) -> None:
         """Delete an index (refused while neighbourhoods use it, unless ``force``)."""
-        self._indexes.delete(name, force=force)
+        self._services.indexes.delete(name, force=force)
 
     @property
     def semantic_index(self) -> str | None:
@@ -46,15 +49,15 @@ class SearchMixin:
 
     @semantic_index.setter
     def semantic_index(self, name: str) -> None:
-        self._indexes.set_default(name)
+        self._services.indexes.set_default(name)
 
     def create_neighbourhood(self, name: str, n: int = 10, semantic_index: str | None = None):
         """Store each document's ``n`` nearest neighbours' ids at ``_like.<name>``, kept current
         as documents arrive; ``find(..., similar_join=name)`` replaces the ids by the documents."""
-        return self._indexes.create_neighbourhood(name, n, semantic_index)
+        return self._services.indexes.create_neighbourhood(name, n, semantic_index)
 
     def list_neighbourhoods(self) -> list[str]:
         return self._metadata.names("neighbourhoods")
 
     def delete_neighbourhood(self, name: str, force: bool = False) -> None:
-        self._indexes.delete_neighbourhood(name, force=force)
+        self._services.indexes.delete_neighbourhood(name, force=force)

@@ -10,12 +10,6 @@ class TrainingMixin:
     """Training: metrics, losses, splitters, validation sets, imputations, versions (mixed into ``Collection``)."""
 
     # -- training -------------------------------------------------------------------
-    @property
-    def _training(self):
-        from ..services.training import TrainingService
-
-        return self._services.setdefault("training", TrainingService(self))
-
     def create_metric(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
         """Register a validation metric ``object(predictions, targets) -> float``.
 
@@ -30,15 +24,15 @@ class TrainingMixin:
         ...     return sum(abs(p - t) <= 1 for p, t in zip(predictions, targets)) / len(targets)
         >>> docs.create_metric("within_one", within_one)   # doctest: +SKIP
         """
-        return self._training.create_callable("metrics", name, object, serializer)
+        return self._services.training.create_callable("metrics", name, object, serializer)
 
     def list_metrics(self) -> list[str]:
         """Built-in and registered metric names."""
-        return self._training.list_callables("metrics")
+        return self._services.training.list_callables("metrics")
 
     def delete_metric(self, name: str, force: bool = False) -> None:
         """Delete a registered metric (refused while an imputation uses it, unless ``force``)."""
-        self._training.delete_callable("metrics", name, force)
+        self._services.training.delete_callable("metrics", name, force)
 
     def create_loss(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
         """Register a torch loss ``object(outputs, targets) -> scalar tensor``.
@@ -51,15 +45,15 @@ class TrainingMixin:
         >>> import torch
         >>> docs.create_loss("l1", torch.nn.L1Loss())   # doctest: +SKIP
         """
-        return self._training.create_callable("losses", name, object, serializer)
+        return self._services.training.create_callable("losses", name, object, serializer)
 
     def list_losses(self) -> list[str]:
         """Built-in and registered loss names."""
-        return self._training.list_callables("losses")
+        return self._services.training.list_callables("losses")
 
     def delete_loss(self, name: str, force: bool = False) -> None:
         """Delete a registered loss (refused while an imputation uses it, unless ``force``)."""
-        self._training.delete_callable("losses", name, force)
+        self._services.training.delete_callable("losses", name, force)
 
     def create_splitter(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
         """Register ``object(document) -> (query_document, target_document)`` for self-supervised
@@ -72,13 +66,13 @@ class TrainingMixin:
         ...     return {"text": " ".join(words[::2])}, {"text": " ".join(words[1::2])}
         >>> docs.create_splitter("halves", halves)   # doctest: +SKIP
         """
-        return self._training.create_callable("splitters", name, object, serializer)
+        return self._services.training.create_callable("splitters", name, object, serializer)
 
     def list_splitters(self) -> list[str]:
-        return self._training.list_callables("splitters")
+        return self._services.training.list_callables("splitters")
 
     def delete_splitter(self, name: str, force: bool = False) -> None:
-        self._training.delete_callable("splitters", name, force)
+        self._services.training.delete_callable("splitters", name, force)
 
     def create_validation_set(self, name: str, filter: Mapping | None = None, *, sample_size: int | None = None,
                               fold: str | None = "valid", seed: int | None = 0) -> dict:
@@ -106,18 +100,18 @@ class TrainingMixin:
         >>> docs.create_validation_set("digits_valid", sample_size=200)["size"]   # doctest: +SKIP
         200
         """
-        return self._training.create_validation_set(name, filter, sample_size=sample_size, fold=fold, seed=seed)
+        return self._services.training.create_validation_set(name, filter, sample_size=sample_size, fold=fold, seed=seed)
 
     def list_validation_sets(self) -> list[str]:
         return self._metadata.names("validation_sets")
 
     def get_validation_set(self, name: str) -> list[dict]:
         """The frozen documents of a validation set, decoded."""
-        return self._training.validation_set(name)
+        return self._services.training.validation_set(name)
 
     def delete_validation_set(self, name: str, force: bool = False) -> None:
         """Delete a validation set and its frozen documents (refused while an imputation uses it, unless ``force``)."""
-        self._training.delete_validation_set(name, force)
+        self._services.training.delete_validation_set(name, force)
 
     def create_imputation(self, name: str, model: str, key: str, target: str | Mapping[str, str], *,
                           filter: Mapping | None = None, features: Mapping[str, str] | None = None,
@@ -180,20 +174,20 @@ class TrainingMixin:
         >>> docs.list_model_versions("clf")[-1]["metrics"]                        # doctest: +SKIP
         {'valid/accuracy': 0.96}
         """
-        return self._training.create_imputation(
+        return self._services.training.create_imputation(
             name, model, key, target, filter=filter, features=features, loss=loss, metrics=metrics,
             validation_sets=validation_sets, watch=watch, fit_kwargs=fit_kwargs, **trainer)
 
     def train_imputation(self, name: str, **trainer: Any):
         """Train an imputation again (options override the stored ones); returns its :class:`JobGroup`."""
-        return self._training.train_imputation(name, **trainer)
+        return self._services.training.train_imputation(name, **trainer)
 
     def list_imputations(self) -> list[str]:
-        return self._training.list_imputations()
+        return self._services.training.list_imputations()
 
     def delete_imputation(self, name: str) -> None:
         """Forget an imputation (its model, versions and watcher stay)."""
-        self._training.delete_imputation(name)
+        self._services.training.delete_imputation(name)
 
     def train_semantic_index(self, name: str, *, splitter: str | None = None, loss: str | None = None,
                              metrics: list[str] = ("recall@10", "mrr"), validation_sets: list[str] = (),
@@ -237,7 +231,7 @@ class TrainingMixin:
         >>> docs.create_semantic_index("qa", models=["enc", "enc"], keys=["answer", "question"])  # doctest: +SKIP
         >>> docs.train_semantic_index("qa", validation_sets=["valid"], n_epochs=5).wait()  # doctest: +SKIP
         """
-        return self._training.train_semantic_index(
+        return self._services.training.train_semantic_index(
             name, splitter=splitter, loss=loss, metrics=metrics, validation_sets=validation_sets, filter=filter,
             n_retrieve=n_retrieve, **trainer)
 
@@ -249,7 +243,7 @@ class TrainingMixin:
         >>> [(v["version"], v["serving"]) for v in docs.list_model_versions("clf")]   # doctest: +SKIP
         [(1, False), (2, True)]
         """
-        return self._training.list_model_versions(name)
+        return self._services.training.list_model_versions(name)
 
     def restore_model_version(self, name: str, version: int):
         """Serve an earlier (or any stored) version again: its outputs are recomputed, then its
@@ -259,7 +253,7 @@ class TrainingMixin:
         --------
         >>> docs.restore_model_version("clf", 1).wait()   # doctest: +SKIP
         """
-        return self._training.restore_model_version(name, version)
+        return self._services.training.restore_model_version(name, version)
 
     def plot_training(self, job: Any, metrics: list[str] | None = None, ax: Any = None):
         """Draw a training job's curves (loss per step, validation metrics) with matplotlib.
@@ -267,7 +261,7 @@ class TrainingMixin:
         ``job``: a :class:`Job`, its id, or a :class:`JobGroup` from a training.
         Returns the matplotlib ``Figure``.
         """
-        from ..plot import plot_training
+        from .plot import plot_training
 
         if hasattr(job, "ids") and not hasattr(job, "record"):
             job = job[0]

@@ -1,4 +1,7 @@
-"""Jobs: records in ``<collection>._jobs``, handles to wait on them, and submission to Dask."""
+"""Jobs, client side: submission to Dask (:mod:`.service`), handles to wait on them (:mod:`.handles`).
+
+Their records live in the store floor (:mod:`superduperdb.store.records`).
+"""
 
 from .handles import Job, JobGroup
 

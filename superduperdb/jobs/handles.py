@@ -14,9 +14,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..errors import JobCancelledError, JobFailedError, JobTimeoutError
+from ..store.records import CANCELLED, FAILED, FINAL, finish
 
-PENDING, RUNNING, SUCCESS, FAILED, CANCELLED = "pending", "running", "success", "failed", "cancelled"
-FINAL = (SUCCESS, FAILED, CANCELLED)
 DEFAULT_TIMEOUT = 600.0
 
 
@@ -152,8 +151,6 @@ class Job:
     def _mark_lost(self, record: dict) -> dict:
         """The future ended without the task writing a final status (an upstream job
         failed, or the job was cancelled): record why."""
-        from .records import finish
-
         if self._future.status == "cancelled":
             finish(self._table, self.id, CANCELLED, error="cancelled")
         else:
@@ -176,8 +173,6 @@ class Job:
 
     def cancel(self) -> None:
         """Cancel the job if it has not finished (its record says ``cancelled``)."""
-        from .records import finish
-
         if self._future is not None:
             self._future.cancel()
         finish(self._table, self.id, CANCELLED, error="cancelled by the user", only_if_unfinished=True)

@@ -12,19 +12,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..services.watchers import OUTPUTS, downstream, upstream_of
-from ..tasks.context import Target
+from ..store import records
+from ..store.layout import DERIVED, find_urls
+from ..store.watchers import active_watchers, downstream, upstream_of
 from ..tasks.runner import run_job
-from ..types.encoding import CONTENT
-from . import records
 from .handles import Job, JobGroup
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from ..services.scope import Scope
 
-# Writes to these fields never trigger jobs (they are written by jobs).
-DERIVED = (OUTPUTS, "_like", "_fold")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,88 +49,99 @@ def _reads(row: Mapping) -> set[str]:
     return {"*"} if key == "_base" else {key.split(".")[0]}
 
 
-def _has_urls(value: Any) -> bool:
-    if isinstance(value, Mapping):
-        content = value.get(CONTENT)
-        if isinstance(content, Mapping) and "url" in content and "bytes" not in content:
-            return True
-        return any(_has_urls(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_urls(v) for v in value)
-    return False
-
-
 class JobService:
     """Submits the jobs a write implies (none while no watcher exists)."""
 
-    def __init__(self, collection: Any) -> None:
-        self.collection = collection
-        self.metadata = collection._metadata
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.metadata = scope.metadata
 
     @property
     def cluster(self):
-        return self.collection.database.client.cluster
+        return self.scope.cluster
 
     @property
     def table(self):
         return self.metadata.table("jobs")
 
-    def _job(self, job_id: str, future: Any = None) -> Job:
-        timeout = self.collection.database.client.config.jobs.wait_timeout
-        return Job(job_id, self.table, future, default_timeout=timeout)
+    def job(self, job_id: str, future: Any = None) -> Job:
+        """A handle on job ``job_id`` (with its Dask future when submitted from here)."""
+        return Job(job_id, self.table, future, default_timeout=self.scope.config.jobs.wait_timeout)
+
+    def group(self, ids: Iterable[str] = ()) -> JobGroup:
+        return JobGroup([self.job(i) for i in ids])
 
     # -- submitting -------------------------------------------------------------------
     def submit(self, kind: str, params: dict, *, depends_on: Iterable[Job] = (), record: dict | None = None) -> Job:
         """Create a job record and submit the job (or run it now, inline)."""
         depends_on = list(depends_on)
         job_id = records.create(self.table, kind, depends_on=[j.id for j in depends_on], **(record or {}))
-        target = Target.of(self.collection)
+        target = self.scope.target
         if self.cluster.inline:
             failed = [j for j in depends_on if j.status != "success"]
             if failed:
                 records.finish(self.table, job_id, "failed", error=f"did not run: upstream job {failed[0].id} failed")
             else:
                 run_job(target, job_id, kind, params)
-            return self._job(job_id)
+            return self.job(job_id)
         futures = [j._future for j in depends_on if j._future is not None]
         future = self.cluster.submit(run_job, target, job_id, kind, params, key=f"superduperdb-{kind}-{job_id}",
                                      dependencies=futures)
-        return self._job(job_id, future)
+        return self.job(job_id, future)
 
-    def submit_watchers(self, ids: list | None, names: set[str] | None = None, *, download: bool = False) -> JobGroup:
-        """Jobs for the active watchers (``names`` only, if given) over ``ids`` (None: all)."""
-        rows = self.collection._watchers.active()
+    def submit_watchers(self, ids: list | None, names: set[str] | None = None, *, download: bool = False,
+                        after: Iterable[Job] = ()) -> JobGroup:
+        """Jobs for the active watchers (``names`` only, if given) over ``ids`` (None: all).
+
+        Each watcher's job waits for the jobs of the watchers it reads from; the
+        first ones wait for the download (if any) and for ``after``. The index
+        and neighbourhood updates that follow the outputs are included.
+        """
+        rows = active_watchers(self.metadata)
         if names is not None:
             rows = [r for r in rows if r["name"] in names]
         if not rows and not download:
             return JobGroup()
         jobs: list[Job] = []
-        first: list[Job] = []
+        first: list[Job] = list(after)
         if download:
-            first = [self.submit("download", {"ids": ids}, record={"ids": ids})]
+            first = [self.submit("download", {"ids": ids}, depends_on=first, record={"ids": ids})]
             jobs += first
         by_watcher: dict[str, Job] = {}
         for row in rows:  # topological order: upstream jobs exist before their dependents
             deps = [by_watcher[u] for u in upstream_of(row) if u in by_watcher] or first
-            params = {"watcher": row["name"], "ids": ids, "chunk_size": int(self.collection.database.client.config.jobs.chunk_size)}
+            params = {"watcher": row["name"], "ids": ids, "chunk_size": self.scope.config.jobs.chunk_size}
             job = self.submit("model", params, depends_on=deps,
                               record={"model": row["model"], "watcher": row["name"], "ids": ids})
             by_watcher[row["name"]] = job
             jobs.append(job)
-        jobs += self._after_outputs(ids, by_watcher)
+        jobs += self.index_jobs(ids, by_watcher)
         return JobGroup(jobs)
 
-    def _after_outputs(self, ids: list | None, by_watcher: dict[str, Job]) -> list[Job]:
-        """Jobs downstream of model outputs (the vector-index updates of :mod:`superduperdb.search`)."""
-        return self.collection._indexes.after_outputs(ids, by_watcher)
+    def index_jobs(self, ids: list | None, by_watcher: dict[str, Job]) -> list[Job]:
+        """Index updates after the indexing watchers' jobs, then neighbourhood updates."""
+        jobs: list[Job] = []
+        rows = [r for r in self.metadata.list("semantic_indexes") if r["watcher"] in by_watcher]
+        for row in rows:
+            index_job = self.submit("index", {"index": row["name"], "ids": ids},
+                                    depends_on=[by_watcher[row["watcher"]]], record={"index": row["name"]})
+            jobs.append(index_job)
+            jobs += self.neighbourhood_jobs(row["name"], ids, [index_job])
+        return jobs
+
+    def neighbourhood_jobs(self, index: str, ids: list | None, depends_on: list[Job]) -> list[Job]:
+        """Neighbour-list updates of the neighbourhoods of ``index``."""
+        return [self.submit("neighbourhood", {"neighbourhood": hood["name"], "ids": ids}, depends_on=depends_on,
+                            record={"neighbourhood": hood["name"]})
+                for hood in self.metadata.list("neighbourhoods", {"semantic_index": index})]
 
     # -- write hooks (called by the Collection) --------------------------------------------
     def on_insert(self, ids: list, documents: list | None = None) -> JobGroup:
-        download = any(_has_urls(d) for d in documents or [])
+        download = any(find_urls(d) for d in documents or [])
         return self.submit_watchers(ids, download=download)
 
     def before_update(self, filter: dict, update: Any, many: bool) -> UpdatePlan | None:
-        rows = self.collection._watchers.active()
+        rows = active_watchers(self.metadata)
         if not rows:
             return None
         keys = changed_keys(update)
@@ -144,7 +154,7 @@ class JobService:
             hit = {r["name"] for r in rows}
         if not hit:
             return None
-        cursor = self.collection.raw.find(filter, {"_id": 1})
+        cursor = self.scope.raw.find(filter, {"_id": 1})
         if not many:
             cursor = cursor.limit(1)
         return UpdatePlan([d["_id"] for d in cursor], downstream(rows, hit))
@@ -157,11 +167,18 @@ class JobService:
             return JobGroup()
         return self.submit_watchers(ids, plan.watchers)
 
-    def before_delete(self, filter: dict, many: bool) -> Any:
-        return self.collection._indexes.before_delete(filter, many)
+    def before_delete(self, filter: dict, many: bool) -> list | None:
+        """The ids a delete will remove, when an index must forget them (else None)."""
+        if not self.metadata.exists_any("semantic_indexes"):
+            return None
+        cursor = self.scope.raw.find(filter, {"_id": 1})
+        return [d["_id"] for d in (cursor if many else cursor.limit(1))]
 
-    def after_delete(self, plan: Any) -> JobGroup | None:
-        return self.collection._indexes.after_delete(plan)
+    def after_delete(self, ids: list | None) -> JobGroup | None:
+        if not ids:
+            return None
+        return JobGroup([self.submit("index", {"index": r["name"], "ids": ids}, record={"index": r["name"]})
+                         for r in self.metadata.list("semantic_indexes")])
 
     def before_bulk(self, ops: list) -> list:
         from pymongo import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany

@@ -2,7 +2,7 @@
 
 Runs on one Dask worker (resource ``MASTER=1`` or the first worker), or in the
 client's process when jobs run inline. It receives plain data only: a
-:class:`~superduperdb.tasks.context.Target` (URI, database, collection,
+:class:`~superduperdb.store.context.Target` (URI, database, collection,
 config) and the index's metadata row; it opens its own database handle.
 
 Per index it holds a :class:`~superduperdb.index.VectorIndex` (exact search +
@@ -20,12 +20,10 @@ import threading
 import time
 from typing import Any
 
+from ..errors import SemanticIndexError
 from ..index.env import configure_numba_env
-
-configure_numba_env()  # before anything imports numba (pynndescent is imported lazily)
-
-from ..errors import SemanticIndexError  # noqa: E402
-from ..tasks.context import Context, Target  # noqa: E402
+from ..store.context import Context, Target
+from ..store.layout import output_path
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +38,9 @@ def index_key(target: Target, row: dict) -> str:
     return f"{target.uri}|{target.database}|{target.collection}|{row['name']}|{row['uid']}"
 
 
-def output_path(row: dict) -> str:
-    return f"_outputs.{row['keys'][0]}.{row['models'][0]}"
+def indexed_path(row: dict) -> str:
+    """Where the indexed outputs of semantic index ``row`` are stored."""
+    return output_path(row["keys"][0], row["models"][0])
 
 
 class _Loaded:
@@ -59,6 +58,7 @@ class Master:
     """
 
     def __init__(self, warm_up: bool = True) -> None:
+        configure_numba_env()  # before anything imports numba (pynndescent is imported lazily)
         self.started_at = time.time()
         self._indexes: dict[str, _Loaded] = {}
         self._lock = threading.RLock()
@@ -80,7 +80,7 @@ class Master:
 
     # -- loading ----------------------------------------------------------------------
     def _read(self, ctx: Context, row: dict, query: dict) -> tuple[list, list]:
-        path = output_path(row)
+        path = indexed_path(row)
         parts = path.split(".")
         ids, vectors = [], []
         cursor = ctx.collection.find({"$and": [query, {path: {"$exists": True}}]}, {path: 1})
@@ -108,7 +108,7 @@ class Master:
         start = time.perf_counter()
         ctx = Context(target)
         cfg = ctx.config.master
-        index = VectorIndex(measure=row["measure"], exact_threshold=int(cfg.exact_threshold), epsilon=float(cfg.epsilon))
+        index = VectorIndex(measure=row["measure"], exact_threshold=cfg.exact_threshold, epsilon=cfg.epsilon)
         with self._loads_done:
             self._loading += 1
         try:
@@ -164,6 +164,11 @@ class Master:
             found, _ = index.search(index.get(_id), n + 1)
             out[_id] = [i for i in found if i != _id][:n]
         return out
+
+    def reload(self, target: Target, row: dict) -> dict:
+        """Drop the index and load it again from MongoDB; return its stats."""
+        self.drop(target, row)
+        return self.ensure(target, row)
 
     def drop(self, target: Target, row: dict) -> bool:
         with self._lock:

@@ -13,12 +13,18 @@ Inline clients (``cluster=None``) use a master in their own process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MasterUnavailableError
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..store.context import Target
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +134,55 @@ class MasterHandle:
             self._actor = self._find_or_create()
         return self._actor
 
+    @classmethod
+    def from_config(cls, dask_client: Any, config: Config) -> MasterHandle:
+        """A handle with the config's master options (``master.resource``, ``master.warm_up``, ``cluster.timeout``)."""
+        return cls(dask_client, resource=config.master.resource, timeout=config.cluster.timeout,
+                   warm_up=config.master.warm_up)
+
+    # -- the master's methods ------------------------------------------------------------------
+    def ping(self) -> float:
+        """When the master started (seconds since the epoch)."""
+        return self._call("ping")
+
+    def ensure(self, target: Target, row: dict) -> dict:
+        """Load index ``row`` of ``target`` from MongoDB unless loaded; return its stats."""
+        return self._call("ensure", target, row)
+
+    def reload(self, target: Target, row: dict) -> dict:
+        """Drop index ``row`` and load it again from MongoDB; return its stats."""
+        return self._call("reload", target, row)
+
+    def refresh(self, target: Target, row: dict, ids: list) -> dict:
+        """Re-read the outputs of ``ids``: upsert those present, remove the others."""
+        return self._call("refresh", target, row, list(ids))
+
+    def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None) -> tuple[list, list]:
+        """The ``n`` nearest ids (among ``candidates`` if given) and their scores, best first."""
+        return self._call("search", target, row, vector, n, candidates)
+
+    def vector_of(self, target: Target, row: dict, id: Any) -> Any:
+        """The indexed vector of document ``id`` (None if it has none)."""
+        return self._call("vector_of", target, row, id)
+
+    def neighbours(self, target: Target, row: dict, ids: list | None, n: int) -> dict:
+        """``{id: [the n nearest other ids]}`` for ``ids`` (None: every indexed id)."""
+        return self._call("neighbours", target, row, None if ids is None else list(ids), int(n))
+
+    def drop(self, target: Target, row: dict) -> bool:
+        """Forget index ``row`` (it reloads from MongoDB on next use)."""
+        return self._call("drop", target, row)
+
+    def rebuild(self, target: Target, row: dict, wait: bool = True, timeout: float = 600.0) -> dict:
+        """Build the index's graph now (``wait``: until it is swapped in); return its stats."""
+        return self._call("rebuild", target, row, wait, timeout)
+
+    def stats(self) -> list[dict]:
+        """Stats of every loaded index."""
+        return self._call("stats")
+
     # -- calls ------------------------------------------------------------------------------
-    def call(self, method: str, *args: Any) -> Any:
+    def _call(self, method: str, *args: Any) -> Any:
         """Call ``method`` on the master; re-create it once if it was lost."""
         if self.dask_client is None:
             return getattr(self.actor, method)(*args)
@@ -158,3 +211,22 @@ class MasterHandle:
         if self.dask_client is None:
             return None
         return self.actor._address
+
+
+@contextlib.contextmanager
+def master_for_job(config: Config) -> Iterator[MasterHandle]:
+    """The master, seen from a job: the cluster's actor, or the in-process one when inline.
+
+    On a worker the job secedes from the worker's thread pool while it talks
+    to the master (``worker_client``), so that creating the master on this
+    very worker cannot deadlock on the job's own thread.
+    """
+    try:
+        from distributed import get_worker, worker_client
+
+        get_worker()
+    except (ImportError, ValueError):
+        yield MasterHandle.from_config(None, config)
+        return
+    with worker_client() as dask_client:
+        yield MasterHandle.from_config(dask_client, config)

@@ -13,39 +13,43 @@ querying an image index). A neighbourhood row in ``<coll>._neighbourhoods``::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bson import ObjectId
 
-from ..errors import InUseError, SemanticIndexError
+from ..errors import AlreadyRegisteredError, InUseError, SemanticIndexError
 from ..index.measures import MEASURES
-from ..jobs.handles import Job, JobGroup
-from .watchers import watcher_name
+from ..jobs.handles import JobGroup
+from ..master.handle import MasterHandle
+from ..store.layout import neighbourhood_path
+from ..store.watchers import watcher_name
+
+if TYPE_CHECKING:
+    from ..jobs.service import JobService
+    from .scope import Scope
 
 DEFAULT_KEY = "semantic_index"
 
 
 class IndexService:
-    def __init__(self, collection: Any) -> None:
-        self.collection = collection
-        self.metadata = collection._metadata
-        self._master = None
+    def __init__(self, scope: Scope, jobs: JobService) -> None:
+        self.scope = scope
+        self.metadata = scope.metadata
+        self.jobs = jobs
+        self._master: MasterHandle | None = None
 
     # -- the master ---------------------------------------------------------------------
     @property
-    def master(self):
+    def master(self) -> MasterHandle:
+        """The cluster's master (in this process when jobs run inline)."""
         if self._master is None:
-            from ..master.handle import MasterHandle
-
-            client = self.collection.database.client
-            cluster = client.cluster
-            cfg = client.config
-            self._master = MasterHandle(None if cluster.inline else cluster.client, resource=cfg.master.resource,
-                                        timeout=float(cfg.cluster.timeout), warm_up=bool(cfg.master.warm_up))
+            cluster = self.scope.cluster
+            self._master = MasterHandle.from_config(None if cluster.inline else cluster.client, self.scope.config)
         return self._master
 
     # -- semantic indexes ----------------------------------------------------------------
-    def create(self, name: str, models: list[str], keys: list[str], measure: str = "cosine") -> JobGroup:
+    def check_new(self, name: str, models: list[str], keys: list[str], measure: str) -> tuple[list[str], list[str]]:
+        """Validate a new index (nothing is changed); return ``(models, keys)`` as lists."""
         if isinstance(models, str):
             models = [models]
         if isinstance(keys, str):
@@ -60,27 +64,25 @@ class IndexService:
         for model in models:
             self.metadata.get("models", model, hint="Register it with create_model first.")
         if self.metadata.exists("semantic_indexes", name):
-            from ..errors import AlreadyRegisteredError
-
             raise AlreadyRegisteredError("semantic index", name)
-        jobs = JobGroup()
-        watcher = watcher_name(models[0], keys[0])
-        if not self.metadata.exists("watchers", watcher):
-            jobs = self.collection.create_watcher(models[0], keys[0])
+        return models, keys
+
+    def create(self, name: str, models: list[str], keys: list[str], measure: str, after: JobGroup) -> JobGroup:
+        """Register the index (validated by :meth:`check_new`); it loads after the ``after`` jobs."""
         row = {"name": name, "uid": str(ObjectId()), "models": models, "keys": keys, "measure": measure,
-               "watcher": watcher}
+               "watcher": watcher_name(models[0], keys[0])}
         self.metadata.insert("semantic_indexes", row)
         if self.metadata.get_setting(DEFAULT_KEY) is None:
             self.metadata.set_setting(DEFAULT_KEY, name)
-        return jobs + JobGroup([self.collection._jobs.submit("index", {"index": name, "ids": None},
-                                                              depends_on=list(jobs), record={"index": name})])
+        return JobGroup([self.jobs.submit("index", {"index": name, "ids": None}, depends_on=list(after),
+                                          record={"index": name})])
 
     def get(self, name: str | None) -> dict:
         if name is None:
             name = self.metadata.get_setting(DEFAULT_KEY)
             if name is None:
                 raise SemanticIndexError(
-                    f"{self.collection.full_name} has no semantic index. Create one with "
+                    f"{self.scope.full_name} has no semantic index. Create one with "
                     "create_semantic_index(name, models=[...], keys=[...]).")
         return self.metadata.get("semantic_indexes", name, hint="Create it with create_semantic_index.")
 
@@ -91,9 +93,7 @@ class IndexService:
             raise InUseError("semantic index", name, users)
         for r in self.metadata.list("neighbourhoods", {"semantic_index": name}):
             self.delete_neighbourhood(r["name"], force=True)
-        from ..tasks.context import Target
-
-        self.master.call("drop", Target.of(self.collection), row)
+        self.master.drop(self.scope.target, row)
         self.metadata.delete("semantic_indexes", name)
         if self.metadata.get_setting(DEFAULT_KEY) == name:
             remaining = self.metadata.names("semantic_indexes")
@@ -109,39 +109,14 @@ class IndexService:
             raise SemanticIndexError(f"n must be a positive integer, not {n!r}.")
         index = self.get(semantic_index)
         self.metadata.insert("neighbourhoods", {"name": name, "n": n, "semantic_index": index["name"]})
-        return JobGroup([self.collection._jobs.submit("neighbourhood", {"neighbourhood": name, "ids": None},
-                                                      record={"neighbourhood": name})])
+        return JobGroup([self.jobs.submit("neighbourhood", {"neighbourhood": name, "ids": None},
+                                          record={"neighbourhood": name})])
 
     def delete_neighbourhood(self, name: str, force: bool = False) -> None:
         self.metadata.get("neighbourhoods", name)
-        path = f"_like.{name}"
-        if not force and self.collection.raw.count_documents({path: {"$exists": True}}, limit=1):
+        path = neighbourhood_path(name)
+        raw = self.scope.raw
+        if not force and raw.count_documents({path: {"$exists": True}}, limit=1):
             raise InUseError("neighbourhood", name, [f"its neighbour lists at {path} (force=True removes them)"])
-        self.collection.raw.update_many({path: {"$exists": True}}, {"$unset": {path: ""}})
+        raw.update_many({path: {"$exists": True}}, {"$unset": {path: ""}})
         self.metadata.delete("neighbourhoods", name)
-
-    # -- hooks from the job service -----------------------------------------------------------
-    def after_outputs(self, ids: list | None, by_watcher: dict[str, Job]) -> list[Job]:
-        """Index updates after the indexing watchers' jobs, then neighbourhood updates."""
-        jobs: list[Job] = []
-        rows = [r for r in self.metadata.list("semantic_indexes") if r["watcher"] in by_watcher]
-        for row in rows:
-            index_job = self.collection._jobs.submit("index", {"index": row["name"], "ids": ids},
-                                                     depends_on=[by_watcher[row["watcher"]]], record={"index": row["name"]})
-            jobs.append(index_job)
-            for hood in self.metadata.list("neighbourhoods", {"semantic_index": row["name"]}):
-                jobs.append(self.collection._jobs.submit("neighbourhood", {"neighbourhood": hood["name"], "ids": ids},
-                                                         depends_on=[index_job], record={"neighbourhood": hood["name"]}))
-        return jobs
-
-    def before_delete(self, filter: dict, many: bool) -> list | None:
-        if not self.metadata.exists_any("semantic_indexes"):
-            return None
-        cursor = self.collection.raw.find(filter, {"_id": 1})
-        return [d["_id"] for d in (cursor if many else cursor.limit(1))]
-
-    def after_delete(self, ids: list | None) -> JobGroup | None:
-        if not ids:
-            return None
-        return JobGroup([self.collection._jobs.submit("index", {"index": r["name"], "ids": ids}, record={"index": r["name"]})
-                         for r in self.metadata.list("semantic_indexes")])

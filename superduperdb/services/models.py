@@ -11,30 +11,26 @@ The stored artifact is the :class:`~superduperdb.models.base.Model` wrapper
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InUseError, ModelError
+from ..errors import AlreadyRegisteredError, InUseError, ModelError
 from ..models.base import Model
 from ..store.metadata import utcnow
+from ..store.models import load_model
 
-
-def load_model(metadata: Any, artifacts: Any, name: str, version: int | None = None) -> Model:
-    """The :class:`Model` wrapper of ``name`` (current version unless given)."""
-    row = metadata.get("models", name, hint="Register it with create_model(name, object).")
-    ref = row["artifact"]
-    if version is not None:
-        match = [v for v in row.get("versions", []) if v["version"] == version]
-        if not match:
-            raise ModelError(f"Model {name!r} has no version {version}; versions: {[v['version'] for v in row['versions']]}.")
-        ref = match[0]["artifact"]
-    return artifacts.get(ref)
+if TYPE_CHECKING:
+    from .indexes import IndexService
+    from .scope import Scope
+    from .watchers import WatcherService
 
 
 class ModelService:
-    def __init__(self, collection: Any) -> None:
-        self.collection = collection
-        self.metadata = collection._metadata
-        self.artifacts = collection._artifacts
+    def __init__(self, scope: Scope, watchers: WatcherService, indexes: IndexService) -> None:
+        self.scope = scope
+        self.metadata = scope.metadata
+        self.artifacts = scope.artifacts
+        self.watchers = watchers
+        self.indexes = indexes
 
     def create(self, name: str, object: Any, *, preprocess=None, postprocess=None, type: str | None = None,
                batch_size: int = 32, device: Any = None, method: str | None = None,
@@ -42,11 +38,9 @@ class ModelService:
         if not isinstance(name, str) or not name or "." in name or "/" in name or name.startswith("$"):
             raise ModelError(f"Model names must be non-empty strings without '.', '/' or a leading '$', not {name!r}.")
         if self.metadata.exists("models", name):
-            from ..errors import AlreadyRegisteredError
-
             raise AlreadyRegisteredError("model", name)
         if type is not None:
-            self.collection._types.get(type)  # NotRegisteredError now, not on the worker
+            self.scope.types.get(type)  # NotRegisteredError now, not on the worker
         model = Model(object, preprocess=preprocess, postprocess=postprocess, batch_size=batch_size,
                       device=device, method=method, name=name)
         description = model.describe()  # validates the object (kind, method)
@@ -71,13 +65,13 @@ class ModelService:
         if users and not force:
             raise InUseError("model", name, users)
         for w in self.metadata.list("watchers", {"model": name}):
-            self.collection.delete_watcher(w["name"], force=True)
+            self.watchers.delete(w["name"], force=True)
         self.metadata.delete("models", name)
 
     def apply(self, name: str, inputs: list, key: str | None = None) -> list:
         model = self.load(name)
         if key is not None:
-            inputs = [self.collection._types.decode(d)[key] if isinstance(d, dict) else d for d in inputs]
+            inputs = [self.scope.types.decode(d)[key] if isinstance(d, dict) else d for d in inputs]
         return model.predict(list(inputs))
 
 

@@ -22,16 +22,28 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 
-from ..errors import InUseError, ModelError, QueryError, suggest
+from ..errors import (
+    AlreadyRegisteredError,
+    InUseError,
+    ModelError,
+    NotRegisteredError,
+    QueryError,
+    TrainingError,
+    suggest,
+)
 from ..jobs.handles import Job, JobGroup
+from ..store.watchers import active_watchers, downstream, dump_filter, topological, watcher_name
 from ..training import metrics as M
-from ..training.errors import TrainingError
 from ..training.loop import TrainSettings
-from .watchers import downstream, dump_filter, topological, upstream_of, watcher_name
+
+if TYPE_CHECKING:
+    from ..jobs.service import JobService
+    from .indexes import IndexService
+    from .scope import Scope
 
 CALLABLES = {"metrics": "metric", "losses": "loss", "splitters": "splitter"}
 IMPUTATIONS = "_imputations"
@@ -69,18 +81,20 @@ class VersionTable(list):
 
 
 class TrainingService:
-    def __init__(self, collection: Any) -> None:
-        self.collection = collection
-        self.metadata = collection._metadata
-        self.artifacts = collection._artifacts
+    def __init__(self, scope: Scope, jobs: JobService, indexes: IndexService) -> None:
+        self.scope = scope
+        self.metadata = scope.metadata
+        self.artifacts = scope.artifacts
+        self.jobs = jobs
+        self.indexes = indexes
 
     @property
     def imputations(self) -> Any:
-        return self.collection.database._raw[f"{self.collection.name}.{IMPUTATIONS}"]
+        return self.scope.table(IMPUTATIONS)
 
     @property
     def validation_data(self) -> Any:
-        return self.collection.database._raw[f"{self.collection.name}.{VALIDATION_DATA}"]
+        return self.scope.table(VALIDATION_DATA)
 
     # -- metrics, losses, splitters --------------------------------------------------------------
     def create_callable(self, kind: str, name: str, obj: Any, serializer: str | None = None) -> dict:
@@ -91,8 +105,6 @@ class TrainingService:
         if not callable(obj):
             raise TrainingError(f"A {CALLABLES[kind]} must be callable, not a {type(obj).__name__}.")
         if self.metadata.exists(kind, name):
-            from ..errors import AlreadyRegisteredError
-
             raise AlreadyRegisteredError(CALLABLES[kind], name)
         from ..models.base import class_path
 
@@ -123,18 +135,16 @@ class TrainingService:
                               fold: str | None = "valid", seed: int | None = 0) -> dict:
         check_name("Validation set", name)
         if self.metadata.exists("validation_sets", name):
-            from ..errors import AlreadyRegisteredError
-
             raise AlreadyRegisteredError("validation set", name)
         if filter is not None and not isinstance(filter, Mapping):
             raise QueryError(f"filter must be a dict (a MongoDB query), not {filter!r}.", argument="filter")
         if sample_size is not None and (isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1):
             raise TrainingError(f"sample_size must be a positive integer or None, not {sample_size!r}.")
-        encoded = self.collection._query(filter)
+        encoded = self.scope.query(filter)
         query = {"$and": [encoded, {"_fold": fold}]} if fold and encoded else ({"_fold": fold} if fold else encoded)
         rng = random.Random(seed)
         sample: list[dict] = []
-        for i, doc in enumerate(self.collection.raw.find(query)):
+        for i, doc in enumerate(self.scope.raw.find(query)):
             if sample_size is None or len(sample) < sample_size:
                 sample.append(doc)
             else:  # reservoir sampling: one pass, at most sample_size documents in memory
@@ -162,7 +172,7 @@ class TrainingService:
 
     def validation_set(self, name: str) -> list[dict]:
         self.metadata.get("validation_sets", name, hint="Create it with create_validation_set(name, ...).")
-        return [self.collection._types.decode(d) for d in self.validation_data.find({"_validation_set": name})]
+        return [self.scope.types.decode(d) for d in self.validation_data.find({"_validation_set": name})]
 
     # -- imputations -----------------------------------------------------------------------------
     def create_imputation(self, name: str, model: str, key: str, target: str | Mapping, *,
@@ -171,8 +181,6 @@ class TrainingService:
                           fit_kwargs: dict | None = None, **trainer: Any) -> JobGroup:
         check_name("Imputation", name)
         if self.imputations.count_documents({"name": name}, limit=1):
-            from ..errors import AlreadyRegisteredError
-
             raise AlreadyRegisteredError("imputation", name)
         row = self.metadata.get("models", model, hint="Register it with create_model(name, object) first.")
         if row.get("kind") not in ("sklearn", "torch"):
@@ -196,7 +204,7 @@ class TrainingService:
         for vs in validation_sets:
             self.metadata.get("validation_sets", vs, hint="Create it with create_validation_set(name, ...).")
         spec = {"name": name, "model": model, "key": key, "target": target, "features": features,
-                "filter": dump_filter(self.collection._query(filter)), "loss": loss, "metrics": list(metrics),
+                "filter": dump_filter(self.scope.query(filter)), "loss": loss, "metrics": list(metrics),
                 "validation_sets": list(validation_sets), "trainer": settings_from(trainer),
                 "fit_kwargs": dict(fit_kwargs or {}), "watcher": watcher_name(model, key) if watch else None}
         if watch and not self.metadata.exists("watchers", spec["watcher"]):
@@ -220,8 +228,6 @@ class TrainingService:
     def get_imputation(self, name: str) -> dict:
         row = self.imputations.find_one({"name": name}, {"_id": 0})
         if row is None:
-            from ..errors import NotRegisteredError
-
             raise NotRegisteredError("imputation", name, self.list_imputations(),
                                      hint="Create it with create_imputation(name, model, key, target).")
         return row
@@ -250,7 +256,7 @@ class TrainingService:
                              filter: Mapping | None = None, n_retrieve: int = 100, **trainer: Any) -> JobGroup:
         from ..tasks.training import TrainSpec
 
-        index = self.collection._indexes.get(name)
+        index = self.indexes.get(name)
         models, keys = list(index["models"]), list(index["keys"])
         if splitter is not None:
             self.metadata.get("splitters", splitter, hint="Register it with create_splitter(name, callable).")
@@ -267,7 +273,7 @@ class TrainingService:
         for vs in validation_sets:
             self.metadata.get("validation_sets", vs, hint="Create it with create_validation_set(name, ...).")
         spec = TrainSpec(kind="semantic_index", name=name, models=(models[0], models[1]), keys=(keys[0], keys[1]),
-                         filter=dump_filter(self.collection._query(filter)), loss=loss, metrics=tuple(metrics),
+                         filter=dump_filter(self.scope.query(filter)), loss=loss, metrics=tuple(metrics),
                          validation_sets=tuple(validation_sets), splitter=splitter, measure=index["measure"],
                          n_retrieve=int(n_retrieve), settings=settings_from(trainer))
         return self._submit(spec, {"semantic_index": name})
@@ -288,7 +294,7 @@ class TrainingService:
         known = [v["version"] for v in row.get("versions", [])]
         if version not in known:
             raise ModelError(f"Model {name!r} has no version {version!r}; versions: {known}.", model=name)
-        promote = self.collection._jobs.submit("promote", {"spec": PromoteSpec(versions={name: version})},
+        promote = self.jobs.submit("promote", {"spec": PromoteSpec(versions={name: version})},
                                                record={"model": name, "versions": {name: version}})
         return JobGroup([promote, *self._after_promote({name}, promote)])
 
@@ -296,7 +302,7 @@ class TrainingService:
     def _submit(self, spec: Any, record: dict) -> JobGroup:
         from ..tasks.versions import PromoteSpec
 
-        jobs = self.collection._jobs
+        jobs = self.jobs
         models = list(dict.fromkeys(spec.models))
         train = jobs.submit("train", {"spec": spec}, record={"model": models[0], "models": models, "metrics": [],
                                                              **record})
@@ -306,25 +312,12 @@ class TrainingService:
 
     def _after_promote(self, models: set[str], promote: Job) -> list[Job]:
         """Recompute watchers downstream of the models' outputs, then their indexes and neighbourhoods."""
-        jobs = self.collection._jobs
-        rows = self.collection._watchers.active()
+        rows = active_watchers(self.metadata)
         own = {r["name"] for r in rows if r["model"] in models}
-        later = downstream(rows, own) - own
-        by_watcher: dict[str, Job] = {}
-        out: list[Job] = []
-        chunk = int(self.collection.database.client.config.jobs.chunk_size)
-        for row in topological([r for r in rows if r["name"] in later]):
-            deps = [by_watcher[u] for u in upstream_of(row) if u in by_watcher] or [promote]
-            job = jobs.submit("model", {"watcher": row["name"], "ids": None, "chunk_size": chunk}, depends_on=deps,
-                              record={"model": row["model"], "watcher": row["name"], "ids": None})
-            by_watcher[row["name"]] = job
-            out.append(job)
-        out += self.collection._indexes.after_outputs(None, by_watcher)
+        out = list(self.jobs.submit_watchers(None, downstream(rows, own) - own, after=[promote]))
         for index in self.metadata.list("semantic_indexes"):
             if models & set(index.get("models", [])):
-                for hood in self.metadata.list("neighbourhoods", {"semantic_index": index["name"]}):
-                    out.append(jobs.submit("neighbourhood", {"neighbourhood": hood["name"], "ids": None},
-                                           depends_on=[promote], record={"neighbourhood": hood["name"]}))
+                out += self.jobs.neighbourhood_jobs(index["name"], None, [promote])
         return out
 
 

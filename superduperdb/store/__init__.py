@@ -1,4 +1,11 @@
-"""Database access: metadata collections, GridFS artifacts, model outputs."""
+"""The store floor, shared by the client side and the cluster side.
+
+Metadata collections, GridFS artifacts, job records, the document layout of
+derived state (outputs, neighbourhoods), watcher rows, model loading, the raw
+database backends, and the :class:`~superduperdb.store.context.Target` /
+:class:`~superduperdb.store.context.Context` that jobs and the master open.
+Nothing here imports the client side (``services``, ``jobs``, the facade).
+"""
 
 from .artifacts import ArtifactStore
 from .metadata import MetadataStore

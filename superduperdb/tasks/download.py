@@ -15,9 +15,9 @@ from typing import Any
 
 from bson.binary import Binary
 
+from ..store.context import Context
 from ..types.encoding import CONTENT
-from .context import Context
-from .runner import job_kind
+from .kinds import job_kind
 
 logger = logging.getLogger(__name__)
 MAX_WORKERS = 8

@@ -12,60 +12,43 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
-from pymongo import UpdateOne
+from bson.binary import Binary
 
-from ..jobs import records
-from ..services.models import load_model
-from ..services.watchers import OUTPUTS, load_filter
+from ..store import records
+from ..store.bulk import set_fields
+from ..store.context import Context
+from ..store.layout import MISSING, input_projection, model_input, pending_download
+from ..store.models import load_model
+from ..store.watchers import and_, load_filter, watcher_output
 from ..types.encoding import CONTENT
-from .context import Context
-from .runner import job_kind
+from .kinds import job_kind
 
 logger = logging.getLogger(__name__)
-MISSING = object()
 
 
-def _chunks(it: Any, size: int) -> Iterator[list]:
+def chunks(it: Any, size: int) -> Iterator[list]:
     it = iter(it)
     while chunk := list(islice(it, size)):
         yield chunk
 
 
-def get_path(doc: dict, path: str) -> Any:
-    """``doc['a']['b']`` for ``'a.b'`` (MISSING if absent)."""
-    value: Any = doc
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return MISSING
-        value = value[part]
-    return value
-
-
-def _pending_download(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get(CONTENT), dict) and "bytes" not in value[CONTENT]
-
-
-def model_input(doc: dict, key: str, features: dict) -> Any:
-    """What a watcher feeds its model from ``doc`` (MISSING if absent)."""
-    outputs = doc.get(OUTPUTS) or {}
-    if key == "_base":
-        doc = {k: v for k, v in doc.items() if k != OUTPUTS}
-        for fkey, fmodel in features.items():
-            if fmodel in (outputs.get(fkey) or {}):
-                doc[fkey] = outputs[fkey][fmodel]
-        return doc
-    if key in features:
-        return (outputs.get(key) or {}).get(features[key], MISSING)
-    return get_path(doc, key)
+def encode_outputs(ctx: Context, model_row: dict, outputs: list) -> list:
+    """Outputs encoded for MongoDB: with the model's ``type`` if it has one, else per value."""
+    if model_row.get("type"):
+        out_type = ctx.types.get(model_row["type"])
+        return [{CONTENT: {"bytes": Binary(out_type.encode(y)), "type": model_row["type"]}} for y in outputs]
+    return ctx.types.encode_many(outputs, path="outputs")
 
 
 def write_outputs(ctx: Context, path: str, pairs: list[tuple[Any, Any]]) -> None:
-    if ctx.is_mongomock:  # mongomock's bulk_write cannot do UpdateOne with pymongo >= 4.11
-        for _id, value in pairs:
-            ctx.collection.update_one({"_id": _id}, {"$set": {path: value}})
-    elif pairs:
-        ctx.collection.bulk_write([UpdateOne({"_id": _id}, {"$set": {path: value}}) for _id, value in pairs],
-                                  ordered=False)
+    """``$set`` each ``(id, output)`` at ``path``, in unordered bulk writes."""
+    set_fields(ctx.collection, ((_id, {"$set": {path: value}}) for _id, value in pairs))
+
+
+def ready_inputs(ctx: Context, docs: list[dict], key: str, features: dict) -> list[tuple[Any, Any]]:
+    """``(id, decoded input)`` of the documents whose input is there (and downloaded)."""
+    ready = [(d["_id"], model_input(d, key, features)) for d in docs]
+    return [(i, ctx.types.decode(x)) for i, x in ready if x is not MISSING and not pending_download(x)]
 
 
 @job_kind("model")
@@ -75,36 +58,18 @@ def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = 
     model_row = ctx.metadata.get("models", row["model"])
     model = load_model(ctx.metadata, ctx.artifacts, row["model"])
     key, features = row["key"], row.get("features") or {}
-    query = load_filter(row.get("filter"))
-    if ids is not None:
-        query = {"$and": [query, {"_id": {"$in": list(ids)}}]} if query else {"_id": {"$in": list(ids)}}
-    if key == "_base":
-        projection = None
-    elif key in features:
-        projection = {f"{OUTPUTS}.{key}.{features[key]}": 1}
-    else:
-        projection = {key: 1}
+    query = and_(load_filter(row.get("filter")), {"_id": {"$in": list(ids)}} if ids is not None else {})
+    fields = input_projection(key, features)
+    projection = None if fields is None else {f: 1 for f in fields}
     total = ctx.collection.count_documents(query) if ids is None else len(ids)
-    out_type = ctx.types.get(model_row["type"]) if model_row.get("type") else None
-    path = f"{OUTPUTS}.{key}.{row['model']}"
+    path = watcher_output(row)
     done = skipped = 0
-    for chunk in _chunks(ctx.collection.find(query, projection).batch_size(chunk_size), chunk_size):
+    for chunk in chunks(ctx.collection.find(query, projection).batch_size(chunk_size), chunk_size):
         ctx.check_cancelled()
-        ready = []
-        for doc in chunk:
-            raw_value = model_input(doc, key, features)
-            if raw_value is MISSING or _pending_download(raw_value):
-                skipped += 1
-                continue
-            ready.append((doc["_id"], ctx.types.decode(raw_value)))
+        ready = ready_inputs(ctx, chunk, key, features)
+        skipped += len(chunk) - len(ready)
         if ready:
-            outputs = model.predict([value for _, value in ready])
-            if out_type is not None:
-                from bson.binary import Binary
-
-                encoded = [{CONTENT: {"bytes": Binary(out_type.encode(y)), "type": model_row["type"]}} for y in outputs]
-            else:
-                encoded = ctx.types.encode_many(outputs, path="outputs")
+            encoded = encode_outputs(ctx, model_row, model.predict([value for _, value in ready]))
             ctx.check_cancelled()  # a job cancelled while its model ran writes nothing more
             write_outputs(ctx, path, [(_id, y) for (_id, _), y in zip(ready, encoded)])
         done += len(chunk)

@@ -16,26 +16,15 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 from ..errors import JobCancelledError
-from ..jobs import records
-from .context import Context, Target
+from ..store import records
+from ..store.context import Context, Target
+from . import download, index, outputs, training, versions  # noqa: F401  (they register the job kinds)
+from .kinds import KINDS
 
 logger = logging.getLogger(__name__)
-
-KINDS: dict[str, Callable[..., dict]] = {}
-
-
-def job_kind(name: str) -> Callable:
-    """Register ``fn(ctx, job_id, **params) -> dict`` as the job kind ``name``."""
-
-    def register(fn: Callable) -> Callable:
-        KINDS[name] = fn
-        return fn
-
-    return register
 
 
 class _ThreadStream(io.TextIOBase):
@@ -138,8 +127,6 @@ def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dic
     record as ``failed`` ("did not run") themselves, so nothing stays pending.
     Returns ``{'job_id', 'status'}``.
     """
-    from . import download, index, outputs, training, versions  # noqa: F401  (register the job kinds)
-
     ctx = Context(target, job_id)
     table = ctx.jobs
     blocked = [u for u in upstream if isinstance(u, dict) and u.get("status") != "success"]

@@ -30,16 +30,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..jobs import records
+from ..errors import TrainingCancelled, TrainingError
 from ..models.base import Model
-from ..services.watchers import load_filter
+from ..store import records
+from ..store.context import Context
 from ..store.metadata import utcnow
+from ..store.watchers import load_filter
 from ..training import metrics as M
-from ..training.errors import TrainingCancelled, TrainingError
 from ..training.loop import Reporter, TrainLoop, TrainSettings
 from . import training_data as data
-from .context import Context
-from .runner import job_kind
+from .kinds import job_kind
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,7 @@ class JobReporter(Reporter):
         self.last = time.monotonic()
 
     def check_cancelled(self) -> None:
-        if self.ctx.cancelled():
-            raise TrainingCancelled(f"Job {self.job_id} was cancelled.", job_id=self.job_id)
+        self.ctx.check_cancelled(TrainingCancelled)
 
     def flush(self) -> None:
         update: dict = {"$set": {"progress": float(self.fraction)}}

@@ -20,9 +20,9 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..services.watchers import OUTPUTS
-from .context import Context
-from .outputs import MISSING, get_path, model_input
+from ..store.context import Context
+from ..store.layout import MISSING, OUTPUTS, get_path, input_projection, model_input, output_path
+from ..store.watchers import and_
 
 logger = logging.getLogger(__name__)
 
@@ -35,27 +35,12 @@ def validation_table(ctx: Context) -> Any:
     return ctx.db[f"{ctx.target.collection}.{VALIDATION_DATA}"]
 
 
-def and_(*queries: dict) -> dict:
-    parts = [q for q in queries if q]
-    if not parts:
-        return {}
-    return parts[0] if len(parts) == 1 else {"$and": parts}
-
-
 def target_path(target: Any) -> str:
     """Where a target lives in a raw document: a field, or ``_outputs.<key>.<model>`` for ``{key: model}``."""
     if isinstance(target, dict):
         (key, model), = target.items()
-        return f"{OUTPUTS}.{key}.{model}"
+        return output_path(key, model)
     return str(target)
-
-
-def input_projection(key: str, features: dict) -> list[str] | None:
-    if key == "_base":
-        return None
-    if key in features:
-        return [f"{OUTPUTS}.{key}.{features[key]}"]
-    return [key]
 
 
 def supervised_extractor(ctx: Context, key: str, features: dict, target: Any) -> tuple[Extract, dict | None]:
@@ -122,7 +107,7 @@ def load_validation(ctx: Context, names: list[str], query: dict, extract: Extrac
         docs = list(table.find({"_validation_set": name}))
         examples = [e for e in map(extract, docs) if e is not None]
         if not examples:
-            from ..training.errors import TrainingError
+            from ..errors import TrainingError
 
             raise TrainingError(f"Validation set {name!r} has no usable examples for this training "
                                 f"({len(docs)} documents; each needs the input and the target fields).")

@@ -50,23 +50,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
-from bson.binary import Binary
 
-from ..jobs import records
-from ..services.models import load_model
-from ..services.watchers import OUTPUTS, load_filter
+from ..errors import TrainingCancelled, TrainingError
+from ..master.handle import master_for_job
+from ..store import records
+from ..store.bulk import set_fields
+from ..store.context import Context
+from ..store.layout import OUTPUTS, input_projection
 from ..store.metadata import utcnow
-from ..training.errors import TrainingCancelled, TrainingError
-from ..types.encoding import CONTENT
-from .context import Context
-from .outputs import MISSING, _chunks, _pending_download, model_input, write_outputs
-from .runner import job_kind
-from .training_data import and_, input_projection
+from ..store.models import load_model
+from ..store.watchers import and_, load_filter, watcher_output
+from .kinds import job_kind
+from .outputs import chunks, encode_outputs, ready_inputs, write_outputs
 
 logger = logging.getLogger(__name__)
 
 STAGING = "_staging"
-FINAL = ("success", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -85,15 +84,6 @@ def staging_path(model: str, key: str) -> str:
     return f"{OUTPUTS}.{STAGING}:{model}:{key.replace('.', ':')}"
 
 
-def output_path(row: dict) -> str:
-    return f"{OUTPUTS}.{row['key']}.{row['model']}"
-
-
-def _check_cancelled(ctx: Context, job_id: str) -> None:
-    if ctx.cancelled():
-        raise TrainingCancelled(f"Job {job_id} was cancelled.", job_id=job_id)
-
-
 def resolve_versions(ctx: Context, spec: PromoteSpec) -> dict[str, int]:
     versions = dict(spec.versions)
     if spec.from_job:
@@ -107,14 +97,6 @@ def resolve_versions(ctx: Context, spec: PromoteSpec) -> dict[str, int]:
     return versions
 
 
-def encode_outputs(ctx: Context, model_row: dict, outputs: list) -> list:
-    """Outputs encoded for MongoDB exactly as the ``model`` job encodes them."""
-    if model_row.get("type"):
-        out_type = ctx.types.get(model_row["type"])
-        return [{CONTENT: {"bytes": Binary(out_type.encode(y)), "type": model_row["type"]}} for y in outputs]
-    return ctx.types.encode_many(outputs, path="outputs")
-
-
 def compute(ctx: Context, row: dict, model: Any, model_row: dict, query: dict, chunk_size: int,
             write: Any, on_chunk: Any = None) -> int:
     """Apply ``model`` to the watcher's input in the documents matching ``query``; ``write(pairs)`` each chunk."""
@@ -122,9 +104,8 @@ def compute(ctx: Context, row: dict, model: Any, model_row: dict, query: dict, c
     fields = input_projection(key, features)
     projection = None if fields is None else {f: 1 for f in fields}
     done = 0
-    for chunk in _chunks(ctx.collection.find(query, projection).batch_size(chunk_size), chunk_size):
-        ready = [(d["_id"], model_input(d, key, features)) for d in chunk]
-        ready = [(i, ctx.types.decode(x)) for i, x in ready if x is not MISSING and not _pending_download(x)]
+    for chunk in chunks(ctx.collection.find(query, projection).batch_size(chunk_size), chunk_size):
+        ready = ready_inputs(ctx, chunk, key, features)
         if ready:
             outputs = encode_outputs(ctx, model_row, model.predict([x for _, x in ready]))
             write([(i, y) for (i, _), y in zip(ready, outputs)])
@@ -142,27 +123,18 @@ def _clear_staging(ctx: Context, rows: list[dict]) -> None:
 
 def _swap(ctx: Context, row: dict, version: int) -> int:
     """Move staged outputs of ``version`` into ``_outputs.<key>.<model>``."""
-    from pymongo import UpdateOne
-
-    staged, target = staging_path(row["model"], row["key"]), output_path(row)
+    staged, target = staging_path(row["model"], row["key"]), watcher_output(row)
     moves = []
     for doc in ctx.collection.find({f"{staged}.version": version}, {staged: 1}):
         value = doc[OUTPUTS][staged.split(".", 1)[1]]["value"]
         moves.append((doc["_id"], {"$set": {target: value}, "$unset": {staged: ""}}))
-    if ctx.is_mongomock:
-        for _id, update in moves:
-            ctx.collection.update_one({"_id": _id}, update)
-    elif moves:
-        for part in _chunks(moves, 1000):
-            ctx.collection.bulk_write([UpdateOne({"_id": i}, u) for i, u in part], ordered=False)
+    set_fields(ctx.collection, moves)
     ctx.collection.update_many({staged: {"$exists": True}}, {"$unset": {staged: ""}})  # stale stages
     return len(moves)
 
 
 def _switch_indexes(ctx: Context, models: set[str]) -> list[dict]:
     """Give every semantic index over ``models`` a new uid; the master loads it fresh, drops the old one."""
-    from .index import master_handle
-
     switched = []
     for row in ctx.metadata.list("semantic_indexes"):
         if not models & set(row.get("models", [])):
@@ -171,9 +143,9 @@ def _switch_indexes(ctx: Context, models: set[str]) -> list[dict]:
         ctx.metadata.update("semantic_indexes", row["name"], {"$set": {"uid": new["uid"]}})
         switched.append(new)
         try:
-            with master_handle(ctx) as master:
-                master.call("drop", ctx.target, row)
-                stats = master.call("ensure", ctx.target, new)
+            with master_for_job(ctx.config) as master:
+                master.drop(ctx.target, row)
+                stats = master.ensure(ctx.target, new)
             ctx.log(f"index {row['name']!r} switched: {stats.get('size')} vectors")
         except Exception as exc:  # the new uid is in place: the master loads it on its next query
             logger.warning("index %r: the master could not load the new version now (%s)", row["name"], exc)
@@ -198,13 +170,13 @@ def _catch_up(ctx: Context, job_id: str, rows: list[dict], models: dict, model_r
         waiting = [j["_id"] for j in jobs] + [d["_id"] for d in ctx.jobs.find(
             {"depends_on": {"$in": [str(j["_id"]) for j in jobs]}}, {"_id": 1})]
         deadline = time.monotonic() + spec.catch_up_timeout
-        while (ctx.jobs.count_documents({"_id": {"$in": waiting}, "status": {"$nin": list(FINAL)}})
+        while (ctx.jobs.count_documents({"_id": {"$in": waiting}, "status": {"$nin": list(records.FINAL)}})
                and time.monotonic() < deadline):
             time.sleep(0.05)
     total = 0
     for row in rows:
         mine = [j for j in jobs if j["watcher"] == row["name"]]
-        path, query = output_path(row), load_filter(row.get("filter"))
+        path, query = watcher_output(row), load_filter(row.get("filter"))
         ids: list | None = None
         if not any(j.get("ids") is None for j in mine):
             missing = [d["_id"] for d in ctx.collection.find(and_(query, {path: {"$exists": False}}), {"_id": 1})]
@@ -221,17 +193,14 @@ def _catch_up(ctx: Context, job_id: str, rows: list[dict], models: dict, model_r
 
 
 def _refresh(ctx: Context, indexes: list[dict], ids: list | None) -> None:
-    from .index import master_handle
-
     if not indexes:
         return
-    with master_handle(ctx) as master:
+    with master_for_job(ctx.config) as master:
         for index in indexes:
             if ids is None:
-                master.call("drop", ctx.target, index)
-                master.call("ensure", ctx.target, index)
+                master.reload(ctx.target, index)
             elif ids:
-                master.call("refresh", ctx.target, index, ids)
+                master.refresh(ctx.target, index, ids)
 
 
 @job_kind("promote")
@@ -256,7 +225,7 @@ def promote(ctx: Context, job_id: str, spec: PromoteSpec) -> dict:
         nonlocal done
         done += n
         records.progress(ctx.jobs, job_id, 0.9 * done / grand)
-        _check_cancelled(ctx, job_id)
+        ctx.check_cancelled(TrainingCancelled)
 
     in_memory = sum(totals.values()) <= spec.memory_stage_limit
     staged: dict[str, list] = {}
@@ -271,7 +240,7 @@ def promote(ctx: Context, job_id: str, spec: PromoteSpec) -> dict:
             compute(ctx, row, models[row["model"]], model_rows[row["model"]], load_filter(row.get("filter")),
                     spec.chunk_size, write, advance)
             ctx.log(f"{row['name']}: staged version {v} for {totals[row['name']]} documents")
-        _check_cancelled(ctx, job_id)
+        ctx.check_cancelled(TrainingCancelled)
     except BaseException:
         if not in_memory:
             _clear_staging(ctx, rows)
@@ -281,7 +250,7 @@ def promote(ctx: Context, job_id: str, spec: PromoteSpec) -> dict:
     swapped = {}
     for row in rows:
         if in_memory:
-            write_outputs(ctx, output_path(row), staged[row["name"]])
+            write_outputs(ctx, watcher_output(row), staged[row["name"]])
             swapped[row["name"]] = len(staged[row["name"]])
         else:
             swapped[row["name"]] = _swap(ctx, row, versions[row["model"]])

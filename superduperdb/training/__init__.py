@@ -9,7 +9,7 @@ imported only when a torch model is trained.
 0.5
 """
 
-from .errors import TrainingCancelled, TrainingError
+from ..errors import TrainingCancelled, TrainingError
 from .loop import Reporter, TrainLoop, TrainSettings
 from .metrics import BUILTIN_METRICS
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import TrainingError
 from ..models.base import Model
-from .errors import TrainingError
 from .metrics import Metric, evaluate
 from .supervised import forward_batch
 

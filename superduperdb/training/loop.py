@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import TrainingError
+from ..errors import TrainingError
 from .metrics import higher_is_better
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class Reporter:
     """Receives the loop's progress; the default does nothing.
 
     ``step`` and ``validation`` may raise (e.g.
-    :class:`~superduperdb.training.errors.TrainingCancelled`) to stop the run.
+    :class:`~superduperdb.errors.TrainingCancelled`) to stop the run.
     """
 
     def step(self, step: int, epoch: int, loss: float) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .errors import TrainingError
+from ..errors import TrainingError
 
 BUILTIN_LOSSES = ("cross_entropy", "mse", "contrastive")
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import TrainingError
+from ..errors import TrainingError
 
 Metric = Callable[[Sequence[Any], Sequence[Any]], float]
 

@@ -22,8 +22,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..errors import TrainingError
 from ..models.base import Model
-from .errors import TrainingError
 
 logger = logging.getLogger(__name__)
 

@@ -153,7 +153,7 @@ def test_killed_master_recovers_with_same_results(client, indexed):
         pytest.skip("needs worker processes")
     coll, X = indexed
     before = [(d["i"], round(d["_score"], 5)) for d in coll.find({"group": 2}, like={"x": X[1]}, n=5)]
-    master = coll._indexes.master
+    master = coll._services.indexes.master
     address = master.worker()
     dask_client = client.cluster.client
     dask_client.run(testmodels.exit_process, workers=[address], wait=False)
@@ -174,9 +174,8 @@ def test_ann_path_recall_through_the_master(unique_name):
     coll.insert_many([{"x": x, "i": i} for i, x in enumerate(X)])
     coll.create_model("ident", testmodels.identity)
     coll.create_semantic_index("ann", models=["ident"], keys=["x"]).wait(WAIT)
-    from superduperdb.tasks.context import Target
-
-    stats = coll._indexes.master.call("rebuild", Target.of(coll), coll._indexes.get("ann"), True, 600.0)
+    indexes = coll._services.indexes
+    stats = indexes.master.rebuild(coll._services.scope.target, indexes.get("ann"), wait=True, timeout=600.0)
     assert stats["graph_size"] == 3000
     hits = 0
     queries = X[rng.choice(len(X), 30, replace=False)] + rng.normal(scale=0.1, size=(30, 32)).astype("float32")

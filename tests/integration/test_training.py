@@ -18,8 +18,13 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 
 import superduperdb
-from superduperdb.errors import InUseError, JobCancelledError, JobFailedError, NotRegisteredError
-from superduperdb.training.errors import TrainingError
+from superduperdb.errors import (
+    InUseError,
+    JobCancelledError,
+    JobFailedError,
+    NotRegisteredError,
+    TrainingError,
+)
 
 WAIT = 300
 N_DIGITS = 600

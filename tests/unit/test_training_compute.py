@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from superduperdb import plot
+from superduperdb.facade import plot
 from superduperdb.training import (
     TrainingCancelled,
     TrainingError,

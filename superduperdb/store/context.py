@@ -1,4 +1,9 @@
-"""A worker's view of one collection, opened from a job's plain-data spec."""
+"""A worker's view of one collection, opened from a job's plain-data :class:`Target`.
+
+Shared by both sides: the client builds a :class:`Target` (see
+``superduperdb.services.scope``), jobs and the master open a :class:`Context`
+from it, with their own database handle.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from ..backends import open_client
 from ..config import Config, resolve_config
-from ..store import ArtifactStore, MetadataStore
+from ..errors import JobCancelledError
 from ..types import TypeRegistry
+from . import records
+from .artifacts import ArtifactStore
+from .backends import open_client
+from .metadata import MetadataStore
 
 logger = logging.getLogger(__name__)
 _CLIENTS: dict[str, Any] = {}
@@ -36,11 +44,6 @@ class Target:
     collection: str
     config: dict
 
-    @classmethod
-    def of(cls, collection: Any) -> Target:
-        client = collection.database.client
-        return cls(client.uri, collection.database.name, collection.name, client.config.to_dict())
-
 
 class Context:
     """Stores of one collection, opened on a worker from a :class:`Target`."""
@@ -53,25 +56,16 @@ class Context:
         """Append a line to the job's record now (``Job.logs()``, ``watch_job`` stream it)."""
         logger.debug(message)
         if self.job_id is not None:
-            from ..jobs import records
-
             records.log(self.jobs, self.job_id, [f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"])
 
     def cancelled(self) -> bool:
         """Whether the job's record says ``cancelled`` (checked between steps of long jobs)."""
-        if self.job_id is None:
-            return False
-        from ..jobs import records
+        return self.job_id is not None and records.is_cancelled(self.jobs, self.job_id)
 
-        record = self.jobs.find_one({"_id": records.oid(self.job_id)}, {"status": 1})
-        return record is not None and record.get("status") == "cancelled"
-
-    def check_cancelled(self) -> None:
-        """Raise :class:`JobCancelledError` if the job was cancelled."""
+    def check_cancelled(self, error: type[JobCancelledError] = JobCancelledError) -> None:
+        """Raise ``error`` (a :class:`JobCancelledError`) if the job was cancelled."""
         if self.cancelled():
-            from ..errors import JobCancelledError
-
-            raise JobCancelledError(f"Job {self.job_id} was cancelled.", job_id=self.job_id)
+            raise error(f"Job {self.job_id} was cancelled.", job_id=self.job_id)
 
     @cached_property
     def config(self) -> Config:

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import pymongo
 import pymongo.errors
 
-from .config import Config
-from .errors import ConnectionFailure, InvalidURIError
+from ..config import Config
+from ..errors import ConnectionFailure, InvalidURIError
 
 logger = logging.getLogger(__name__)
 

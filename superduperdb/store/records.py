@@ -1,5 +1,8 @@
 """Job records in ``<collection>._jobs``: created by the client, updated by the worker.
 
+The record is the job's truth; its statuses are :data:`PENDING`, :data:`RUNNING` and the
+final ones (:data:`FINAL`).
+
 A record::
 
     {_id, kind, model, watcher, ids | query, status, created_at, started_at,
@@ -12,9 +15,10 @@ from typing import Any
 
 from bson import ObjectId
 
-from ..store.metadata import utcnow
-from .handles import FINAL, PENDING, RUNNING
+from .metadata import utcnow
 
+PENDING, RUNNING, SUCCESS, FAILED, CANCELLED = "pending", "running", "success", "failed", "cancelled"
+FINAL = (SUCCESS, FAILED, CANCELLED)
 MAX_LOG_LINES = 1000
 
 
@@ -59,6 +63,12 @@ def finish(table: Any, job_id: str, status: str, *, only_if_unfinished: bool = T
     if only_if_unfinished:
         query["status"] = {"$nin": list(FINAL)}
     update = {"status": status, "finished_at": utcnow(), **fields}
-    if status == "success":
+    if status == SUCCESS:
         update["progress"] = 1.0
     table.update_one(query, {"$set": update})
+
+
+def is_cancelled(table: Any, job_id: str) -> bool:
+    """Whether the record says ``cancelled`` (checked between steps of long jobs)."""
+    record = table.find_one({"_id": oid(job_id)}, {"status": 1})
+    return record is not None and record.get("status") == CANCELLED

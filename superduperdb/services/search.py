@@ -1,0 +1,89 @@
+"""Semantic search on the client side: ``find(filter, like=..., n=...)``.
+
+1. The ``like`` document becomes a vector: the stored vector of ``{'_id': x}``,
+   or the output of the index's model whose key is a field of ``like``.
+2. The master answers. Default (filter first): the filter's matching ids are
+   the candidates, so up to ``n`` correct results come back whenever ``n``
+   documents match. ``similar_first=True``: the ``n`` most similar, then the
+   filter (the original API's alternative order; may return fewer than ``n``).
+3. The documents are read from MongoDB and returned in similarity order, each
+   with ``_score`` (higher is more similar).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SemanticIndexError
+from ..store.layout import LIKE
+from ..store.models import load_model
+
+if TYPE_CHECKING:
+    from .indexes import IndexService
+    from .scope import Scope
+
+
+class SearchService:
+    """``find(like=...)``: query vectors, the master's answer, the documents in order."""
+
+    def __init__(self, scope: Scope, indexes: IndexService) -> None:
+        self.scope = scope
+        self.indexes = indexes
+
+    def query_vector(self, row: dict, like: Mapping) -> Any:
+        """The vector that represents the ``like`` document in index ``row``."""
+        if not isinstance(like, Mapping) or not like:
+            raise SemanticIndexError(f"like must be a non-empty document such as {{'text': 'a query'}} or {{'_id': id}}, not {like!r}.")
+        if "_id" in like:
+            vector = self.indexes.master.vector_of(self.scope.target, row, like["_id"])
+            if vector is None:
+                raise SemanticIndexError(
+                    f"Document {like['_id']!r} has no vector in index {row['name']!r} (missing, or its outputs are "
+                    "not computed yet: wait on the insert's jobs).", index=row["name"])
+            return vector
+        for model, key in zip(row["models"], row["keys"]):
+            if key == "_base" or key in like:
+                value = like if key == "_base" else like[key]
+                value = self.scope.types.decode(value)
+                return load_model(self.scope.metadata, self.scope.artifacts, model).predict([value])[0]
+        raise SemanticIndexError(
+            f"No model of index {row['name']!r} reads a field of like={list(like)}: it encodes queries from "
+            f"the keys {row['keys']} (models {row['models']}). Use one of those keys, or {{'_id': id}}.",
+            index=row["name"], keys=list(row["keys"]))
+
+    def find_like(self, filter: dict, like: Mapping, *, projection: Any, n: int, semantic_index: str | None,
+                  similar_first: bool) -> tuple[list[dict], str]:
+        """The raw documents most similar to ``like`` (each with ``_score``), best first, and the index's name."""
+        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+            raise SemanticIndexError(f"n must be a positive integer, not {n!r}.")
+        row = self.indexes.get(semantic_index)
+        vector = self.query_vector(row, like)
+        target, raw = self.scope.target, self.scope.raw
+        encoded = self.scope.types.encode(filter, "filter", mark=False)
+        master = self.indexes.master
+        if encoded and not similar_first:
+            candidates = [d["_id"] for d in raw.find(encoded, {"_id": 1})]
+            ids, scores = master.search(target, row, vector, n, candidates) if candidates else ([], [])
+        else:
+            ids, scores = master.search(target, row, vector, n, None)
+        query = {"_id": {"$in": list(ids)}}
+        if encoded:
+            query = {"$and": [encoded, query]}
+        found = {d["_id"]: d for d in raw.find(query, projection)} if ids else {}
+        return [{**found[i], "_score": s} for i, s in zip(ids, scores) if i in found], row["name"]
+
+    def join_neighbourhood(self, name: str, transform: Callable[[dict], dict]) -> Callable[[dict], dict]:
+        """Wrap ``transform`` so that ``_like.<name>`` holds documents instead of ids."""
+        self.scope.metadata.get("neighbourhoods", name, hint="Create it with create_neighbourhood.")
+        raw, types = self.scope.raw, self.scope.types
+
+        def joined(doc: dict) -> dict:
+            doc = transform(doc)
+            ids = (doc.get(LIKE) or {}).get(name)
+            if ids:
+                found = {d["_id"]: d for d in raw.find({"_id": {"$in": ids}})}
+                doc[LIKE] = {**doc[LIKE], name: [types.decode(found[i]) for i in ids if i in found]}
+            return doc
+
+        return joined

@@ -1,0 +1,75 @@
+"""``bulk_write`` on every store, the in-process stand-in included.
+
+mongomock's ``bulk_write`` raises TypeError for UpdateOne/ReplaceOne with
+pymongo >= 4.11, so on mongomock the operations run one by one (in order) and
+the counts are assembled as pymongo's ``bulk_api_result``; a failure raises
+:class:`pymongo.errors.BulkWriteError` with the same details a server gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import islice
+from typing import Any
+
+from pymongo import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
+from pymongo.errors import BulkWriteError
+
+BATCH = 1000
+
+
+def is_mongomock(raw: Any) -> bool:
+    """Whether ``raw`` (a collection) belongs to the in-process mongomock store."""
+    return type(raw).__module__.startswith("mongomock")
+
+
+def bulk_write(raw: Any, ops: list, ordered: bool = True, *args: Any, **kwargs: Any) -> tuple[dict, bool]:
+    """Run ``ops`` on the raw collection; return ``(bulk_api_result, acknowledged)``."""
+    if is_mongomock(raw):
+        return _emulate(raw, ops, ordered), True
+    result = raw.bulk_write(ops, ordered, *args, **kwargs)
+    return result.bulk_api_result, result.acknowledged
+
+
+def set_fields(raw: Any, updates: Iterable[tuple[Any, dict]]) -> int:
+    """Apply ``{'$set': ...}``-style updates keyed by ``_id`` in unordered batches; return how many."""
+    done = 0
+    it = iter(updates)
+    while batch := list(islice(it, BATCH)):
+        bulk_write(raw, [UpdateOne({"_id": _id}, update) for _id, update in batch], ordered=False)
+        done += len(batch)
+    return done
+
+
+def _emulate(raw: Any, ops: list, ordered: bool) -> dict:
+    counts = {"nInserted": 0, "nMatched": 0, "nModified": 0, "nRemoved": 0, "nUpserted": 0,
+              "upserted": [], "writeErrors": [], "writeConcernErrors": []}
+    for index, op in enumerate(ops):
+        try:
+            if isinstance(op, InsertOne):
+                raw.insert_one(op._doc)
+                counts["nInserted"] += 1
+            elif isinstance(op, (DeleteOne, DeleteMany)):
+                method = raw.delete_one if isinstance(op, DeleteOne) else raw.delete_many
+                counts["nRemoved"] += method(op._filter).deleted_count
+            else:
+                if isinstance(op, ReplaceOne):
+                    res = raw.replace_one(op._filter, op._doc, upsert=bool(op._upsert))
+                else:
+                    method = raw.update_one if isinstance(op, UpdateOne) else raw.update_many
+                    res = method(op._filter, op._doc, upsert=bool(op._upsert))
+                counts["nMatched"] += res.matched_count
+                counts["nModified"] += res.modified_count
+                if res.upserted_id is not None:
+                    counts["nUpserted"] += 1
+                    counts["upserted"].append({"index": index, "_id": res.upserted_id})
+        except Exception as exc:  # mirror pymongo: collect, stop if ordered
+            counts["writeErrors"].append({"index": index, "code": getattr(exc, "code", None), "errmsg": str(exc), "op": op})
+            if ordered:
+                break
+    if counts["writeErrors"]:
+        raise BulkWriteError(counts)
+    return counts
+
+
+OPERATIONS = (InsertOne, UpdateOne, UpdateMany, ReplaceOne, DeleteOne, DeleteMany)

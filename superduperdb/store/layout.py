@@ -1,0 +1,93 @@
+"""Where derived state lives in a document, and how a watcher reads its input.
+
+* ``_outputs.<key>.<model>``: a model's output on ``key`` (``key='_base'``:
+  the whole document), written by ``model`` jobs with ``$set`` keyed by
+  ``_id`` (:func:`output_path`);
+* ``_like.<neighbourhood>``: the ids of a document's nearest neighbours
+  (:func:`neighbourhood_path`);
+* ``{'_content': {'url': ...}}``: content still to download (:func:`find_urls`).
+
+Both sides (the client's write planner and the jobs on the workers) use these
+helpers, so the layout is written down once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..types.encoding import CONTENT
+
+OUTPUTS = "_outputs"
+LIKE = "_like"
+FOLD = "_fold"
+# Fields written by jobs (or the fold assignment): writes to them never trigger jobs.
+DERIVED = (OUTPUTS, LIKE, FOLD)
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+
+
+def output_path(key: str, model: str) -> str:
+    """``_outputs.<key>.<model>``: where ``model``'s output on ``key`` is stored."""
+    return f"{OUTPUTS}.{key}.{model}"
+
+
+def neighbourhood_path(name: str) -> str:
+    """``_like.<name>``: where a neighbourhood's id lists are stored."""
+    return f"{LIKE}.{name}"
+
+
+def get_path(doc: Any, path: str) -> Any:
+    """``doc['a']['b']`` for ``'a.b'`` (:data:`MISSING` if absent)."""
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return MISSING
+        value = value[part]
+    return value
+
+
+def pending_download(value: Any) -> bool:
+    """Whether ``value`` is a ``{'_content': {'url': ...}}`` field not downloaded yet."""
+    return isinstance(value, dict) and isinstance(value.get(CONTENT), dict) and "bytes" not in value[CONTENT]
+
+
+def find_urls(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """``(dotted path to the _content field, url)`` for every pending download in ``value``."""
+    found: list[tuple[str, str]] = []
+    if isinstance(value, Mapping):
+        content = value.get(CONTENT)
+        if isinstance(content, Mapping) and "url" in content and "bytes" not in content:
+            return [(f"{path}.{CONTENT}" if path else CONTENT, content["url"])]
+        for k, v in value.items():
+            found += find_urls(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found += find_urls(v, f"{path}.{i}")
+    return found
+
+
+def model_input(doc: dict, key: str, features: Mapping[str, str]) -> Any:
+    """What a watcher feeds its model from ``doc`` (:data:`MISSING` if absent).
+
+    ``features={'x': 'm'}`` reads ``m``'s stored output on ``x`` in place of the
+    raw field ``x`` (for ``key='_base'``, inside the whole document).
+    """
+    outputs = doc.get(OUTPUTS) or {}
+    if key == "_base":
+        doc = {k: v for k, v in doc.items() if k != OUTPUTS}
+        for fkey, fmodel in features.items():
+            if fmodel in (outputs.get(fkey) or {}):
+                doc[fkey] = outputs[fkey][fmodel]
+        return doc
+    if key in features:
+        return (outputs.get(key) or {}).get(features[key], MISSING)
+    return get_path(doc, key)
+
+
+def input_projection(key: str, features: Mapping[str, str]) -> list[str] | None:
+    """The fields a watcher's input needs (None: the whole document)."""
+    if key == "_base":
+        return None
+    if key in features:
+        return [output_path(key, features[key])]
+    return [key]

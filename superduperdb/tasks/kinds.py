@@ -1,0 +1,22 @@
+"""The registry of job kinds: ``KINDS[name](ctx, job_id, **params) -> dict``.
+
+Each job-kind module registers its function with :func:`job_kind`;
+:func:`superduperdb.tasks.runner.run_job` imports those modules and looks kinds up here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+KINDS: dict[str, Callable[..., dict]] = {}
+
+
+def job_kind(name: str) -> Callable:
+    """Register ``fn(ctx, job_id, **params) -> dict`` as the job kind ``name``."""
+
+    def register(fn: Callable) -> Callable:
+        KINDS[name] = fn
+        return fn
+
+    return register
+

@@ -21,7 +21,7 @@ from pymongo import ReturnDocument
 
 from . import results
 from .cursor import Cursor, ListSource, substitute_features
-from .errors import QueryError, suggest
+from .errors import QueryError, unknown_name
 from .facade.models import ModelsMixin
 from .facade.search import SearchMixin
 from .facade.training import TrainingMixin
@@ -100,8 +100,8 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
             return getattr(raw, name)
         public = [n for n in dir(type(self)) if not n.startswith("_")]
         raise AttributeError(
-            f"Collection has no attribute {name!r}.{suggest(name, public)} "
-            f"For a sub-collection use collection[{name!r}]."
+            unknown_name("Collection attribute", name, public, f"For a sub-collection use collection[{name!r}].",
+                         limit=0)
         )
 
     def __eq__(self, other: object) -> bool:

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, suggest
+from .errors import ConfigError, unknown_name
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Section:
         if key in values:
             return values[key]
         name = object.__getattribute__(self, "_name")
-        raise AttributeError(f"Config section {name!r} has no key {key!r}.{suggest(key, values)}")
+        raise AttributeError(unknown_name("config key", f"{name}.{key}", [f"{name}.{k}" for k in values]))
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError("Config is read-only; pass overrides to connect() instead.")
@@ -105,8 +105,7 @@ class Config:
     def __getitem__(self, path: str) -> Any:
         if path not in self._values:
             raise ConfigError(
-                f"Unknown config key {path!r}.{suggest(path, self._values)} "
-                f"Valid keys: {', '.join(sorted(self._values))}.",
+                unknown_name("config key", path, self._values),
                 key=path,
                 valid=sorted(self._values),
             )
@@ -121,7 +120,7 @@ class Config:
         section = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(name + ".")}
         if not section:
             sections = sorted({k.split(".")[0] for k in values})
-            raise AttributeError(f"Config has no section {name!r}.{suggest(name, sections)}")
+            raise AttributeError(unknown_name("config section", name, sections))
         return Section(name, section)
 
     def source(self, path: str) -> str:
@@ -162,8 +161,7 @@ def _apply(values: dict, sources: dict, layer: Mapping, source: str) -> None:
     for path, value in _flatten_layer(layer).items():
         if path not in values:
             raise ConfigError(
-                f"Unknown config key {path!r} in {source}.{suggest(path, values)} "
-                f"Valid keys: {', '.join(sorted(values))}.",
+                unknown_name("config key", path, values, where=f"in {source}"),
                 key=path,
                 valid=sorted(values),
                 source=source,

@@ -38,9 +38,77 @@ def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str:
-    """Return ``" Did you mean 'x'?"`` for the closest candidate, or ``""``."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    """Return ``" Did you mean 'x'?"`` for the closest candidate, or ``""``.
+
+    Case is ignored when comparing (``"Adm"`` suggests ``"adam"``).
+    """
+    by_lower: dict[str, str] = {}
+    for candidate in candidates:
+        by_lower.setdefault(str(candidate).lower(), str(candidate))
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1)
+    return f" Did you mean {by_lower[close[0]]!r}?" if close else ""
+
+
+def _plural(what: str) -> str:
+    if what.endswith(("s", "x", "ch", "sh")):
+        return what + "es"
+    if what.endswith("y") and what[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return what[:-1] + "ies"
+    return what + "s"
+
+
+def unknown_name(
+    what: str,
+    name: Any,
+    valid: Iterable[Any],
+    hint: str = "",
+    *,
+    where: str = "",
+    plural: str | None = None,
+    limit: int | None = None,
+) -> str:
+    """The message for a name that is not one of ``valid``.
+
+    ``"Unknown <what> <name!r>[ <where>]. Did you mean 'x'? Valid <whats>: a, b, c.[ <hint>]"``,
+    the one shape of every "unknown name" error in superduperdb.
+
+    Parameters
+    ----------
+    what : str
+        What the name names (``"measure"``, ``"config key"`` ...).
+    name : object
+        The name that was given.
+    valid : iterable
+        The names that would have worked; listed sorted.
+    hint : str, optional
+        A sentence appended to the message (what to do next).
+    where : str, optional
+        Words after the name, such as ``"in keyword arguments"``.
+    plural : str, optional
+        The plural of ``what`` (default: English rules).
+    limit : int, optional
+        List at most this many valid names (``0``: none). Default: all.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> unknown_name("measure", "cosin", ["l2", "dot", "cosine"])
+    "Unknown measure 'cosin'. Did you mean 'cosine'? Valid measures: cosine, dot, l2."
+    >>> unknown_name("method", "fitt", ["fit", "predict"], where="on KMeans", limit=0)
+    "Unknown method 'fitt' on KMeans. Did you mean 'fit'?"
+    """
+    names = sorted({str(v) for v in valid})
+    message = f"Unknown {what} {name!r}{' ' + where if where else ''}.{suggest(str(name), names)}"
+    if limit is None or limit > 0:
+        shown = names if limit is None else names[:limit]
+        more = f" (and {len(names) - len(shown)} more)" if len(shown) < len(names) else ""
+        message += f" Valid {plural or _plural(what)}: {', '.join(shown) if shown else 'none'}{more}."
+    if hint:
+        message += f" {hint}"
+    return message
 
 
 class SuperDuperError(Exception):
@@ -201,4 +269,4 @@ class QueryError(SuperDuperError, TypeError):
     """A filter, update or query argument has the wrong shape."""
 
 
-__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, BaseException)] + ["suggest"]
+__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, BaseException)] + ["suggest", "unknown_name"]

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from superduperdb.errors import SemanticIndexError, suggest
+from superduperdb.errors import SemanticIndexError, unknown_name
 
 MEASURES: tuple[str, ...] = ("cosine", "dot", "l2")
 
@@ -56,8 +56,7 @@ def check_measure(measure: str) -> str:
     """
     if measure not in MEASURES:
         raise SemanticIndexError(
-            f"Unknown measure {measure!r}.{suggest(str(measure), MEASURES)} "
-            f"Valid measures: {', '.join(MEASURES)}.",
+            unknown_name("measure", measure, MEASURES),
             measure=measure,
             valid=list(MEASURES),
         )

@@ -42,7 +42,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from ..errors import ModelError, suggest
+from ..errors import ModelError, unknown_name
 from . import method_adapter as _method
 from . import sklearn_adapter as _sk
 from . import torch_adapter as _torch
@@ -314,9 +314,7 @@ class Model:
         unknown = set(options) - set(_PARAMS)
         if unknown:
             bad = sorted(unknown)[0]
-            raise ModelError(
-                f"Unknown Model option {bad!r}.{suggest(bad, _PARAMS)} Options: {', '.join(_PARAMS)}."
-            )
+            raise ModelError(unknown_name("Model option", bad, _PARAMS))
         params: dict[str, Any] = {}
         if isinstance(object, Model):
             if description is None and not options:

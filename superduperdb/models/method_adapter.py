@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ModelError, suggest
+from ..errors import ModelError, unknown_name
 from . import torch_adapter as _torch
 from .batching import chunks, split_batch
 
@@ -95,8 +95,8 @@ def predict_method(
     fn = getattr(obj, method, None)
     if not callable(fn):
         raise ModelError(
-            f"{type(obj).__name__} has no method {method!r} to apply as model {model!r}."
-            f"{suggest(method, public_methods(obj))}",
+            unknown_name("method", method, public_methods(obj), where=f"on {type(obj).__name__} (model {model!r})",
+                         limit=20),
             model=model,
             method=method,
         )

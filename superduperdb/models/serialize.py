@@ -46,7 +46,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ModelError, suggest
+from ..errors import ModelError, unknown_name
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ SERIALIZERS = ("dill", "pickle", "torch")
 def _check(serializer: str) -> None:
     if serializer not in SERIALIZERS:
         raise ModelError(
-            f"Unknown serializer {serializer!r}.{suggest(serializer, SERIALIZERS)} "
-            f"Valid serializers: {', '.join(SERIALIZERS)}.",
+            unknown_name("serializer", serializer, SERIALIZERS),
             serializer=serializer,
             valid=list(SERIALIZERS),
         )

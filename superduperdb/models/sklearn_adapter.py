@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ModelError, suggest
+from ..errors import ModelError, unknown_name
 from .batching import chunks, split_batch
 
 logger = logging.getLogger(__name__)
@@ -122,8 +122,7 @@ def resolve_method(obj: Any, method: str | None, model: str) -> Callable[[Any], 
     if not callable(fn):
         available = [m for m in dir(obj) if not m.startswith("_") and callable(getattr(obj, m, None))]
         raise ModelError(
-            f"The estimator of model {model!r} ({type(obj).__name__}) has no method "
-            f"{name!r}.{suggest(name, available)} Methods: {', '.join(available)}.",
+            unknown_name("method", name, available, where=f"on the estimator of model {model!r} ({type(obj).__name__})"),
             model=model,
             method=name,
         )

@@ -33,7 +33,7 @@ from ..errors import (
     NotRegisteredError,
     QueryError,
     TrainingError,
-    suggest,
+    unknown_name,
 )
 from ..jobs.handles import Job, JobGroup
 from ..store.watchers import active_watchers, downstream, dump_filter, topological, watcher_name
@@ -61,8 +61,7 @@ def settings_from(kwargs: dict) -> dict:
     allowed = set(TrainSettings.__dataclass_fields__)
     for key in kwargs:
         if key not in allowed:
-            raise TrainingError(f"Unknown training option {key!r}.{suggest(key, allowed)} Options: "
-                                f"{', '.join(sorted(allowed))}.")
+            raise TrainingError(unknown_name("training option", key, allowed))
     TrainSettings(**kwargs)  # validates values now, not on the worker
     return dict(kwargs)
 

@@ -147,10 +147,10 @@ def make_optimizer(settings: TrainSettings, parameters: list) -> Any:
                if isinstance(getattr(torch.optim, n), type) and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)}
     cls = by_name.get(str(settings.optimizer).lower())
     if cls is None:
-        from ..errors import suggest
+        from ..errors import unknown_name
 
-        raise TrainingError(f"Unknown optimizer {settings.optimizer!r}.{suggest(str(settings.optimizer).lower(), by_name)} "
-                            f"Use a torch.optim class name such as 'adam' or 'sgd'.")
+        raise TrainingError(unknown_name("optimizer", settings.optimizer, by_name,
+                                         "Use a torch.optim class name such as 'adam' or 'sgd'."))
     if not parameters:
         raise TrainingError("The model has no trainable parameters.")
     return cls(parameters, lr=settings.lr, **settings.optimizer_kwargs)

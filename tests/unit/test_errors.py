@@ -108,6 +108,25 @@ def test_not_registered_suggests_the_closest_name() -> None:
         raise err
 
 
+def test_unknown_name_is_one_message_shape() -> None:
+    assert errors.unknown_name("measure", "cosin", ["l2", "dot", "cosine"]) == (
+        "Unknown measure 'cosin'. Did you mean 'cosine'? Valid measures: cosine, dot, l2."
+    )
+    assert errors.unknown_name("config key", "jobs.x", ["jobs.chunk_size"], where="in environment") == (
+        "Unknown config key 'jobs.x' in environment. Valid config keys: jobs.chunk_size."
+    )
+    assert errors.unknown_name("optimizer", "Adm", ["adam", "sgd"], "Use a torch.optim name.") == (
+        "Unknown optimizer 'Adm'. Did you mean 'adam'? Valid optimizers: adam, sgd. Use a torch.optim name."
+    )
+    assert errors.unknown_name("method", "fitt", ["fit", "predict"], limit=0) == (
+        "Unknown method 'fitt'. Did you mean 'fit'?"
+    )
+    assert errors.unknown_name("index", "x", ["c", "b", "a"], limit=2) == (
+        "Unknown index 'x'. Valid indexes: a, b (and 1 more)."
+    )
+    assert errors.unknown_name("Model option", "x", []).endswith("Valid Model options: none.")
+
+
 def test_not_registered_through_the_public_api(docs) -> None:
     with pytest.raises(NotRegisteredError) as info:
         docs.types["tensr"]  # noqa: B018

@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import Config, _read_original_json, _read_yaml, resolve_config
+from ..config import Config, resolve_config
+from ..config.sources import read_original_json, read_yaml
 from ..errors import ConfigError
 
 PRELOAD = "superduperdb.cluster.preload"
@@ -82,7 +83,7 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"Config file {str(path)!r} does not exist.", path=str(path))
     if path.name == "config.json" and path.resolve() == (Path.cwd() / "config.json").resolve():
         return resolve_config()  # already one of the layers
-    layer = _read_original_json(path) if path.suffix == ".json" else _read_yaml(path)
+    layer = read_original_json(path) if path.suffix == ".json" else read_yaml(path)
     return resolve_config().replace(layer, source=str(path))
 
 
@@ -128,12 +129,12 @@ class ClusterSpec:
         host, port = split_address(cfg.cluster.address)
         values: dict[str, Any] = {
             "host": host or cfg.jobs.host or DEFAULT_HOST,
-            "port": int(port if port is not None else cfg.jobs.port or DEFAULT_PORT),
-            "n_workers": int(cfg.cluster.n_workers),
-            "threads_per_worker": int(cfg.cluster.threads_per_worker),
+            "port": port if port is not None else cfg.jobs.port or DEFAULT_PORT,
+            "n_workers": cfg.cluster.n_workers,
+            "threads_per_worker": cfg.cluster.threads_per_worker,
             "master_host": cfg.master.host,
-            "master_port": None if cfg.master.port is None else int(cfg.master.port),
-            "resource": str(cfg.master.resource),
+            "master_port": cfg.master.port,
+            "resource": cfg.master.resource,
         }
         values.update({k: v for k, v in overrides.items() if v is not None or k == "dashboard_address"})
         spec = cls(**values)

@@ -1,0 +1,186 @@
+"""Typed config sections: one frozen dataclass per section of ``defaults.yaml``.
+
+``defaults.yaml`` holds the keys and their default values; the annotations
+here say what each value must be (``int | None``: an integer or null). Field
+metadata adds a range (``min``, ``max``) or the valid alternatives (``valid``)
+that a :class:`~superduperdb.errors.ConfigError` names when a value is refused.
+:func:`schema` is the whole tree as ``{"section.key": Field}``.
+
+Examples
+--------
+>>> schema()["jobs.chunk_size"].type
+<class 'int'>
+>>> schema()["cluster.processes"].optional
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, ClassVar, NamedTuple
+
+from ..errors import unknown_name
+
+READ_ONLY = "Config is read-only; pass overrides to connect() instead."
+PORT = {"min": 0, "max": 65535}
+
+
+class _Node:
+    """Base of the section classes: read-only, with did-you-mean for unknown keys."""
+
+    _path: ClassVar[str] = ""
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        names = [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+        if not self._path:
+            raise AttributeError(unknown_name("config section", key, names))
+        raise AttributeError(unknown_name("config key", f"{self._path}.{key}", [f"{self._path}.{n}" for n in names]))
+
+
+def _read_only(self: Any, *args: Any) -> None:
+    raise dataclasses.FrozenInstanceError(READ_ONLY)
+
+
+def _section(path: str):
+    def wrap(cls: type) -> type:
+        cls = dataclass(frozen=True)(cls)
+        cls._path = path
+        cls.__setattr__ = _read_only  # type: ignore[method-assign]
+        cls.__delattr__ = _read_only  # type: ignore[method-assign]
+        return cls
+    return wrap
+
+
+@_section("mongodb")
+class MongoDBConfig(_Node):
+    """``mongodb``: where the database is and how long to wait for it."""
+
+    uri: str | None
+    host: str | None
+    port: int | None = field(metadata=PORT)
+    timeout_ms: int = field(metadata={"min": 0})
+
+
+@_section("cluster")
+class ClusterConfig(_Node):
+    """``cluster``: where jobs run (inline, a local Dask cluster, or a scheduler)."""
+
+    address: str | None = field(metadata={"valid": "null (inline), 'local', or a scheduler address such as "
+                                                   "'tcp://host:8786'"})
+    n_workers: int = field(metadata={"min": 0})
+    threads_per_worker: int = field(metadata={"min": 1})
+    processes: bool | None
+    timeout: float = field(metadata={"min": 0})
+
+
+@_section("jobs")
+class JobsConfig(_Node):
+    """``jobs``: the scheduler of the original layout, chunking and waiting."""
+
+    host: str | None
+    port: int | None = field(metadata=PORT)
+    chunk_size: int = field(metadata={"min": 1})
+    wait_timeout: float | None = field(metadata={"min": 0})
+
+
+@_section("master")
+class MasterConfig(_Node):
+    """``master``: the vector-search actor and its index options."""
+
+    host: str | None
+    port: int | None = field(metadata=PORT)
+    resource: str
+    exact_threshold: int = field(metadata={"min": 0})
+    epsilon: float = field(metadata={"min": 0})
+    warm_up: bool
+
+
+@_section("types")
+class TypesConfig(_Node):
+    """``types``: how values without a registered type are stored."""
+
+    pickle_fallback: bool
+
+
+@_section("data")
+class DataConfig(_Node):
+    """``data``: the ``_fold`` given to inserted documents."""
+
+    valid_probability: float = field(metadata={"min": 0, "max": 1})
+    assign_folds: bool
+
+
+@_section("redis")
+class RedisConfig(_Node):
+    """``redis``: accepted from the original layout and ignored."""
+
+    host: str | None
+    port: int | None = field(metadata=PORT)
+
+
+@_section("")
+class Settings(_Node):
+    """Every section, and the top-level keys (``remote``)."""
+
+    mongodb: MongoDBConfig
+    cluster: ClusterConfig
+    jobs: JobsConfig
+    master: MasterConfig
+    types: TypesConfig
+    data: DataConfig
+    remote: bool
+    redis: RedisConfig
+
+
+class Field(NamedTuple):
+    """What the value at one dotted path must be."""
+
+    type: type
+    optional: bool
+    metadata: dict
+
+
+def _field(annotation: Any, metadata: Any) -> Field:
+    args = typing.get_args(annotation)
+    base = [a for a in args if a is not type(None)] if args else [annotation]
+    if len(base) != 1:
+        raise TypeError(f"config fields are one type or one type | None, not {annotation!r}")
+    return Field(base[0], type(None) in args, dict(metadata))
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, _Node)
+
+
+@cache
+def schema() -> dict[str, Field]:
+    """``{"section.key": Field}`` for every key (top-level keys have no dot)."""
+    out: dict[str, Field] = {}
+    for top in dataclasses.fields(Settings):
+        annotation = typing.get_type_hints(Settings)[top.name]
+        if not _is_section(annotation):
+            out[top.name] = _field(annotation, top.metadata)
+            continue
+        hints = typing.get_type_hints(annotation)
+        for f in dataclasses.fields(annotation):
+            out[f"{top.name}.{f.name}"] = _field(hints[f.name], f.metadata)
+    return out
+
+
+def build(values: dict[str, Any]) -> Settings:
+    """The typed tree of flat, already checked ``values`` (``{"section.key": value}``)."""
+    hints = typing.get_type_hints(Settings)
+    parts: dict[str, Any] = {}
+    for top in dataclasses.fields(Settings):
+        annotation = hints[top.name]
+        if _is_section(annotation):
+            keys = [f.name for f in dataclasses.fields(annotation)]
+            parts[top.name] = annotation(**{k: values[f"{top.name}.{k}"] for k in keys})
+        else:
+            parts[top.name] = values[top.name]
+    return Settings(**parts)

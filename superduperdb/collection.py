@@ -144,7 +144,7 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
             import random
 
             # The training/validation split of the original SuperDuperDB (see create_validation_set).
-            document["_fold"] = "valid" if random.random() < float(data.valid_probability) else "train"
+            document["_fold"] = "valid" if random.random() < data.valid_probability else "train"
         return document
 
     def insert_one(self, document: dict, *args: Any, refresh: bool = True, **kwargs: Any) -> results.InsertOneResult:

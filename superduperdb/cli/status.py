@@ -44,8 +44,7 @@ def gather_info() -> dict[str, Any]:
     elif address == "local":
         cluster["mode"] = "local (each client starts its own Dask cluster)"
     else:
-        reachable, master = _scheduler_info(address, min(float(cfg.cluster.timeout), INFO_TIMEOUT),
-                                            str(cfg.master.resource))
+        reachable, master = _scheduler_info(address, min(cfg.cluster.timeout, INFO_TIMEOUT), cfg.master.resource)
         cluster.update(reachable)
         if master is not None:
             report["master"] = master

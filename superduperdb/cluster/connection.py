@@ -48,7 +48,7 @@ class Cluster:
     def processes(self) -> bool:
         configured = self.config.cluster.processes
         if configured is not None:
-            return bool(configured)
+            return configured
         return not self.uri.startswith("mongomock://")
 
     @property
@@ -63,7 +63,7 @@ class Cluster:
     def _connect(self):
         import distributed
 
-        timeout = float(self.config.cluster.timeout)
+        timeout = self.config.cluster.timeout
         if self.address == "local":
             if self.processes and self.uri.startswith("mongomock://"):
                 raise ClusterError(
@@ -71,8 +71,8 @@ class Cluster:
                     "Use a MongoDB server (mongodb://...), or cluster.processes: false.",
                 )
             self._local = distributed.LocalCluster(
-                n_workers=int(self.config.cluster.n_workers),
-                threads_per_worker=int(self.config.cluster.threads_per_worker),
+                n_workers=self.config.cluster.n_workers,
+                threads_per_worker=self.config.cluster.threads_per_worker,
                 processes=self.processes,
                 dashboard_address=":0",
                 resources=None,

@@ -72,7 +72,7 @@ class Scope:
     def open(cls, raw_database: Any, name: str, config: Config, uri: str, cluster_of: Callable[[], Cluster]) -> Scope:
         metadata = MetadataStore(raw_database, name)
         artifacts = ArtifactStore(raw_database, name)
-        types = TypeRegistry(metadata, artifacts, pickle_fallback=bool(config.types.pickle_fallback))
+        types = TypeRegistry(metadata, artifacts, pickle_fallback=config.types.pickle_fallback)
         target = Target(uri, raw_database.name, name, config.to_dict())
         return cls(raw_database[name], metadata, artifacts, types, config, target, cluster_of)
 

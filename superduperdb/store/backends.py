@@ -57,9 +57,9 @@ def register_mongomock(client: Any) -> str:
 def uri_from_config(cfg: Config) -> str:
     """The URI the config points at (``mongodb.uri``, else host/port, else the default)."""
     if cfg.mongodb.uri:
-        return str(cfg.mongodb.uri)
+        return cfg.mongodb.uri
     if cfg.mongodb.host or cfg.mongodb.port:
-        host = str(cfg.mongodb.host or "localhost")
+        host = cfg.mongodb.host or "localhost"
         if "://" in host:
             return host
         if cfg.mongodb.port is None and ":" in host.rsplit("]", 1)[-1]:
@@ -96,7 +96,7 @@ def open_client(uri: str, cfg: Config, **pymongo_kwargs: Any) -> Any:
     if scheme == "mongomock":
         name = urlsplit(uri).netloc or urlsplit(uri).path.lstrip("/") or "default"
         return mongomock_client(name)
-    timeout = int(cfg.mongodb.timeout_ms)
+    timeout = cfg.mongodb.timeout_ms
     kwargs = {"serverSelectionTimeoutMS": timeout, "connectTimeoutMS": timeout, **pymongo_kwargs}
     client = pymongo.MongoClient(uri, **kwargs)
     try:

@@ -89,7 +89,7 @@ class Context:
 
     @cached_property
     def types(self) -> TypeRegistry:
-        return TypeRegistry(self.metadata, self.artifacts, pickle_fallback=bool(self.config.types.pickle_fallback))
+        return TypeRegistry(self.metadata, self.artifacts, pickle_fallback=self.config.types.pickle_fallback)
 
     @property
     def jobs(self) -> Any:

@@ -16,38 +16,20 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from bson import ObjectId
-from pymongo import ReturnDocument
-
 from . import results
 from .cursor import Cursor, ListSource, substitute_features
 from .errors import QueryError, unknown_name
 from .facade.models import ModelsMixin
 from .facade.search import SearchMixin
 from .facade.training import TrainingMixin
-from .services.scope import Scope, Services, check_filter
+from .services.checks import check_filter
+from .services.scope import Scope, Services
+from .store.layout import FINGERPRINTS
 
 if TYPE_CHECKING:
     from .client import Database
 
 logger = logging.getLogger(__name__)
-
-
-def _check_update(update: Any) -> Any:
-    if isinstance(update, list):
-        return update
-    if not isinstance(update, Mapping) or not update:
-        raise QueryError(
-            f"update must be a non-empty dict of update operators such as {{'$set': {{'x': 1}}}}, not {update!r}.",
-            argument="update",
-        )
-    if not all(str(k).startswith("$") for k in update):
-        raise QueryError(
-            f"update must only contain update operators ($set, $unset, $inc ...), got keys {list(update)}. "
-            "To replace a whole document use replace_one(filter, replacement).",
-            argument="update",
-        )
-    return dict(update)
 
 
 class Collection(ModelsMixin, SearchMixin, TrainingMixin):
@@ -121,12 +103,17 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
         return self._services.scope.query(filter, argument)
 
     def _decode(self, doc: dict | None) -> dict | None:
-        return None if doc is None else self._types.decode(doc)
+        """Typed values decoded; the bookkeeping of outputs (``_fingerprints``) left out."""
+        if doc is None:
+            return None
+        doc = self._types.decode(doc)
+        doc.pop(FINGERPRINTS, None)
+        return doc
 
     def _transform(self, *, raw: bool = False, features: Mapping | None = None):
         def transform(doc: dict) -> dict:
             if not raw:
-                doc = self._types.decode(doc)
+                doc = self._decode(doc)
             if features:
                 doc = substitute_features(doc, features)
             return doc
@@ -134,44 +121,24 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
         return transform
 
     # -- inserting ------------------------------------------------------------------
-    def _prepare(self, document: Any, path: str) -> dict:
-        if not isinstance(document, Mapping):
-            raise QueryError(f"{path} must be a dict, not a {type(document).__name__}.", argument=path)
-        if "_id" not in document and isinstance(document, dict):
-            document["_id"] = ObjectId()  # pymongo sets _id on the caller's document too
-        data = self._database.client.config.data
-        if "_fold" not in document and isinstance(document, dict) and data.assign_folds:
-            import random
-
-            # The training/validation split of the original SuperDuperDB (see create_validation_set).
-            document["_fold"] = "valid" if random.random() < data.valid_probability else "train"
-        return document
-
     def insert_one(self, document: dict, *args: Any, refresh: bool = True, **kwargs: Any) -> results.InsertOneResult:
         """Insert one document; its watchers' jobs start at once (``result.jobs``).
 
-        ``refresh=False`` skips model processing, as in the original API.
+        The jobs run to the end whether or not the result is kept. ``refresh=False``
+        skips them now, as in the original API (the reconciler catches up later).
         """
-        self._prepare(document, "document")
-        encoded = self._types.encode(document, "document")
-        raw = self._raw.insert_one(encoded, *args, **kwargs)
-        jobs = self._services.jobs.on_insert([raw.inserted_id], [encoded]) if refresh else None
+        raw, jobs = self._services.writes.insert_one(document, args, kwargs, refresh)
         return results.InsertOneResult(raw.inserted_id, raw.acknowledged, jobs)
 
     def insert_many(
         self, documents: Iterable[dict], ordered: bool = True, *args: Any, refresh: bool = True, **kwargs: Any
     ) -> results.InsertManyResult:
-        """Insert documents; watchers' jobs are submitted for all of them at once."""
-        if isinstance(documents, Mapping) or not isinstance(documents, Iterable):
-            raise QueryError("documents must be a non-empty list of dicts.", argument="documents")
-        documents = list(documents)
-        if not documents:
-            raise QueryError("documents must be a non-empty list of dicts.", argument="documents")
-        for i, doc in enumerate(documents):
-            self._prepare(doc, f"documents[{i}]")
-        encoded = self._types.encode_many(documents)
-        raw = self._raw.insert_many(encoded, ordered, *args, **kwargs)
-        jobs = self._services.jobs.on_insert(list(raw.inserted_ids), encoded) if refresh else None
+        """Insert documents; watchers' jobs are submitted for all of them at once.
+
+        If the write partly fails (``BulkWriteError``), the documents it did
+        write still get their jobs before the error is raised.
+        """
+        raw, jobs = self._services.writes.insert_many(documents, ordered, args, kwargs, refresh)
         return results.InsertManyResult(list(raw.inserted_ids), raw.acknowledged, jobs)
 
     # -- reading --------------------------------------------------------------------
@@ -261,40 +228,26 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
         return Cursor(source, self._transform(raw=raw), f"{self.full_name} aggregate")
 
     # -- updating -------------------------------------------------------------------
-    def _update(self, method: str, filter: Any, update: Any, refresh: bool, args, kwargs):
-        filter = self._types.encode(check_filter(filter), "filter")
-        update = self._types.encode(_check_update(update), "update")
-        plan = self._services.jobs.before_update(filter, update, many=(method == "update_many")) if refresh else None
-        raw = getattr(self._raw, method)(filter, update, *args, **kwargs)
-        jobs = self._services.jobs.after_update(plan, raw.upserted_id) if refresh else None
+    def update_one(self, filter: Mapping, update: Mapping, *args: Any, refresh: bool = True, **kwargs: Any):
+        """As pymongo's; outputs follow: recomputed if the update changes a watched key or
+        filter field, removed if the document lost its key or left the watcher's filter."""
+        raw, jobs = self._services.writes.update("update_one", filter, update, args, kwargs, refresh)
         return results.UpdateResult(results.update_raw(raw), raw.acknowledged, jobs)
 
-    def update_one(self, filter: Mapping, update: Mapping, *args: Any, refresh: bool = True, **kwargs: Any):
-        """As pymongo's; recomputes outputs if the update changes a watched key."""
-        return self._update("update_one", filter, update, refresh, args, kwargs)
-
     def update_many(self, filter: Mapping, update: Mapping, *args: Any, refresh: bool = True, **kwargs: Any):
-        """As pymongo's; recomputes outputs if the update changes a watched key."""
-        return self._update("update_many", filter, update, refresh, args, kwargs)
+        """As pymongo's; outputs follow as with :meth:`update_one`."""
+        raw, jobs = self._services.writes.update("update_many", filter, update, args, kwargs, refresh)
+        return results.UpdateResult(results.update_raw(raw), raw.acknowledged, jobs)
 
     def replace_one(self, filter: Mapping, replacement: Mapping, *args: Any, refresh: bool = True, **kwargs: Any):
-        """As pymongo's; recomputes the replaced document's outputs."""
-        filter = self._types.encode(check_filter(filter), "filter")
-        if not isinstance(replacement, Mapping) or any(str(k).startswith("$") for k in replacement):
-            raise QueryError("replacement must be a plain document without update operators.", argument="replacement")
-        replacement = self._types.encode(replacement, "replacement")
-        plan = self._services.jobs.before_update(filter, None, many=False) if refresh else None
-        raw = self._raw.replace_one(filter, replacement, *args, **kwargs)
-        jobs = self._services.jobs.after_update(plan, raw.upserted_id) if refresh else None
+        """As pymongo's; recomputes the replaced document's outputs (it keeps its ``_fold``)."""
+        raw, jobs = self._services.writes.replace_one(filter, replacement, args, kwargs, refresh)
         return results.UpdateResult(results.update_raw(raw), raw.acknowledged, jobs)
 
     # -- deleting -------------------------------------------------------------------
     def _delete(self, method: str, filter: Any, args, kwargs):
-        filter = self._query(filter)
-        plan = self._services.jobs.before_delete(filter, many=(method == "delete_many"))
-        raw = getattr(self._raw, method)(filter, *args, **kwargs)
+        raw, jobs = self._services.writes.delete(method, filter, args, kwargs)
         raw_result = dict(getattr(raw, "raw_result", None) or {"n": raw.deleted_count, "ok": 1.0})
-        jobs = self._services.jobs.after_delete(plan)
         return results.DeleteResult(raw_result, raw.acknowledged, jobs)
 
     def delete_one(self, filter: Mapping, *args: Any, **kwargs: Any) -> results.DeleteResult:
@@ -305,23 +258,7 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
 
     # -- find-and-modify ------------------------------------------------------------
     def _find_and_modify(self, method: str, filter: Any, second: Any, args, kwargs) -> dict | None:
-        filter = self._types.encode(check_filter(filter), "filter")
-        if method == "find_one_and_delete":
-            plan = self._services.jobs.before_delete(filter, many=False)
-            doc = self._raw.find_one_and_delete(filter, *args, **kwargs)
-            self._services.jobs.after_delete(plan)
-            return self._decode(doc)
-        if method == "find_one_and_update":
-            second = self._types.encode(_check_update(second), "update")
-        else:
-            second = self._types.encode(second, "replacement")
-        plan = self._services.jobs.before_update(filter, second if method == "find_one_and_update" else None, many=False)
-        doc = getattr(self._raw, method)(filter, second, *args, **kwargs)
-        upserted = None
-        if doc is not None and kwargs.get("upsert") and kwargs.get("return_document") == ReturnDocument.AFTER:
-            upserted = doc.get("_id")
-        self._services.jobs.after_update(plan, upserted)
-        return self._decode(doc)
+        return self._decode(self._services.writes.find_and_modify(method, filter, second, args, kwargs))
 
     def find_one_and_update(self, filter: Mapping, update: Mapping, *args: Any, **kwargs: Any) -> dict | None:
         return self._find_and_modify("find_one_and_update", filter, update, args, kwargs)

@@ -91,9 +91,15 @@ class Cluster:
     def submit(self, fn: Callable, *args: Any, key: str, dependencies: Sequence[Any] = (), **kwargs: Any):
         """Submit ``fn(*args, *dependency_results)`` under ``key`` (never cached: ``pure=False``).
 
-        The task starts only after every dependency succeeded.
+        The task starts only after every dependency succeeded, and runs to the
+        end whether or not anyone keeps the returned future (``fire_and_forget``):
+        a write whose result is dropped still gets its jobs done.
         """
-        return self.client.submit(fn, *args, *dependencies, key=key, pure=False, **kwargs)
+        import distributed
+
+        future = self.client.submit(fn, *args, *dependencies, key=key, pure=False, **kwargs)
+        distributed.fire_and_forget(future)
+        return future
 
     def workers(self) -> list[str]:
         return sorted(self.client.scheduler_info(n_workers=-1)["workers"])

@@ -86,6 +86,17 @@ class JobsConfig(_Node):
     port: int | None = field(metadata=PORT)
     chunk_size: int = field(metadata={"min": 1})
     wait_timeout: float | None = field(metadata={"min": 0})
+    retries: int = field(metadata={"min": 0})
+    retry_delay: float = field(metadata={"min": 0})
+
+
+@_section("reconcile")
+class ReconcileConfig(_Node):
+    """``reconcile``: the periodic sweep that keeps derived state in step with the data."""
+
+    interval: float = field(metadata={"min": 0})
+    batch_size: int = field(metadata={"min": 1})
+    lost_after: float = field(metadata={"min": 0})
 
 
 @_section("master")
@@ -130,6 +141,7 @@ class Settings(_Node):
     mongodb: MongoDBConfig
     cluster: ClusterConfig
     jobs: JobsConfig
+    reconcile: ReconcileConfig
     master: MasterConfig
     types: TypesConfig
     data: DataConfig

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pymongo import DeleteMany, DeleteOne, InsertOne, ReplaceOne
+from pymongo.errors import BulkWriteError
 
 from .. import results
 from ..errors import QueryError
+from ..services.writes import written_by
 from ..store import bulk
 
 if TYPE_CHECKING:
@@ -18,7 +20,7 @@ def _encode_op(coll: Collection, op: Any, i: int) -> Any:
     types = coll._types
     path = f"requests[{i}]"
     if isinstance(op, InsertOne):
-        coll._prepare(op._doc, path)
+        coll._services.writes.prepare(op._doc, path)
         return InsertOne(types.encode(op._doc, path))
     kwargs = {}
     if getattr(op, "_collation", None) is not None:
@@ -43,6 +45,11 @@ def bulk_write(coll: Collection, requests: list, ordered: bool, refresh: bool, a
             raise QueryError(f"requests[{i}] is a {type(op).__name__}, not a pymongo write operation.", argument="requests")
     ops = [_encode_op(coll, op, i) for i, op in enumerate(requests)]
     plan = coll._services.jobs.before_bulk(ops) if refresh else None
-    bulk_api, acknowledged = bulk.bulk_write(coll._raw, ops, ordered, *args, **kwargs)
+    try:
+        bulk_api, acknowledged = bulk.bulk_write(coll._raw, ops, ordered, *args, **kwargs)
+    except BulkWriteError as exc:  # what did run still gets its jobs
+        if refresh:
+            coll._services.jobs.after_bulk(plan, exc.details, written_by(exc, len(ops), ordered))
+        raise
     jobs = coll._services.jobs.after_bulk(plan, bulk_api) if refresh else None
     return results.BulkWriteResult(bulk_api, acknowledged, jobs)

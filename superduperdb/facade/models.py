@@ -156,6 +156,43 @@ class ModelsMixin:
             filter["status"] = status
         return list(self._services.jobs.table.find(filter, {"logs": 0}).sort("created_at", -1))
 
+    def reconcile(self, *, wait: bool = False, timeout: float | None = None, ids: list | None = None):
+        """Check outputs, indexes and neighbourhoods against the documents now, and repair them.
+
+        Every write through this collection submits its jobs at once; this pass
+        catches everything else: documents written by other programs or with
+        ``refresh=False``, jobs lost with a worker or the database, outputs
+        computed by an older model version. The master also runs it every
+        ``reconcile.interval`` seconds for each watched collection.
+
+        Parameters
+        ----------
+        wait : bool
+            Wait for the pass to finish (raises as :meth:`Job.wait` does).
+        timeout : float, optional
+            With ``wait``: how long, in seconds (default ``jobs.wait_timeout``).
+        ids : list, optional
+            Check only these documents (default: all).
+
+        Returns
+        -------
+        Job
+            Its ``result()`` reports what was repaired, by kind: ``outputs_computed``,
+            ``outputs_removed``, ``index_upserted``, ``index_removed``,
+            ``neighbour_lists``, ``jobs_lost``, ``remaining`` (left for the next
+            pass), ``documents_checked``.
+
+        Examples
+        --------
+        >>> docs.reconcile(wait=True).result()["outputs_computed"]   # doctest: +SKIP
+        100
+        """
+        job = self._services.jobs.submit("reconcile", {"ids": None if ids is None else list(ids)},
+                                         record={"ids": None if ids is None else list(ids)})
+        if wait:
+            job.wait(timeout)
+        return job
+
     def watch_job(self, job_id: str, timeout: float | None = None) -> None:
         """Stream a job's logs to the ``superduperdb.jobs`` logger until it finishes."""
         from ..jobs.watch import watch

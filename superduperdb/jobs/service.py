@@ -10,15 +10,15 @@ write returns; the jobs' filters are applied on the workers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..store import records
-from ..store.layout import DERIVED, find_urls
+from ..store.layout import find_urls
 from ..store.watchers import active_watchers, downstream, upstream_of
 from ..tasks.runner import run_job
 from .handles import Job, JobGroup
+from .planner import WritePlan, concerned
 
 if TYPE_CHECKING:
     from ..services.scope import Scope
@@ -26,27 +26,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class UpdatePlan:
-    ids: list
-    watchers: set[str] = field(default_factory=set)
-
-
-def changed_keys(update: Any) -> set[str] | None:
-    """Top-level fields an update changes (None: unknown, e.g. a pipeline or a replacement)."""
-    if not isinstance(update, Mapping):
-        return None
-    keys: set[str] = set()
-    for fields in update.values():
-        if not isinstance(fields, Mapping):
-            return None
-        keys.update(str(k).split(".")[0] for k in fields)
-    return keys
-
-
-def _reads(row: Mapping) -> set[str]:
-    key = row["key"]
-    return {"*"} if key == "_base" else {key.split(".")[0]}
+def task_key(kind: str, job_id: str) -> str:
+    """The Dask key of a job's task (in its record too, so the reconciler can ask the scheduler about it)."""
+    return f"superduperdb-{kind}-{job_id}"
 
 
 class JobService:
@@ -75,9 +57,11 @@ class JobService:
     def submit(self, kind: str, params: dict, *, depends_on: Iterable[Job] = (), record: dict | None = None) -> Job:
         """Create a job record and submit the job (or run it now, inline)."""
         depends_on = list(depends_on)
-        job_id = records.create(self.table, kind, depends_on=[j.id for j in depends_on], **(record or {}))
+        job_id = records.new_job_id()
+        key = None if self.cluster.inline else task_key(kind, job_id)
+        records.create(self.table, kind, _id=job_id, key=key, depends_on=[j.id for j in depends_on], **(record or {}))
         target = self.scope.target
-        if self.cluster.inline:
+        if key is None:
             failed = [j for j in depends_on if j.status != "success"]
             if failed:
                 records.finish(self.table, job_id, "failed", error=f"did not run: upstream job {failed[0].id} failed")
@@ -85,8 +69,7 @@ class JobService:
                 run_job(target, job_id, kind, params)
             return self.job(job_id)
         futures = [j._future for j in depends_on if j._future is not None]
-        future = self.cluster.submit(run_job, target, job_id, kind, params, key=f"superduperdb-{kind}-{job_id}",
-                                     dependencies=futures)
+        future = self.cluster.submit(run_job, target, job_id, kind, params, key=key, dependencies=futures)
         return self.job(job_id, future)
 
     def submit_watchers(self, ids: list | None, names: set[str] | None = None, *, download: bool = False,
@@ -140,32 +123,31 @@ class JobService:
         download = any(find_urls(d) for d in documents or [])
         return self.submit_watchers(ids, download=download)
 
-    def before_update(self, filter: dict, update: Any, many: bool) -> UpdatePlan | None:
+    def plan_update(self, filter: dict, update: Any, *, many: bool, sort: Any = None) -> WritePlan | None:
+        """What an update (``update``: operators, a pipeline, or a replacement document) will need.
+
+        None when it needs nothing: no watcher reads what it changes, and it writes no URL.
+        """
         rows = active_watchers(self.metadata)
-        if not rows:
-            return None
-        keys = changed_keys(update)
-        if keys is not None:
-            keys = {k for k in keys if k not in DERIVED}
-            if not keys:
-                return None  # only derived fields change: never trigger jobs
-            hit = {r["name"] for r in rows if "*" in _reads(r) or _reads(r) & keys}
-        else:
-            hit = {r["name"] for r in rows}
-        if not hit:
+        hit = concerned(rows, update) if rows else set()
+        download = bool(find_urls(update))
+        if not hit and not download:
             return None
         cursor = self.scope.raw.find(filter, {"_id": 1})
+        if sort is not None:
+            cursor = cursor.sort(sort)
         if not many:
             cursor = cursor.limit(1)
-        return UpdatePlan([d["_id"] for d in cursor], downstream(rows, hit))
+        return WritePlan([d["_id"] for d in cursor], downstream(rows, hit), download)
 
-    def after_update(self, plan: UpdatePlan | None, upserted_id: Any) -> JobGroup | None:
+    def after_update(self, plan: WritePlan | None, written: Iterable[Any] = ()) -> JobGroup | None:
+        """The jobs of a planned update, for the planned ids and those the write revealed (upserts)."""
         if plan is None:
             return None
-        ids = plan.ids + ([upserted_id] if upserted_id is not None else [])
+        ids = list(dict.fromkeys([*plan.ids, *(i for i in written if i is not None)]))
         if not ids:
             return JobGroup()
-        return self.submit_watchers(ids, plan.watchers)
+        return self.submit_watchers(ids, plan.watchers, download=plan.download)
 
     def before_delete(self, filter: dict, many: bool) -> list | None:
         """The ids a delete will remove, when an index must forget them (else None)."""
@@ -175,13 +157,20 @@ class JobService:
         return [d["_id"] for d in (cursor if many else cursor.limit(1))]
 
     def after_delete(self, ids: list | None) -> JobGroup | None:
+        """Index updates that forget the deleted ``ids``, then neighbour lists that named them."""
         if not ids:
             return None
-        return JobGroup([self.submit("index", {"index": r["name"], "ids": ids}, record={"index": r["name"]})
-                         for r in self.metadata.list("semantic_indexes")])
+        jobs: list[Job] = []
+        for row in self.metadata.list("semantic_indexes"):
+            index_job = self.submit("index", {"index": row["name"], "ids": ids}, record={"index": row["name"]})
+            jobs.append(index_job)
+            jobs += [self.submit("neighbourhood", {"neighbourhood": hood["name"], "ids": [], "removed": ids},
+                                 depends_on=[index_job], record={"neighbourhood": hood["name"]})
+                     for hood in self.metadata.list("neighbourhoods", {"semantic_index": row["name"]})]
+        return JobGroup(jobs)
 
     def before_bulk(self, ops: list) -> list:
-        from pymongo import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany
+        from pymongo import DeleteMany, DeleteOne, InsertOne, UpdateMany
 
         plans: list = []
         for op in ops:
@@ -190,12 +179,17 @@ class JobService:
             elif isinstance(op, (DeleteOne, DeleteMany)):
                 plans.append(("delete", self.before_delete(op._filter, isinstance(op, DeleteMany))))
             else:
-                update = None if isinstance(op, ReplaceOne) else op._doc
-                plans.append(("update", self.before_update(op._filter, update, isinstance(op, UpdateMany))))
+                plans.append(("update", self.plan_update(op._filter, op._doc, many=isinstance(op, UpdateMany),
+                                                         sort=getattr(op, "_sort", None))))
         return plans
 
-    def after_bulk(self, plans: list, bulk_api: dict) -> JobGroup:
-        """Jobs for every document the bulk write inserted, upserted, changed or deleted."""
+    def after_bulk(self, plans: list, bulk_api: dict, executed: Iterable[int] | None = None) -> JobGroup:
+        """Jobs for every document the bulk write inserted, upserted, changed or deleted.
+
+        ``executed``: indexes of the operations that ran (all, unless the write partly failed).
+        """
+        ran = set(range(len(plans)) if executed is None else executed)
+        plans = [p if i in ran else ("skipped", None) for i, p in enumerate(plans)]
         inserted = [doc for kind, doc in plans if kind == "insert"]
         group = self.on_insert([d["_id"] for d in inserted], inserted) if inserted else JobGroup()
         upserted = [u["_id"] for u in bulk_api.get("upserted", [])]
@@ -204,7 +198,8 @@ class JobService:
         updates = [p for kind, p in plans if kind == "update" and p is not None]
         if updates:
             ids = list({i: None for p in updates for i in p.ids})
-            group += self.submit_watchers(ids, set().union(*(p.watchers for p in updates)))
+            group += self.submit_watchers(ids, set().union(*(p.watchers for p in updates)),
+                                          download=any(p.download for p in updates))
         for kind, plan in plans:
             if kind == "delete":
                 group += self.after_delete(plan) or JobGroup()

@@ -23,7 +23,8 @@ from typing import Any
 from ..errors import SemanticIndexError
 from ..index.env import configure_numba_env
 from ..store.context import Context, Target
-from ..store.layout import output_path
+from ..store.layout import fingerprint_path, get_path, output_path
+from .sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +45,11 @@ def indexed_path(row: dict) -> str:
 
 
 class _Loaded:
-    def __init__(self, target: Target, row: dict, index: Any, seconds: float) -> None:
+    """One index in memory, with the fingerprint of each vector (what its output was computed from)."""
+
+    def __init__(self, target: Target, row: dict, index: Any, seconds: float, fingerprints: dict) -> None:
         self.target, self.row, self.index, self.load_seconds = target, row, index, seconds
+        self.fingerprints = fingerprints
 
 
 class Master:
@@ -54,20 +58,34 @@ class Master:
     Parameters
     ----------
     warm_up : bool
-        Compile pynndescent's JIT in a background thread at start.
+        Compile pynndescent's JIT in a background thread once the first index loads.
+    sweep : callable, optional
+        ``sweep(target, dask_client) -> report``: one reconcile pass over a
+        collection, run every ``reconcile.interval`` seconds for each watched
+        collection (see :mod:`superduperdb.master.sweeper`). None: no sweeps.
+    generation : int
+        Which master this is in the cluster's history (1, 2 ... after re-creations).
     """
 
-    def __init__(self, warm_up: bool = True) -> None:
+    def __init__(self, warm_up: bool = True, sweep: Any = None, generation: int = 1) -> None:
         configure_numba_env()  # before anything imports numba (pynndescent is imported lazily)
         self.started_at = time.time()
+        self.generation = generation
         self._indexes: dict[str, _Loaded] = {}
         self._lock = threading.RLock()
+        self._fingerprints_lock = threading.Lock()
         self._loading = 0
         self._loads_done = threading.Condition()
-        self._warm = None
-        if warm_up:
-            self._warm = threading.Thread(target=self._warm_up_when_idle, name="superduperdb-jit-warm-up", daemon=True)
-            self._warm.start()
+        self._warm_up = warm_up
+        self._warm: threading.Thread | None = None
+        self._sweeper = Sweeper(sweep, _worker_client()) if sweep is not None else None
+
+    def _start_warm_up(self) -> None:
+        with self._lock:
+            if self._warm_up and self._warm is None:
+                self._warm = threading.Thread(target=self._warm_up_when_idle, name="superduperdb-jit-warm-up",
+                                              daemon=True)
+                self._warm.start()
 
     def _warm_up_when_idle(self) -> None:
         """Compile pynndescent's JIT, after the loads that created this master (see WARM_UP_GRACE)."""
@@ -79,19 +97,18 @@ class Master:
         warm_up()
 
     # -- loading ----------------------------------------------------------------------
-    def _read(self, ctx: Context, row: dict, query: dict) -> tuple[list, list]:
-        path = indexed_path(row)
-        parts = path.split(".")
-        ids, vectors = [], []
-        cursor = ctx.collection.find({"$and": [query, {path: {"$exists": True}}]}, {path: 1})
+    def _read(self, ctx: Context, row: dict, query: dict) -> tuple[list, list, list]:
+        """``(ids, vectors, fingerprints)`` of the documents matching ``query`` that have an indexed output."""
+        path, fp_path = indexed_path(row), fingerprint_path(row["keys"][0], row["models"][0])
+        ids, vectors, fps = [], [], []
+        cursor = ctx.collection.find({"$and": [query, {path: {"$exists": True}}]}, {path: 1, fp_path: 1})
         for doc in cursor.batch_size(LOAD_CHUNK):
-            value = doc
-            for part in parts:
-                value = value[part]
+            value = get_path(doc, path)
             ids.append(doc["_id"])
+            fps.append(get_path(doc, fp_path))
             vector = _npy_vector(value)
             vectors.append(vector if vector is not None else _as_vector(ctx.types.decode(value)))
-        return ids, vectors
+        return ids, vectors, fps
 
     def _get(self, target: Target, row: dict) -> _Loaded:
         key = index_key(target, row)
@@ -105,6 +122,7 @@ class Master:
     def _load(self, target: Target, row: dict) -> _Loaded:
         from ..index import VectorIndex
 
+        self._start_warm_up()
         start = time.perf_counter()
         ctx = Context(target)
         cfg = ctx.config.master
@@ -112,7 +130,7 @@ class Master:
         with self._loads_done:
             self._loading += 1
         try:
-            ids, vectors = self._read(ctx, row, {})
+            ids, vectors, fps = self._read(ctx, row, {})
             if ids:
                 index.add(ids, vectors)
         finally:
@@ -122,11 +140,15 @@ class Master:
         seconds = time.perf_counter() - start
         logger.info("loaded index %r of %s.%s: %d vectors in %.2f s", row["name"], target.database,
                     target.collection, len(ids), seconds)
-        return _Loaded(target, row, index, seconds)
+        return _Loaded(target, row, index, seconds, dict(zip(ids, fps)))
 
     # -- the actor's methods --------------------------------------------------------------
     def ping(self) -> float:
         return self.started_at
+
+    def info(self) -> dict:
+        """``started_at`` and ``generation`` of this master."""
+        return {"started_at": self.started_at, "generation": self.generation}
 
     def ensure(self, target: Target, row: dict) -> dict:
         """Load the index (from MongoDB) unless loaded; return its stats."""
@@ -136,13 +158,35 @@ class Master:
         """Re-read ``ids``: upsert those with outputs, remove the others."""
         loaded = self._get(target, row)
         ctx = Context(target)
-        found, vectors = self._read(ctx, row, {"_id": {"$in": list(ids)}})
+        found, vectors, fps = self._read(ctx, row, {"_id": {"$in": list(ids)}})
         if found:
             loaded.index.add(found, vectors)
         present = set(found)
         gone = [i for i in ids if i not in present]
         removed = loaded.index.remove(gone) if gone else 0
+        with self._fingerprints_lock:
+            loaded.fingerprints.update(zip(found, fps))
+            for i in gone:
+                loaded.fingerprints.pop(i, None)
         return {"upserted": len(found), "removed": removed}
+
+    def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None) -> dict:
+        """Make the index hold exactly ``ids`` with these output fingerprints (MongoDB's present state).
+
+        Vectors whose fingerprint differs (or is unknown) are re-read; ids the
+        index holds but ``ids`` lacks are removed (only among ``within``, when
+        the caller looked at those documents only). Returns the counts and the
+        ids that changed.
+        """
+        loaded = self._get(target, row)
+        wanted = dict(zip(ids, fingerprints))
+        with self._fingerprints_lock:
+            held = loaded.fingerprints
+            stale = [i for i, fp in wanted.items() if i not in held or held[i] != fp or fp is None]
+            scope = held.keys() if within is None else (set(within) & held.keys())
+            gone = [i for i in scope if i not in wanted]
+        changed = self.refresh(target, row, stale + gone) if stale or gone else {"upserted": 0, "removed": 0}
+        return {**changed, "changed": stale + gone}
 
     def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None) -> tuple[list, list]:
         """The ``n`` nearest ids (restricted to ``candidates`` if given) and their scores."""
@@ -169,6 +213,15 @@ class Master:
         """Drop the index and load it again from MongoDB; return its stats."""
         self.drop(target, row)
         return self.ensure(target, row)
+
+    def watch(self, target: Target) -> None:
+        """Sweep this collection every ``reconcile.interval`` seconds of its config (see :mod:`.sweeper`)."""
+        if self._sweeper is not None:
+            self._sweeper.watch(target, Context(target).config.reconcile.interval)
+
+    def reconciler(self) -> dict:
+        """The sweeper's watched collections and their last passes (empty without a sweeper)."""
+        return self._sweeper.stats() if self._sweeper is not None else {}
 
     def drop(self, target: Target, row: dict) -> bool:
         with self._lock:
@@ -240,3 +293,14 @@ def _as_vector(value: Any) -> Any:
     if vector.ndim != 1:
         raise SemanticIndexError(f"Indexed outputs must be 1-D vectors, got shape {vector.shape}.")
     return vector
+
+
+def _worker_client() -> Any:
+    """The Dask client of the worker this master runs on (None in a client's own process)."""
+    try:
+        from distributed import get_client, get_worker
+
+        get_worker()
+        return get_client()
+    except (ImportError, ValueError):
+        return None

@@ -1,13 +1,18 @@
 """Finding, creating and recovering the master from any client of a cluster.
 
-One master per cluster: the actor's future is published on the scheduler as
-the dataset ``superduperdb-master``, so every client (and every job on a
-worker) finds the same one; creation happens under a cluster-wide
-``distributed.Lock``. It is pinned to a worker with the ``MASTER`` resource
-(``dask worker --resources MASTER=1``), else to the first worker.
+One master per cluster: the actor is published on the scheduler as the
+dataset ``superduperdb-master`` with its generation number, so every client
+(and every job on a worker) finds the same one. It is pinned to a worker with
+the ``MASTER`` resource (``dask worker --resources MASTER=1``), else to the
+first worker.
 
-If the master's worker dies, the next call re-creates it elsewhere; it then
-reloads its indexes from MongoDB on first use (the master is a cache).
+If the master's worker dies, the next call replaces it: under a cluster-wide
+``distributed.Lock``, a handle whose generation ``g`` was lost creates
+generation ``g + 1`` only if ``g`` is still the published one; otherwise
+another client already replaced it, and the handle switches to that one. So
+with any number of clients there is one master, and every client ends up
+using it. A new master reloads its indexes from MongoDB on first use (the
+master is a cache) and is told again which collections to sweep.
 Inline clients (``cluster=None``) use a master in their own process.
 """
 
@@ -30,16 +35,17 @@ logger = logging.getLogger(__name__)
 
 DATASET = "superduperdb-master"
 FUTURE = "superduperdb-master-future"
+GENERATION = "superduperdb-master-generation"
 _LOCAL: dict[str, Any] = {}
 _LOCAL_LOCK = threading.Lock()
 
 
-def _local_master(warm_up: bool) -> Any:
+def _local_master(warm_up: bool, sweep: Any) -> Any:
     from .actor import Master
 
     with _LOCAL_LOCK:
         if "master" not in _LOCAL:
-            _LOCAL["master"] = Master(warm_up=warm_up)
+            _LOCAL["master"] = Master(warm_up=warm_up, sweep=sweep)
         return _LOCAL["master"]
 
 
@@ -64,15 +70,22 @@ class MasterHandle:
     timeout : float
         Seconds to wait for the master's creation and for each call.
     warm_up : bool
-        Whether a new master compiles pynndescent's JIT at start.
+        Whether a new master compiles pynndescent's JIT (once it loads an index).
+    sweep : callable, optional
+        The reconcile pass a new master runs periodically for the collections
+        it is told to :meth:`watch` (:func:`superduperdb.tasks.reconcile.sweep`).
     """
 
-    def __init__(self, dask_client: Any, *, resource: str = "MASTER", timeout: float = 60.0, warm_up: bool = True) -> None:
+    def __init__(self, dask_client: Any, *, resource: str = "MASTER", timeout: float = 60.0, warm_up: bool = True,
+                 sweep: Any = None) -> None:
         self.dask_client = dask_client
         self.resource = resource
         self.timeout = timeout
         self.warm_up = warm_up
+        self.sweep = sweep
         self._actor = None
+        self._generation: int | None = None
+        self._watched: dict[str, Target] = {}
 
     # -- finding and creating ---------------------------------------------------------
     def _pick_worker(self) -> str:
@@ -82,68 +95,110 @@ class MasterHandle:
         marked = sorted(a for a, w in workers.items() if (w.get("resources") or {}).get(self.resource))
         return (marked or sorted(workers))[0]
 
-    def _published(self) -> Any:
+    def _published(self) -> tuple[Any, int]:
+        """The published master and its generation (KeyError: none yet)."""
         # The proxy binds to the current client when it is unpickled: make that ours
         # (clients made with set_as_default=False are not found otherwise).
         with self.dask_client.as_current():
-            return self.dask_client.get_dataset(DATASET)
+            actor = self.dask_client.get_dataset(DATASET)
+        return actor, int(self.dask_client.get_dataset(GENERATION, default=1))
 
-    def _find_or_create(self) -> Any:
+    def _find_or_create(self, lost: int | None = None) -> tuple[Any, int]:
+        """The published master unless it is generation ``lost``; else a new one, created atomically."""
         import distributed
 
         client = self.dask_client
         try:
-            return self._published()
+            actor, generation = self._published()
+            if generation != lost:
+                return actor, generation
         except KeyError:
             pass
         lock = distributed.Lock(DATASET, scheduler_rpc=client.scheduler, loop=client.loop)
         if not lock.acquire(timeout=self.timeout):
-            raise MasterUnavailableError(f"Timed out after {self.timeout:g} s waiting for another client to create the master.")
+            raise MasterUnavailableError(f"Timed out after {self.timeout:g} s waiting for another client to create "
+                                         "the master. Check that the cluster's workers are running.")
         try:
             try:
-                return self._published()
+                actor, generation = self._published()
+                if generation != lost:
+                    return actor, generation  # another client replaced it first: use that one
             except KeyError:
-                pass
+                generation = 0
             from .actor import Master
 
+            generation += 1
             worker = self._pick_worker()
-            future = client.submit(Master, self.warm_up, actor=True, workers=[worker], allow_other_workers=False,
-                                   key=f"superduperdb-master-{uuid.uuid4().hex}", pure=False)
+            future = client.submit(Master, self.warm_up, self.sweep, generation, actor=True, workers=[worker],
+                                   allow_other_workers=False, key=f"superduperdb-master-{uuid.uuid4().hex}", pure=False)
             with client.as_current():
                 actor = future.result(timeout=self.timeout)
+            for name in (DATASET, FUTURE, GENERATION):
+                with contextlib.suppress(KeyError):
+                    client.unpublish_dataset(name)
             # The proxy is what other clients use; the future keeps the actor alive.
-            client.publish_dataset(**{DATASET: actor, FUTURE: future})
-            logger.info("started the master on %s", worker)
-            return actor
+            client.publish_dataset(**{DATASET: actor, FUTURE: future, GENERATION: generation})
+            logger.info("started the master (generation %d) on %s", generation, worker)
+            return actor, generation
         finally:
             lock.release()
 
-    def _forget(self) -> None:
+    def _switch(self, lost: int | None = None) -> None:
+        """Take the current master (replacing generation ``lost``); tell it what to sweep."""
         self._actor = None
-        for name in (DATASET, FUTURE):
-            try:
-                self.dask_client.unpublish_dataset(name)
-            except KeyError:
-                pass
+        actor, generation = self._find_or_create(lost)
+        for target in self._watched.values():
+            actor.watch(target).result(timeout=self.timeout)
+        self._actor, self._generation = actor, generation
 
     @property
     def actor(self) -> Any:
         if self.dask_client is None:
-            return _local_master(self.warm_up)
+            return _local_master(self.warm_up, self.sweep)
         if self._actor is None:
-            self._actor = self._find_or_create()
+            self._switch()
         return self._actor
 
+    @property
+    def generation(self) -> int | None:
+        """The generation of the master this handle uses (None when inline)."""
+        if self.dask_client is None:
+            return None
+        if self._actor is None:
+            self._switch()
+        return self._generation
+
     @classmethod
-    def from_config(cls, dask_client: Any, config: Config) -> MasterHandle:
+    def from_config(cls, dask_client: Any, config: Config, sweep: Any = None) -> MasterHandle:
         """A handle with the config's master options (``master.resource``, ``master.warm_up``, ``cluster.timeout``)."""
         return cls(dask_client, resource=config.master.resource, timeout=config.cluster.timeout,
-                   warm_up=config.master.warm_up)
+                   warm_up=config.master.warm_up, sweep=sweep)
 
     # -- the master's methods ------------------------------------------------------------------
     def ping(self) -> float:
         """When the master started (seconds since the epoch)."""
         return self._call("ping")
+
+    def info(self) -> dict:
+        """``started_at`` and ``generation`` of the master."""
+        return self._call("info")
+
+    def watch(self, target: Target) -> None:
+        """Have the master's reconciler sweep this collection (every ``reconcile.interval`` seconds)."""
+        key = f"{target.uri}|{target.database}|{target.collection}"
+        if self.dask_client is not None and self._actor is None:
+            self._switch()  # a switch to a new master re-sends what was watched before
+        if key not in self._watched:
+            self._watched[key] = target
+            self._call("watch", target)
+
+    def reconciler(self) -> dict:
+        """The reconciler's watched collections and last passes."""
+        return self._call("reconciler")
+
+    def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None) -> dict:
+        """Make index ``row`` hold exactly ``ids`` with these fingerprints (see ``Master.sync``)."""
+        return self._call("sync", target, row, list(ids), list(fingerprints), None if within is None else list(within))
 
     def ensure(self, target: Target, row: dict) -> dict:
         """Load index ``row`` of ``target`` from MongoDB unless loaded; return its stats."""
@@ -187,16 +242,16 @@ class MasterHandle:
         if self.dask_client is None:
             return getattr(self.actor, method)(*args)
         if self._actor is not None and self._actor._address not in self.dask_client.nthreads():
-            logger.warning("the master's worker %s is gone; re-creating the master", self._actor._address)
-            self._forget()
+            logger.warning("the master's worker %s is gone; replacing the master", self._actor._address)
+            self._switch(lost=self._generation)
         for attempt in (1, 2):
             try:
                 return getattr(self.actor, method)(*args).result(timeout=self.timeout)
             except Exception as exc:
                 if attempt == 2 or not self._lost(exc):
                     raise
-                logger.warning("the master was lost (%s: %s); re-creating it", type(exc).__name__, exc)
-                self._forget()
+                logger.warning("the master was lost (%s: %s); replacing it", type(exc).__name__, exc)
+                self._switch(lost=self._generation)
         raise MasterUnavailableError("unreachable")  # pragma: no cover
 
     def _lost(self, exc: BaseException) -> bool:
@@ -214,7 +269,7 @@ class MasterHandle:
 
 
 @contextlib.contextmanager
-def master_for_job(config: Config) -> Iterator[MasterHandle]:
+def master_for_job(config: Config, sweep: Any = None) -> Iterator[MasterHandle]:
     """The master, seen from a job: the cluster's actor, or the in-process one when inline.
 
     On a worker the job secedes from the worker's thread pool while it talks
@@ -226,7 +281,7 @@ def master_for_job(config: Config) -> Iterator[MasterHandle]:
 
         get_worker()
     except (ImportError, ValueError):
-        yield MasterHandle.from_config(None, config)
+        yield MasterHandle.from_config(None, config, sweep)
         return
     with worker_client() as dask_client:
-        yield MasterHandle.from_config(dask_client, config)
+        yield MasterHandle.from_config(dask_client, config, sweep)

@@ -23,6 +23,7 @@ from ..jobs.handles import JobGroup
 from ..master.handle import MasterHandle
 from ..store.layout import neighbourhood_path
 from ..store.watchers import watcher_name
+from ..tasks.reconcile import sweep
 
 if TYPE_CHECKING:
     from ..jobs.service import JobService
@@ -37,6 +38,7 @@ class IndexService:
         self.metadata = scope.metadata
         self.jobs = jobs
         self._master: MasterHandle | None = None
+        self._watching = False
 
     # -- the master ---------------------------------------------------------------------
     @property
@@ -44,8 +46,15 @@ class IndexService:
         """The cluster's master (in this process when jobs run inline)."""
         if self._master is None:
             cluster = self.scope.cluster
-            self._master = MasterHandle.from_config(None if cluster.inline else cluster.client, self.scope.config)
+            self._master = MasterHandle.from_config(None if cluster.inline else cluster.client, self.scope.config,
+                                                    sweep=sweep)
         return self._master
+
+    def watch_collection(self) -> None:
+        """Have the master's reconciler sweep this collection (once per service; when it has watchers)."""
+        if not self._watching and self.metadata.exists_any("watchers"):
+            self.master.watch(self.scope.target)
+            self._watching = True
 
     # -- semantic indexes ----------------------------------------------------------------
     def check_new(self, name: str, models: list[str], keys: list[str], measure: str) -> tuple[list[str], list[str]]:

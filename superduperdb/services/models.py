@@ -60,12 +60,19 @@ class ModelService:
         return users
 
     def delete(self, name: str, force: bool = False) -> None:
+        """Delete a model. Refused while watchers or semantic indexes use it; ``force=True``
+        deletes them too (with their outputs), so nothing serves what the model computed."""
         self.metadata.get("models", name)
         users = self.users(name)
         if users and not force:
             raise InUseError("model", name, users)
-        for w in self.metadata.list("watchers", {"model": name}):
-            self.watchers.delete(w["name"], force=True)
+        for index in self.metadata.list("semantic_indexes"):
+            if name in index.get("models", []):
+                self.indexes.delete(index["name"], force=True)
+        for w in self.metadata.list("watchers"):
+            uses = w["model"] == name or name in (w.get("features") or {}).values()
+            if uses and self.metadata.exists("watchers", w["name"]):
+                self.watchers.delete(w["name"], force=True)
         self.metadata.delete("models", name)
 
     def apply(self, name: str, inputs: list, key: str | None = None) -> list:

@@ -8,16 +8,16 @@ are made (:class:`Services`). No service holds the Collection facade.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
-from ..errors import QueryError
 from ..store import ArtifactStore, MetadataStore
 from ..store.context import Target
 from ..types import TypeRegistry
+from .checks import check_filter
 
 if TYPE_CHECKING:
     from ..cluster.connection import Cluster
@@ -27,19 +27,7 @@ if TYPE_CHECKING:
     from .search import SearchService
     from .training import TrainingService
     from .watchers import WatcherService
-
-
-def check_filter(filter: Any, argument: str = "filter") -> dict:
-    """``filter`` as a dict (None: ``{}``); anything else is refused with a clear message."""
-    if filter is None:
-        return {}
-    if not isinstance(filter, Mapping):
-        raise QueryError(
-            f"{argument} must be a dict such as {{'name': 'x'}} (a MongoDB query), not a "
-            f"{type(filter).__name__}: {filter!r}. To find by id, use {{'_id': value}}.",
-            argument=argument,
-        )
-    return dict(filter)
+    from .writes import WriteService
 
 
 @dataclass
@@ -113,6 +101,12 @@ class Services:
         from ..jobs.service import JobService
 
         return JobService(self.scope)
+
+    @cached_property
+    def writes(self) -> WriteService:
+        from .writes import WriteService
+
+        return WriteService(self.scope, self.jobs, lambda: self.indexes.watch_collection())
 
     @cached_property
     def indexes(self) -> IndexService:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InUseError, ModelError, QueryError
 from ..jobs.handles import JobGroup
-from ..store.layout import OUTPUTS
+from ..store.layout import OUTPUTS, fingerprint_path
 from ..store.models import load_model
 from ..store.watchers import (
     active_watchers,
@@ -54,6 +54,7 @@ class WatcherService:
                "filter": dump_filter(filter), "features": features, "active": bool(active)}
         topological([*self.metadata.list("watchers"), row])  # refuse cycles before storing anything
         self.metadata.insert("watchers", row)
+        self.indexes.watch_collection()
         if not active:
             return JobGroup()
         return self.jobs.submit_watchers(None, {row["name"]})
@@ -65,16 +66,24 @@ class WatcherService:
         return self.create(model, key)
 
     def delete(self, name: str, force: bool = False) -> None:
+        """Delete a watcher. Refused while other watchers read its outputs, semantic indexes index
+        them, or outputs exist; ``force=True`` deletes those watchers and indexes too, and the outputs."""
         row = self.metadata.get("watchers", name)
-        users = [f"watcher {r['name']!r}" for r in self.metadata.list("watchers") if name in upstream_of(r)]
-        users += [f"semantic index {s['name']!r}" for s in self.metadata.list("semantic_indexes")
-                  if name in s.get("watchers", [])]
+        readers = [r for r in self.metadata.list("watchers") if name in upstream_of(r)]
+        indexes = [s for s in self.metadata.list("semantic_indexes") if s.get("watcher") == name]
+        users = [f"watcher {r['name']!r}" for r in readers] + [f"semantic index {s['name']!r}" for s in indexes]
         if users and not force:
             raise InUseError("watcher", name, users)
-        path = watcher_output(row)
+        path, fp_path = watcher_output(row), fingerprint_path(row["key"], row["model"])
         if not force and self.scope.raw.count_documents({path: {"$exists": True}}, limit=1):
             raise InUseError("watcher", name, [f"its outputs at {path} (force=True removes them)"])
-        self.scope.raw.update_many({path: {"$exists": True}}, {"$unset": {path: ""}})
+        for index in indexes:
+            self.indexes.delete(index["name"], force=True)
+        for reader in readers:
+            if self.metadata.exists("watchers", reader["name"]):
+                self.delete(reader["name"], force=True)
+        self.scope.raw.update_many({"$or": [{path: {"$exists": True}}, {fp_path: {"$exists": True}}]},
+                                   {"$unset": {path: "", fp_path: ""}})
         self.metadata.delete("watchers", name)
 
     def active(self) -> list[dict]:

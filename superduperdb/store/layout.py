@@ -3,6 +3,9 @@
 * ``_outputs.<key>.<model>``: a model's output on ``key`` (``key='_base'``:
   the whole document), written by ``model`` jobs with ``$set`` keyed by
   ``_id`` (:func:`output_path`);
+* ``_fingerprints.<key>.<model>``: what that output was computed from,
+  ``'v<model version>:<digest of the input>'`` (:func:`fingerprint`), so
+  "is this output current?" is a comparison, without the model;
 * ``_like.<neighbourhood>``: the ids of a document's nearest neighbours
   (:func:`neighbourhood_path`);
 * ``{'_content': {'url': ...}}``: content still to download (:func:`find_urls`).
@@ -13,22 +16,49 @@ helpers, so the layout is written down once.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
+
+import bson
 
 from ..types.encoding import CONTENT
 
 OUTPUTS = "_outputs"
+FINGERPRINTS = "_fingerprints"
 LIKE = "_like"
 FOLD = "_fold"
 # Fields written by jobs (or the fold assignment): writes to them never trigger jobs.
-DERIVED = (OUTPUTS, LIKE, FOLD)
+DERIVED = (OUTPUTS, FINGERPRINTS, LIKE, FOLD)
+# Never part of a model's input, even of a whole-document (``_base``) watcher.
+NOT_INPUT = (OUTPUTS, FINGERPRINTS, LIKE)
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 
 
 def output_path(key: str, model: str) -> str:
     """``_outputs.<key>.<model>``: where ``model``'s output on ``key`` is stored."""
     return f"{OUTPUTS}.{key}.{model}"
+
+
+def fingerprint_path(key: str, model: str) -> str:
+    """``_fingerprints.<key>.<model>``: what the output at :func:`output_path` was computed from."""
+    return f"{FINGERPRINTS}.{key}.{model}"
+
+
+def fingerprint(version: Any, value: Any) -> str:
+    """``'v<version>:<digest>'`` of a model's raw input ``value`` (as stored: encoded, not decoded).
+
+    Two inputs with the same BSON encoding have the same digest, so an output
+    is current when its stored fingerprint equals the fingerprint of the
+    document's present input and the model's serving version.
+
+    Examples
+    --------
+    >>> fingerprint(1, "hello") == fingerprint(1, "hello") != fingerprint(2, "hello")
+    True
+    """
+    digest = hashlib.blake2b(bson.encode({"v": value}), digest_size=12).hexdigest()
+    return f"v{version}:{digest}"
 
 
 def neighbourhood_path(name: str) -> str:
@@ -74,7 +104,7 @@ def model_input(doc: dict, key: str, features: Mapping[str, str]) -> Any:
     """
     outputs = doc.get(OUTPUTS) or {}
     if key == "_base":
-        doc = {k: v for k, v in doc.items() if k != OUTPUTS}
+        doc = {k: v for k, v in doc.items() if k not in NOT_INPUT}
         for fkey, fmodel in features.items():
             if fmodel in (outputs.get(fkey) or {}):
                 doc[fkey] = outputs[fkey][fmodel]

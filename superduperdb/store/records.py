@@ -41,10 +41,10 @@ def create(table: Any, kind: str, **fields: Any) -> str:
     return job_id
 
 
-def start(table: Any, job_id: str, worker: str | None = None) -> None:
+def start(table: Any, job_id: str, worker: str | None = None, attempt: int = 1) -> None:
     table.update_one(
         {"_id": oid(job_id), "status": {"$nin": list(FINAL)}},
-        {"$set": {"status": RUNNING, "started_at": utcnow(), "worker": worker}},
+        {"$set": {"status": RUNNING, "started_at": utcnow(), "worker": worker, "attempts": attempt}},
     )
 
 

@@ -1,25 +1,42 @@
 """The ``model`` job: compute a watcher's outputs and store them in the documents.
 
-Outputs go to ``_outputs.<key>.<model>`` with ``$set`` keyed by ``_id``, so a
-job that Dask retries (after a lost worker) rewrites the same values: no
-duplicate, no loss.
+Each output goes to ``_outputs.<key>.<model>`` together with its fingerprint
+at ``_fingerprints.<key>.<model>`` (see :mod:`superduperdb.store.layout`),
+with ``$set`` keyed by ``_id``: a job that runs again (a retry, a
+recomputation after a lost worker) rewrites the same values, and skips the
+documents whose output is already current.
+
+With ``ids``, the job also removes the outputs of those documents that no
+longer match the watcher's filter or lost the watched key, so every write
+path (``$unset``, ``$rename``, a changed filter field, a replacement) ends
+with exactly the outputs the document's current content implies.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson.binary import Binary
+from pymongo import UpdateOne
 
 from ..store import records
-from ..store.bulk import set_fields
+from ..store.bulk import bulk_write, set_fields
 from ..store.context import Context
-from ..store.layout import MISSING, input_projection, model_input, pending_download
-from ..store.models import load_model
-from ..store.watchers import and_, load_filter, watcher_output
+from ..store.layout import (
+    MISSING,
+    fingerprint,
+    fingerprint_path,
+    get_path,
+    input_projection,
+    model_input,
+    output_path,
+    pending_download,
+)
+from ..store.watchers import and_, load_filter
 from ..types.encoding import CONTENT
 from .kinds import job_kind
 
@@ -32,6 +49,47 @@ def chunks(it: Any, size: int) -> Iterator[list]:
         yield chunk
 
 
+@dataclass(frozen=True)
+class WatcherView:
+    """What a job needs of one watcher: where its input and output live, and its filter."""
+
+    name: str
+    model: str
+    key: str
+    features: dict
+    filter: dict
+    path: str
+    fingerprint_path: str
+
+    @classmethod
+    def of(cls, row: dict) -> WatcherView:
+        return cls(row["name"], row["model"], row["key"], dict(row.get("features") or {}),
+                   load_filter(row.get("filter")), output_path(row["key"], row["model"]),
+                   fingerprint_path(row["key"], row["model"]))
+
+    @property
+    def projection(self) -> dict | None:
+        """The input fields and the stored fingerprint (None: whole documents)."""
+        fields = input_projection(self.key, self.features)
+        return None if fields is None else {**{f: 1 for f in fields}, self.fingerprint_path: 1}
+
+    @property
+    def input_missing(self) -> dict | None:
+        """A query for documents without the watched input (None: never missing, ``_base``)."""
+        fields = input_projection(self.key, self.features)
+        return None if fields is None else {fields[0]: {"$exists": False}}
+
+    def orphans(self, scope: dict) -> dict:
+        """Documents in ``scope`` that have an output but should not: outside the filter, or without input."""
+        wrong = [{"$nor": [self.filter]}] if self.filter else []
+        if self.input_missing is not None:
+            wrong.append(self.input_missing)
+        if not wrong:
+            return {}
+        return and_(scope, {"$or": [{self.path: {"$exists": True}}, {self.fingerprint_path: {"$exists": True}}]},
+                    wrong[0] if len(wrong) == 1 else {"$or": wrong})
+
+
 def encode_outputs(ctx: Context, model_row: dict, outputs: list) -> list:
     """Outputs encoded for MongoDB: with the model's ``type`` if it has one, else per value."""
     if model_row.get("type"):
@@ -40,39 +98,110 @@ def encode_outputs(ctx: Context, model_row: dict, outputs: list) -> list:
     return ctx.types.encode_many(outputs, path="outputs")
 
 
-def write_outputs(ctx: Context, path: str, pairs: list[tuple[Any, Any]]) -> None:
-    """``$set`` each ``(id, output)`` at ``path``, in unordered bulk writes."""
-    set_fields(ctx.collection, ((_id, {"$set": {path: value}}) for _id, value in pairs))
+class Computed(NamedTuple):
+    """One output to store: the document's id, the raw input it was computed from, its fingerprint, the output."""
+
+    id: Any
+    input: Any
+    fingerprint: str
+    output: Any
 
 
-def ready_inputs(ctx: Context, docs: list[dict], key: str, features: dict) -> list[tuple[Any, Any]]:
-    """``(id, decoded input)`` of the documents whose input is there (and downloaded)."""
-    ready = [(d["_id"], model_input(d, key, features)) for d in docs]
-    return [(i, ctx.types.decode(x)) for i, x in ready if x is not MISSING and not pending_download(x)]
+def write_outputs(ctx: Context, view: WatcherView, computed: list[Computed], guard: bool = True) -> None:
+    """``$set`` each output and its fingerprint, in unordered bulk writes.
+
+    ``guard``: write only where the input is still the one the output was
+    computed from, so that a job that read a document before a later write
+    cannot overwrite the output of that write's job with a stale one (the
+    later write's own job computes it).
+    """
+    field = input_projection(view.key, view.features)
+    if not guard or field is None:
+        set_fields(ctx.collection, ((c.id, {"$set": {view.path: c.output, view.fingerprint_path: c.fingerprint}})
+                                    for c in computed))
+        return
+    ops = [UpdateOne({"_id": c.id, field[0]: c.input}, {"$set": {view.path: c.output, view.fingerprint_path: c.fingerprint}})
+           for c in computed]
+    for part in chunks(ops, 1000):
+        bulk_write(ctx.collection, part, ordered=False)
+
+
+def remove_outputs(ctx: Context, view: WatcherView, query: dict) -> int:
+    """``$unset`` the output and fingerprint of the documents matching ``query``; return how many."""
+    if not query:
+        return 0
+    result = ctx.collection.update_many(query, {"$unset": {view.path: "", view.fingerprint_path: ""}})
+    return result.modified_count
+
+
+def stale_inputs(ctx: Context, view: WatcherView, docs: list[dict], version: Any) -> list[tuple[Any, Any, str]]:
+    """``(id, raw input, new fingerprint)`` of the documents whose output is missing or not current.
+
+    Documents without their input (or with a download still pending) are left out.
+    """
+    todo, current = [], []
+    for doc in docs:
+        value = model_input(doc, view.key, view.features)
+        if value is MISSING or pending_download(value):
+            continue
+        fp = fingerprint(version, value)
+        (current if get_path(doc, view.fingerprint_path) == fp else todo).append((doc["_id"], value, fp))
+    if current:  # a fingerprint without its output (removed by hand) is not current
+        ids = [i for i, _, _ in current]
+        lost = {d["_id"] for d in ctx.collection.find({"_id": {"$in": ids}, view.path: {"$exists": False}}, {"_id": 1})}
+        todo += [t for t in current if t[0] in lost]
+    return todo
+
+
+def predict(ctx: Context, model: Any, model_row: dict, todo: list[tuple[Any, Any, str]]) -> list[Computed]:
+    """The model's encoded outputs for ``(id, raw input, fingerprint)`` items."""
+    outputs = encode_outputs(ctx, model_row, model.predict([ctx.types.decode(x) for _, x, _ in todo]))
+    return [Computed(i, x, fp, y) for (i, x, fp), y in zip(todo, outputs)]
+
+
+def compute(ctx: Context, view: WatcherView, model: Any, model_row: dict, version: Any, query: dict,
+            chunk_size: int, write: Callable[[list[Computed]], None], on_chunk: Callable[[int], None] | None = None,
+            cancellable: bool = True) -> tuple[int, int]:
+    """Apply ``model`` to the stale inputs among the documents matching ``query``; ``write(computed)`` per chunk.
+
+    ``cancellable``: stop (:class:`JobCancelledError`) when the job's record says cancelled.
+    Returns ``(documents read, outputs computed)``.
+    """
+    check = ctx.check_cancelled if cancellable else (lambda: None)
+    read = computed = 0
+    for chunk in chunks(ctx.collection.find(query, view.projection).batch_size(chunk_size), chunk_size):
+        check()
+        todo = stale_inputs(ctx, view, chunk, version)
+        if todo:
+            check()
+            results = predict(ctx, model, model_row, todo)
+            check()  # a job cancelled while its model ran writes nothing more
+            write(results)
+        read += len(chunk)
+        computed += len(todo)
+        if on_chunk is not None:
+            on_chunk(len(chunk))
+    return read, computed
 
 
 @job_kind("model")
 def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = None, chunk_size: int = 5000) -> dict:
-    """Apply the watcher's model to the matching documents (``ids``, or all)."""
+    """Bring the watcher's outputs of ``ids`` (or of every document) up to date."""
     row = ctx.metadata.get("watchers", watcher)
     model_row = ctx.metadata.get("models", row["model"])
-    model = load_model(ctx.metadata, ctx.artifacts, row["model"])
-    key, features = row["key"], row.get("features") or {}
-    query = and_(load_filter(row.get("filter")), {"_id": {"$in": list(ids)}} if ids is not None else {})
-    fields = input_projection(key, features)
-    projection = None if fields is None else {f: 1 for f in fields}
-    total = ctx.collection.count_documents(query) if ids is None else len(ids)
-    path = watcher_output(row)
-    done = skipped = 0
-    for chunk in chunks(ctx.collection.find(query, projection).batch_size(chunk_size), chunk_size):
-        ctx.check_cancelled()
-        ready = ready_inputs(ctx, chunk, key, features)
-        skipped += len(chunk) - len(ready)
-        if ready:
-            encoded = encode_outputs(ctx, model_row, model.predict([value for _, value in ready]))
-            ctx.check_cancelled()  # a job cancelled while its model ran writes nothing more
-            write_outputs(ctx, path, [(_id, y) for (_id, _), y in zip(ready, encoded)])
-        done += len(chunk)
+    model = ctx.artifacts.get(model_row["artifact"])  # the version named in model_row, read once
+    view = WatcherView.of(row)
+    scope = {"_id": {"$in": list(ids)}} if ids is not None else {}
+    total = ctx.collection.count_documents(and_(view.filter, scope)) if ids is None else len(ids)
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
         records.progress(ctx.jobs, job_id, done / total if total else 1.0)
         ctx.log(f"{watcher}: {done}/{total} documents")
-    return {"computed": done - skipped, "skipped": skipped, "path": path}
+
+    read, computed = compute(ctx, view, model, model_row, model_row.get("version"), and_(view.filter, scope),
+                             chunk_size, lambda computed: write_outputs(ctx, view, computed), progress)
+    removed = remove_outputs(ctx, view, view.orphans(scope)) if ids is not None else 0
+    return {"computed": computed, "current": read - computed, "removed": removed, "path": view.path}

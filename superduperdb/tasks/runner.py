@@ -15,13 +15,16 @@ import logging
 import socket
 import sys
 import threading
+import time
 import traceback
 from typing import Any
+
+import pymongo.errors
 
 from ..errors import JobCancelledError
 from ..store import records
 from ..store.context import Context, Target
-from . import download, index, outputs, training, versions  # noqa: F401  (they register the job kinds)
+from . import download, index, outputs, reconcile, training, versions  # noqa: F401  (they register the job kinds)
 from .kinds import KINDS
 
 logger = logging.getLogger(__name__)
@@ -118,9 +121,24 @@ def _outcome(job_id: str, status: str) -> dict:
     return {"job_id": job_id, "status": status}
 
 
+def _quietly(action: Any, *args: Any, **kwargs: Any) -> None:
+    """A record update that may fail while the database is away (it is best effort then)."""
+    try:
+        action(*args, **kwargs)
+    except pymongo.errors.PyMongoError as exc:
+        logger.warning("could not update a job record: %s: %s", type(exc).__name__, exc)
+
+
 def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dict) -> dict:
     """Execute job ``job_id`` of ``kind`` (a Dask task); ``upstream`` are the outcomes of
     the jobs it depends on.
+
+    The record is the job's truth: a job whose record is already final (it
+    succeeded, failed or was cancelled) does nothing, so a recomputation by
+    Dask after a lost worker never repeats finished work. A job interrupted by
+    the database (a ``pymongo.errors.ConnectionFailure``) runs again, up to
+    ``jobs.retries`` times with exponential backoff from ``jobs.retry_delay``
+    seconds (jobs are idempotent); its record logs each interruption.
 
     Never raises for a failing job: the record says ``failed`` (with the
     traceback) and the outcome tells dependent jobs not to run, which they
@@ -128,15 +146,40 @@ def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dic
     Returns ``{'job_id', 'status'}``.
     """
     ctx = Context(target, job_id)
+    retries, delay = ctx.config.jobs.retries, ctx.config.jobs.retry_delay
+    for attempt in range(1, retries + 2):
+        try:
+            return _run_once(ctx, job_id, kind, params, upstream, attempt)
+        except pymongo.errors.ConnectionFailure as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if attempt > retries:
+                logger.warning("job %s (%s): the database stayed unreachable after %d attempts", job_id, kind, attempt)
+                _quietly(records.finish, ctx.jobs, job_id, records.FAILED, attempts=attempt,
+                         error=f"interrupted: the database was unreachable ({attempt} attempts; last: {error}); "
+                               "the reconciler repairs what it left undone")
+                return _outcome(job_id, records.FAILED)
+            pause = delay * 2 ** (attempt - 1)
+            logger.warning("job %s (%s), attempt %d interrupted by the database (%s); again in %.1f s",
+                           job_id, kind, attempt, error, pause)
+            time.sleep(pause)  # backoff before a retry, not a synchronisation
+            _quietly(records.log, ctx.jobs, job_id, [f"attempt {attempt} interrupted by the database ({error}); retried"])
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _run_once(ctx: Context, job_id: str, kind: str, params: dict, upstream: tuple, attempt: int) -> dict:
     table = ctx.jobs
-    blocked = [u for u in upstream if isinstance(u, dict) and u.get("status") != "success"]
+    record = table.find_one({"_id": records.oid(job_id)}, {"status": 1})
+    if record is None:
+        logger.warning("job %s (%s) has no record (its collection was dropped?): not run", job_id, kind)
+        return _outcome(job_id, records.FAILED)
+    if record["status"] in records.FINAL:
+        return _outcome(job_id, record["status"])
+    blocked = [u for u in upstream if isinstance(u, dict) and u.get("status") != records.SUCCESS]
     if blocked:
-        status = "cancelled" if blocked[0]["status"] == "cancelled" else "failed"
+        status = records.CANCELLED if blocked[0]["status"] == records.CANCELLED else records.FAILED
         records.finish(table, job_id, status, error=f"did not run: upstream job {blocked[0]['job_id']} {blocked[0]['status']}")
         return _outcome(job_id, status)
-    records.start(table, job_id, _worker_name())
-    if ctx.cancelled():
-        return _outcome(job_id, "cancelled")
+    records.start(table, job_id, _worker_name(), attempt=attempt)
     capture = capture_logs()
     try:
         with capture:
@@ -144,13 +187,16 @@ def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dic
     except JobCancelledError:
         records.log(table, job_id, capture.lines)
         ctx.log("stopped: the job was cancelled")
-        return _outcome(job_id, "cancelled")
+        return _outcome(job_id, records.CANCELLED)
+    except pymongo.errors.ConnectionFailure:
+        _quietly(records.log, table, job_id, capture.lines)
+        raise
     except Exception as exc:
         tb = traceback.format_exc()
         records.log(table, job_id, capture.lines)
-        records.finish(table, job_id, "failed", error=f"{type(exc).__name__}: {exc}", traceback=tb)
+        records.finish(table, job_id, records.FAILED, error=f"{type(exc).__name__}: {exc}", traceback=tb)
         logger.warning("job %s (%s) failed: %s: %s", job_id, kind, type(exc).__name__, exc)
-        return _outcome(job_id, "failed")
+        return _outcome(job_id, records.FAILED)
     records.log(table, job_id, capture.lines)
-    records.finish(table, job_id, "success", result=result)
-    return _outcome(job_id, "success")
+    records.finish(table, job_id, records.SUCCESS, result=result)
+    return _outcome(job_id, records.SUCCESS)

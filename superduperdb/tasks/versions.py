@@ -36,8 +36,8 @@ The switch, and why the index never serves a mix of versions:
    refreshed in the new index.
 
 Jobs created after the flip load the new version themselves. Documents
-written with ``refresh=False`` or outside superduperdb are not caught up (as
-with any watcher). Watchers created by ``create_imputation`` before the
+written with ``refresh=False`` or outside superduperdb are caught up by the
+reconciler (their fingerprints name the old version). Watchers created by ``create_imputation`` before the
 first training (inactive, ``awaiting_training``) are computed in step 1 and
 activated at the flip.
 """
@@ -56,12 +56,13 @@ from ..master.handle import master_for_job
 from ..store import records
 from ..store.bulk import set_fields
 from ..store.context import Context
-from ..store.layout import OUTPUTS, input_projection
+from ..store.layout import OUTPUTS
 from ..store.metadata import utcnow
 from ..store.models import load_model
-from ..store.watchers import and_, load_filter, watcher_output
+from ..store.watchers import and_, load_filter
 from .kinds import job_kind
-from .outputs import chunks, encode_outputs, ready_inputs, write_outputs
+from .outputs import WatcherView, compute, write_outputs
+from .reconcile import sweep
 
 logger = logging.getLogger(__name__)
 
@@ -97,24 +98,6 @@ def resolve_versions(ctx: Context, spec: PromoteSpec) -> dict[str, int]:
     return versions
 
 
-def compute(ctx: Context, row: dict, model: Any, model_row: dict, query: dict, chunk_size: int,
-            write: Any, on_chunk: Any = None) -> int:
-    """Apply ``model`` to the watcher's input in the documents matching ``query``; ``write(pairs)`` each chunk."""
-    key, features = row["key"], row.get("features") or {}
-    fields = input_projection(key, features)
-    projection = None if fields is None else {f: 1 for f in fields}
-    done = 0
-    for chunk in chunks(ctx.collection.find(query, projection).batch_size(chunk_size), chunk_size):
-        ready = ready_inputs(ctx, chunk, key, features)
-        if ready:
-            outputs = encode_outputs(ctx, model_row, model.predict([x for _, x in ready]))
-            write([(i, y) for (i, _), y in zip(ready, outputs)])
-        done += len(chunk)
-        if on_chunk is not None:
-            on_chunk(len(chunk))
-    return done
-
-
 def _clear_staging(ctx: Context, rows: list[dict]) -> None:
     for row in rows:
         path = staging_path(row["model"], row["key"])
@@ -123,11 +106,12 @@ def _clear_staging(ctx: Context, rows: list[dict]) -> None:
 
 def _swap(ctx: Context, row: dict, version: int) -> int:
     """Move staged outputs of ``version`` into ``_outputs.<key>.<model>``."""
-    staged, target = staging_path(row["model"], row["key"]), watcher_output(row)
+    staged, view = staging_path(row["model"], row["key"]), WatcherView.of(row)
     moves = []
     for doc in ctx.collection.find({f"{staged}.version": version}, {staged: 1}):
-        value = doc[OUTPUTS][staged.split(".", 1)[1]]["value"]
-        moves.append((doc["_id"], {"$set": {target: value}, "$unset": {staged: ""}}))
+        entry = doc[OUTPUTS][staged.split(".", 1)[1]]
+        moves.append((doc["_id"], {"$set": {view.path: entry["value"], view.fingerprint_path: entry["fingerprint"]},
+                                   "$unset": {staged: ""}}))
     set_fields(ctx.collection, moves)
     ctx.collection.update_many({staged: {"$exists": True}}, {"$unset": {staged: ""}})  # stale stages
     return len(moves)
@@ -143,7 +127,7 @@ def _switch_indexes(ctx: Context, models: set[str]) -> list[dict]:
         ctx.metadata.update("semantic_indexes", row["name"], {"$set": {"uid": new["uid"]}})
         switched.append(new)
         try:
-            with master_for_job(ctx.config) as master:
+            with master_for_job(ctx.config, sweep) as master:
                 master.drop(ctx.target, row)
                 stats = master.ensure(ctx.target, new)
             ctx.log(f"index {row['name']!r} switched: {stats.get('size')} vectors")
@@ -152,7 +136,7 @@ def _switch_indexes(ctx: Context, models: set[str]) -> list[dict]:
     return switched
 
 
-def _catch_up(ctx: Context, job_id: str, rows: list[dict], models: dict, model_rows: dict, started: Any,
+def _catch_up(ctx: Context, job_id: str, rows: list[dict], models: dict, model_rows: dict, versions: dict, started: Any,
               flip: Any, indexes: list[dict], spec: PromoteSpec) -> int:
     """Recompute, with the new versions, what was written while the switch ran.
 
@@ -176,7 +160,8 @@ def _catch_up(ctx: Context, job_id: str, rows: list[dict], models: dict, model_r
     total = 0
     for row in rows:
         mine = [j for j in jobs if j["watcher"] == row["name"]]
-        path, query = watcher_output(row), load_filter(row.get("filter"))
+        view = WatcherView.of(row)
+        path, query = view.path, view.filter
         ids: list | None = None
         if not any(j.get("ids") is None for j in mine):
             missing = [d["_id"] for d in ctx.collection.find(and_(query, {path: {"$exists": False}}), {"_id": 1})]
@@ -184,8 +169,9 @@ def _catch_up(ctx: Context, job_id: str, rows: list[dict], models: dict, model_r
             if not ids:
                 continue
             query = and_(query, {"_id": {"$in": ids}})
-        total += compute(ctx, row, models[row["model"]], model_rows[row["model"]], query, spec.chunk_size,
-                         lambda pairs, path=path: write_outputs(ctx, path, pairs))
+        total += compute(ctx, view, models[row["model"]], model_rows[row["model"]], versions[row["model"]], query,
+                         spec.chunk_size, lambda computed, view=view: write_outputs(ctx, view, computed),
+                         cancellable=False)[1]
         _refresh(ctx, [i for i in indexes if i["watcher"] == row["name"]], ids)
     if total:
         ctx.log(f"caught up {total} documents written during the switch")
@@ -195,7 +181,7 @@ def _catch_up(ctx: Context, job_id: str, rows: list[dict], models: dict, model_r
 def _refresh(ctx: Context, indexes: list[dict], ids: list | None) -> None:
     if not indexes:
         return
-    with master_for_job(ctx.config) as master:
+    with master_for_job(ctx.config, sweep) as master:
         for index in indexes:
             if ids is None:
                 master.reload(ctx.target, index)
@@ -231,14 +217,17 @@ def promote(ctx: Context, job_id: str, spec: PromoteSpec) -> dict:
     staged: dict[str, list] = {}
     try:
         for row in rows:
-            v, path = versions[row["model"]], staging_path(row["model"], row["key"])
+            v, path, view = versions[row["model"]], staging_path(row["model"], row["key"]), WatcherView.of(row)
             if in_memory:
-                write = staged.setdefault(row["name"], []).extend
+                def write(computed: list, name: str = row["name"]) -> None:
+                    staged.setdefault(name, []).extend(c._replace(input=None) for c in computed)
             else:
-                def write(pairs: list, v: int = v, path: str = path) -> None:
-                    write_outputs(ctx, path, [(i, {"version": v, "value": y}) for i, y in pairs])
-            compute(ctx, row, models[row["model"]], model_rows[row["model"]], load_filter(row.get("filter")),
-                    spec.chunk_size, write, advance)
+                def write(computed: list, v: int = v, path: str = path) -> None:
+                    set_fields(ctx.collection, ((c.id, {"$set": {path: {"version": v, "value": c.output,
+                                                                         "fingerprint": c.fingerprint}}})
+                                                for c in computed))
+            compute(ctx, view, models[row["model"]], model_rows[row["model"]], v, view.filter, spec.chunk_size,
+                    write, advance)
             ctx.log(f"{row['name']}: staged version {v} for {totals[row['name']]} documents")
         ctx.check_cancelled(TrainingCancelled)
     except BaseException:
@@ -250,8 +239,8 @@ def promote(ctx: Context, job_id: str, spec: PromoteSpec) -> dict:
     swapped = {}
     for row in rows:
         if in_memory:
-            write_outputs(ctx, watcher_output(row), staged[row["name"]])
-            swapped[row["name"]] = len(staged[row["name"]])
+            write_outputs(ctx, WatcherView.of(row), staged.get(row["name"], []), guard=False)
+            swapped[row["name"]] = len(staged.get(row["name"], []))
         else:
             swapped[row["name"]] = _swap(ctx, row, versions[row["model"]])
     flip = utcnow()
@@ -261,6 +250,6 @@ def promote(ctx: Context, job_id: str, spec: PromoteSpec) -> dict:
         if row.get("awaiting_training"):
             ctx.metadata.update("watchers", row["name"], {"$set": {"active": True}, "$unset": {"awaiting_training": ""}})
     indexes = _switch_indexes(ctx, set(versions))
-    caught = _catch_up(ctx, job_id, rows, models, model_rows, started, flip, indexes, spec)
+    caught = _catch_up(ctx, job_id, rows, models, model_rows, versions, started, flip, indexes, spec)
     ctx.log("serving " + ", ".join(f"{m} version {v}" for m, v in versions.items()))
     return {"versions": versions, "outputs": swapped, "indexes": [r["name"] for r in indexes], "caught_up": caught}

@@ -1,0 +1,184 @@
+"""The reconciler: derived state checked against the documents, and repaired.
+
+One pass over a collection (:func:`reconcile_pass`), for any writer (this
+library, another program, a write whose jobs were lost):
+
+1. **Outputs**, watcher by watcher, upstream first: every document the
+   watcher's filter matches whose output is missing or whose fingerprint is
+   not that of its present input and the model's serving version is
+   recomputed (at most ``reconcile.batch_size`` per watcher and pass; the
+   report's ``remaining`` says how many wait for the next pass); outputs of
+   documents that left the filter or lost the watched key are removed. Only
+   inputs and fingerprints are read, never the outputs themselves.
+2. **Indexes**: the master is given the (id, fingerprint) of every indexed
+   output and re-reads what differs, forgets what is gone (``Master.sync``).
+3. **Neighbourhoods**: lists that name a document no longer indexed, indexed
+   documents without a list, and documents whose vector changed are recomputed.
+4. **Job records**: ``pending``/``running`` records older than
+   ``reconcile.lost_after`` whose task the scheduler no longer knows are marked
+   ``failed`` ("lost"); their documents were repaired by the steps above.
+
+Triggers: ``Collection.reconcile()`` (a ``reconcile`` job), and the master's
+periodic sweep (:func:`sweep`, every ``reconcile.interval`` seconds).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from collections import Counter
+from typing import Any
+
+from ..master.handle import master_for_job
+from ..store import records
+from ..store.bulk import set_fields
+from ..store.context import Context, Target
+from ..store.layout import fingerprint_path, get_path, neighbourhood_path, output_path
+from ..store.metadata import utcnow
+from ..store.watchers import active_watchers, and_
+from .kinds import job_kind
+from .outputs import WatcherView, chunks, predict, remove_outputs, stale_inputs, write_outputs
+
+logger = logging.getLogger(__name__)
+
+READ_CHUNK = 5000
+REPORT_KEYS = ("documents_checked", "outputs_computed", "outputs_removed", "remaining", "index_upserted",
+               "index_removed", "neighbour_lists", "jobs_lost")
+
+
+def reconcile_pass(ctx: Context, ids: list | None = None, dask_client: Any = None) -> dict:
+    """One pass over the collection (only ``ids``, if given); returns what it repaired, by kind and count."""
+    report: Counter = Counter({k: 0 for k in REPORT_KEYS})
+    scope = {"_id": {"$in": list(ids)}} if ids is not None else {}
+    for row in active_watchers(ctx.metadata):
+        _outputs(ctx, row, scope, report)
+    for index in ctx.metadata.list("semantic_indexes"):
+        changed = _index(ctx, index, scope, ids, report)
+        for hood in ctx.metadata.list("neighbourhoods", {"semantic_index": index["name"]}):
+            _neighbourhood(ctx, index, hood, changed, scope, report)
+    report["jobs_lost"] = mark_lost_jobs(ctx, dask_client)
+    return dict(report)
+
+
+def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:
+    view = WatcherView.of(row)
+    model_row = ctx.metadata.get("models", row["model"])
+    version = model_row.get("version")
+    todo: list = []
+    cursor = ctx.collection.find(and_(view.filter, scope), view.projection).batch_size(READ_CHUNK)
+    for chunk in chunks(cursor, READ_CHUNK):
+        report["documents_checked"] += len(chunk)
+        todo += stale_inputs(ctx, view, chunk, version)
+    limit = ctx.config.reconcile.batch_size
+    if len(todo) > limit:
+        report["remaining"] += len(todo) - limit
+        todo = todo[:limit]
+    if todo:
+        model = ctx.artifacts.get(model_row["artifact"])
+        for part in chunks(todo, READ_CHUNK):
+            write_outputs(ctx, view, predict(ctx, model, model_row, part))
+        report["outputs_computed"] += len(todo)
+        ctx.log(f"{view.name}: recomputed {len(todo)} outputs that were missing or stale")
+    removed = remove_outputs(ctx, view, view.orphans(scope))
+    if removed:
+        report["outputs_removed"] += removed
+        ctx.log(f"{view.name}: removed {removed} outputs of documents the watcher no longer covers")
+
+
+def _index(ctx: Context, index: dict, scope: dict, ids: list | None, report: Counter) -> list:
+    path = output_path(index["keys"][0], index["models"][0])
+    fp_path = fingerprint_path(index["keys"][0], index["models"][0])
+    found = list(ctx.collection.find(and_(scope, {path: {"$exists": True}}), {fp_path: 1}).batch_size(READ_CHUNK))
+    with master_for_job(ctx.config, sweep) as master:
+        result = master.sync(ctx.target, index, [d["_id"] for d in found], [get_path(d, fp_path) for d in found],
+                             within=ids)
+    report["index_upserted"] += result["upserted"]
+    report["index_removed"] += result["removed"]
+    return result["changed"]
+
+
+def _neighbourhood(ctx: Context, index: dict, hood: dict, changed: list, scope: dict, report: Counter) -> None:
+    path = neighbourhood_path(hood["name"])
+    out_path = output_path(index["keys"][0], index["models"][0])
+    indexed = {d["_id"] for d in ctx.collection.find(and_(scope, {out_path: {"$exists": True}}), {"_id": 1})}
+    if scope:  # neighbours may lie outside the checked ids
+        listed = [i for d in ctx.collection.find(and_(scope, {path: {"$exists": True}}), {path: 1})
+                  for i in get_path(d, path) or []]
+        indexed |= {d["_id"] for d in ctx.collection.find({"_id": {"$in": listed}, out_path: {"$exists": True}},
+                                                          {"_id": 1})}
+    redo = set(changed) & indexed
+    lists = {d["_id"]: get_path(d, path) for d in ctx.collection.find(and_(scope, {path: {"$exists": True}}), {path: 1})}
+    for _id, neighbours in lists.items():
+        if _id not in indexed:
+            redo.add(_id)
+        elif any(n not in indexed for n in neighbours or []):
+            redo.add(_id)
+    redo |= {i for i in indexed if i not in lists and (not scope or i in set(scope["_id"]["$in"]))}
+    if not redo:
+        return
+    gone = [i for i in redo if i not in indexed]
+    if gone:
+        ctx.collection.update_many({"_id": {"$in": gone}}, {"$unset": {path: ""}})
+    keep = [i for i in redo if i in indexed]
+    if keep:
+        with master_for_job(ctx.config, sweep) as master:
+            fresh = master.neighbours(ctx.target, index, keep, hood["n"])
+        set_fields(ctx.collection, ((_id, {"$set": {path: n}}) for _id, n in fresh.items()))
+    report["neighbour_lists"] += len(redo)
+
+
+def _known_keys(dask_scheduler: Any, keys: list) -> list:
+    return [k for k in keys if k in dask_scheduler.tasks]
+
+
+def mark_lost_jobs(ctx: Context, dask_client: Any) -> int:
+    """Mark ``failed`` the unfinished records whose task the cluster no longer knows; return how many."""
+    if dask_client is None:
+        return 0
+    cutoff = utcnow() - datetime.timedelta(seconds=ctx.config.reconcile.lost_after)
+    rows = list(ctx.jobs.find({"status": {"$in": [records.PENDING, records.RUNNING]}, "key": {"$ne": None},
+                               "created_at": {"$lt": cutoff}}, {"key": 1}))
+    if not rows:
+        return 0
+    known = set(dask_client.run_on_scheduler(_known_keys, keys=[r["key"] for r in rows]))
+    lost = [r for r in rows if r["key"] not in known]
+    for r in lost:
+        records.finish(ctx.jobs, str(r["_id"]), records.FAILED,
+                       error="lost: its task is no longer on the cluster (a worker or the database went away); "
+                             "the reconciler repaired its documents")
+    if lost:
+        ctx.log(f"marked {len(lost)} lost job records failed")
+    return len(lost)
+
+
+def _dask_client() -> Any:
+    try:
+        from distributed import get_client, get_worker
+
+        get_worker()
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+@job_kind("reconcile")
+def reconcile_job(ctx: Context, job_id: str, ids: list | None = None) -> dict:
+    """``Collection.reconcile()``: one pass, reported in the job's result."""
+    return reconcile_pass(ctx, ids, _dask_client())
+
+
+def _sweep_task(target: Target) -> dict:
+    return reconcile_pass(Context(target), None, _dask_client())
+
+
+def sweep(target: Target, dask_client: Any = None) -> dict:
+    """One periodic pass over ``target``: as a task on the cluster when there is one, else right here."""
+    if dask_client is None:
+        return _sweep_task(target)
+    import distributed
+
+    future = dask_client.submit(_sweep_task, target, key=f"superduperdb-sweep-{uuid.uuid4().hex}", pure=False)
+    distributed.fire_and_forget(future)
+    timeout = Context(target).config.cluster.timeout * 20
+    return future.result(timeout=timeout)

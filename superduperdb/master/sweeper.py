@@ -74,8 +74,12 @@ class Sweeper:
     def close(self) -> None:
         self._stop.set()
 
+    def _gone(self) -> bool:
+        """Whether the cluster this sweeper submitted to has closed (then the sweeper ends)."""
+        return self._dask_client is not None and self._dask_client.status in ("closing", "closed")
+
     def _run(self) -> None:
-        while not self._stop.wait(TICK):
+        while not self._stop.wait(TICK) and not self._gone():
             now = time.monotonic()
             with self._lock:
                 due = [(k, t, i) for k, (t, i) in self._targets.items() if i > 0 and self._due.get(k, 0) <= now]
@@ -90,6 +94,8 @@ class Sweeper:
             report = self._sweep(target, self._dask_client)
             entry = {"at": start, "seconds": time.time() - start, "report": report}
         except Exception as exc:  # a pass that fails (database away ...) is retried at the next interval
+            if self._gone():
+                return
             logger.warning("reconcile pass over %s.%s failed: %s: %s", target.database, target.collection,
                            type(exc).__name__, exc)
             entry = {"at": start, "seconds": time.time() - start, "error": f"{type(exc).__name__}: {exc}"}

@@ -98,7 +98,7 @@ def _scheduler_info(address: str, timeout: float, resource: str) -> tuple[dict[s
 
 def master_info(client: Any, timeout: float) -> dict[str, Any]:
     """The master's worker, uptime and indexes, without creating it if it does not exist."""
-    from ..master.handle import DATASET
+    from ..master.handle import DATASET, GENERATION
 
     try:
         with client.as_current():  # the actor proxy binds to the current client when unpickled
@@ -112,12 +112,15 @@ def master_info(client: Any, timeout: float) -> dict[str, Any]:
         with client.as_current():
             started = actor.ping().result(timeout=timeout)
             stats = actor.stats().result(timeout=timeout)
+            reconciler = actor.reconciler().result(timeout=timeout)
     except Exception as exc:
         master["state"] = f"lost ({type(exc).__name__}: {exc}); re-created on the next search or index job"
         return master
     master["state"] = "running"
+    master["generation"] = client.get_dataset(GENERATION, default=1)
     master["up"] = _duration(time.time() - float(started))
     master["indexes"] = [dict(s) for s in stats]
+    master["reconciler"] = dict(reconciler)
     return master
 
 
@@ -166,6 +169,19 @@ def _index_line(s: dict) -> str:
     return ", ".join(parts)
 
 
+def _sweep_line(entry: dict) -> str:
+    """One watched collection's sweep: its interval, and its last pass with its lag (time since)."""
+    every = f"every {entry.get('interval'):g} s" if entry.get("interval") else "sweep off"
+    if "at" not in entry:
+        return f"{every}, no pass yet"
+    done = f"last pass {_duration(entry.get('ago', 0))} ago, took {entry.get('seconds', 0):.2f} s"
+    if entry.get("error"):
+        return f"{every}, {done}, failed: {entry['error']}"
+    repaired = {k: v for k, v in (entry.get("report") or {}).items() if v and k != "documents_checked"}
+    what = ", ".join(f"{k} {v}" for k, v in repaired.items()) or "nothing to repair"
+    return f"{every}, {done}: {what}"
+
+
 def format_sections(report: dict[str, Any]) -> list[str]:
     """The ``database``, ``cluster``, ``master`` and ``jobs`` sections as text lines."""
     lines: list[str] = []
@@ -184,13 +200,15 @@ def format_sections(report: dict[str, Any]) -> list[str]:
     master = report.get("master")
     if master is not None:
         lines.append("master:")
-        for key in ("state", "worker", "up"):
+        for key in ("state", "generation", "worker", "up"):
             if key in master:
                 lines.append(f"  {key:22} {master[key]}")
         for s in master.get("indexes", []):
             lines.append(f"  index {s.get('index')!r} of {s.get('collection')}: {_index_line(s)}")
         if master.get("state") == "running" and not master.get("indexes"):
             lines.append("  (no index loaded yet)")
+        for collection, entry in (master.get("reconciler") or {}).items():
+            lines.append(f"  reconciler {collection}: {_sweep_line(entry)}")
     jobs = report.get("jobs")
     if jobs is not None:
         lines.append("jobs:")

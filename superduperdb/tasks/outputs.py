@@ -134,10 +134,14 @@ def remove_outputs(ctx: Context, view: WatcherView, query: dict) -> int:
     return result.modified_count
 
 
-def stale_inputs(ctx: Context, view: WatcherView, docs: list[dict], version: Any) -> list[tuple[Any, Any, str]]:
+def stale_inputs(ctx: Context, view: WatcherView, docs: list[dict], version: Any,
+                 without_output: set | None = None) -> list[tuple[Any, Any, str]]:
     """``(id, raw input, new fingerprint)`` of the documents whose output is missing or not current.
 
-    Documents without their input (or with a download still pending) are left out.
+    Documents without their input (or with a download still pending) are left
+    out. A fingerprint whose output was removed (by hand) is not current:
+    ``without_output`` names such documents when the caller knows them
+    (:func:`fingerprints_without_output`), else they are looked up here.
     """
     todo, current = [], []
     for doc in docs:
@@ -146,11 +150,17 @@ def stale_inputs(ctx: Context, view: WatcherView, docs: list[dict], version: Any
             continue
         fp = fingerprint(version, value)
         (current if get_path(doc, view.fingerprint_path) == fp else todo).append((doc["_id"], value, fp))
-    if current:  # a fingerprint without its output (removed by hand) is not current
-        ids = [i for i, _, _ in current]
-        lost = {d["_id"] for d in ctx.collection.find({"_id": {"$in": ids}, view.path: {"$exists": False}}, {"_id": 1})}
-        todo += [t for t in current if t[0] in lost]
+    if current:
+        if without_output is None:
+            without_output = fingerprints_without_output(ctx, view, {"_id": {"$in": [i for i, _, _ in current]}})
+        todo += [t for t in current if t[0] in without_output]
     return todo
+
+
+def fingerprints_without_output(ctx: Context, view: WatcherView, scope: dict) -> set:
+    """Ids of the documents in ``scope`` that have a fingerprint but no output."""
+    query = and_(scope, {view.fingerprint_path: {"$exists": True}, view.path: {"$exists": False}})
+    return {d["_id"] for d in ctx.collection.find(query, {"_id": 1})}
 
 
 def predict(ctx: Context, model: Any, model_row: dict, todo: list[tuple[Any, Any, str]]) -> list[Computed]:

@@ -38,7 +38,15 @@ from ..store.layout import fingerprint_path, get_path, neighbourhood_path, outpu
 from ..store.metadata import utcnow
 from ..store.watchers import active_watchers, and_
 from .kinds import job_kind
-from .outputs import WatcherView, chunks, predict, remove_outputs, stale_inputs, write_outputs
+from .outputs import (
+    WatcherView,
+    chunks,
+    fingerprints_without_output,
+    predict,
+    remove_outputs,
+    stale_inputs,
+    write_outputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +74,11 @@ def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:
     model_row = ctx.metadata.get("models", row["model"])
     version = model_row.get("version")
     todo: list = []
+    without_output = fingerprints_without_output(ctx, view, scope)
     cursor = ctx.collection.find(and_(view.filter, scope), view.projection).batch_size(READ_CHUNK)
     for chunk in chunks(cursor, READ_CHUNK):
         report["documents_checked"] += len(chunk)
-        todo += stale_inputs(ctx, view, chunk, version)
+        todo += stale_inputs(ctx, view, chunk, version, without_output)
     limit = ctx.config.reconcile.batch_size
     if len(todo) > limit:
         report["remaining"] += len(todo) - limit

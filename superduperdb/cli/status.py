@@ -172,6 +172,8 @@ def _index_line(s: dict) -> str:
 def _sweep_line(entry: dict) -> str:
     """One watched collection's sweep: its interval, and its last pass with its lag (time since)."""
     every = f"every {entry.get('interval'):g} s" if entry.get("interval") else "sweep off"
+    if entry.get("change_stream") == "following":
+        every = f"change stream and {every}"
     if "at" not in entry:
         return f"{every}, no pass yet"
     done = f"last pass {_duration(entry.get('ago', 0))} ago, took {entry.get('seconds', 0):.2f} s"

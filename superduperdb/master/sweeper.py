@@ -2,8 +2,9 @@
 
 Clients register the collections they watch (:meth:`Sweeper.watch`); every
 ``reconcile.interval`` seconds (each collection's own config) the sweeper
-runs one reconcile pass for each, one after the other, so passes never
-overlap. What a pass does is given to the master when it is created (the
+runs one reconcile pass for each, and where the server offers change streams
+a pass over the documents just written by anyone (:mod:`.changes`). Passes
+never overlap. What a pass does is given to the master when it is created (the
 ``sweep`` callable, :func:`superduperdb.tasks.reconcile.sweep`): on a cluster
 it runs as a task on a worker, so the master keeps answering queries.
 The last pass of each collection is kept for ``superduperdb info``.
@@ -16,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from .changes import ChangeFeed
 
 logger = logging.getLogger(__name__)
 
@@ -32,20 +35,23 @@ class Sweeper:
     Parameters
     ----------
     sweep : callable
-        One reconcile pass over a collection; returns its report (a dict of counts).
+        ``sweep(target, dask_client, ids)``: one reconcile pass over a collection (only
+        ``ids`` if not None); returns its report (a dict of counts).
     dask_client : distributed.Client or None
         Handed to ``sweep`` (None: the pass runs in this thread).
     """
 
-    def __init__(self, sweep: Callable[[Any, Any], dict], dask_client: Any = None) -> None:
+    def __init__(self, sweep: Callable[[Any, Any, Any], dict], dask_client: Any = None) -> None:
         self._sweep = sweep
         self._dask_client = dask_client
         self._targets: dict[str, tuple[Any, float]] = {}  # key -> (target, interval)
         self._due: dict[str, float] = {}
         self._last: dict[str, dict] = {}
         self._lock = threading.Lock()
+        self._passing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._feeds: dict[str, ChangeFeed] = {}
 
     def watch(self, target: Any, interval: float) -> None:
         """Sweep ``target`` every ``interval`` seconds (0: never; the first pass one interval from now)."""
@@ -58,6 +64,8 @@ class Sweeper:
             if self._thread is None and interval > 0:
                 self._thread = threading.Thread(target=self._run, name="superduperdb-reconciler", daemon=True)
                 self._thread.start()
+            if not known and interval > 0:
+                self._feeds[key] = ChangeFeed(target, lambda ids, k=key, t=target: self._pass(k, t, ids), self._stop)
 
     def stats(self) -> dict:
         """The watched collections, each with its interval and last pass (time, seconds, report or error)."""
@@ -68,7 +76,9 @@ class Sweeper:
                 last = dict(self._last.get(key) or {})
                 if "at" in last:
                     last["ago"] = now - last["at"]
-                out[f"{target.database}.{target.collection}"] = {"interval": interval, **last}
+                feed = self._feeds.get(key)
+                out[f"{target.database}.{target.collection}"] = {
+                    "interval": interval, "change_stream": feed.state if feed else "off", **last}
             return out
 
     def close(self) -> None:
@@ -88,16 +98,19 @@ class Sweeper:
                 with self._lock:
                     self._due[key] = time.monotonic() + interval
 
-    def _pass(self, key: str, target: Any) -> None:
-        start = time.time()
-        try:
-            report = self._sweep(target, self._dask_client)
-            entry = {"at": start, "seconds": time.time() - start, "report": report}
-        except Exception as exc:  # a pass that fails (database away ...) is retried at the next interval
-            if self._gone():
-                return
-            logger.warning("reconcile pass over %s.%s failed: %s: %s", target.database, target.collection,
-                           type(exc).__name__, exc)
-            entry = {"at": start, "seconds": time.time() - start, "error": f"{type(exc).__name__}: {exc}"}
+    def _pass(self, key: str, target: Any, ids: list | None = None) -> None:
+        with self._passing:
+            start = time.time()
+            try:
+                report = self._sweep(target, self._dask_client, ids)
+                entry = {"at": start, "seconds": time.time() - start, "report": report}
+            except Exception as exc:  # a pass that fails (database away ...) is retried at the next interval
+                if self._gone():
+                    return
+                logger.warning("reconcile pass over %s.%s failed: %s: %s", target.database, target.collection,
+                               type(exc).__name__, exc)
+                entry = {"at": start, "seconds": time.time() - start, "error": f"{type(exc).__name__}: {exc}"}
+        if ids is not None:
+            entry["ids"] = len(ids)
         with self._lock:
             self._last[key] = entry

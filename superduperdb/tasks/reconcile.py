@@ -177,17 +177,18 @@ def reconcile_job(ctx: Context, job_id: str, ids: list | None = None) -> dict:
     return reconcile_pass(ctx, ids, _dask_client())
 
 
-def _sweep_task(target: Target) -> dict:
-    return reconcile_pass(Context(target), None, _dask_client())
+def _sweep_task(target: Target, ids: list | None = None) -> dict:
+    return reconcile_pass(Context(target), ids, _dask_client())
 
 
-def sweep(target: Target, dask_client: Any = None) -> dict:
-    """One periodic pass over ``target``: as a task on the cluster when there is one, else right here."""
+def sweep(target: Target, dask_client: Any = None, ids: list | None = None) -> dict:
+    """One pass of the master's reconciler over ``target`` (only ``ids``, from a change stream, if given):
+    as a task on the cluster when there is one, else right here."""
     if dask_client is None:
-        return _sweep_task(target)
+        return _sweep_task(target, ids)
     import distributed
 
-    future = dask_client.submit(_sweep_task, target, key=f"superduperdb-sweep-{uuid.uuid4().hex}", pure=False)
+    future = dask_client.submit(_sweep_task, target, ids, key=f"superduperdb-sweep-{uuid.uuid4().hex}", pure=False)
     distributed.fire_and_forget(future)
     timeout = Context(target).config.cluster.timeout * 20
     return future.result(timeout=timeout)

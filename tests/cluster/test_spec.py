@@ -101,7 +101,8 @@ def test_job_counts_and_text_report():
             {"index": "idx", "collection": "shop.docs", "size": 10, "dim": 4, "tail": 10, "graph_size": 0,
              "deleted": 0, "builds": 0, "last_build_seconds": None, "building": False}],
             "generation": 2,
-            "reconciler": {"shop.docs": {"interval": 10.0, "at": 0.0, "ago": 3.2, "seconds": 0.25,
+            "reconciler": {"shop.docs": {"interval": 10.0, "change_stream": "following", "at": 0.0, "ago": 3.2,
+                                         "seconds": 0.25,
                                          "report": {"documents_checked": 10, "outputs_computed": 4, "jobs_lost": 0}},
                            "shop.other": {"interval": 10.0},
                            "shop.down": {"interval": 5.0, "at": 0.0, "ago": 1, "seconds": 5.0,
@@ -113,7 +114,7 @@ def test_job_counts_and_text_report():
     assert "index 'idx' of shop.docs: size 10, dim 4, tail 10 (exact search), graph 0" in text
     assert "last build none yet" in text
     assert "generation             2" in text
-    assert "reconciler shop.docs: every 10 s, last pass 0:00:03 ago, took 0.25 s: outputs_computed 4" in text
+    assert "reconciler shop.docs: change stream and every 10 s, last pass 0:00:03 ago, took 0.25 s: outputs_computed 4" in text
     assert "reconciler shop.other: every 10 s, no pass yet" in text
     assert "reconciler shop.down: every 5 s, last pass 0:00:01 ago, took 5.00 s, failed: ServerSelection" in text
     assert "shop.docs" in text and "failed 1, success 2" in text

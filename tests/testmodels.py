@@ -94,3 +94,46 @@ def slow_identity(x, seconds: float = 1.5):
 
     time.sleep(seconds)
     return x
+
+
+class CountCalls:
+    """Appends one line per call to a file, so tests can count model calls across worker processes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, x):
+        with open(self.path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return float(x) * 2
+
+
+def count_calls(path) -> int:
+    """How many calls a :class:`CountCalls` model made (0 before the first)."""
+    try:
+        return len(Path(path).read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+class Sleepy:
+    """Sleeps ``seconds`` per input, then returns it as a float (a slowish model)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, x):
+        import time
+
+        time.sleep(self.seconds)
+        return float(x)
+
+
+def held_actors(dask_worker, prefix: str = "superduperdb-master-") -> list:
+    """For ``dask_client.run``: the keys of the actors (masters) this worker holds."""
+    return sorted(str(k) for k in dask_worker.state.actors if str(k).startswith(prefix))
+
+
+def known_tasks(dask_scheduler, keys: list) -> list:
+    """For ``dask_client.run_on_scheduler``: which of ``keys`` the scheduler still knows."""
+    return [k for k in keys if k in dask_scheduler.tasks]

@@ -9,9 +9,11 @@ first worker.
 If the master's worker dies, the next call replaces it: under a cluster-wide
 ``distributed.Lock``, a handle whose generation ``g`` was lost creates
 generation ``g + 1`` only if ``g`` is still the published one; otherwise
-another client already replaced it, and the handle switches to that one. So
-with any number of clients there is one master, and every client ends up
-using it. A new master reloads its indexes from MongoDB on first use (the
+another client already replaced it, and the handle switches to that one. A
+published master whose worker has left the cluster counts as lost as soon as
+it is found (a job's fresh handle would otherwise call the dead worker and
+wait for Dask's connect timeout, 30 s, before replacing it). So with any
+number of clients there is one master, and every client ends up using it. A new master reloads its indexes from MongoDB on first use (the
 master is a cache) and is told again which collections to sweep.
 Inline clients (``cluster=None``) use a master in their own process.
 """
@@ -110,7 +112,7 @@ class MasterHandle:
         client = self.dask_client
         try:
             actor, generation = self._published()
-            if generation != lost:
+            if generation != lost and self._alive(actor):
                 return actor, generation
         except KeyError:
             pass
@@ -121,7 +123,7 @@ class MasterHandle:
         try:
             try:
                 actor, generation = self._published()
-                if generation != lost:
+                if generation != lost and self._alive(actor):
                     return actor, generation  # another client replaced it first: use that one
             except KeyError:
                 generation = 0
@@ -142,6 +144,11 @@ class MasterHandle:
             return actor, generation
         finally:
             lock.release()
+
+    def _alive(self, actor: Any) -> bool:
+        """Whether the actor's worker is still in the cluster. A published master whose worker
+        is gone is lost too: a call to it would wait for the connect timeout (30 s) before failing."""
+        return actor._address in self.dask_client.nthreads()
 
     def _switch(self, lost: int | None = None) -> None:
         """Take the current master (replacing generation ``lost``); tell it what to sweep."""

@@ -34,6 +34,7 @@ from superduperdb.master.handle import DATASET, FUTURE, GENERATION
 pytestmark = pytest.mark.integration
 
 WAIT = 120
+REPLACE_WAIT = 20  # a lost master is replaced in well under the 30 s a call to its dead worker can hang
 DIM = 8
 BASE_CONFIG = {"master.warm_up": False}
 
@@ -148,8 +149,10 @@ def test_two_clients_share_one_new_master_after_its_worker_dies(connect, unique_
 
     kill_workers(dask_client, {address}, n_workers=len(workers_of(dask_client)))
     new_a, new_b = vectors(5, seed=1) * 3, vectors(5, seed=2) * 3
-    coll_a.insert_many([{"x": x, "i": 100 + i} for i, x in enumerate(new_a)]).jobs.wait(WAIT)
-    coll_b.insert_many([{"x": x, "i": 200 + i} for i, x in enumerate(new_b)]).jobs.wait(WAIT)
+    # The first index job finds the dead master published and replaces it at once (not after
+    # Dask's 30 s connect timeout to the dead worker, which cluster.timeout would let it wait).
+    coll_a.insert_many([{"x": x, "i": 100 + i} for i, x in enumerate(new_a)]).jobs.wait(REPLACE_WAIT)
+    coll_b.insert_many([{"x": x, "i": 200 + i} for i, x in enumerate(new_b)]).jobs.wait(REPLACE_WAIT)
 
     for coll in (coll_a, coll_b):
         found = [coll.find_one(like={"x": x})["i"] for x in (*new_a, *new_b)]

@@ -138,7 +138,8 @@ def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dic
     Dask after a lost worker never repeats finished work. A job interrupted by
     the database (a ``pymongo.errors.ConnectionFailure``) runs again, up to
     ``jobs.retries`` times with exponential backoff from ``jobs.retry_delay``
-    seconds (jobs are idempotent); its record logs each interruption.
+    seconds (jobs are idempotent); its record logs each interruption (once the
+    database is back, if it stayed away through several).
 
     Never raises for a failing job: the record says ``failed`` (with the
     traceback) and the outcome tells dependent jobs not to run, which they
@@ -147,13 +148,18 @@ def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dic
     """
     ctx = Context(target, job_id)
     retries, delay = ctx.config.jobs.retries, ctx.config.jobs.retry_delay
+    untold: list[str] = []  # interruptions not yet in the record (the database was still away)
     for attempt in range(1, retries + 2):
         try:
+            if untold:
+                records.log(ctx.jobs, job_id, untold)
+                untold.clear()
             return _run_once(ctx, job_id, kind, params, upstream, attempt)
         except pymongo.errors.ConnectionFailure as exc:
             error = f"{type(exc).__name__}: {exc}"
             if attempt > retries:
                 logger.warning("job %s (%s): the database stayed unreachable after %d attempts", job_id, kind, attempt)
+                _quietly(records.log, ctx.jobs, job_id, untold)
                 _quietly(records.finish, ctx.jobs, job_id, records.FAILED, attempts=attempt,
                          error=f"interrupted: the database was unreachable ({attempt} attempts; last: {error}); "
                                "the reconciler repairs what it left undone")
@@ -162,7 +168,9 @@ def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dic
             logger.warning("job %s (%s), attempt %d interrupted by the database (%s); again in %.1f s",
                            job_id, kind, attempt, error, pause)
             time.sleep(pause)  # backoff before a retry, not a synchronisation
-            _quietly(records.log, ctx.jobs, job_id, [f"attempt {attempt} interrupted by the database ({error}); retried"])
+            # Written when the next attempt starts: with the database still away, the line waits
+            # for the attempt that reaches it, so the record tells every interruption.
+            untold.append(f"attempt {attempt} interrupted by the database ({error}); retried")
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -137,3 +137,9 @@ def held_actors(dask_worker, prefix: str = "superduperdb-master-") -> list:
 def known_tasks(dask_scheduler, keys: list) -> list:
     """For ``dask_client.run_on_scheduler``: which of ``keys`` the scheduler still knows."""
     return [k for k in keys if k in dask_scheduler.tasks]
+
+
+def worker_ids(dask_scheduler) -> dict:
+    """For ``dask_client.run_on_scheduler``: ``{address: server id}`` of the workers (a restarted
+    worker has a new id, even at an address it held before)."""
+    return {address: ws.server_id for address, ws in dask_scheduler.workers.items()}

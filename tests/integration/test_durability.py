@@ -70,15 +70,25 @@ def connect(server_uri, unique_name):
         raw.drop_database(unique_name)
 
 
-def workers_of(dask_client) -> set[str]:
-    return set(dask_client.scheduler_info(n_workers=-1)["workers"])
+def workers_of(dask_client) -> set[tuple[str, str]]:
+    """The cluster's workers, as ``(address, id)`` (a restarted worker may reuse an address)."""
+    return set(dask_client.run_on_scheduler(testmodels.worker_ids).items())
 
 
-def kill_workers(dask_client, addresses: set[str], n_workers: int) -> None:
-    """Kill these worker processes (their nannies restart them); wait until the cluster has ``n_workers`` again."""
+def kill_workers(dask_client, addresses: set[str]) -> set[tuple[str, str]]:
+    """Kill these worker processes (their nannies restart them); wait until the cluster has as
+    many workers as before, none of them a killed one; return the killed ``(address, id)``."""
+    before = workers_of(dask_client)
+    killed = {w for w in before if w[0] in addresses}
+    assert {a for a, _ in killed} == addresses, (addresses, before)
     dask_client.run(testmodels.exit_process, workers=sorted(addresses), wait=False)
-    poll(lambda: not workers_of(dask_client) & addresses and len(workers_of(dask_client)) == n_workers,
-         WAIT, f"the cluster to replace the killed workers {sorted(addresses)}")
+
+    def replaced() -> bool:
+        now = workers_of(dask_client)
+        return len(now) == len(before) and not now & killed
+
+    poll(replaced, WAIT, f"the cluster to replace the killed workers {sorted(addresses)}")
+    return killed
 
 
 def vectors(n: int, seed: int) -> np.ndarray:
@@ -108,12 +118,13 @@ def test_killed_worker_after_jobs_finished_calls_the_model_no_more(connect, uniq
     holders = dask_client.who_has(futures)
     held = {address for addresses in holders.values() for address in addresses}
     assert len(holders) == len(futures) and all(holders.values()), holders
-    kill_workers(dask_client, held, n_workers=len(workers_of(dask_client)))
+    kill_workers(dask_client, held)
 
     outcomes = [future.result(timeout=WAIT) for future in futures]
     assert [o["status"] for o in outcomes] == ["success"] * len(jobs)
-    recomputed = dask_client.who_has(futures)  # the results live on the new workers: they were recomputed
-    assert all(addresses and not set(addresses) & held for addresses in recomputed.values()), recomputed
+    # the results live on the new workers: they were recomputed
+    recomputed = dask_client.who_has(futures)
+    assert all(recomputed.values()) and set().union(*recomputed.values()) <= {a for a, _ in workers_of(dask_client)}
     assert testmodels.count_calls(calls) == 100
     assert {job.id: job.record() for job in jobs} == before  # every record still success, not even touched
     assert coll.count_documents({"_outputs.v.count": {"$exists": True}}) == 100
@@ -147,7 +158,7 @@ def test_two_clients_share_one_new_master_after_its_worker_dies(connect, unique_
     address = master_a.worker()
     assert master_b.worker() == address
 
-    kill_workers(dask_client, {address}, n_workers=len(workers_of(dask_client)))
+    kill_workers(dask_client, {address})
     new_a, new_b = vectors(5, seed=1) * 3, vectors(5, seed=2) * 3
     # The first index job finds the dead master published and replaces it at once (not after
     # Dask's 30 s connect timeout to the dead worker, which cluster.timeout would let it wait).

@@ -73,7 +73,7 @@ class JobService:
         return self.job(job_id, future)
 
     def submit_watchers(self, ids: list | None, names: set[str] | None = None, *, download: bool = False,
-                        after: Iterable[Job] = ()) -> JobGroup:
+                        after: Iterable[Job] = (), settle: bool = False) -> JobGroup:
         """Jobs for the active watchers (``names`` only, if given) over ``ids`` (None: all).
 
         Each watcher's job waits for the jobs of the watchers it reads from; the
@@ -93,7 +93,8 @@ class JobService:
         by_watcher: dict[str, Job] = {}
         for row in rows:  # topological order: upstream jobs exist before their dependents
             deps = [by_watcher[u] for u in upstream_of(row) if u in by_watcher] or first
-            params = {"watcher": row["name"], "ids": ids, "chunk_size": self.scope.config.jobs.chunk_size}
+            params = {"watcher": row["name"], "ids": ids, "chunk_size": self.scope.config.jobs.chunk_size,
+                      "settle": settle}
             job = self.submit("model", params, depends_on=deps,
                               record={"model": row["model"], "watcher": row["name"], "ids": ids})
             by_watcher[row["name"]] = job
@@ -147,7 +148,7 @@ class JobService:
         ids = list(dict.fromkeys([*plan.ids, *(i for i in written if i is not None)]))
         if not ids:
             return JobGroup()
-        return self.submit_watchers(ids, plan.watchers, download=plan.download)
+        return self.submit_watchers(ids, plan.watchers, download=plan.download, settle=True)
 
     def before_delete(self, filter: dict, many: bool) -> list | None:
         """The ids a delete will remove, when an index must forget them (else None)."""
@@ -199,7 +200,7 @@ class JobService:
         if updates:
             ids = list({i: None for p in updates for i in p.ids})
             group += self.submit_watchers(ids, set().union(*(p.watchers for p in updates)),
-                                          download=any(p.download for p in updates))
+                                          download=any(p.download for p in updates), settle=True)
         for kind, plan in plans:
             if kind == "delete":
                 group += self.after_delete(plan) or JobGroup()

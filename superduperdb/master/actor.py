@@ -13,9 +13,7 @@ inserts, updates and deletes all arrive the same way.
 
 from __future__ import annotations
 
-import io
 import logging
-import struct
 import threading
 import time
 from typing import Any
@@ -24,6 +22,7 @@ from ..errors import SemanticIndexError
 from ..index.env import configure_numba_env
 from ..store.context import Context, Target
 from ..store.layout import fingerprint_path, get_path, output_path
+from ..types import npy
 from .sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
@@ -244,44 +243,21 @@ class Master:
                 "warm": self._warm is None or not self._warm.is_alive(), **loaded.index.stats()}
 
 
-_NPY_HEADERS: dict[bytes, tuple[Any, int, int]] = {}  # .npy header -> (dtype, length, data offset)
-_NPY_HEADERS_MAX = 64
-
-
 def _npy_vector(value: Any) -> Any:
-    """A stored 1-D ``array``/``tensor`` value as a float32 vector, or None (use the type registry).
-
-    Both built-in types store ``.npy`` bytes. ``numpy.load`` parses every header
-    with ``ast.literal_eval`` (most of its ~50 us per vector); the headers of an
-    index's vectors are all alike, so each distinct header is parsed once.
-    """
-    import numpy as np
-
+    """A stored 1-D ``array``/``tensor`` value as a float32 vector, or None (use the type registry)."""
     content = value.get("_content") if isinstance(value, dict) and len(value) == 1 else None
     if not isinstance(content, dict) or content.get("type") not in ("array", "tensor"):
         return None
     data = content.get("bytes")
-    if not isinstance(data, bytes) or data[:6] != b"\x93NUMPY" or len(data) < 10:
+    if not isinstance(data, bytes) or npy.header_length(data) is None:
         return None
-    if data[6] == 1:
-        offset = 10 + struct.unpack("<H", data[8:10])[0]
-    elif data[6] in (2, 3) and len(data) >= 12:
-        offset = 12 + struct.unpack("<I", data[8:12])[0]
-    else:
+    try:
+        array = npy.loads(data, writable=False)
+    except ValueError:
         return None
-    header = bytes(data[:offset])
-    known = _NPY_HEADERS.get(header)
-    if known is None:
-        array = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
-        if array.ndim != 1 or array.dtype.hasobject:
-            return None
-        if len(_NPY_HEADERS) >= _NPY_HEADERS_MAX:
-            _NPY_HEADERS.clear()
-        _NPY_HEADERS[header] = known = (array.dtype, array.shape[0], offset)
-    dtype, length, offset = known
-    if len(data) != offset + length * dtype.itemsize:
+    if array.ndim != 1 or array.dtype.hasobject or array.dtype.fields is not None:
         return None
-    return np.frombuffer(data, dtype=dtype, count=length, offset=offset).astype(np.float32)
+    return array.astype("float32")
 
 
 def _as_vector(value: Any) -> Any:

@@ -6,7 +6,7 @@ with ``$set`` keyed by ``_id``: a job that runs again (a retry, a
 recomputation after a lost worker) rewrites the same values, and skips the
 documents whose output is already current.
 
-With ``ids``, the job also removes the outputs of those documents that no
+With ``ids`` and ``settle`` (the jobs of updates), the job also removes the outputs of those documents that no
 longer match the watcher's filter or lost the watched key, so every write
 path (``$unset``, ``$rename``, a changed filter field, a replacement) ends
 with exactly the outputs the document's current content implies.
@@ -195,8 +195,14 @@ def compute(ctx: Context, view: WatcherView, model: Any, model_row: dict, versio
 
 
 @job_kind("model")
-def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = None, chunk_size: int = 5000) -> dict:
-    """Bring the watcher's outputs of ``ids`` (or of every document) up to date."""
+def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = None, chunk_size: int = 5000,
+                    settle: bool = False) -> dict:
+    """Bring the watcher's outputs of ``ids`` (or of every document) up to date.
+
+    ``settle`` (jobs of updates and replacements): also remove the outputs of
+    those ``ids`` that left the watcher's filter or lost its key. Jobs of
+    inserts skip that query: a new document has no output to remove.
+    """
     row = ctx.metadata.get("watchers", watcher)
     model_row = ctx.metadata.get("models", row["model"])
     model = ctx.artifacts.get(model_row["artifact"])  # the version named in model_row, read once
@@ -213,5 +219,5 @@ def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = 
 
     read, computed = compute(ctx, view, model, model_row, model_row.get("version"), and_(view.filter, scope),
                              chunk_size, lambda computed: write_outputs(ctx, view, computed), progress)
-    removed = remove_outputs(ctx, view, view.orphans(scope)) if ids is not None else 0
+    removed = remove_outputs(ctx, view, view.orphans(scope)) if settle and ids is not None else 0
     return {"computed": computed, "current": read - computed, "removed": removed, "path": view.path}

@@ -12,6 +12,8 @@ import pickle
 import sys
 from typing import Any
 
+from . import npy
+
 
 class ArrayType:
     """numpy arrays, stored in the ``.npy`` format (dtype and shape kept).
@@ -33,16 +35,10 @@ class ArrayType:
         return (numpy.ndarray,)
 
     def encode(self, x: Any) -> bytes:
-        import numpy
-
-        buf = io.BytesIO()
-        numpy.save(buf, numpy.asarray(x), allow_pickle=False)
-        return buf.getvalue()
+        return npy.dumps(x)
 
     def decode(self, data: bytes) -> Any:
-        import numpy
-
-        return numpy.load(io.BytesIO(data), allow_pickle=False)
+        return npy.loads(data)
 
     def __repr__(self) -> str:
         return "ArrayType()"

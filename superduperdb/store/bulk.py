@@ -31,14 +31,19 @@ def bulk_write(raw: Any, ops: list, ordered: bool = True, *args: Any, **kwargs: 
     return result.bulk_api_result, result.acknowledged
 
 
-def set_fields(raw: Any, updates: Iterable[tuple[Any, dict]]) -> int:
-    """Apply ``{'$set': ...}``-style updates keyed by ``_id`` in unordered batches; return how many."""
+def update_each(raw: Any, updates: Iterable[tuple[dict, dict]]) -> int:
+    """Apply ``(filter, update)`` pairs, one document each, in unordered batches; return how many."""
     done = 0
     it = iter(updates)
     while batch := list(islice(it, BATCH)):
-        bulk_write(raw, [UpdateOne({"_id": _id}, update) for _id, update in batch], ordered=False)
+        bulk_write(raw, [UpdateOne(filter, update) for filter, update in batch], ordered=False)
         done += len(batch)
     return done
+
+
+def set_fields(raw: Any, updates: Iterable[tuple[Any, dict]]) -> int:
+    """Apply updates keyed by ``_id`` (``(id, {'$set': ...})`` pairs) in unordered batches; return how many."""
+    return update_each(raw, (({"_id": _id}, update) for _id, update in updates))
 
 
 def _emulate(raw: Any, ops: list, ordered: bool) -> dict:

@@ -21,10 +21,9 @@ from itertools import islice
 from typing import Any, NamedTuple
 
 from bson.binary import Binary
-from pymongo import UpdateOne
 
 from ..store import records
-from ..store.bulk import bulk_write, set_fields
+from ..store.bulk import update_each
 from ..store.context import Context
 from ..store.layout import (
     MISSING,
@@ -115,15 +114,10 @@ def write_outputs(ctx: Context, view: WatcherView, computed: list[Computed], gua
     cannot overwrite the output of that write's job with a stale one (the
     later write's own job computes it).
     """
-    field = input_projection(view.key, view.features)
-    if not guard or field is None:
-        set_fields(ctx.collection, ((c.id, {"$set": {view.path: c.output, view.fingerprint_path: c.fingerprint}})
-                                    for c in computed))
-        return
-    ops = [UpdateOne({"_id": c.id, field[0]: c.input}, {"$set": {view.path: c.output, view.fingerprint_path: c.fingerprint}})
-           for c in computed]
-    for part in chunks(ops, 1000):
-        bulk_write(ctx.collection, part, ordered=False)
+    field = input_projection(view.key, view.features) if guard else None
+    update_each(ctx.collection, (({"_id": c.id, **({field[0]: c.input} if field else {})},
+                                  {"$set": {view.path: c.output, view.fingerprint_path: c.fingerprint}})
+                                 for c in computed))
 
 
 def remove_outputs(ctx: Context, view: WatcherView, query: dict) -> int:

@@ -16,6 +16,7 @@ MongoDB-wire server (``server_uri``), and kills or cuts off real parts of it:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -56,18 +57,20 @@ def poll(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 @pytest.fixture
 def connect(server_uri, unique_name):
     """``connect(uri=None, cluster="local", **config)``: a client (closed, database dropped, at teardown)."""
-    clients: list = []
 
-    def make(uri: str | None = None, cluster: Any = "local", **config: Any):
-        client = superduperdb.connect(uri or server_uri, cluster=cluster, config={**BASE_CONFIG, **config})
-        clients.append(client)
-        return client
+    def drop_database() -> None:
+        with pymongo.MongoClient(server_uri, serverSelectionTimeoutMS=10_000) as raw:
+            raw.drop_database(unique_name)
 
-    yield make
-    for client in reversed(clients):  # clients of a shared cluster first, its owner last
-        client.close()
-    with pymongo.MongoClient(server_uri, serverSelectionTimeoutMS=10_000) as raw:
-        raw.drop_database(unique_name)
+    with contextlib.ExitStack() as teardown:  # every step runs, even after one fails
+        teardown.callback(drop_database)
+
+        def make(uri: str | None = None, cluster: Any = "local", **config: Any):
+            client = superduperdb.connect(uri or server_uri, cluster=cluster, config={**BASE_CONFIG, **config})
+            teardown.callback(client.close)  # last made, first closed: a shared cluster's owner closes last
+            return client
+
+        yield make
 
 
 def workers_of(dask_client) -> set[tuple[str, str]]:
@@ -143,6 +146,9 @@ def published_masters(dask_client) -> dict:
 
 
 def test_two_clients_share_one_new_master_after_its_worker_dies(connect, unique_name):
+    """Two clients on one cluster use its master; its worker dies; each client writes. The first
+    job to need the master replaces it, once: both clients then use generation 2, the only
+    master in the cluster, and find every new document, whoever wrote it."""
     a = connect()
     dask_client = a.cluster.client
     b = connect(cluster=dask_client.scheduler.address)

@@ -13,8 +13,9 @@ another client already replaced it, and the handle switches to that one. A
 published master whose worker has left the cluster counts as lost as soon as
 it is found (a job's fresh handle would otherwise call the dead worker and
 wait for Dask's connect timeout, 30 s, before replacing it). So with any
-number of clients there is one master, and every client ends up using it. A new master reloads its indexes from MongoDB on first use (the
-master is a cache) and is told again which collections to sweep.
+number of clients there is one master, and every client ends up using it. A
+new master reloads its indexes from MongoDB on first use (the master is a
+cache) and is told again which collections to sweep.
 Inline clients (``cluster=None``) use a master in their own process.
 """
 

@@ -224,3 +224,14 @@ def enable_mongomock_id_index() -> bool:
     mcoll.Cursor.next = __next__
     _PATCHED = True
     return True
+
+
+def find_one_probe(raw: Any, samples: int = 20, stride: int = 50) -> dict:
+    """What one single-document read by ``_id`` costs on this store at this size (ms summary)."""
+    ids = [d["_id"] for d in raw.find({}, {"_id": 1}).limit(samples * stride)][::stride][:samples]
+    times = []
+    for _id in ids:
+        t0 = time.perf_counter()
+        raw.find_one({"_id": _id}, {"_id": 1})
+        times.append(time.perf_counter() - t0)
+    return summary_ms(times)

@@ -354,16 +354,6 @@ def run_inline_singles(raw: Any, work: Workload, first: int, count: int) -> dict
     return _util.summary_ms(latencies)
 
 
-def db_probe(raw: Any, samples: int = 20) -> dict:
-    """What one single-document read costs on this store at this size."""
-    ids = [d["_id"] for d in raw.find({}, {"_id": 1}).limit(samples * 50)][::50][:samples]
-    times = []
-    for _id in ids:
-        t0 = time.perf_counter()
-        raw.find_one({"_id": _id}, {"_id": 1})
-        times.append(time.perf_counter() - t0)
-    return _util.summary_ms(times)
-
 
 def compare_outputs(sddb: Any, base: Any, work: Workload, samples: int = 5) -> float:
     """Largest absolute difference between the two paths' outputs on the same inputs."""
@@ -475,7 +465,7 @@ def main(argv: list[str] | None = None) -> dict:
     s = max((r["superduperdb"] for r in rounds), key=lambda x: x["docs_per_s"])
     max_diff = compare_outputs(sddb, base, work)
 
-    probe = db_probe(sddb.raw)
+    probe = _util.find_one_probe(sddb.raw)
     lat = run_singles(sddb, work, n, singles, args.deadline)
     floor = run_inline_singles(base.raw, work, n + singles, singles)
     client.close()

@@ -167,16 +167,6 @@ def baseline_read(coll: Any, version: Any) -> dict:
             "fingerprint_s": seconds - (read - t0), "documents": len(docs), "current": current}
 
 
-def find_one_probe(raw: Any, samples: int = 5) -> dict:
-    """What one lookup by ``_id`` costs on this store at this size (each output write pays one)."""
-    ids = [d["_id"] for d in raw.find({}, {"_id": 1}).limit(samples * 100)][::100][:samples]
-    times = []
-    for _id in ids:
-        t0 = time.perf_counter()
-        raw.find_one({"_id": _id}, {"_id": 1})
-        times.append(time.perf_counter() - t0)
-    return _util.summary_ms(times)
-
 
 def profile_top(profile: cProfile.Profile, limit: int = 15) -> dict:
     """The functions with the largest cumulative and own time in ``profile``."""
@@ -292,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
         prof = cProfile.Profile()
         profiled = timed_pass(coll, prof)
         profile = {"pass_seconds_under_profile": profiled["seconds"], "top": profile_top(prof)}
-    probe_consistent = find_one_probe(coll.raw) if mongomock else None
+    probe_consistent = _util.find_one_probe(coll.raw, samples=5, stride=100) if mongomock else None
     coll.drop()
 
     # 3. the collection with stale outputs
@@ -323,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
         if doc["_outputs"][KEY][MODEL] != expected_output(scoll, x):
             fail(f"the library's output of document {doc['_id']} differs from the builder's encoding")
         checked += 1
-    probe_stale = find_one_probe(scoll.raw) if mongomock else None
+    probe_stale = _util.find_one_probe(scoll.raw, samples=5, stride=100) if mongomock else None
     scoll.drop()
     client.close()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import SemanticIndexError
 from ..index.env import configure_numba_env
-from ..store.context import Context, Target
+from ..store.context import Context, Target, worker_dask_client
 from ..store.layout import fingerprint_path, get_path, output_path
 from ..types import npy
 from .sweeper import Sweeper
@@ -77,7 +77,7 @@ class Master:
         self._loads_done = threading.Condition()
         self._warm_up = warm_up
         self._warm: threading.Thread | None = None
-        self._sweeper = Sweeper(sweep, _worker_client()) if sweep is not None else None
+        self._sweeper = Sweeper(sweep, worker_dask_client()) if sweep is not None else None
 
     def _start_warm_up(self) -> None:
         with self._lock:
@@ -270,13 +270,3 @@ def _as_vector(value: Any) -> Any:
         raise SemanticIndexError(f"Indexed outputs must be 1-D vectors, got shape {vector.shape}.")
     return vector
 
-
-def _worker_client() -> Any:
-    """The Dask client of the worker this master runs on (None in a client's own process)."""
-    try:
-        from distributed import get_client, get_worker
-
-        get_worker()
-        return get_client()
-    except (ImportError, ValueError):
-        return None

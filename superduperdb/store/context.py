@@ -98,3 +98,14 @@ class Context:
     @property
     def is_mongomock(self) -> bool:
         return self.target.uri.startswith("mongomock://")
+
+
+def worker_dask_client() -> Any:
+    """The Dask client of the worker this code runs on (None outside a worker: inline, a client's process)."""
+    try:
+        from distributed import get_client, get_worker
+
+        get_worker()
+        return get_client()
+    except (ImportError, ValueError):
+        return None

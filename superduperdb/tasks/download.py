@@ -11,32 +11,16 @@ from __future__ import annotations
 import logging
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from bson.binary import Binary
 
 from ..store.context import Context
-from ..types.encoding import CONTENT
+from ..store.layout import find_urls
 from .kinds import job_kind
 
 logger = logging.getLogger(__name__)
 MAX_WORKERS = 8
 TIMEOUT = 30.0
-
-
-def find_urls(value: Any, path: str = "") -> list[tuple[str, str]]:
-    """``(dotted path to the _content field, url)`` for every pending download."""
-    found: list[tuple[str, str]] = []
-    if isinstance(value, dict):
-        content = value.get(CONTENT)
-        if isinstance(content, dict) and "url" in content and "bytes" not in content:
-            return [(f"{path}.{CONTENT}" if path else CONTENT, content["url"])]
-        for k, v in value.items():
-            found += find_urls(v, f"{path}.{k}" if path else k)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found += find_urls(v, f"{path}.{i}")
-    return found
 
 
 def fetch(url: str, timeout: float = TIMEOUT) -> bytes:

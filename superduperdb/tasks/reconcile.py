@@ -33,7 +33,7 @@ from typing import Any
 from ..master.handle import master_for_job
 from ..store import records
 from ..store.bulk import set_fields
-from ..store.context import Context, Target
+from ..store.context import Context, Target, worker_dask_client
 from ..store.layout import fingerprint_path, get_path, neighbourhood_path, output_path
 from ..store.metadata import utcnow
 from ..store.watchers import active_watchers, and_
@@ -161,24 +161,14 @@ def mark_lost_jobs(ctx: Context, dask_client: Any) -> int:
     return len(lost)
 
 
-def _dask_client() -> Any:
-    try:
-        from distributed import get_client, get_worker
-
-        get_worker()
-        return get_client()
-    except (ImportError, ValueError):
-        return None
-
-
 @job_kind("reconcile")
 def reconcile_job(ctx: Context, job_id: str, ids: list | None = None) -> dict:
     """``Collection.reconcile()``: one pass, reported in the job's result."""
-    return reconcile_pass(ctx, ids, _dask_client())
+    return reconcile_pass(ctx, ids, worker_dask_client())
 
 
 def _sweep_task(target: Target, ids: list | None = None) -> dict:
-    return reconcile_pass(Context(target), ids, _dask_client())
+    return reconcile_pass(Context(target), ids, worker_dask_client())
 
 
 def sweep(target: Target, dask_client: Any = None, ids: list | None = None) -> dict:

@@ -35,6 +35,7 @@ import distributed
 import psutil
 import pytest
 import testmodels
+from waiting import poll
 
 import superduperdb
 from superduperdb.cluster.report import process_report
@@ -68,16 +69,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def poll(predicate, timeout: float, what: str, interval: float = 0.1):
-    """Call ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 class Processes:

@@ -9,7 +9,6 @@ seen on its own; the sweep has tests of its own, with a client that sweeps.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 import testmodels
 from pymongo import InsertOne, ReturnDocument
 from pymongo.errors import BulkWriteError
+from waiting import poll
 
 import superduperdb
 from superduperdb.errors import InUseError, SemanticIndexError
@@ -29,18 +29,6 @@ DIM = 8
 QUIET = {"master.warm_up": False, "reconcile.interval": 0}
 
 
-def poll(predicate, timeout: float = 60.0, what: str = "the condition"):
-    """Wait for ``predicate()`` to be truthy (a deadline, not a sleep: it returns as soon as it holds)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.25)
 
 
 def connect(store: str, server_uri_factory, config: dict):

@@ -17,8 +17,6 @@ MongoDB-wire server (``server_uri``), and kills or cuts off real parts of it:
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable
 from typing import Any
 
 import dask
@@ -27,6 +25,7 @@ import pymongo
 import pytest
 import testmodels
 from tcpproxy import TcpProxy
+from waiting import poll
 
 import superduperdb
 from superduperdb.cli.status import master_info
@@ -40,18 +39,6 @@ DIM = 8
 BASE_CONFIG = {"master.warm_up": False}
 
 
-def poll(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Call ``predicate`` until it returns something true (returned), for at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(delay)  # the polling interval, not a synchronisation
-        delay = min(delay * 2, 0.2)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import logging
 import threading
 from typing import Any
 
-from .config import Config, resolve_config
+from .config import Config, redact, resolve_config
 from .errors import ConfigError
 from .store.backends import open_client, scheme_of, uri_from_config, uri_of_client
 
@@ -128,15 +128,15 @@ class SuperDuperClient:
         if cluster is not UNSET:
             overrides["cluster.address"] = cluster
         self.config: Config = resolve_config(overrides)
-        self.uri = uri_from_config(self.config)
-        scheme_of(self.uri)
+        uri = uri_from_config(self.config)  # the real URI: kept only in the config (see `uri`)
+        scheme_of(uri)
         self._validate_cluster(self.config.cluster.address)
-        self._raw = wrapped if wrapped is not None else open_client(self.uri, self.config, **pymongo_kwargs)
-        self._owns_raw = wrapped is None and not self.uri.startswith("mongomock://")
+        self._raw = wrapped if wrapped is not None else open_client(uri, self.config, **pymongo_kwargs)
+        self._owns_raw = wrapped is None and not uri.startswith("mongomock://")
         self._databases: dict[str, Database] = {}
         self._cluster = None
         self._lock = threading.Lock()
-        logger.debug("connected to %s (cluster %s)", self.uri, self.config.cluster.address)
+        logger.debug("connected to %s (cluster %s)", self.uri, redact(self.config.cluster.address))
 
     @staticmethod
     def _validate_cluster(address: Any) -> None:
@@ -145,7 +145,7 @@ class SuperDuperClient:
         if not isinstance(address, str) or "://" not in address:
             raise ConfigError(
                 f"cluster must be None (inline), 'local', or a scheduler address such as "
-                f"'tcp://host:8786', not {address!r}.",
+                f"'tcp://host:8786', not {redact(address)!r}.",
                 key="cluster.address",
                 valid=[None, "local", "tcp://host:port"],
             )
@@ -167,6 +167,14 @@ class SuperDuperClient:
 
     def get_database(self, name: str, **kwargs: Any) -> Database:
         return self[name]
+
+    @property
+    def uri(self) -> str:
+        """The database URI, password redacted (``mongodb://user:***@host/``).
+
+        Credentials stay in the config: ``client.config.mongodb.uri`` is the real URI.
+        """
+        return redact(uri_from_config(self.config))
 
     @property
     def raw(self) -> Any:
@@ -200,10 +208,11 @@ class SuperDuperClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SuperDuperClient({self.uri!r}, cluster={self.config.cluster.address!r})"
+        return f"SuperDuperClient({self.uri!r}, cluster={redact(self.config.cluster.address)!r})"
 
     def _repr_html_(self) -> str:
-        return f"<b>SuperDuperClient</b> <code>{html.escape(self.uri)}</code> cluster <code>{html.escape(str(self.config.cluster.address))}</code>"
+        return (f"<b>SuperDuperClient</b> <code>{html.escape(self.uri)}</code> "
+                f"cluster <code>{html.escape(str(redact(self.config.cluster.address)))}</code>")
 
 
 def connect(uri: str | None = None, *, cluster: Any = UNSET, **kwargs: Any) -> SuperDuperClient:

@@ -49,7 +49,7 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
 
     def __init__(self, database: Database, name: str) -> None:
         client = database.client
-        scope = Scope.open(database._raw, name, client.config, client.uri, lambda: client.cluster)
+        scope = Scope.open(database._raw, name, client.config, lambda: client.cluster)
         self._database = database
         self._raw = scope.raw
         self.name = name

@@ -74,6 +74,15 @@ def identity(x):
     return np.asarray(x, dtype="float32")
 
 
+def letter_counts(text: str):
+    """A tiny text 'embedding' (counts of a-z, plus one so no vector is zero), for a stand-in of MiniLM."""
+    counts = np.ones(26, dtype="float32")
+    for ch in str(text).lower():
+        if "a" <= ch <= "z":
+            counts[ord(ch) - 97] += 1
+    return counts
+
+
 def first_two(x):
     """A 'query encoder' that maps a 2-element list into the same space as ``identity``."""
     return np.asarray(list(x) + [0.0] * 6, dtype="float32")

@@ -25,12 +25,13 @@ class _Group(click.Group):
     """Reports superduperdb's errors (bad config, unreachable server ...) as one clear line."""
 
     def invoke(self, ctx: click.Context):
+        from ..config import redact
         from ..errors import SuperDuperError
 
         try:
             return super().invoke(ctx)
         except SuperDuperError as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+            raise click.ClickException(redact(f"{type(exc).__name__}: {exc}")) from None
 
 
 @click.group(cls=_Group)
@@ -67,7 +68,7 @@ def info(as_json: bool) -> None:
 @main.command("config")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def config_command(as_json: bool) -> None:
-    """Every config value and where it came from."""
+    """Every config value and where it came from (passwords in URIs shown as ***)."""
     from ..config import resolve_config
 
     cfg = resolve_config()

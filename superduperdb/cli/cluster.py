@@ -53,12 +53,13 @@ def local_cluster(n_workers, threads_per_worker, config, host, port, dashboard_a
     """
     from ..cluster.local import ProcessCluster
     from ..cluster.spec import has_dashboard
+    from ..config import redact
     from ..errors import ClusterError
     from ..store.backends import uri_from_config
 
     cfg, spec = _spec(config, host=host, port=port, n_workers=n_workers,
                       threads_per_worker=threads_per_worker, dashboard_address=dashboard_address)
-    uri = uri_from_config(cfg)
+    uri = redact(uri_from_config(cfg))  # printed only: the workers get the real one from each job
     cluster = ProcessCluster(spec, log_dir=log_dir, master=not no_master)
     try:
         cluster.start(timeout=timeout)

@@ -38,7 +38,7 @@ def demo(n: int | None, uri: str, cluster: str) -> None:
     docs.drop()
     records = numpy_docstrings(n)
     docs.insert_many(records)
-    click.echo(f"inserted {len(records)} paragraphs of numpy's docstrings into {docs.full_name} ({uri})")
+    click.echo(f"inserted {len(records)} paragraphs of numpy's docstrings into {docs.full_name} ({client.uri})")
 
     click.echo("registering all-MiniLM-L6-v2 with a watcher on 'text' (embeds every paragraph on the cluster) ...")
     t = time.perf_counter()

@@ -16,13 +16,13 @@ INFO_TIMEOUT = 10.0
 
 
 def gather_info() -> dict[str, Any]:
-    from ..config import resolve_config
+    from ..config import redact, resolve_config
     from ..errors import SuperDuperError
     from ..store.backends import open_client, uri_from_config
 
     cfg = resolve_config()
     uri = uri_from_config(cfg)
-    database: dict[str, Any] = {"uri": uri, "uri from": cfg.source("mongodb.uri")}
+    database: dict[str, Any] = {"uri": redact(uri), "uri from": cfg.source("mongodb.uri")}
     jobs: dict[str, Any] = {}
     try:
         client = open_client(uri, cfg)
@@ -32,11 +32,11 @@ def gather_info() -> dict[str, Any]:
         jobs = job_counts(client, names)
     except SuperDuperError as exc:
         database["reachable"] = False
-        database["error"] = str(exc)
+        database["error"] = redact(str(exc))
     except Exception as exc:  # pymongo's errors: report, don't crash (a diagnostic command)
         database.setdefault("reachable", False)
-        database["error"] = f"{type(exc).__name__}: {exc}"
-    cluster: dict[str, Any] = {"address": cfg.cluster.address, "address from": cfg.source("cluster.address")}
+        database["error"] = redact(f"{type(exc).__name__}: {exc}")
+    cluster: dict[str, Any] = {"address": redact(cfg.cluster.address), "address from": cfg.source("cluster.address")}
     report: dict[str, Any] = {"database": database, "cluster": cluster}
     address = cfg.cluster.address
     if address is None:

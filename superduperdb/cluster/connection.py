@@ -29,7 +29,8 @@ class Cluster:
     ----------
     config : Config
     uri : str
-        The database URI, which decides whether local workers are threads.
+        The database URI, which decides whether local workers are threads (only its
+        scheme is read: the client passes it redacted).
     """
 
     def __init__(self, config: Config, uri: str) -> None:

@@ -19,7 +19,13 @@ type raises :class:`ConfigError` naming the key, where it was set, the type
 expected and the value. A resolved :class:`Config` is a plain, picklable
 snapshot: it is what workers receive to open their own database handles.
 
+Credentials never leave the config in clear: ``cfg.mongodb.uri`` is the real
+URI, but ``repr(cfg)``, ``cfg.items()`` and ``cfg.to_dict()`` show it through
+:func:`~superduperdb.config.secrets.redact` (``mongodb://user:***@host/``);
+only ``cfg.to_dict(secrets=True)``, the snapshot a job carries, keeps them.
+
 Modules: :mod:`~superduperdb.config.sources` (reading each layer),
+:mod:`~superduperdb.config.secrets` (:func:`redact`),
 :mod:`~superduperdb.config.sections` (the typed sections),
 :mod:`~superduperdb.config.coerce` (checking values),
 :mod:`~superduperdb.config.resolve` (:class:`Config`, :func:`resolve_config`).
@@ -38,6 +44,7 @@ Examples
 from __future__ import annotations
 
 from .resolve import DEFAULTS_SOURCE, Config, resolve_config
+from .secrets import redact
 from .sections import (
     ClusterConfig,
     DataConfig,
@@ -64,5 +71,6 @@ __all__ = [
     "RedisConfig",
     "Settings",
     "TypesConfig",
+    "redact",
     "resolve_config",
 ]

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from .secrets import redact_value
 from .sections import Field, schema
 
 TRUE = ("true", "yes", "on", "1")
@@ -90,6 +91,7 @@ def _alternatives(spec: Field) -> list[Any]:
 
 
 def _refuse(path: str, value: Any, source: str, spec: Field, must: str) -> ConfigError:
+    value = redact_value(value)  # a URI given where it does not belong keeps its password hidden
     valid = _alternatives(spec)
     listing = spec.metadata.get("valid") or ", ".join("null" if v is None else str(v).lower() for v in valid)
     given = "null" if value is None else f"{value!r} ({type(value).__name__})"

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import ConfigError, unknown_name
 from .coerce import coerce_values
+from .secrets import redact_value
 from .sections import Settings, build, schema
 from .sources import env_layer, flatten_layer, load_defaults, read_original_json, read_yaml
 
@@ -24,6 +25,12 @@ class Config:
     ``cfg.jobs.chunk_size`` is an ``int`` and ``cfg.master.warm_up`` a ``bool``.
     Values are read as attributes (``cfg.mongodb.uri``) or by dotted path
     (``cfg["mongodb.uri"]``); :meth:`source` says where each value came from.
+
+    Reading a value gives the real one (connecting needs the password in
+    ``mongodb.uri``); everything that shows the config (``repr``,
+    :meth:`items`, :meth:`to_dict`) shows it with credentials redacted
+    (:func:`~superduperdb.config.secrets.redact`). Only ``to_dict(secrets=True)``,
+    the snapshot a job's ``Target`` carries to the workers, holds them in clear.
 
     Parameters
     ----------
@@ -64,18 +71,27 @@ class Config:
         return self._sources[path]
 
     def items(self) -> list[tuple[str, Any, str]]:
-        """``(path, value, source)`` for every key, sorted by path."""
-        return [(k, self._values[k], self._sources[k]) for k in sorted(self._values)]
+        """``(path, value, source)`` for every key, sorted by path, credentials redacted (for display)."""
+        return [(k, redact_value(self._values[k]), self._sources[k]) for k in sorted(self._values)]
 
-    def to_dict(self) -> dict:
-        """The values as a nested dict."""
+    def to_dict(self, *, secrets: bool = False) -> dict:
+        """The values as a nested dict.
+
+        Parameters
+        ----------
+        secrets : bool, default False
+            Keep credentials in clear. Only the job ``Target`` (the snapshot that
+            workers resolve their config from) asks for them; by default the
+            password in ``mongodb.uri`` (and any other URI) shows as ``***``, so
+            the dict is safe to print, log or store.
+        """
         tree: dict = {}
         for path, value in self._values.items():
             node = tree
             *parents, leaf = path.split(".")
             for p in parents:
                 node = node.setdefault(p, {})
-            node[leaf] = copy.deepcopy(value)
+            node[leaf] = copy.deepcopy(value) if secrets else redact_value(copy.deepcopy(value))
         return tree
 
     def replace(self, overrides: Mapping, source: str = "overrides") -> Config:
@@ -88,7 +104,7 @@ class Config:
         return isinstance(other, Config) and other._values == self._values
 
     def __repr__(self) -> str:
-        changed = {k: v for k, v in self._values.items() if self._sources[k] != DEFAULTS_SOURCE}
+        changed = {k: redact_value(v) for k, v in self._values.items() if self._sources[k] != DEFAULTS_SOURCE}
         return f"Config({changed!r})"
 
 

@@ -23,6 +23,7 @@ from functools import cache
 from typing import Any, ClassVar, NamedTuple
 
 from ..errors import unknown_name
+from .secrets import redact_value
 
 READ_ONLY = "Config is read-only; pass overrides to connect() instead."
 PORT = {"min": 0, "max": 65535}
@@ -41,6 +42,12 @@ class _Node:
             raise AttributeError(unknown_name("config section", key, names))
         raise AttributeError(unknown_name("config key", f"{self._path}.{key}", [f"{self._path}.{n}" for n in names]))
 
+    def __repr__(self) -> str:
+        """Every field, with credentials redacted (``MongoDBConfig(uri='mongodb://u:***@h/', ...)``)."""
+        fields = ", ".join(f"{f.name}={redact_value(getattr(self, f.name))!r}"
+                           for f in dataclasses.fields(self))  # type: ignore[arg-type]
+        return f"{type(self).__name__}({fields})"
+
 
 def _read_only(self: Any, *args: Any) -> None:
     raise dataclasses.FrozenInstanceError(READ_ONLY)
@@ -48,7 +55,7 @@ def _read_only(self: Any, *args: Any) -> None:
 
 def _section(path: str):
     def wrap(cls: type) -> type:
-        cls = dataclass(frozen=True)(cls)
+        cls = dataclass(frozen=True, repr=False)(cls)  # _Node.__repr__ redacts credentials
         cls._path = path
         cls.__setattr__ = _read_only  # type: ignore[method-assign]
         cls.__delattr__ = _read_only  # type: ignore[method-assign]

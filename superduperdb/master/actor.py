@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+from ..config import redact
 from ..errors import SemanticIndexError
 from ..index.env import configure_numba_env
 from ..store.context import Context, Target, worker_dask_client
@@ -238,7 +239,8 @@ class Master:
 
     def _stats(self, loaded: _Loaded) -> dict:
         t = loaded.target
-        return {"index": loaded.row["name"], "collection": f"{t.database}.{t.collection}", "uri": t.uri,
+        # Stats are returned by index jobs, whose records store them: the URI is shown redacted.
+        return {"index": loaded.row["name"], "collection": f"{t.database}.{t.collection}", "uri": redact(t.uri),
                 "load_seconds": loaded.load_seconds,
                 "warm": self._warm is None or not self._warm.is_alive(), **loaded.index.stats()}
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from ..store import ArtifactStore, MetadataStore
+from ..store.backends import uri_from_config
 from ..store.context import Target
 from ..types import TypeRegistry
 from .checks import check_filter
@@ -57,11 +58,13 @@ class Scope:
     cluster_of: Callable[[], Cluster]
 
     @classmethod
-    def open(cls, raw_database: Any, name: str, config: Config, uri: str, cluster_of: Callable[[], Cluster]) -> Scope:
+    def open(cls, raw_database: Any, name: str, config: Config, cluster_of: Callable[[], Cluster]) -> Scope:
         metadata = MetadataStore(raw_database, name)
         artifacts = ArtifactStore(raw_database, name)
         types = TypeRegistry(metadata, artifacts, pickle_fallback=config.types.pickle_fallback)
-        target = Target(uri, raw_database.name, name, config.to_dict())
+        # The one place credentials leave the config in clear: the job's Target, whose URI and
+        # config snapshot workers connect with (its repr redacts them; it is never stored).
+        target = Target(uri_from_config(config), raw_database.name, name, config.to_dict(secrets=True))
         return cls(raw_database[name], metadata, artifacts, types, config, target, cluster_of)
 
     @property

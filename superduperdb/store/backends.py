@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pymongo
 import pymongo.errors
 
-from ..config import Config
+from ..config import Config, redact
 from ..errors import ConnectionFailure, InvalidURIError
 
 logger = logging.getLogger(__name__)
@@ -74,9 +74,9 @@ def scheme_of(uri: str) -> str:
     scheme = urlsplit(uri).scheme if "://" in uri else ""
     if scheme not in SCHEMES:
         raise InvalidURIError(
-            f"Cannot connect to {uri!r}: unknown URI scheme {scheme or '(none)'!r}. Use "
+            f"Cannot connect to {redact(uri)!r}: unknown URI scheme {scheme or '(none)'!r}. Use "
             "mongodb://host:port/, mongodb+srv://..., or mongomock://<name> for the in-process store.",
-            uri=uri,
+            uri=redact(uri),
             valid=list(SCHEMES),
         )
     return scheme
@@ -91,6 +91,8 @@ def open_client(uri: str, cfg: Config, **pymongo_kwargs: Any) -> Any:
         The scheme is not one of :data:`SCHEMES`.
     ConnectionFailure
         The server did not answer within ``mongodb.timeout_ms``.
+
+    Both errors show the URI redacted (message and ``.uri``): the password stays in the config.
     """
     scheme = scheme_of(uri)
     if scheme == "mongomock":
@@ -104,9 +106,9 @@ def open_client(uri: str, cfg: Config, **pymongo_kwargs: Any) -> Any:
     except pymongo.errors.PyMongoError as exc:
         client.close()
         raise ConnectionFailure(
-            f"Could not reach MongoDB at {uri!r} within {timeout} ms ({exc.__class__.__name__}). "
+            f"Could not reach MongoDB at {redact(uri)!r} within {timeout} ms ({exc.__class__.__name__}). "
             "Check that the server runs and the address is right, or raise mongodb.timeout_ms.",
-            uri=uri,
+            uri=redact(uri),
             timeout_ms=timeout,
         ) from exc
     return client

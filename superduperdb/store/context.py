@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from ..config import Config, resolve_config
+from ..config import Config, redact, resolve_config
 from ..errors import JobCancelledError
 from ..types import TypeRegistry
 from . import records
@@ -35,14 +35,22 @@ def raw_client(uri: str, config: Config) -> Any:
         return _CLIENTS[uri]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Target:
-    """Which collection a job works on: plain data that travels with the job."""
+    """Which collection a job works on: plain data that travels with the job.
+
+    ``uri`` and ``config`` (``Config.to_dict(secrets=True)``) hold the credentials in
+    clear: workers connect with them. So a Target is never logged or stored as it
+    is; its ``repr`` shows the URI redacted and leaves the config out.
+    """
 
     uri: str
     database: str
     collection: str
     config: dict
+
+    def __repr__(self) -> str:
+        return f"Target({redact(self.uri)!r}, {self.database!r}, {self.collection!r})"
 
 
 class Context:

@@ -152,3 +152,23 @@ def worker_ids(dask_scheduler) -> dict:
     """For ``dask_client.run_on_scheduler``: ``{address: server id}`` of the workers (a restarted
     worker has a new id, even at an address it held before)."""
     return {address: ws.server_id for address, ws in dask_scheduler.workers.items()}
+
+
+def exits(x):
+    """Calls ``sys.exit`` (user code that 'quits'): its job must fail, the worker must live."""
+    import sys
+
+    sys.exit(f"exiting on {x!r}")
+
+
+def interrupts(x):
+    """Raises ``KeyboardInterrupt`` as if Ctrl-C arrived while the model ran."""
+    raise KeyboardInterrupt(f"interrupted on {x!r}")
+
+
+class Ouch(BaseException):
+    """A ``BaseException`` that is neither ``SystemExit`` nor ``KeyboardInterrupt``."""
+
+
+def ouch(x):
+    raise Ouch(f"ouch on {x!r}")

@@ -66,7 +66,7 @@ class JobService:
             if failed:
                 records.finish(self.table, job_id, "failed", error=f"did not run: upstream job {failed[0].id} failed")
             else:
-                run_job(target, job_id, kind, params)
+                run_job(target, job_id, kind, params, inline=True)
             return self.job(job_id)
         futures = [j._future for j in depends_on if j._future is not None]
         future = self.cluster.submit(run_job, target, job_id, kind, params, key=key, dependencies=futures)

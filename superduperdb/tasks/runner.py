@@ -129,9 +129,9 @@ def _quietly(action: Any, *args: Any, **kwargs: Any) -> None:
         logger.warning("could not update a job record: %s: %s", type(exc).__name__, exc)
 
 
-def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dict) -> dict:
+def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dict, inline: bool = False) -> dict:
     """Execute job ``job_id`` of ``kind`` (a Dask task); ``upstream`` are the outcomes of
-    the jobs it depends on.
+    the jobs it depends on; ``inline`` says it runs in the caller's process (no cluster).
 
     The record is the job's truth: a job whose record is already final (it
     succeeded, failed or was cancelled) does nothing, so a recomputation by
@@ -144,6 +144,10 @@ def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dic
     Never raises for a failing job: the record says ``failed`` (with the
     traceback) and the outcome tells dependent jobs not to run, which they
     record as ``failed`` ("did not run") themselves, so nothing stays pending.
+    That holds for user code raising any ``BaseException`` too (``SystemExit``,
+    ``KeyboardInterrupt`` ...), which must not take a worker thread or its
+    event loop down; the one exception is a ``KeyboardInterrupt`` inline,
+    which is recorded and then re-raised so that Ctrl-C still stops the caller.
     Returns ``{'job_id', 'status'}``.
     """
     ctx = Context(target, job_id)
@@ -154,7 +158,7 @@ def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dic
             if untold:
                 records.log(ctx.jobs, job_id, untold)
                 untold.clear()
-            return _run_once(ctx, job_id, kind, params, upstream, attempt)
+            return _run_once(ctx, job_id, kind, params, upstream, attempt, inline)
         except pymongo.errors.ConnectionFailure as exc:
             error = f"{type(exc).__name__}: {exc}"
             if attempt > retries:
@@ -174,7 +178,8 @@ def run_job(target: Target, job_id: str, kind: str, params: dict, *upstream: dic
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _run_once(ctx: Context, job_id: str, kind: str, params: dict, upstream: tuple, attempt: int) -> dict:
+def _run_once(ctx: Context, job_id: str, kind: str, params: dict, upstream: tuple, attempt: int,
+              inline: bool = False) -> dict:
     table = ctx.jobs
     record = table.find_one({"_id": records.oid(job_id)}, {"status": 1})
     if record is None:
@@ -199,11 +204,15 @@ def _run_once(ctx: Context, job_id: str, kind: str, params: dict, upstream: tupl
     except pymongo.errors.ConnectionFailure:
         _quietly(records.log, table, job_id, capture.lines)
         raise
-    except Exception as exc:
+    except BaseException as exc:  # noqa: BLE001 - user code may raise SystemExit, KeyboardInterrupt ...
         tb = traceback.format_exc()
+        name = type(exc).__name__
+        message = f"{name}: {exc}" if str(exc) else name
         records.log(table, job_id, capture.lines)
-        records.finish(table, job_id, records.FAILED, error=f"{type(exc).__name__}: {exc}", traceback=tb)
-        logger.warning("job %s (%s) failed: %s: %s", job_id, kind, type(exc).__name__, exc)
+        records.finish(table, job_id, records.FAILED, error=message, traceback=tb)
+        logger.warning("job %s (%s) failed: %s", job_id, kind, message)
+        if inline and isinstance(exc, KeyboardInterrupt):
+            raise  # Ctrl-C in the caller's process: the job is recorded failed, the caller stops
         return _outcome(job_id, records.FAILED)
     records.log(table, job_id, capture.lines)
     records.finish(table, job_id, records.SUCCESS, result=result)

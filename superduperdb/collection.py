@@ -168,7 +168,10 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
             of similarity, each with ``_score``. The original form
             ``{'$like': {'document': ..., 'n': 10}}`` inside the filter works too.
         n : int
-            How many similar documents ``like`` returns.
+            How many similar documents ``like`` retrieves; ``skip``, ``limit``
+            and ``sort`` (as keywords or cursor methods, checked as pymongo
+            does) then apply to those, in that order. Without ``sort`` they
+            come most similar first.
         semantic_index : str, optional
             The index to search (default: the collection's default index).
         similar_first : bool
@@ -196,9 +199,10 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
         if similar_join:
             transform = self._services.search.join_neighbourhood(similar_join, transform)
         if like is not None:
-            found, index = self._services.search.find_like(
+            source = ListSource([], **_like_options(filter, projection, args, kwargs))  # checked before searching
+            source.documents, index = self._services.search.find_like(
                 filter, like, projection=projection, n=n, semantic_index=semantic_index, similar_first=similar_first)
-            return Cursor(ListSource(found), transform, f"{self.full_name} like={list(like)} n={n} index={index!r}")
+            return Cursor(source, transform, f"{self.full_name} like={list(like)} n={n} index={index!r}")
         source = self._raw.find(self._types.encode(filter, "filter", mark=False), projection, *args, **kwargs)
         return Cursor(source, transform, f"{self.full_name} filter={filter!r}")
 
@@ -291,3 +295,20 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
                 self._database._raw.drop_collection(name)
         self._types.forget()
         self._database._forget(self.name)
+
+
+def _like_options(filter: Any, projection: Any, args: tuple, kwargs: dict) -> dict:
+    """``skip``/``limit``/``sort`` of a ``find(..., like=...)`` call, from pymongo's own ``find``
+    arguments (positional or keyword; a name pymongo does not know raises its ``TypeError``).
+    The remaining options (``batch_size``, ``max_time_ms`` ...) concern a server cursor; the
+    similarity results are already in memory, so they have no effect there."""
+    import inspect
+
+    from pymongo.cursor import Cursor as PymongoCursor
+
+    bound = inspect.signature(PymongoCursor.__init__).bind(None, None, filter, projection, *args, **kwargs)
+    given = bound.arguments
+    options: dict = {"skip": given.get("skip", 0), "limit": given.get("limit", 0)}
+    if given.get("sort") is not None:
+        options["sort"] = given["sort"]
+    return options

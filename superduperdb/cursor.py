@@ -121,27 +121,183 @@ def substitute_features(doc: dict, features: Mapping[str, str]) -> dict:
 
 
 class ListSource:
-    """Documents already in memory (similarity results), with ``skip``/``limit``."""
+    """Documents already in memory (similarity results) behind pymongo's cursor modifiers.
 
-    def __init__(self, documents: list[dict]) -> None:
+    ``skip``, ``limit``, ``batch_size`` and ``sort`` validate their arguments as
+    pymongo's cursor does and, as there, apply in the order sort, skip, limit
+    whatever order they were called in. Without ``sort`` the documents keep
+    their order (similarity, best first); with it, ties keep that order.
+    """
+
+    def __init__(self, documents: list[dict], *, skip: int = 0, limit: int = 0,
+                 sort: list[tuple[str, int]] | None = None) -> None:
         self.documents = documents
         self._skip = 0
         self._limit = 0
+        self._sort: list[tuple[str, int]] = []
+        self.skip(skip)
+        self.limit(limit)
+        if sort is not None:
+            self.sort(sort)
 
-    def skip(self, n: int) -> ListSource:
-        self._skip = int(n)
+    def skip(self, skip: int) -> ListSource:
+        if not isinstance(skip, int):
+            raise TypeError(f"skip must be an integer, not {type(skip)}")
+        if skip < 0:
+            raise ValueError("skip must be >= 0")
+        self._skip = skip
         return self
 
-    def limit(self, n: int) -> ListSource:
-        self._limit = abs(int(n))
+    def limit(self, limit: int) -> ListSource:
+        # As pymongo: 0 is no limit; a negative limit is one batch of abs(limit) documents.
+        if not isinstance(limit, int):
+            raise TypeError(f"limit must be an integer, not {type(limit)}")
+        self._limit = abs(limit)
         return self
 
-    def batch_size(self, n: int) -> ListSource:
+    def batch_size(self, batch_size: int) -> ListSource:
+        if not isinstance(batch_size, int):
+            raise TypeError(f"batch_size must be an integer, not {type(batch_size)}")
+        if batch_size < 0:
+            raise ValueError("batch_size must be >= 0")
         return self
+
+    def sort(self, key_or_list: Any, direction: Any = None) -> ListSource:
+        """Order by document fields, as pymongo's ``Cursor.sort`` (``'_score'`` is one too)."""
+        self._sort = sort_spec(key_or_list, direction)
+        return self
+
+    def clone(self) -> ListSource:
+        return ListSource(self.documents, skip=self._skip, limit=self._limit, sort=self._sort or None)
+
+    def _ordered(self) -> list[dict]:
+        docs = list(self.documents)
+        for key, direction in reversed(self._sort):  # stable sorts, last key first
+            docs.sort(key=lambda d, k=key, r=direction < 0: _sort_key(_field(d, k), r), reverse=direction < 0)
+        docs = docs[self._skip:]
+        return docs[: self._limit] if self._limit else docs
 
     def __iter__(self) -> Iterator[dict]:
-        docs = self.documents[self._skip:]
-        return iter(docs[: self._limit] if self._limit else docs)
+        return iter(self._ordered())
 
     def __getitem__(self, index: int) -> dict:
-        return list(self)[index]
+        # As pymongo's cursor[index]: no negative indices; IndexError past the end.
+        if not isinstance(index, int):
+            raise TypeError(f"index {index!r} cannot be applied to Cursor instances")
+        if index < 0:
+            raise IndexError("Cursor instances do not support negative indices")
+        docs = self._ordered()
+        if index >= len(docs):
+            raise IndexError("no such item for Cursor instance")
+        return docs[index]
+
+
+def sort_spec(key_or_list: Any, direction: Any = None) -> list[tuple[str, int]]:
+    """``[(key, 1 or -1), ...]`` from the arguments of pymongo's ``Cursor.sort``, checked as pymongo does."""
+    if direction is not None:
+        if not isinstance(key_or_list, str):
+            raise TypeError(f"Expected a string and a direction, not {type(key_or_list)}")
+        items: list = [(key_or_list, direction)]
+    elif isinstance(key_or_list, str):
+        items = [(key_or_list, 1)]
+    elif isinstance(key_or_list, Mapping):
+        items = list(key_or_list.items())
+    elif isinstance(key_or_list, (list, tuple)):
+        items = [(item, 1) if isinstance(item, str) else item for item in key_or_list]
+    else:
+        raise TypeError(f"if no direction is specified, key_or_list must be an instance of list, not {type(key_or_list)}")
+    if not items:
+        raise ValueError("key_or_list must not be empty")
+    spec = []
+    for item in items:
+        try:
+            key, value = item
+        except (TypeError, ValueError):
+            raise TypeError(f"sort takes a key or (key, direction) pairs, not {item!r}") from None
+        if not isinstance(key, str):
+            raise TypeError(f"first item in each key pair must be an instance of str, not {type(key)}")
+        if isinstance(value, bool) or value not in (1, -1):
+            raise ValueError(f"the sort direction of {key!r} must be 1 (pymongo.ASCENDING) or -1 "
+                             f"(pymongo.DESCENDING) with like=, not {value!r}")
+        spec.append((key, int(value)))
+    return spec
+
+
+_MISSING = object()
+
+
+def _field(doc: Any, path: str) -> Any:
+    """The value at a dotted ``path`` (``_MISSING`` if absent); arrays are searched element-wise."""
+    value = doc
+    for part in path.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(part, _MISSING)
+        elif isinstance(value, list):
+            if part.isdigit():
+                value = value[int(part)] if int(part) < len(value) else _MISSING
+            else:
+                found = [v for v in (_field(e, part) for e in value) if v is not _MISSING]
+                value = found if found else _MISSING
+        else:
+            return _MISSING
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
+def _bson_rank(value: Any) -> int:
+    # MongoDB's comparison order of BSON types (null and missing sort together, first).
+    import datetime
+
+    from bson import Binary, ObjectId, Timestamp
+    from bson.decimal128 import Decimal128
+    from bson.regex import Regex
+
+    if value is _MISSING or value is None:
+        return 1
+    if isinstance(value, bool):
+        return 8
+    if isinstance(value, (int, float, Decimal128)):
+        return 2
+    if isinstance(value, str):
+        return 3
+    if isinstance(value, Mapping):
+        return 4
+    if isinstance(value, list):
+        return 5
+    if isinstance(value, (bytes, Binary)):
+        return 6
+    if isinstance(value, ObjectId):
+        return 7
+    if isinstance(value, datetime.datetime):
+        return 9
+    if isinstance(value, Timestamp):
+        return 10
+    if isinstance(value, Regex):
+        return 11
+    return 12
+
+
+def _sort_key(value: Any, descending: bool = False) -> tuple:
+    """A key that orders values as MongoDB's sort does (an array sorts by its least element
+    ascending, by its greatest descending; an empty array before null)."""
+    if isinstance(value, list):
+        if not value:
+            return (0, 0)
+        keys = [_sort_key(v, descending) for v in value]
+        return max(keys) if descending else min(keys)
+    rank = _bson_rank(value)
+    if rank == 1:
+        return (1, 0)
+    if rank == 2:
+        from bson.decimal128 import Decimal128
+
+        return (2, value.to_decimal() if isinstance(value, Decimal128) else value)
+    if rank == 4:
+        return (4, tuple((k, _sort_key(v)) for k, v in value.items()))
+    if rank == 12:
+        return (12, repr(value))
+    try:
+        return (rank, value) if rank != 11 else (rank, value.pattern)
+    except TypeError:  # pragma: no cover
+        return (rank, repr(value))

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SemanticIndexError
@@ -70,8 +70,12 @@ class SearchService:
         query = {"_id": {"$in": list(ids)}}
         if encoded:
             query = {"$and": [encoded, query]}
-        found = {d["_id"]: d for d in raw.find(query, projection)} if ids else {}
-        return [{**found[i], "_score": s} for i, s in zip(ids, scores) if i in found], row["name"]
+        fetch, drop_id = _with_id(projection)
+        found = {d["_id"]: d for d in raw.find(query, fetch)} if ids else {}
+        docs = [{**found[i], "_score": s} for i, s in zip(ids, scores) if i in found]
+        if drop_id:
+            docs = [{k: v for k, v in d.items() if k != "_id"} for d in docs]
+        return docs, row["name"]
 
     def join_neighbourhood(self, name: str, transform: Callable[[dict], dict]) -> Callable[[dict], dict]:
         """Wrap ``transform`` so that ``_like.<name>`` holds documents instead of ids."""
@@ -87,3 +91,19 @@ class SearchService:
             return doc
 
         return joined
+
+
+def _with_id(projection: Any) -> tuple[Any, bool]:
+    """The projection to fetch with (it keeps ``_id``, which orders the results) and whether
+    the caller's projection drops ``_id`` (done after the fetch). Field lists are pymongo's too."""
+    if projection is None:
+        return None, False
+    if not isinstance(projection, Mapping):
+        if isinstance(projection, (str, bytes)) or not isinstance(projection, (Sequence, Set)):
+            raise TypeError("projection must be a mapping or list of key names")
+        if not all(isinstance(field, str) for field in projection):
+            raise TypeError("projection must be a list of key names, each an instance of str")
+        return dict.fromkeys(projection, 1), False
+    drop_id = "_id" in projection and not isinstance(projection["_id"], Mapping) and not projection["_id"]
+    fetch = {k: v for k, v in projection.items() if not (drop_id and k == "_id")}
+    return (fetch or None), drop_id

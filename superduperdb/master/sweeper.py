@@ -104,7 +104,11 @@ class Sweeper:
             try:
                 report = self._sweep(target, self._dask_client, ids)
                 entry = {"at": start, "seconds": time.time() - start, "report": report}
-            except Exception as exc:  # a pass that fails (database away ...) is retried at the next interval
+            except BaseException as exc:  # noqa: BLE001 - a pass that fails (database away, a model calling
+                # sys.exit ...) is retried at the next interval; the sweeper thread must not die of it.
+                # Only a Ctrl-C in the main thread goes on to the caller.
+                if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                    raise
                 if self._gone():
                     return
                 logger.warning("reconcile pass over %s.%s failed: %s: %s", target.database, target.collection,

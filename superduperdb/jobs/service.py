@@ -50,9 +50,6 @@ class JobService:
         """A handle on job ``job_id`` (with its Dask future when submitted from here)."""
         return Job(job_id, self.table, future, default_timeout=self.scope.config.jobs.wait_timeout)
 
-    def group(self, ids: Iterable[str] = ()) -> JobGroup:
-        return JobGroup([self.job(i) for i in ids])
-
     # -- submitting -------------------------------------------------------------------
     def submit(self, kind: str, params: dict, *, depends_on: Iterable[Job] = (), record: dict | None = None) -> Job:
         """Create a job record and submit the job (or run it now, inline)."""

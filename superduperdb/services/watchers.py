@@ -14,7 +14,6 @@ from ..jobs.handles import JobGroup
 from ..store.layout import OUTPUTS, fingerprint_path
 from ..store.models import load_model
 from ..store.watchers import (
-    active_watchers,
     dump_filter,
     topological,
     upstream_of,
@@ -85,6 +84,3 @@ class WatcherService:
         self.scope.raw.update_many({"$or": [{path: {"$exists": True}}, {fp_path: {"$exists": True}}]},
                                    {"$unset": {path: "", fp_path: ""}})
         self.metadata.delete("watchers", name)
-
-    def active(self) -> list[dict]:
-        return active_watchers(self.metadata)

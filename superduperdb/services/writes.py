@@ -65,9 +65,6 @@ class WriteService:
                 document[FOLD] = fold
         return document
 
-    def _on_insert(self, ids: list, encoded: list) -> JobGroup:
-        return self.jobs.on_insert(ids, encoded)
-
     def _first_write(self) -> None:
         """On this collection's first write here: make sure the reconciler sweeps it (if it has watchers)."""
         if not self._watched:
@@ -80,7 +77,7 @@ class WriteService:
         self.prepare(document, "document")
         encoded = self.scope.types.encode(document, "document")
         raw = self.scope.raw.insert_one(encoded, *args, **kwargs)
-        return raw, self._on_insert([raw.inserted_id], [encoded]) if refresh else None
+        return raw, self.jobs.on_insert([raw.inserted_id], [encoded]) if refresh else None
 
     def insert_many(self, documents: Any, ordered: bool, args: tuple, kwargs: dict,
                     refresh: bool) -> tuple[Any, JobGroup | None]:
@@ -99,9 +96,9 @@ class WriteService:
             if refresh:
                 done = [encoded[i] for i in written_by(exc, len(encoded), ordered)]
                 if done:
-                    self._on_insert([d["_id"] for d in done], done)
+                    self.jobs.on_insert([d["_id"] for d in done], done)
             raise
-        return raw, self._on_insert(list(raw.inserted_ids), encoded) if refresh else None
+        return raw, self.jobs.on_insert(list(raw.inserted_ids), encoded) if refresh else None
 
     # -- updates -----------------------------------------------------------------------
     def _upsert_fold(self, update: Any, kwargs: dict) -> Any:

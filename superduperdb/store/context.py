@@ -103,10 +103,6 @@ class Context:
     def jobs(self) -> Any:
         return self.metadata.table("jobs")
 
-    @property
-    def is_mongomock(self) -> bool:
-        return self.target.uri.startswith("mongomock://")
-
 
 def worker_dask_client() -> Any:
     """The Dask client of the worker this code runs on (None outside a worker: inline, a client's process)."""

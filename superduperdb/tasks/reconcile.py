@@ -110,20 +110,17 @@ def _index(ctx: Context, index: dict, scope: dict, ids: list | None, report: Cou
 def _neighbourhood(ctx: Context, index: dict, hood: dict, changed: list, scope: dict, report: Counter) -> None:
     path = neighbourhood_path(hood["name"])
     out_path = output_path(index["keys"][0], index["models"][0])
-    indexed = {d["_id"] for d in ctx.collection.find(and_(scope, {out_path: {"$exists": True}}), {"_id": 1})}
+    lists = {d["_id"]: get_path(d, path) or []
+             for d in ctx.collection.find(and_(scope, {path: {"$exists": True}}), {path: 1})}
+    checked = {d["_id"] for d in ctx.collection.find(and_(scope, {out_path: {"$exists": True}}), {"_id": 1})}
+    indexed = set(checked)
     if scope:  # neighbours may lie outside the checked ids
-        listed = [i for d in ctx.collection.find(and_(scope, {path: {"$exists": True}}), {path: 1})
-                  for i in get_path(d, path) or []]
+        listed = list({n for neighbours in lists.values() for n in neighbours} - checked)
         indexed |= {d["_id"] for d in ctx.collection.find({"_id": {"$in": listed}, out_path: {"$exists": True}},
                                                           {"_id": 1})}
     redo = set(changed) & indexed
-    lists = {d["_id"]: get_path(d, path) for d in ctx.collection.find(and_(scope, {path: {"$exists": True}}), {path: 1})}
-    for _id, neighbours in lists.items():
-        if _id not in indexed:
-            redo.add(_id)
-        elif any(n not in indexed for n in neighbours or []):
-            redo.add(_id)
-    redo |= {i for i in indexed if i not in lists and (not scope or i in set(scope["_id"]["$in"]))}
+    redo |= {i for i, neighbours in lists.items() if i not in indexed or any(n not in indexed for n in neighbours)}
+    redo |= {i for i in checked if i not in lists}
     if not redo:
         return
     gone = [i for i in redo if i not in indexed]

@@ -1,9 +1,10 @@
 """Open the raw database client behind a URI.
 
 ``mongodb://`` and ``mongodb+srv://`` open a :class:`pymongo.MongoClient`;
-``mongomock://<name>`` returns the in-process mongomock store registered under
-that name, shared by every handle in this process (and so by a local cluster
-whose workers are threads of this process).
+``mongomock://<name>`` returns the in-process embedded store
+(:class:`~superduperdb.store.embedded.EmbeddedClient`) registered under that
+name, shared by every handle in this process (and so by a local cluster whose
+workers are threads of this process).
 """
 
 from __future__ import annotations
@@ -29,19 +30,20 @@ _MOCKS_LOCK = threading.Lock()
 
 
 def mongomock_client(name: str):
-    """The process-wide mongomock client registered as ``mongomock://<name>``."""
-    import mongomock
+    """The process-wide embedded store registered as ``mongomock://<name>``."""
     import mongomock.gridfs
+
+    from .embedded import EmbeddedClient
 
     with _MOCKS_LOCK:
         if name not in _MOCKS:
             mongomock.gridfs.enable_gridfs_integration()
-            _MOCKS[name] = mongomock.MongoClient()
+            _MOCKS[name] = EmbeddedClient()
         return _MOCKS[name]
 
 
 def register_mongomock(client: Any) -> str:
-    """Register an existing mongomock client; return the URI that finds it."""
+    """Register an existing mongomock (or embedded) client; return the URI that finds it."""
     with _MOCKS_LOCK:
         for name, known in _MOCKS.items():
             if known is client:
@@ -116,7 +118,7 @@ def open_client(uri: str, cfg: Config, **pymongo_kwargs: Any) -> Any:
 
 def uri_of_client(client: Any) -> str:
     """The URI that reopens an existing pymongo or mongomock client."""
-    if type(client).__module__.startswith("mongomock"):
+    if _is_mongomock_client(client):
         return register_mongomock(client)
     if isinstance(client, pymongo.MongoClient):
         nodes = client.topology_description.server_descriptions() or {}
@@ -126,3 +128,11 @@ def uri_of_client(client: Any) -> str:
         f"Cannot wrap a {type(client).__name__}: pass a URI, a pymongo.MongoClient or a mongomock.MongoClient.",
         uri=None,
     )
+
+
+def _is_mongomock_client(client: Any) -> bool:
+    try:
+        import mongomock
+    except ImportError:  # pragma: no cover - a dependency
+        return False
+    return isinstance(client, mongomock.MongoClient)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..store import records
+
 
 class ModelsMixin:
     """Types, models, watchers and jobs of a collection (mixed into ``Collection``)."""
@@ -187,8 +189,8 @@ class ModelsMixin:
         >>> docs.reconcile(wait=True).result()["outputs_computed"]   # doctest: +SKIP
         100
         """
-        job = self._services.jobs.submit("reconcile", {"ids": None if ids is None else list(ids)},
-                                         record={"ids": None if ids is None else list(ids)})
+        ids = None if ids is None else list(ids)
+        job = self._services.jobs.submit("reconcile", {"ids": ids}, record=records.scope(ids))
         if wait:
             job.wait(timeout)
         return job

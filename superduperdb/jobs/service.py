@@ -85,7 +85,7 @@ class JobService:
         jobs: list[Job] = []
         first: list[Job] = list(after)
         if download:
-            first = [self.submit("download", {"ids": ids}, depends_on=first, record={"ids": ids})]
+            first = [self.submit("download", {"ids": ids}, depends_on=first, record=records.scope(ids))]
             jobs += first
         by_watcher: dict[str, Job] = {}
         for row in rows:  # topological order: upstream jobs exist before their dependents
@@ -93,7 +93,7 @@ class JobService:
             params = {"watcher": row["name"], "ids": ids, "chunk_size": self.scope.config.jobs.chunk_size,
                       "settle": settle}
             job = self.submit("model", params, depends_on=deps,
-                              record={"model": row["model"], "watcher": row["name"], "ids": ids})
+                              record={"model": row["model"], "watcher": row["name"], **records.scope(ids)})
             by_watcher[row["name"]] = job
             jobs.append(job)
         jobs += self.index_jobs(ids, by_watcher)

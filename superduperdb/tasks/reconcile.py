@@ -40,13 +40,13 @@ from ..store.watchers import active_watchers, and_
 from .kinds import job_kind
 from .outputs import (
     WatcherView,
-    chunks,
     fingerprints_without_output,
     predict,
     remove_outputs,
     stale_inputs,
     write_outputs,
 )
+from .pipeline import chunks
 
 logger = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ Examples
 from __future__ import annotations
 
 from .resolve import DEFAULTS_SOURCE, Config, resolve_config
-from .secrets import redact
+from .secrets import redact, redact_url
 from .sections import (
     ClusterConfig,
     DataConfig,
@@ -72,5 +72,6 @@ __all__ = [
     "Settings",
     "TypesConfig",
     "redact",
+    "redact_url",
     "resolve_config",
 ]

@@ -32,6 +32,12 @@ Examples
 "Could not reach MongoDB at 'mongodb://u:***@db:27017/' within 100 ms."
 >>> redact(None) is None
 True
+
+A download URL may carry a token as its whole user info, or in signed query parameters;
+:func:`redact_url` hides those too:
+
+>>> redact_url("https://ghp_T0KEN@example.com/a.png?X-Amz-Signature=abc&size=2")
+'https://***@example.com/a.png?X-Amz-Signature=***&size=2'
 """
 
 from __future__ import annotations
@@ -104,3 +110,24 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(redact_value(v) for v in value)
     return value
+
+
+# scheme://userinfo@ where the user info has no ":" (a bare token)
+_BARE_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<secret>[^\s:/?#@\"<>]+)(?P<at>@)")
+# signed URLs: ?X-Amz-Signature=, &sig=, &signature=, &key=, &api_key=, &access_token= ...
+_URL_OPTION = re.compile(
+    r"(?P<head>[?&;][A-Za-z0-9_.\-]*(?:signature|sig|key|credential|auth)[A-Za-z0-9_.\-]*=)(?P<secret>[^&;#\s\"<>]+)",
+    re.IGNORECASE,
+)
+
+
+def redact_url(text: T) -> T:
+    """``text`` (a URL, or a message quoting URLs) as :func:`redact` shows it, and also without
+    a bare token in the user info (``https://TOKEN@host``) or signature/key query parameters:
+    what log lines and job results show of a download URL."""
+    if not isinstance(text, str) or not text:
+        return text
+    out = _BARE_USERINFO.sub(lambda m: f"{m['head']}{MASK}@", redact(text))
+    if "=" in out:
+        out = _URL_OPTION.sub(_mask, out)
+    return out  # type: ignore[return-value]

@@ -93,11 +93,20 @@ class ModelsMixin:
         --------
         >>> docs.create_model("length", len, key="text")   # doctest: +SKIP
         """
-        row = self._services.models.create(name, object, preprocess=preprocess, postprocess=postprocess, type=type,
-                                  batch_size=batch_size, device=device, method=method, serializer=serializer)
-        if key is not None:
-            return self.create_watcher(name, key, filter=filter, features=features, active=active)
-        return row
+        services = self._services
+        model, row = services.models.check_new(name, object, preprocess=preprocess, postprocess=postprocess,
+                                               type=type, batch_size=batch_size, device=device, method=method)
+        if key is None:
+            return services.models.register(model, row, serializer)
+        # Check the watcher too before storing anything: all of it is registered, or none.
+        watcher = services.watchers.check_new(name, key, filter=filter, features=features, active=active,
+                                              model_row=row, model_object=object)
+        services.models.register(model, row, serializer)
+        try:
+            return services.watchers.register(watcher)
+        except BaseException:
+            services.models.unregister(name)
+            raise
 
     def list_models(self, **filter: Any) -> list[str]:
         return self._metadata.names("models", filter)

@@ -32,8 +32,18 @@ class SearchMixin:
         """
         services = self._services
         models, keys = services.indexes.check_new(name, models, keys, measure)
-        backfill = services.watchers.ensure(models[0], keys[0])
-        return backfill + services.indexes.create(name, models, keys, measure, after=backfill)
+        watcher = None
+        if not self._metadata.exists("watchers", f"{models[0]}/{keys[0]}"):
+            watcher = services.watchers.check_new(models[0], keys[0])  # checked before anything is stored
+        backfill = services.watchers.register(watcher) if watcher is not None else services.watchers.ensure(
+            models[0], keys[0])
+        try:
+            return backfill + services.indexes.create(name, models, keys, measure, after=backfill)
+        except BaseException:  # all of it, or none: the watcher made for this index goes too
+            if watcher is not None:
+                backfill.cancel()
+                services.watchers.delete(watcher["name"], force=True)
+            raise
 
     def list_semantic_indexes(self) -> list[str]:
         return self._metadata.names("semantic_indexes")

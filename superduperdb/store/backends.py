@@ -105,14 +105,19 @@ def open_client(uri: str, cfg: Config, **pymongo_kwargs: Any) -> Any:
     client = pymongo.MongoClient(uri, **kwargs)
     try:
         client.admin.command("ping")
-    except pymongo.errors.PyMongoError as exc:
+    except (pymongo.errors.PyMongoError, ValueError, TypeError, KeyError) as exc:
+        # pymongo raises bare ValueError/KeyError when a server answers authentication in a
+        # shape it does not expect (a server without authentication): a failure to connect too.
         client.close()
-        raise ConnectionFailure(
-            f"Could not reach MongoDB at {redact(uri)!r} within {timeout} ms ({exc.__class__.__name__}). "
-            "Check that the server runs and the address is right, or raise mongodb.timeout_ms.",
-            uri=redact(uri),
-            timeout_ms=timeout,
-        ) from exc
+        auth = not isinstance(exc, pymongo.errors.PyMongoError) or isinstance(exc, pymongo.errors.OperationFailure)
+        if auth:
+            message = (f"MongoDB at {redact(uri)!r} did not accept the connection's authentication "
+                       f"({exc.__class__.__name__}). Check the user name, password and authSource; a server "
+                       "without authentication refuses credentials: leave them out of the URI.")
+        else:
+            message = (f"Could not reach MongoDB at {redact(uri)!r} within {timeout} ms ({exc.__class__.__name__}). "
+                       "Check that the server runs and the address is right, or raise mongodb.timeout_ms.")
+        raise ConnectionFailure(message, uri=redact(uri), timeout_ms=timeout) from exc
     return client
 
 

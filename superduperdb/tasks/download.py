@@ -3,7 +3,8 @@
 URLs (``http(s)://`` and ``file://``) are fetched with bounded concurrency and
 a timeout; the bytes go to ``<field>._content.bytes``. A URL that fails records
 its error at ``<field>._content.error`` and in the job's result; the other
-documents still complete.
+documents still complete. URLs are shown (logs, errors, the job's result) with their
+credentials redacted (:func:`~superduperdb.config.secrets.redact_url`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from bson.binary import Binary
 
+from ..config.secrets import redact_url
 from ..store.context import Context
 from ..store.layout import find_urls
 from .kinds import job_kind
@@ -24,8 +26,9 @@ TIMEOUT = 30.0
 
 
 def fetch(url: str, timeout: float = TIMEOUT) -> bytes:
-    if not url.startswith(("http://", "https://", "file://")):
-        raise ValueError(f"unsupported URL scheme in {url!r} (use http://, https:// or file://)")
+    """The bytes at ``url`` (``http(s)://`` or ``file://``); errors never quote the URL's credentials."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://", "file://")):
+        raise ValueError(f"unsupported URL {redact_url(url)!r} (use http://, https:// or file://)")
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - schemes checked above
         return response.read()
 
@@ -40,7 +43,7 @@ def download(ctx: Context, job_id: str, ids: list | None = None) -> dict:
         try:
             return _id, path, url, fetch(url), None
         except Exception as exc:  # recorded per document, the job goes on
-            return _id, path, url, None, f"{type(exc).__name__}: {exc}"
+            return _id, path, url, None, redact_url(f"{type(exc).__name__}: {exc}")
 
     errors = []
     with ThreadPoolExecutor(max_workers=MAX_WORKERS) as pool:
@@ -48,7 +51,7 @@ def download(ctx: Context, job_id: str, ids: list | None = None) -> dict:
             if error is None:
                 ctx.collection.update_one({"_id": _id}, {"$set": {f"{path}.bytes": Binary(data)}})
             else:
-                logger.warning("could not download %s: %s", url, error)
+                logger.warning("could not download %s: %s", redact_url(url), error)
                 ctx.collection.update_one({"_id": _id}, {"$set": {f"{path}.error": error}})
-                errors.append({"_id": str(_id), "url": url, "error": error})
+                errors.append({"_id": str(_id), "url": redact_url(url), "error": error})
     return {"downloaded": len(tasks) - len(errors), "errors": errors}

@@ -280,6 +280,8 @@ def test_bad_input_is_typed_and_changes_nothing(fresh, backend, tallies, call) -
                                  f"{exc}") from exc
         else:
             tally.add(f"untyped from the {origin(exc)} ({type(exc).__name__})")
+            if COUNT_ONLY:
+                tally.add(f"untyped from the {origin(exc)}: {name} {type(exc).__name__}: {str(exc)[:80]}")
         changed = snapshot(coll) != before
         # pymongo's own write errors may leave what pymongo leaves (an ordered insert_many writes the
         # documents before the failing one): only changes with superduperdb's errors are ours.

@@ -20,7 +20,8 @@ Every ``Database``/``Collection`` handle it gives out is of the classes below
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,36 @@ def check_size(doc: dict) -> None:
         raise DocumentTooLarge(
             f"BSON document too large ({size} bytes) - the connected server supports BSON document "
             f"sizes up to {MAX_BSON_SIZE} bytes. Store large values in GridFS or split the document.")
+
+
+# What mongomock raises where a server answers with an error of its own (an operator it cannot
+# evaluate on a value, a filter it cannot run): Python's errors, made pymongo's here.
+PYTHON_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError)
+# MongoDB's code for a valid operation the server cannot do (CommandNotSupported).
+NOT_SUPPORTED = 115
+
+
+@contextmanager
+def server_errors(error: type[OperationFailure], what: str) -> Iterator[None]:
+    """Raise ``error`` (pymongo's) for what mongomock raises as Python's errors inside the block.
+
+    An operation mongomock does not implement (``$where``, ``$text`` ...) raises
+    :class:`OperationFailure` saying so, with code 115 (CommandNotSupported).
+    """
+    try:
+        yield
+    except NotImplementedError as exc:
+        raise OperationFailure(f"{exc}: the embedded store (mongomock://) cannot do this; a MongoDB server can.",
+                               code=NOT_SUPPORTED) from exc
+    except PYTHON_ERRORS as exc:
+        code = UPDATE_FAILED if error is WriteError else 2  # TypeMismatch / BadValue
+        raise error(f"{what}: {type(exc).__name__}: {exc}", code=code) from exc
+
+
+def _as_server_errors(docs: Iterable[dict]) -> Iterator[dict]:
+    # mongomock applies filters lazily: errors arise while the documents are iterated.
+    with server_errors(OperationFailure, "Cannot run the filter"):
+        yield from docs
 
 
 class EmbeddedCursor(Cursor):
@@ -74,12 +105,17 @@ class EmbeddedCollection(mongomock.Collection):
 
     def _iter_documents(self, filter: Any):
         filter = {} if filter is None else filter  # gridfs's cursors pass None
-        docs = self._store.matching(filter)
-        if docs is None:
-            return super()._iter_documents(filter)
-        if not docs:
-            filtering.filter_applies(filter, {})  # still refuse a malformed filter, as a scan would
-        return (doc for doc in docs if filtering.filter_applies(filter, doc))
+        with server_errors(OperationFailure, "Cannot run the filter"):
+            docs = self._store.matching(filter)
+            if docs is None:
+                return _as_server_errors(super()._iter_documents(filter))
+            if not docs:
+                filtering.filter_applies(filter, {})  # still refuse a malformed filter, as a scan would
+        return _as_server_errors(doc for doc in docs if filtering.filter_applies(filter, doc))
+
+    def _update(self, *args: Any, **kwargs: Any) -> dict:
+        with server_errors(WriteError, "Cannot apply the update"):
+            return super()._update(*args, **kwargs)
 
     def find(self, filter: Any = None, projection: Any = None, skip: int = 0, limit: int = 0,
              no_cursor_timeout: bool = False, cursor_type: Any = None, sort: Any = None,
@@ -117,7 +153,7 @@ class EmbeddedCollection(mongomock.Collection):
         except BaseException as exc:
             existing_document.clear()
             existing_document.update(before)
-            if isinstance(exc, (TypeError, ValueError, KeyError, IndexError, AttributeError)):
+            if isinstance(exc, PYTHON_ERRORS):
                 raise WriteError(f"Cannot apply the update: {exc}", code=UPDATE_FAILED) from exc
             raise
         finally:

@@ -111,11 +111,12 @@ class Cursor:
 
 
 def substitute_features(doc: dict, features: Mapping[str, str]) -> dict:
-    """Replace ``doc[key]`` by ``doc['_outputs'][key][model]`` where present."""
-    outputs = doc.get("_outputs") or {}
+    """Replace ``doc[key]`` by ``model``'s stored output on ``key`` where present."""
+    from .store.layout import MISSING, stored_output
+
     for key, model in features.items():
-        value = (outputs.get(key) or {}).get(model)
-        if value is not None:
+        value = stored_output(doc, key, model)
+        if value is not MISSING and value is not None:
             doc[key] = value
     return doc
 

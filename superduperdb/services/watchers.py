@@ -37,7 +37,9 @@ class WatcherService:
     def create(self, model: str, key: str, *, filter: Mapping | None = None, features: Mapping | None = None,
                active: bool = True, name: str | None = None) -> JobGroup:
         """Register a watcher; return its backfill jobs (none while inactive)."""
-        model_row = self.metadata.get("models", model, hint="Register it with create_model(name, object) first.")
+        from .models import ensure_model
+
+        model_row = ensure_model(self.scope, model)  # 'parent.attr' of a registered parent is registered now
         if active and model_row.get("kind") == "sklearn":  # an unfitted estimator would fail in every job
             from ..models.sklearn_adapter import check_fitted
 
@@ -48,7 +50,10 @@ class WatcherService:
             raise QueryError(f"filter must be a dict (a MongoDB query), not {filter!r}.", argument="filter")
         features = dict(features or {})
         for fkey, fmodel in features.items():
-            self.metadata.get("models", fmodel, hint=f"features={{{fkey!r}: {fmodel!r}}} names an unknown model.")
+            if isinstance(fmodel, str) and "." in fmodel and self.metadata.exists("models", fmodel.split(".")[0]):
+                ensure_model(self.scope, fmodel)
+            else:
+                self.metadata.get("models", fmodel, hint=f"features={{{fkey!r}: {fmodel!r}}} names an unknown model.")
         row = {"name": name or watcher_name(model, key), "model": model, "key": key,
                "filter": dump_filter(filter), "features": features, "active": bool(active)}
         topological([*self.metadata.list("watchers"), row])  # refuse cycles before storing anything

@@ -56,7 +56,7 @@ from ..master.handle import master_for_job
 from ..store import records
 from ..store.bulk import set_fields
 from ..store.context import Context
-from ..store.layout import OUTPUTS
+from ..store.layout import OUTPUTS, model_field
 from ..store.metadata import utcnow
 from ..store.models import load_model
 from ..store.watchers import and_, load_filter
@@ -82,7 +82,7 @@ class PromoteSpec:
 
 def staging_path(model: str, key: str) -> str:
     """Where a watcher's staged outputs live in a document (one field, no nesting left behind)."""
-    return f"{OUTPUTS}.{STAGING}:{model}:{key.replace('.', ':')}"
+    return f"{OUTPUTS}.{STAGING}:{model_field(model)}:{key.replace('.', ':')}"
 
 
 def resolve_versions(ctx: Context, spec: PromoteSpec) -> dict[str, int]:

@@ -98,3 +98,10 @@ def fit_digits(models, train, validation, *, objective=None, metrics=None, log=N
 
 def failing_trainer(models, train, validation, **kwargs):
     raise RuntimeError("the trainer gave up")
+
+
+def double_image_tower(models, train, validation, **kwargs):
+    """A user trainer that 'trains' the image tower of a two-tower model (doubles its weights)."""
+    with torch.no_grad():
+        models["tt"].image.weight.mul_(2.0)
+    return {"scale": 2.0}

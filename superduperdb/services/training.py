@@ -323,7 +323,10 @@ class TrainingService:
         """Recompute watchers downstream of the models' outputs, then their indexes and neighbourhoods."""
         rows = active_watchers(self.metadata)
         own = {r["name"] for r in rows if r["model"] in models}
-        out = list(self.jobs.submit_watchers(None, downstream(rows, own) - own, after=[promote]))
+        # attribute models (parent.attr) follow their parent's promotion: their watchers recompute too
+        attributes = set(self.metadata.names("models", {"parent": {"$in": sorted(models)}}))
+        own_attributes = {r["name"] for r in rows if r["model"] in attributes}
+        out = list(self.jobs.submit_watchers(None, downstream(rows, own | own_attributes) - own, after=[promote]))
         for index in self.metadata.list("semantic_indexes"):
             if models & set(index.get("models", [])):
                 out += self.jobs.neighbourhood_jobs(index["name"], None, [promote])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import trainmodels
 import twotower
@@ -93,3 +94,21 @@ def test_bad_learning_tasks_are_refused_and_store_nothing(digits):
                                 metrics=["accuracy"]).wait(WAIT)
     with pytest.raises(AlreadyRegisteredError):
         digits.create_learning_task("t", ["clf"], ["img", "label"], trainer=trainmodels.fit_digits)
+
+
+def test_attribute_models_follow_their_parents_new_version(client, unique_name):
+    coll = client[unique_name].docs
+    X = np.random.default_rng(0).normal(size=(12, 8)).astype("float32")
+    coll.insert_many([{"x": x} for x in X])
+    coll.create_model("tt", twotower.TwoTower())
+    coll.create_watcher("tt.image", "x").wait(WAIT)
+    before = {d["_id"]: d["_outputs"]["x"]["tt/image"] for d in coll.find({})}
+    coll.create_learning_task("double", ["tt"], ["x"], trainer=trainmodels.double_image_tower).wait(WAIT)
+    assert [v["version"] for v in coll.list_model_versions("tt.image") if v["serving"]] == [2]
+    docs = list(coll.find({}))
+    expected = coll.apply_model("tt.image", [d["x"] for d in docs])
+    for doc, y in zip(docs, expected):
+        np.testing.assert_allclose(doc["_outputs"]["x"]["tt/image"], y, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(doc["_outputs"]["x"]["tt/image"], before[doc["_id"]])
+    assert coll.reconcile(wait=True, timeout=WAIT).result()["outputs_computed"] == 0
+    client.drop_database(unique_name)

@@ -265,6 +265,10 @@ class MasterUnavailableError(SuperDuperError, RuntimeError):
 
 
 
+class AuthenticationError(SuperDuperError, PermissionError):
+    """A server (the model server) refused the credentials (HTTP 401)."""
+
+
 class QueryError(SuperDuperError, TypeError):
     """A filter, update or query argument has the wrong shape."""
 

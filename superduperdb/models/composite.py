@@ -91,7 +91,7 @@ def resolve_attribute(obj: Any, path: str) -> tuple[Any, str | None]:
                              attribute=path)
         value = getattr(owner, part)
         if i == len(parts) - 1:
-            if inspect.ismethod(value) and value.__self__ is owner:
+            if (inspect.ismethod(value) or inspect.isbuiltin(value)) and getattr(value, "__self__", None) is owner:
                 return owner, part
             return value, None
         owner = value

@@ -18,15 +18,11 @@ import threading
 import time
 from typing import Any
 
-from ..errors import ConfigError, SuperDuperError
+from ..errors import AuthenticationError, ConfigError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ModelServer", "serve", "apply_model", "AuthenticationError"]
-
-
-class AuthenticationError(SuperDuperError, PermissionError):
-    """The model server refused the credentials (HTTP 401)."""
 
 
 class ModelServer:

@@ -31,6 +31,7 @@ BUILTIN = {
     "AlreadyRegisteredError": ValueError,
     "JobError": RuntimeError,
     "JobFailedError": RuntimeError,
+    "AuthenticationError": PermissionError,
 }
 
 # Errors whose constructor is not SuperDuperError's (message, **attrs).

@@ -134,17 +134,17 @@ def check_features(features: Any) -> dict[str, str] | None:
 
 
 def substitute_features(doc: dict, features: Mapping[str, str]) -> dict:
-    """Replace ``doc[key]`` by ``doc['_outputs'][key][model]`` where present.
+    """Replace ``doc[key]`` by ``model``'s stored output on ``key`` where present.
 
     Anything else at ``_outputs`` (a value another program wrote there) is ignored.
     """
-    outputs = doc.get("_outputs") if isinstance(doc, Mapping) else None
-    if not isinstance(outputs, Mapping):
+    from .store.layout import MISSING, stored_output
+
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("_outputs"), Mapping):
         return doc
     for key, model in features.items():
-        by_model = outputs.get(key)
-        value = by_model.get(model) if isinstance(by_model, Mapping) else None
-        if value is not None:
+        value = stored_output(doc, key, model)
+        if value is not MISSING and value is not None:
             doc[key] = value
     return doc
 

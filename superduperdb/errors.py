@@ -281,6 +281,10 @@ class MasterUnavailableError(SuperDuperError, RuntimeError):
     """The master (vector-search actor) could not be reached or re-created."""
 
 
+class AuthenticationError(SuperDuperError, PermissionError):
+    """A server (the model server) refused the credentials (HTTP 401)."""
+
+
 class QueryError(SuperDuperError, TypeError):
     """A filter, update or query argument has the wrong shape."""
 

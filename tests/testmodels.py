@@ -172,3 +172,20 @@ class Ouch(BaseException):
 
 def ouch(x):
     raise Ouch(f"ouch on {x!r}")
+
+
+
+def increment(x):
+    return x + 1
+
+
+def square(x):
+    return x * x
+
+
+def negate(x):
+    return -x
+
+
+def halve(x):
+    return x / 2

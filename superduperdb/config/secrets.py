@@ -101,12 +101,34 @@ def redact(text: T) -> T:
     return out  # type: ignore[return-value]
 
 
-def redact_value(value: Any) -> Any:
-    """A config value as shown: strings redacted, nested dicts and lists walked, the rest as is."""
+# Config keys whose whole value is a secret (``serve.password``, ``...token``): shown as ``***``.
+_SECRET_KEY = re.compile(r"(?:^|[._])(?:password|passwd|pwd|secret|token)$", re.IGNORECASE)
+
+
+def is_secret_key(key: str | None) -> bool:
+    """Whether a config key (or dotted path) holds a secret as its whole value.
+
+    >>> is_secret_key("serve.password"), is_secret_key("serve.username")
+    (True, False)
+    """
+    return bool(key) and bool(_SECRET_KEY.search(str(key)))
+
+
+def redact_value(value: Any, key: str | None = None) -> Any:
+    """A config value as shown: strings redacted, nested dicts and lists walked, the rest as is.
+
+    The value of a secret key (``key`` ending in ``password``, ``secret``,
+    ``token`` ...) is ``***`` whole, unless it is empty.
+
+    >>> redact_value("hunter2", "serve.password"), redact_value({"password": "x", "port": 1})
+    ('***', {'password': '***', 'port': 1})
+    """
+    if is_secret_key(key) and value not in (None, ""):
+        return MASK
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: redact_value(v) for k, v in value.items()}
+        return {k: redact_value(v, k) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(redact_value(v) for v in value)
     return value

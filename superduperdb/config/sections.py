@@ -44,7 +44,7 @@ class _Node:
 
     def __repr__(self) -> str:
         """Every field, with credentials redacted (``MongoDBConfig(uri='mongodb://u:***@h/', ...)``)."""
-        fields = ", ".join(f"{f.name}={redact_value(getattr(self, f.name))!r}"
+        fields = ", ".join(f"{f.name}={redact_value(getattr(self, f.name), f.name)!r}"
                            for f in dataclasses.fields(self))  # type: ignore[arg-type]
         return f"{type(self).__name__}({fields})"
 
@@ -141,6 +141,16 @@ class RedisConfig(_Node):
     port: int | None = field(metadata=PORT)
 
 
+@_section("serve")
+class ServeConfig(_Node):
+    """``serve``: the model server (``superduperdb serve``) and its HTTP basic auth."""
+
+    host: str
+    port: int = field(metadata=PORT)
+    username: str | None
+    password: str | None
+
+
 @_section("")
 class Settings(_Node):
     """Every section, and the top-level keys (``remote``)."""
@@ -154,6 +164,7 @@ class Settings(_Node):
     data: DataConfig
     remote: bool
     redis: RedisConfig
+    serve: ServeConfig
 
 
 class Field(NamedTuple):

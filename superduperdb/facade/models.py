@@ -50,14 +50,18 @@ class ModelsMixin:
     def create_model(
         self,
         name: str,
-        object: Any,
+        object: Any = None,
         *,
         preprocess: Any = None,
         postprocess: Any = None,
+        preprocessor: str | None = None,
+        forward: str | None = None,
+        postprocessor: str | None = None,
         type: str | None = None,
         batch_size: int = 32,
         device: Any = None,
         method: str | None = None,
+        method_kwargs: dict | None = None,
         serializer: str | None = None,
         key: str | None = None,
         filter: Mapping | None = None,
@@ -70,15 +74,26 @@ class ModelsMixin:
         ----------
         name : str
             The model's name; outputs go to ``_outputs.<key>.<name>``.
+            ``'parent.attr'`` (no ``object``) registers an attribute of the
+            registered model ``parent``: a sub-module (e.g. the text tower of
+            a two-tower model) or a method, resolved on the parent's stored
+            object (see :mod:`superduperdb.models.composite`). Its outputs go
+            to ``_outputs.<key>.parent/attr``. Watchers, indexes and
+            :meth:`apply_model` also accept such a name without this call.
         object : Any
             The model. Stored as a versioned artifact in GridFS.
         preprocess, postprocess : callable, optional
             Applied per item before batching / after splitting the batch (a
             torch module's own ``preprocess``/``postprocess`` methods are used
             by default).
+        preprocessor, forward, postprocessor : str, optional
+            Names of registered parts (:meth:`create_preprocessor`,
+            :meth:`create_forward`, :meth:`create_postprocessor`): the model is
+            assembled from them when loaded, so one stored part serves
+            several models. ``forward`` replaces ``object``.
         type : str, optional
             The type that encodes the outputs (default: chosen per value).
-        batch_size, device, method
+        batch_size, device, method, method_kwargs
             See :class:`superduperdb.models.base.Model`.
         key : str, optional
             Shortcut: also :meth:`create_watcher` on ``key`` (with ``filter``,
@@ -92,21 +107,84 @@ class ModelsMixin:
         Examples
         --------
         >>> docs.create_model("length", len, key="text")   # doctest: +SKIP
+        >>> docs.create_model("clip", two_tower)            # doctest: +SKIP
+        >>> docs.apply_model("clip.text", ["a query"])       # doctest: +SKIP
+        >>> docs.create_preprocessor("tokenize", tokenize)  # doctest: +SKIP
+        >>> docs.create_forward("encoder", encoder)         # doctest: +SKIP
+        >>> docs.create_model("enc", preprocessor="tokenize", forward="encoder")   # doctest: +SKIP
         """
         services = self._services
-        model, row = services.models.check_new(name, object, preprocess=preprocess, postprocess=postprocess,
-                                               type=type, batch_size=batch_size, device=device, method=method)
+        model, row = services.models.check_new(
+            name, object, preprocess=preprocess, postprocess=postprocess, type=type, batch_size=batch_size,
+            device=device, method=method, method_kwargs=method_kwargs, preprocessor=preprocessor, forward=forward,
+            postprocessor=postprocessor)
+        if key is not None:
+            # Check the watcher too before storing anything: all of it is registered, or none.
+            watcher = services.watchers.check_new(name, key, filter=filter, features=features, active=active,
+                                                  model_row=row, model_object=object)
+        stored = services.models.register(model, row, serializer)
         if key is None:
-            return services.models.register(model, row, serializer)
-        # Check the watcher too before storing anything: all of it is registered, or none.
-        watcher = services.watchers.check_new(name, key, filter=filter, features=features, active=active,
-                                              model_row=row, model_object=object)
-        services.models.register(model, row, serializer)
+            return stored
         try:
             return services.watchers.register(watcher)
         except BaseException:
             services.models.unregister(name)
             raise
+
+    # -- parts of models --------------------------------------------------------------
+    def create_preprocessor(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
+        """Register a preprocessor: a callable applied to each input before batching.
+
+        Models assembled with ``create_model(..., preprocessor=name)`` share it
+        (stored once, loaded once per process).
+
+        Examples
+        --------
+        >>> docs.create_preprocessor("lower", str.lower)   # doctest: +SKIP
+        """
+        return self._services.models.create_part("preprocessors", name, object, serializer)
+
+    def create_forward(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
+        """Register a forward part: a torch module, estimator or callable (``create_model(..., forward=name)``).
+
+        Examples
+        --------
+        >>> docs.create_forward("encoder", torch.nn.Linear(16, 8))   # doctest: +SKIP
+        """
+        return self._services.models.create_part("forwards", name, object, serializer)
+
+    def create_postprocessor(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
+        """Register a postprocessor: a callable applied to each output after the batch is split.
+
+        Examples
+        --------
+        >>> docs.create_postprocessor("argmax", lambda y: int(y.argmax()))   # doctest: +SKIP
+        """
+        return self._services.models.create_part("postprocessors", name, object, serializer)
+
+    def list_preprocessors(self) -> list[str]:
+        return self._metadata.names("preprocessors")
+
+    def list_forwards(self) -> list[str]:
+        return self._metadata.names("forwards")
+
+    def list_postprocessors(self) -> list[str]:
+        return self._metadata.names("postprocessors")
+
+    def delete_preprocessor(self, name: str, force: bool = False) -> None:
+        """Delete a preprocessor; refused (:class:`InUseError`) while a model is assembled from it,
+        unless ``force`` (which deletes those models, with their watchers and outputs)."""
+        self._services.models.delete_part("preprocessors", name, force)
+
+    def delete_forward(self, name: str, force: bool = False) -> None:
+        """Delete a forward part; refused (:class:`InUseError`) while a model is assembled from it,
+        unless ``force`` (which deletes those models, with their watchers and outputs)."""
+        self._services.models.delete_part("forwards", name, force)
+
+    def delete_postprocessor(self, name: str, force: bool = False) -> None:
+        """Delete a postprocessor; refused (:class:`InUseError`) while a model is assembled from it,
+        unless ``force`` (which deletes those models, with their watchers and outputs)."""
+        self._services.models.delete_part("postprocessors", name, force)
 
     def list_models(self, **filter: Any) -> list[str]:
         return self._metadata.names("models", filter)
@@ -117,7 +195,10 @@ class ModelsMixin:
         self._services.models.delete(name, force=force)
 
     def apply_model(self, name: str, inputs: list, *, key: str | None = None) -> list:
-        """Apply a registered model ad hoc (in this process) to inputs, or to documents' ``key``."""
+        """Apply a registered model ad hoc (in this process) to inputs, or to documents' ``key``.
+
+        ``name`` may be an attribute model ``'parent.attr'`` of a registered model.
+        """
         return self._services.models.apply(name, inputs, key=key)
 
     @property

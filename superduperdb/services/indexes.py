@@ -78,10 +78,12 @@ class IndexService:
                 f"models={models!r}, keys={keys!r}.")
         if not isinstance(measure, str) or measure not in MEASURES:
             raise SemanticIndexError(f"Unknown measure {measure!r}; use one of {', '.join(MEASURES)}.")
-        for model in models:
-            self.metadata.get("models", model, hint="Register it with create_model first.")
         if self.metadata.exists("semantic_indexes", name):
             raise AlreadyRegisteredError("semantic index", name)
+        from .models import ensure_model
+
+        for model in models:
+            ensure_model(self.scope, model)  # 'parent.attr' of a registered parent is registered now
         return models, keys
 
     def create(self, name: str, models: list[str], keys: list[str], measure: str, after: JobGroup) -> JobGroup:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..cluster.connection import Cluster
     from ..jobs.service import JobService
     from .indexes import IndexService
+    from .learning import LearningTaskService
     from .models import ModelService
     from .search import SearchService
     from .training import TrainingService
@@ -140,3 +141,9 @@ class Services:
         from .training import TrainingService
 
         return TrainingService(self.scope, self.jobs, self.indexes)
+
+    @cached_property
+    def learning(self) -> LearningTaskService:
+        from .learning import LearningTaskService
+
+        return LearningTaskService(self.scope, self.training)

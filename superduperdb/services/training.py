@@ -56,6 +56,14 @@ def check_name(what: str, name: Any) -> str:
     return name
 
 
+def check_trainable(row: dict, name: str) -> None:
+    """Refuse to train a model that stores no object of its own (an attribute model, or one assembled from parts)."""
+    if (row.get("artifact") or {}).get("serializer") == "composite":
+        what = (f"an attribute of model {row['parent']!r}: train {row['parent']!r}, and {name!r} follows its versions"
+                if row.get("parent") else "assembled from registered parts: train a model registered with its object")
+        raise TrainingError(f"Model {name!r} is {what}.", model=name)
+
+
 def settings_from(kwargs: dict) -> dict:
     """Trainer keyword arguments, checked (unknown names are refused with a suggestion)."""
     allowed = set(TrainSettings.__dataclass_fields__)
@@ -182,6 +190,7 @@ class TrainingService:
         if self.imputations.count_documents({"name": name}, limit=1):
             raise AlreadyRegisteredError("imputation", name)
         row = self.metadata.get("models", model, hint="Register it with create_model(name, object) first.")
+        check_trainable(row, model)
         if row.get("kind") not in ("sklearn", "torch"):
             raise TrainingError(f"Model {model!r} is a {row.get('kind')!r} model; only scikit-learn estimators and "
                                 "torch modules can be trained.", model=model)
@@ -264,6 +273,7 @@ class TrainingService:
             raise TrainingError(f"Index {name!r} has one model/key: give a splitter (create_splitter) to split each "
                                 "document into a query and a target, or create the index with a query model and key.")
         for m in set(models[:2]):
+            check_trainable(self.metadata.get("models", m), m)
             if self.metadata.get("models", m).get("kind") != "torch":
                 raise TrainingError(f"Model {m!r} of index {name!r} is not a torch module: only torch encoders are "
                                     "trained contrastively.", model=m)
@@ -298,12 +308,12 @@ class TrainingService:
         return JobGroup([promote, *self._after_promote({name}, promote)])
 
     # -- jobs --------------------------------------------------------------------------------------
-    def _submit(self, spec: Any, record: dict) -> JobGroup:
+    def _submit(self, spec: Any, record: dict, kind: str = "train") -> JobGroup:
         from ..tasks.versions import PromoteSpec
 
         jobs = self.jobs
         models = list(dict.fromkeys(spec.models))
-        train = jobs.submit("train", {"spec": spec}, record={"model": models[0], "models": models, "metrics": [],
+        train = jobs.submit(kind, {"spec": spec}, record={"model": models[0], "models": models, "metrics": [],
                                                              **record})
         promote = jobs.submit("promote", {"spec": PromoteSpec(from_job=train.id)}, depends_on=[train],
                               record={"model": models[0], "models": models, "training_job": train.id})
@@ -313,7 +323,10 @@ class TrainingService:
         """Recompute watchers downstream of the models' outputs, then their indexes and neighbourhoods."""
         rows = active_watchers(self.metadata)
         own = {r["name"] for r in rows if r["model"] in models}
-        out = list(self.jobs.submit_watchers(None, downstream(rows, own) - own, after=[promote]))
+        # attribute models (parent.attr) follow their parent's promotion: their watchers recompute too
+        attributes = set(self.metadata.names("models", {"parent": {"$in": sorted(models)}}))
+        own_attributes = {r["name"] for r in rows if r["model"] in attributes}
+        out = list(self.jobs.submit_watchers(None, downstream(rows, own | own_attributes) - own, after=[promote]))
         for index in self.metadata.list("semantic_indexes"):
             if models & set(index.get("models", [])):
                 out += self.jobs.neighbourhood_jobs(index["name"], None, [promote])

@@ -43,8 +43,10 @@ class WatcherService:
         ``model_row``/``model_object`` stand for a model being registered in the same
         call (``create_model(..., key=...)``), not stored yet.
         """
+        from .models import ensure_model
+
         if model_row is None:
-            model_row = self.metadata.get("models", model, hint="Register it with create_model(name, object) first.")
+            model_row = ensure_model(self.scope, model)  # 'parent.attr' of a registered parent is registered now
         if not isinstance(key, str) or not key or key.startswith("$") or key.startswith(OUTPUTS) or ".." in key \
                 or key.startswith(".") or key.endswith("."):
             raise ModelError(f"key must be a field name (or '_base' for the whole document), not {key!r}.",
@@ -67,7 +69,10 @@ class WatcherService:
                              f"not {features!r}.", argument="features")
         features = dict(features or {})
         for fkey, fmodel in features.items():
-            self.metadata.get("models", fmodel, hint=f"features={{{fkey!r}: {fmodel!r}}} names an unknown model.")
+            if isinstance(fmodel, str) and "." in fmodel and self.metadata.exists("models", fmodel.split(".")[0]):
+                ensure_model(self.scope, fmodel)
+            else:
+                self.metadata.get("models", fmodel, hint=f"features={{{fkey!r}: {fmodel!r}}} names an unknown model.")
         row = {"name": name or watcher_name(model, key), "model": model, "key": key,
                "filter": stored_filter, "features": features, "active": active}
         if self.metadata.exists("watchers", row["name"]):

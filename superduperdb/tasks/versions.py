@@ -56,9 +56,9 @@ from ..master.handle import master_for_job
 from ..store import records
 from ..store.bulk import set_fields
 from ..store.context import Context
-from ..store.layout import OUTPUTS
+from ..store.layout import OUTPUTS, model_field
 from ..store.metadata import utcnow
-from ..store.models import load_model
+from ..store.models import follow_parent, load_model
 from ..store.watchers import and_, load_filter
 from .kinds import job_kind
 from .outputs import WatcherView, compute, write_outputs
@@ -83,7 +83,7 @@ class PromoteSpec:
 
 def staging_path(model: str, key: str) -> str:
     """Where a watcher's staged outputs live in a document (one field, no nesting left behind)."""
-    return f"{OUTPUTS}.{STAGING}:{model}:{key.replace('.', ':')}"
+    return f"{OUTPUTS}.{STAGING}:{model_field(model)}:{key.replace('.', ':')}"
 
 
 def resolve_versions(ctx: Context, spec: PromoteSpec) -> dict[str, int]:
@@ -250,6 +250,7 @@ def promote(ctx: Context, job_id: str, spec: PromoteSpec) -> dict:
     flip = utcnow()
     for m, v in versions.items():
         ctx.metadata.update("models", m, {"$set": {"version": v, "artifact": refs[m], "promoted_at": flip}})
+        follow_parent(ctx.metadata, m, v, refs[m])  # its attribute models (m.attr) serve the same version
     for row in rows:
         if row.get("awaiting_training"):
             ctx.metadata.update("watchers", row["name"], {"$set": {"active": True}, "$unset": {"awaiting_training": ""}})

@@ -33,6 +33,7 @@ BUILTIN = {
     "JobFailedError": RuntimeError,
     "JobNotFoundError": KeyError,
     "DecodingError": ValueError,
+    "AuthenticationError": PermissionError,
 }
 
 # Errors whose constructor is not SuperDuperError's (message, **attrs).

@@ -124,8 +124,11 @@ def check_evaluable(raw: Any, filter: Mapping, argument: str = "filter") -> None
     it against an empty document and one stored document; a server parses it."""
     import pymongo.errors
 
+    from ..store.backends import in_process
+
+    embedded = in_process(raw)
     try:
-        if type(raw).__module__.startswith("mongomock"):
+        if embedded:
             from mongomock.filtering import filter_applies
 
             for doc in ({}, raw.find_one() or {}):
@@ -140,5 +143,5 @@ def check_evaluable(raw: Any, filter: Mapping, argument: str = "filter") -> None
             f"The database cannot evaluate this {argument}: {type(exc).__name__}: {exc}. "
             + ("The embedded store (mongomock) does not support every MongoDB operator: express it with "
                "the common operators ($eq, $in, $gt, $exists, $and ...), or use a MongoDB server."
-               if type(raw).__module__.startswith("mongomock") else "Fix the filter."),
+               if embedded else "Fix the filter."),
             argument=argument) from exc

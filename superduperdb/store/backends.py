@@ -135,6 +135,15 @@ def uri_of_client(client: Any) -> str:
     )
 
 
+def in_process(raw: Any) -> bool:
+    """Whether ``raw`` (a collection) lives in this process: the embedded store, or mongomock's own."""
+    try:
+        import mongomock
+    except ImportError:  # pragma: no cover - a dependency
+        return False
+    return isinstance(raw, mongomock.Collection)
+
+
 def _is_mongomock_client(client: Any) -> bool:
     try:
         import mongomock

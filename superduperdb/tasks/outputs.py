@@ -150,9 +150,15 @@ def fingerprints_without_output(ctx: Context, view: WatcherView, scope: dict) ->
     return {d["_id"] for d in ctx.collection.find(query, {"_id": 1})}
 
 
-def predict(ctx: Context, model: Any, model_row: dict, todo: list[tuple[Any, Any, str]]) -> list[Computed]:
-    """The model's encoded outputs for ``(id, raw input, fingerprint)`` items."""
-    outputs = encode_outputs(ctx, model_row, model.predict([ctx.types.decode(x) for _, x, _ in todo]))
+def predict(ctx: Context, model: Any, model_row: dict, todo: list[tuple[Any, Any, str]],
+            key: str = "input") -> list[Computed]:
+    """The model's encoded outputs for ``(id, raw input, fingerprint)`` items.
+
+    An input that cannot be decoded fails the job with a :class:`DecodingError`
+    naming its document's ``_id`` and ``key`` (the watched field).
+    """
+    inputs = [ctx.types.decode({"_id": i, key: x})[key] for i, x, _ in todo]
+    outputs = encode_outputs(ctx, model_row, model.predict(inputs))
     return [Computed(i, x, fp, y) for (i, x, fp), y in zip(todo, outputs)]
 
 
@@ -179,7 +185,7 @@ def compute(ctx: Context, view: WatcherView, model: Any, model_row: dict, versio
         if on_progress is not None:
             on_progress(len(chunk) - len(todo))  # current outputs: done already
         for batch in chunks(todo, step):
-            results = predict(ctx, model, model_row, batch)
+            results = predict(ctx, model, model_row, batch, view.key)
             if on_progress is not None:
                 on_progress(len(batch))
             yield results

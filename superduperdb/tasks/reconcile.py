@@ -86,7 +86,7 @@ def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:
     if todo:
         model = ctx.artifacts.get(model_row["artifact"])
         for part in chunks(todo, READ_CHUNK):
-            write_outputs(ctx, view, predict(ctx, model, model_row, part))
+            write_outputs(ctx, view, predict(ctx, model, model_row, part, view.key))
         report["outputs_computed"] += len(todo)
         ctx.log(f"{view.name}: recomputed {len(todo)} outputs that were missing or stale")
     removed = remove_outputs(ctx, view, view.orphans(scope))

@@ -23,6 +23,7 @@ from superduperdb.errors import (
     AlreadyRegisteredError,
     DecodingError,
     EncodingError,
+    JobFailedError,
     JobNotFoundError,
     ModelError,
     NotRegisteredError,
@@ -363,3 +364,12 @@ def test_master_unavailable_says_what_to_check(unique_name) -> None:
             client.close()
     message = str(info.value)
     assert "Start a worker" not in message and "restarting" in message and "superduperdb info" in message
+
+
+def test_a_model_job_names_the_document_it_cannot_decode(broken) -> None:
+    """A watcher over a field holding undecodable bytes fails its job naming the document, not only the value."""
+    broken.raw.insert_one({"_id": "bad-input", "k": 12, "x": {"_content": {"bytes": Binary(b"\x93NUMPY junk"),
+                                                                             "type": "array"}}})
+    with pytest.raises(JobFailedError) as info:
+        broken.create_watcher("ident", "x").wait(WAIT)
+    assert "DecodingError" in str(info.value) and "'bad-input'" in str(info.value)

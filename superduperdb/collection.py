@@ -154,6 +154,7 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
         raw: bool = False,
         features: Mapping[str, str] | None = None,
         similar_join: str | None = None,
+        download: bool = False,
         **kwargs: Any,
     ) -> Cursor:
         """Query the collection, as :meth:`pymongo.collection.Collection.find`.
@@ -184,6 +185,10 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
             place of the raw field ``x``.
         similar_join : str, optional
             A neighbourhood name: replace the ids at ``_like.<name>`` by the documents.
+        download : bool
+            Fetch the content of ``{'_content': {'url': ...}}`` fields still
+            pending in the results as they are read (stored in the documents, as
+            the download job would), and of URLs in ``like`` before encoding it.
 
         Returns
         -------
@@ -198,6 +203,10 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
         transform = self._transform(raw=raw, features=features)
         if similar_join:
             transform = self._services.search.join_neighbourhood(similar_join, transform)
+        if download:
+            transform = self._services.downloads.on_read(transform)
+            if like is not None:
+                like = self._services.downloads.like_document(like)
         if like is not None:
             source = ListSource([], **_like_options(filter, projection, args, kwargs))  # checked before searching
             source.documents, index = self._services.search.find_like(

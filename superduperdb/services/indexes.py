@@ -4,6 +4,8 @@ A semantic-index row in ``<coll>._semantic_indexes``::
 
     {name, uid, models: [...], keys: [...], measure, watcher}
 
+``measure`` is a built-in name or a measure registered with ``create_measure``.
+
 The first model/key's outputs are indexed (by the master); the other
 models encode ``like`` documents from other keys (e.g. a text encoder
 querying an image index). A neighbourhood row in ``<coll>._neighbourhoods``::
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from bson import ObjectId
 
-from ..errors import AlreadyRegisteredError, InUseError, SemanticIndexError
+from ..errors import AlreadyRegisteredError, InUseError, SemanticIndexError, unknown_name
 from ..index.measures import MEASURES
 from ..jobs.handles import JobGroup
 from ..master.handle import MasterHandle
@@ -68,8 +70,10 @@ class IndexService:
             raise SemanticIndexError(
                 f"models and keys must be non-empty lists of the same length (one key per model), got "
                 f"models={models!r}, keys={keys!r}.")
-        if measure not in MEASURES:
-            raise SemanticIndexError(f"Unknown measure {measure!r}; use one of {', '.join(MEASURES)}.")
+        if not isinstance(measure, str) or (measure not in MEASURES and not self.metadata.exists("measures", measure)):
+            valid = sorted(set(MEASURES) | set(self.metadata.names("measures")))
+            raise SemanticIndexError(unknown_name("measure", measure, valid, "Register a custom one with "
+                                                  "create_measure(name, callable) first."), measure=measure, valid=valid)
         for model in models:
             self.metadata.get("models", model, hint="Register it with create_model first.")
         if self.metadata.exists("semantic_indexes", name):
@@ -113,13 +117,15 @@ class IndexService:
         self.metadata.set_setting(DEFAULT_KEY, name)
 
     # -- neighbourhoods ------------------------------------------------------------------
-    def create_neighbourhood(self, name: str, n: int = 10, semantic_index: str | None = None) -> JobGroup:
-        if not isinstance(n, int) or n <= 0:
+    def create_neighbourhood(self, name: str, n: int = 10, semantic_index: str | None = None,
+                             after: JobGroup | None = None) -> JobGroup:
+        """Register a neighbourhood; its first computation runs after the ``after`` jobs (an index's load)."""
+        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
             raise SemanticIndexError(f"n must be a positive integer, not {n!r}.")
         index = self.get(semantic_index)
         self.metadata.insert("neighbourhoods", {"name": name, "n": n, "semantic_index": index["name"]})
         return JobGroup([self.jobs.submit("neighbourhood", {"neighbourhood": name, "ids": None},
-                                          record={"neighbourhood": name})])
+                                          depends_on=list(after or []), record={"neighbourhood": name})])
 
     def delete_neighbourhood(self, name: str, force: bool = False) -> None:
         self.metadata.get("neighbourhoods", name)

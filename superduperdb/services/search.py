@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import SemanticIndexError
 from ..store.layout import LIKE
-from ..store.models import load_model
+from .query_encoding import encode_query
 
 if TYPE_CHECKING:
     from .indexes import IndexService
@@ -44,9 +44,7 @@ class SearchService:
             return vector
         for model, key in zip(row["models"], row["keys"]):
             if key == "_base" or key in like:
-                value = like if key == "_base" else like[key]
-                value = self.scope.types.decode(value)
-                return load_model(self.scope.metadata, self.scope.artifacts, model).predict([value])[0]
+                return encode_query(self.scope, model, key, like)  # follows the watcher's features chain
         raise SemanticIndexError(
             f"No model of index {row['name']!r} reads a field of like={list(like)}: it encodes queries from "
             f"the keys {row['keys']} (models {row['models']}). Use one of those keys, or {{'_id': id}}.",

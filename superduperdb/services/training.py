@@ -115,6 +115,17 @@ class TrainingService:
                     "losses": list(_builtin_losses()), "splitters": []}[kind]
         return sorted(set(builtins) | set(self.metadata.names(kind)))
 
+    def load_callable(self, kind: str, name: str) -> Any:
+        """The metric, loss or splitter ``name``: a built-in one, or the registered callable."""
+        if kind == "metrics" and M.is_builtin(name):
+            return M.get_builtin(name)
+        if kind == "losses" and name in _builtin_losses():
+            from ..training.losses import get_builtin
+
+            return get_builtin(name)
+        row = self.metadata.get(kind, name, hint=f"Register it with create_{CALLABLES[kind]}(name, callable).")
+        return self.artifacts.get(row["artifact"])
+
     def delete_callable(self, kind: str, name: str, force: bool = False) -> None:
         self.metadata.get(kind, name)
         field = {"metrics": "metrics", "losses": "loss", "splitters": "splitter"}[kind]

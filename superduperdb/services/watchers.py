@@ -35,8 +35,15 @@ class WatcherService:
         self.indexes = indexes
 
     def create(self, model: str, key: str, *, filter: Mapping | None = None, features: Mapping | None = None,
-               active: bool = True, name: str | None = None) -> JobGroup:
-        """Register a watcher; return its backfill jobs (none while inactive)."""
+               active: bool = True, name: str | None = None, chunk_size: int | None = None,
+               backfill: bool = True) -> JobGroup:
+        """Register a watcher; return its backfill jobs (none while inactive, or without ``backfill``).
+
+        ``chunk_size``: documents per chunk of this watcher's jobs (default ``jobs.chunk_size``).
+        """
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                       or chunk_size < 1):
+            raise ModelError(f"max_chunk_size must be a positive integer (documents per chunk), not {chunk_size!r}.")
         model_row = self.metadata.get("models", model, hint="Register it with create_model(name, object) first.")
         if active and model_row.get("kind") == "sklearn":  # an unfitted estimator would fail in every job
             from ..models.sklearn_adapter import check_fitted
@@ -51,10 +58,12 @@ class WatcherService:
             self.metadata.get("models", fmodel, hint=f"features={{{fkey!r}: {fmodel!r}}} names an unknown model.")
         row = {"name": name or watcher_name(model, key), "model": model, "key": key,
                "filter": dump_filter(filter), "features": features, "active": bool(active)}
+        if chunk_size is not None:
+            row["chunk_size"] = chunk_size
         topological([*self.metadata.list("watchers"), row])  # refuse cycles before storing anything
         self.metadata.insert("watchers", row)
         self.indexes.watch_collection()
-        if not active:
+        if not active or not backfill:
             return JobGroup()
         return self.jobs.submit_watchers(None, {row["name"]})
 

@@ -19,13 +19,14 @@ from ..errors import AlreadyRegisteredError, NotRegisteredError
 
 KINDS = (
     "types", "models", "watchers", "semantic_indexes", "jobs", "metrics", "losses",
-    "splitters", "validation_sets", "neighbourhoods", "meta",
+    "splitters", "validation_sets", "neighbourhoods", "meta", "measures",
 )
 
 SINGULAR = {
     "types": "type", "models": "model", "watchers": "watcher", "semantic_indexes": "semantic index",
     "jobs": "job", "metrics": "metric", "losses": "loss", "splitters": "splitter",
     "validation_sets": "validation set", "neighbourhoods": "neighbourhood", "meta": "setting",
+    "measures": "measure",
 }
 
 

@@ -35,6 +35,7 @@ from ..errors import (
     TrainingError,
     unknown_name,
 )
+from ..index.measures import MEASURES
 from ..jobs.handles import Job, JobGroup
 from ..store.watchers import active_watchers, downstream, dump_filter, topological, watcher_name
 from ..training import metrics as M
@@ -267,6 +268,11 @@ class TrainingService:
         from ..tasks.training import TrainSpec
 
         index = self.indexes.get(name)
+        if index["measure"] not in MEASURES:
+            raise TrainingError(f"Index {name!r} uses the custom measure {index['measure']!r}: contrastive training "
+                                f"and its validation rank with a built-in measure ({', '.join(MEASURES)}). Train an "
+                                "index with a built-in measure over the same models; validate_semantic_index works "
+                                "with custom measures.")
         models, keys = list(index["models"]), list(index["keys"])
         if splitter is not None:
             self.metadata.get("splitters", splitter, hint="Register it with create_splitter(name, callable).")

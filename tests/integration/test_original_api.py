@@ -395,3 +395,14 @@ def test_validate_semantic_index(docs):
     docs.create_semantic_index("single", ["ident"], ["x"])
     with pytest.raises(TrainingError, match="splitter"):
         docs.validate_semantic_index("single", ["valid_set"], ["mrr"])
+
+
+def test_training_an_index_with_a_custom_measure_is_refused_clearly(docs):
+    from superduperdb.errors import TrainingError
+
+    docs.create_measure("l1", testmodels.neg_l1)
+    docs.create_model("ident", testmodels.identity)
+    docs.create_semantic_index("s", ["ident", "ident"], ["x", "x"], measure="l1")
+    with pytest.raises(TrainingError, match="custom measure 'l1'"):
+        docs.train_semantic_index("s")
+    assert docs.list_jobs() == [] or all(j["kind"] != "train" for j in docs.list_jobs())

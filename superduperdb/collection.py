@@ -166,6 +166,7 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
         features: Mapping[str, str] | None = None,
         similar_join: str | None = None,
         decode_errors: str = "raise",
+        download: bool = False,
         **kwargs: Any,
     ) -> Cursor:
         """Query the collection, as :meth:`pymongo.collection.Collection.find`.
@@ -202,6 +203,10 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
             naming the document's ``_id`` and the field; ``'skip'`` leaves the
             document out (and logs a warning); ``'raw'`` returns it with that value
             as stored (``{'_content': {...}}``), the other fields decoded.
+        download : bool
+            Fetch the content of ``{'_content': {'url': ...}}`` fields still
+            pending in the results as they are read (stored in the documents, as
+            the download job would), and of URLs in ``like`` before encoding it.
 
         Returns
         -------
@@ -221,6 +226,10 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
         if similar_join:
             transform = self._services.search.join_neighbourhood(similar_join, transform, raw=raw,
                                                                  decode_errors=decode_errors)
+        if download:
+            transform = self._services.downloads.on_read(transform)
+            if like is not None:
+                like = self._services.downloads.like_document(like)
         if like is not None:
             source = ListSource([], **_like_options(filter, projection, args, kwargs))  # checked before searching
             source.documents, index = self._services.search.find_like(

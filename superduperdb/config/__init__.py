@@ -48,6 +48,7 @@ from .secrets import redact, redact_url
 from .sections import (
     ClusterConfig,
     DataConfig,
+    DownloadsConfig,
     JobsConfig,
     MasterConfig,
     MongoDBConfig,
@@ -64,6 +65,7 @@ __all__ = [
     "ClusterConfig",
     "Config",
     "DataConfig",
+    "DownloadsConfig",
     "JobsConfig",
     "ReconcileConfig",
     "MasterConfig",

@@ -133,6 +133,14 @@ class DataConfig(_Node):
     assign_folds: bool
 
 
+@_section("downloads")
+class DownloadsConfig(_Node):
+    """``downloads``: defaults of the per-collection download settings (``n_download_workers``, ``download_timeout``)."""
+
+    n_workers: int = field(metadata={"min": 1})
+    timeout: float = field(metadata={"min": 0})
+
+
 @_section("redis")
 class RedisConfig(_Node):
     """``redis``: accepted from the original layout and ignored."""
@@ -162,6 +170,7 @@ class Settings(_Node):
     master: MasterConfig
     types: TypesConfig
     data: DataConfig
+    downloads: DownloadsConfig
     remote: bool
     redis: RedisConfig
     serve: ServeConfig

@@ -67,6 +67,12 @@ class ModelsMixin:
         filter: Mapping | None = None,
         features: Mapping[str, str] | None = None,
         active: bool = True,
+        max_chunk_size: int | None = None,
+        process_docs: bool = True,
+        loader_kwargs: Mapping[str, Any] | None = None,
+        semantic_index: bool | str = False,
+        measure: str | None = None,
+        neighbourhoods: Any = (),
     ):
         """Register a model: a ``torch.nn.Module``, a scikit-learn estimator or a callable.
 
@@ -98,11 +104,30 @@ class ModelsMixin:
         key : str, optional
             Shortcut: also :meth:`create_watcher` on ``key`` (with ``filter``,
             ``features``, ``active``), which starts a backfill job.
+        max_chunk_size : int, optional
+            With ``key``: documents per chunk of the watcher's jobs (default
+            ``jobs.chunk_size``), as the original's ``max_chunk_size``.
+        process_docs : bool
+            With ``key``: ``False`` submits no backfill now (the reconciler's
+            sweep still computes the existing documents' outputs later).
+        loader_kwargs : dict, optional
+            The original's DataLoader options: ``batch_size`` sets the batch
+            size; ``num_workers`` and other DataLoader options are ignored with
+            a warning (Dask workers give the parallelism).
+        semantic_index : bool or str
+            With ``key``: also index the outputs (:meth:`create_semantic_index`),
+            in an index named after the model (``True``) or this name.
+        measure : str, optional
+            The index's measure (default ``'cosine'``; a custom one from :meth:`create_measure`).
+        neighbourhoods : list, optional
+            Neighbourhoods over the index: names (``n=10``), ``(name, n)`` pairs
+            or ``{'name': ..., 'n': ...}`` dicts.
 
         Returns
         -------
         dict
-            The model's metadata row; with ``key``, the backfill's :class:`JobGroup`.
+            The model's metadata row; with ``key``, a :class:`JobGroup`: the
+            backfill, then the index load and neighbourhoods if asked for.
 
         Examples
         --------
@@ -113,7 +138,13 @@ class ModelsMixin:
         >>> docs.create_forward("encoder", encoder)         # doctest: +SKIP
         >>> docs.create_model("enc", preprocessor="tokenize", forward="encoder")   # doctest: +SKIP
         """
+        from ..services import model_options as options
+
         services = self._services
+        options.check_watch_options(key, max_chunk_size, process_docs)
+        batch_size = options.loader_batch_size(loader_kwargs, batch_size)
+        index, measure, hoods = options.check_index_options(services, name, key, semantic_index, measure,
+                                                            neighbourhoods)
         model, row = services.models.check_new(
             name, object, preprocess=preprocess, postprocess=postprocess, type=type, batch_size=batch_size,
             device=device, method=method, method_kwargs=method_kwargs, preprocessor=preprocessor, forward=forward,
@@ -121,15 +152,18 @@ class ModelsMixin:
         if key is not None:
             # Check the watcher too before storing anything: all of it is registered, or none.
             watcher = services.watchers.check_new(name, key, filter=filter, features=features, active=active,
-                                                  model_row=row, model_object=object)
+                                                  model_row=row, model_object=object, chunk_size=max_chunk_size)
         stored = services.models.register(model, row, serializer)
         if key is None:
             return stored
         try:
-            return services.watchers.register(watcher)
+            jobs = services.watchers.register(watcher, backfill=process_docs)
         except BaseException:
             services.models.unregister(name)
             raise
+        if index is not None:
+            jobs += options.register_index(services, name, key, index, measure, hoods, after=jobs)
+        return jobs
 
     # -- parts of models --------------------------------------------------------------
     def create_preprocessor(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
@@ -200,6 +234,27 @@ class ModelsMixin:
         ``name`` may be an attribute model ``'parent.attr'`` of a registered model.
         """
         return self._services.models.apply(name, inputs, key=key)
+
+    def refresh_model(self, name: str):
+        """Recompute every output of a model now (its active watchers'), even those that are current.
+
+        Use it when what the model computes changed without a new version (it
+        reads a file or a service that changed, it is random ...). Outputs
+        downstream are recomputed where their input changed, and the indexes
+        and neighbourhoods over them follow. The old outputs stay readable
+        until the new ones are written.
+
+        Returns
+        -------
+        JobGroup
+
+        Examples
+        --------
+        >>> docs.refresh_model("length").wait()   # doctest: +SKIP
+        """
+        from ..services.maintenance import refresh_model
+
+        return refresh_model(self._services, name)
 
     @property
     def models(self) -> Mapping[str, Any]:
@@ -293,7 +348,20 @@ class ModelsMixin:
 
     # -- metadata -------------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
+        """A setting of this collection (its ``_meta``, as in the original), or ``default``."""
         return self._metadata.get_setting(key, default)
 
     def set_meta(self, key: str, value: Any) -> None:
-        self._metadata.set_setting(key, value)
+        """Set a setting of this collection, e.g. the download settings of the original API.
+
+        ``n_download_workers`` (URLs fetched at once), ``download_timeout``
+        (seconds per URL) and ``headers`` (HTTP headers) apply to the download
+        jobs and ``find(..., download=True)``; ``None`` restores the default
+        (``downloads.n_workers`` / ``downloads.timeout`` of the config, no headers).
+
+        Examples
+        --------
+        >>> docs.set_meta("n_download_workers", 4)                     # doctest: +SKIP
+        >>> docs.set_meta("headers", {"User-Agent": "superduperdb"})   # doctest: +SKIP
+        """
+        self._metadata.set_setting(key, self._services.downloads.check(key, value))

@@ -74,6 +74,34 @@ class TrainingMixin:
     def delete_splitter(self, name: str, force: bool = False) -> None:
         self._services.training.delete_callable("splitters", name, force)
 
+    # -- mappings, as the original's coll.metrics / coll.losses / coll.splitters ---------------------
+    @property
+    def metrics(self) -> Mapping[str, Any]:
+        """``{name: metric callable}``: built-in and registered metrics, loaded lazily.
+
+        Examples
+        --------
+        >>> docs.metrics["accuracy"]([1, 0], [1, 1])   # doctest: +SKIP
+        0.5
+        """
+        return self._callables("metrics")
+
+    @property
+    def losses(self) -> Mapping[str, Any]:
+        """``{name: loss callable}``: built-in and registered losses, loaded lazily."""
+        return self._callables("losses")
+
+    @property
+    def splitters(self) -> Mapping[str, Any]:
+        """``{name: splitter callable}``: registered splitters, loaded lazily."""
+        return self._callables("splitters")
+
+    def _callables(self, kind: str) -> Mapping[str, Any]:
+        from .views import LazyMapping
+
+        training = self._services.training
+        return LazyMapping(lambda: training.list_callables(kind), lambda n: training.load_callable(kind, n))
+
     def create_validation_set(self, name: str, filter: Mapping | None = None, *, sample_size: int | None = None,
                               fold: str | None = "valid", seed: int | None = 0) -> dict:
         """Freeze a sample of documents as a validation set, so metrics stay comparable across versions.
@@ -302,6 +330,52 @@ class TrainingMixin:
         return self._services.training.train_semantic_index(
             name, splitter=splitter, loss=loss, metrics=metrics, validation_sets=validation_sets, filter=filter,
             n_retrieve=n_retrieve, **trainer)
+
+    def validate_semantic_index(self, name: str, validation_sets: list[str] = (),
+                                metrics: list[str] = ("recall@10", "mrr"), *, splitter: str | None = None,
+                                n_retrieve: int = 100, wait: bool = False, timeout: float | None = None):
+        """Compute retrieval metrics of a semantic index's serving models, on the cluster (the original's call).
+
+        Query ``i`` of a validation set (the index's second key, encoded by its
+        second model, or a splitter's first half) should retrieve target ``i``
+        (the first key, encoded by the indexed model) among all the set's
+        targets, ranked with the index's measure.
+
+        Parameters
+        ----------
+        name : str
+            The semantic index.
+        validation_sets : list of str
+            Frozen validation sets (:meth:`create_validation_set`); none: the live ``valid`` fold.
+        metrics : list of str
+            ``recall@k``, ``mrr`` or registered metrics.
+        splitter : str, optional
+            For an index with one model/key: split each document into query and target.
+        n_retrieve : int
+            Results ranked per query.
+        wait, timeout
+            Wait for the job (raises as :meth:`Job.wait` does).
+
+        Returns
+        -------
+        Job
+            Its ``result()["metrics"]`` is ``{'<set>/<metric>': value}``, also
+            stored on the index's row (``metrics``, ``validated_at``).
+
+        Examples
+        --------
+        >>> docs.create_validation_set("valid")                              # doctest: +SKIP
+        >>> job = docs.validate_semantic_index("qa", ["valid"], ["recall@1"], wait=True)   # doctest: +SKIP
+        >>> job.result()["metrics"]                                           # doctest: +SKIP
+        {'valid/recall@1': 0.93}
+        """
+        from ..services.maintenance import validate_semantic_index
+
+        job = validate_semantic_index(self._services, name, validation_sets, metrics, splitter=splitter,
+                                      n_retrieve=n_retrieve)
+        if wait:
+            job.wait(timeout)
+        return job
 
     def list_model_versions(self, name: str) -> list[dict]:
         """A model's versions, oldest first: ``version``, ``serving``, ``created_at``, ``metrics``, ``job_id``.

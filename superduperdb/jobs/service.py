@@ -90,7 +90,8 @@ class JobService:
         by_watcher: dict[str, Job] = {}
         for row in rows:  # topological order: upstream jobs exist before their dependents
             deps = [by_watcher[u] for u in upstream_of(row) if u in by_watcher] or first
-            params = {"watcher": row["name"], "ids": ids, "chunk_size": self.scope.config.jobs.chunk_size,
+            chunk_size = row.get("chunk_size") or self.scope.config.jobs.chunk_size  # create_model(max_chunk_size=)
+            params = {"watcher": row["name"], "ids": ids, "chunk_size": chunk_size,
                       "settle": settle}
             job = self.submit("model", params, depends_on=deps,
                               record={"model": row["model"], "watcher": row["name"], **records.scope(ids)})

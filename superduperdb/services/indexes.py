@@ -4,6 +4,8 @@ A semantic-index row in ``<coll>._semantic_indexes``::
 
     {name, uid, models: [...], keys: [...], measure, watcher}
 
+``measure`` is a built-in name or a measure registered with ``create_measure``.
+
 The first model/key's outputs are indexed (by the master); the other
 models encode ``like`` documents from other keys (e.g. a text encoder
 querying an image index). A neighbourhood row in ``<coll>._neighbourhoods``::
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from bson import ObjectId
 
-from ..errors import AlreadyRegisteredError, InUseError, SemanticIndexError
+from ..errors import AlreadyRegisteredError, InUseError, SemanticIndexError, unknown_name
 from ..index.measures import MEASURES
 from ..jobs.handles import JobGroup
 from ..master.handle import MasterHandle
@@ -76,8 +78,10 @@ class IndexService:
             raise SemanticIndexError(
                 f"models and keys must be non-empty lists of the same length (one key per model), got "
                 f"models={models!r}, keys={keys!r}.")
-        if not isinstance(measure, str) or measure not in MEASURES:
-            raise SemanticIndexError(f"Unknown measure {measure!r}; use one of {', '.join(MEASURES)}.")
+        if not isinstance(measure, str) or (measure not in MEASURES and not self.metadata.exists("measures", measure)):
+            valid = sorted(set(MEASURES) | set(self.metadata.names("measures")))
+            raise SemanticIndexError(unknown_name("measure", measure, valid, "Register a custom one with "
+                                                  "create_measure(name, callable) first."), measure=measure, valid=valid)
         if self.metadata.exists("semantic_indexes", name):
             raise AlreadyRegisteredError("semantic index", name)
         from .models import ensure_model
@@ -133,7 +137,9 @@ class IndexService:
         self.metadata.set_setting(DEFAULT_KEY, name)
 
     # -- neighbourhoods ------------------------------------------------------------------
-    def create_neighbourhood(self, name: str, n: int = 10, semantic_index: str | None = None) -> JobGroup:
+    def create_neighbourhood(self, name: str, n: int = 10, semantic_index: str | None = None,
+                             after: JobGroup | None = None) -> JobGroup:
+        """Register a neighbourhood; its first computation runs after the ``after`` jobs (an index's load)."""
         if not isinstance(name, str) or not name or "." in name or name.startswith("$"):
             raise SemanticIndexError(f"Neighbourhood names must be non-empty strings without '.' or a leading '$', "
                                      f"not {name!r}.", argument="name")
@@ -145,7 +151,7 @@ class IndexService:
         self.metadata.insert("neighbourhoods", {"name": name, "n": n, "semantic_index": index["name"]})
         try:
             return JobGroup([self.jobs.submit("neighbourhood", {"neighbourhood": name, "ids": None},
-                                              record={"neighbourhood": name})])
+                                              depends_on=list(after or []), record={"neighbourhood": name})])
         except BaseException:  # register nothing
             self.metadata.delete("neighbourhoods", name)
             raise

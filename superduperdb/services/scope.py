@@ -23,8 +23,10 @@ from .checks import check_filter
 if TYPE_CHECKING:
     from ..cluster.connection import Cluster
     from ..jobs.service import JobService
+    from .downloads import DownloadService
     from .indexes import IndexService
     from .learning import LearningTaskService
+    from .measures import MeasureService
     from .models import ModelService
     from .search import SearchService
     from .training import TrainingService
@@ -147,3 +149,13 @@ class Services:
         from .learning import LearningTaskService
 
         return LearningTaskService(self.scope, self.training)
+    def measures(self) -> MeasureService:
+        from .measures import MeasureService
+
+        return MeasureService(self.scope, self.indexes)
+
+    @cached_property
+    def downloads(self) -> DownloadService:
+        from .downloads import DownloadService
+
+        return DownloadService(self.scope)

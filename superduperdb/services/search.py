@@ -19,9 +19,9 @@ from bson.binary import Binary
 
 from ..config.secrets import redact_url
 from ..errors import DecodingError, SemanticIndexError
+from ..store.downloads import fetch as fetch_url
 from ..store.layout import CONTENT, LIKE
-from ..store.models import load_model
-from ..tasks.download import fetch
+from .query_encoding import encode_query
 
 if TYPE_CHECKING:
     from .indexes import IndexService
@@ -48,9 +48,11 @@ class SearchService:
             return vector
         for model, key in zip(row["models"], row["keys"]):
             if key == "_base" or key in like:
-                value = like if key == "_base" else like[key]
-                value = self.scope.types.decode(self._download(value))
-                return load_model(self.scope.metadata, self.scope.artifacts, model).predict([value])[0]
+                if key == "_base":
+                    like = self._download(like)
+                else:
+                    like = {**like, key: self._download(like[key])}
+                return encode_query(self.scope, model, key, like)  # follows the watcher's features chain
         raise SemanticIndexError(
             f"No model of index {row['name']!r} reads a field of like={list(like)}: it encodes queries from "
             f"the keys {row['keys']} (models {row['models']}). Use one of those keys, or {{'_id': id}}.",
@@ -66,7 +68,7 @@ class SearchService:
                 if not isinstance(type_name, str):
                     raise SemanticIndexError(f"The type of a URL in like must be a type name, not {type_name!r}.")
                 try:
-                    data = fetch(url)
+                    data = fetch_url(url)
                 except Exception as exc:
                     raise SemanticIndexError(
                         f"Could not download {redact_url(str(url))!r} for like=: {redact_url(str(exc))}. Check the "

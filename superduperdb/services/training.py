@@ -35,6 +35,7 @@ from ..errors import (
     TrainingError,
     unknown_name,
 )
+from ..index.measures import MEASURES
 from ..jobs.handles import Job, JobGroup
 from ..store.watchers import active_watchers, downstream, dump_filter, topological, watcher_name
 from ..training import metrics as M
@@ -122,6 +123,17 @@ class TrainingService:
         builtins = {"metrics": [m for m in M.BUILTIN_METRICS if m != "recall@k"] + ["recall@10"],
                     "losses": list(_builtin_losses()), "splitters": []}[kind]
         return sorted(set(builtins) | set(self.metadata.names(kind)))
+
+    def load_callable(self, kind: str, name: str) -> Any:
+        """The metric, loss or splitter ``name``: a built-in one, or the registered callable."""
+        if kind == "metrics" and M.is_builtin(name):
+            return M.get_builtin(name)
+        if kind == "losses" and name in _builtin_losses():
+            from ..training.losses import get_builtin
+
+            return get_builtin(name)
+        row = self.metadata.get(kind, name, hint=f"Register it with create_{CALLABLES[kind]}(name, callable).")
+        return self.artifacts.get(row["artifact"])
 
     def delete_callable(self, kind: str, name: str, force: bool = False) -> None:
         self.metadata.get(kind, name)
@@ -265,6 +277,11 @@ class TrainingService:
         from ..tasks.training import TrainSpec
 
         index = self.indexes.get(name)
+        if index["measure"] not in MEASURES:
+            raise TrainingError(f"Index {name!r} uses the custom measure {index['measure']!r}: contrastive training "
+                                f"and its validation rank with a built-in measure ({', '.join(MEASURES)}). Train an "
+                                "index with a built-in measure over the same models; validate_semantic_index works "
+                                "with custom measures.")
         models, keys = list(index["models"]), list(index["keys"])
         if splitter is not None:
             self.metadata.get("splitters", splitter, hint="Register it with create_splitter(name, callable).")

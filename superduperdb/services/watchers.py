@@ -37,12 +37,17 @@ class WatcherService:
 
     def check_new(self, model: str, key: str, *, filter: Mapping | None = None, features: Mapping | None = None,
                   active: bool = True, name: str | None = None, model_row: Mapping | None = None,
-                  model_object: Any = None) -> dict:
+                  model_object: Any = None, chunk_size: int | None = None) -> dict:
         """Validate a new watcher; return its row. Nothing is stored.
 
         ``model_row``/``model_object`` stand for a model being registered in the same
-        call (``create_model(..., key=...)``), not stored yet.
+        call (``create_model(..., key=...)``), not stored yet. ``chunk_size``: documents
+        per chunk of this watcher's jobs (default ``jobs.chunk_size``).
         """
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                       or chunk_size < 1):
+            raise ModelError(f"max_chunk_size must be a positive integer (documents per chunk), not {chunk_size!r}.",
+                             argument="max_chunk_size")
         from .models import ensure_model
 
         if model_row is None:
@@ -75,6 +80,8 @@ class WatcherService:
                 self.metadata.get("models", fmodel, hint=f"features={{{fkey!r}: {fmodel!r}}} names an unknown model.")
         row = {"name": name or watcher_name(model, key), "model": model, "key": key,
                "filter": stored_filter, "features": features, "active": active}
+        if chunk_size is not None:
+            row["chunk_size"] = chunk_size
         if self.metadata.exists("watchers", row["name"]):
             raise AlreadyRegisteredError("watcher", row["name"])
         topological([*self.metadata.list("watchers"), row])  # refuse cycles before storing anything
@@ -93,17 +100,19 @@ class WatcherService:
             raise QueryError(f"The filter cannot be stored: {exc}.", argument="filter") from exc
 
     def create(self, model: str, key: str, *, filter: Mapping | None = None, features: Mapping | None = None,
-               active: bool = True, name: str | None = None) -> JobGroup:
-        """Register a watcher; return its backfill jobs (none while inactive)."""
-        row = self.check_new(model, key, filter=filter, features=features, active=active, name=name)
-        return self.register(row)
+               active: bool = True, name: str | None = None, chunk_size: int | None = None,
+               backfill: bool = True) -> JobGroup:
+        """Register a watcher; return its backfill jobs (none while inactive, or without ``backfill``)."""
+        row = self.check_new(model, key, filter=filter, features=features, active=active, name=name,
+                             chunk_size=chunk_size)
+        return self.register(row, backfill=backfill)
 
-    def register(self, row: dict) -> JobGroup:
-        """Store a watcher row checked by :meth:`check_new` and start its backfill."""
+    def register(self, row: dict, backfill: bool = True) -> JobGroup:
+        """Store a watcher row checked by :meth:`check_new` and start its backfill (unless not ``backfill``)."""
         self.metadata.insert("watchers", row)
         try:
             self.indexes.watch_collection()
-            if not row["active"]:
+            if not row["active"] or not backfill:
                 return JobGroup()
             return self.jobs.submit_watchers(None, {row["name"]})
         except BaseException:  # e.g. the cluster cannot be reached: register nothing

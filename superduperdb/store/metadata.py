@@ -20,7 +20,7 @@ from ..errors import AlreadyRegisteredError, NotRegisteredError
 KINDS = (
     "types", "models", "watchers", "semantic_indexes", "jobs", "metrics", "losses",
     "splitters", "validation_sets", "neighbourhoods", "meta",
-    "preprocessors", "forwards", "postprocessors", "learning_tasks",
+    "preprocessors", "forwards", "postprocessors", "learning_tasks", "measures",
 )
 
 SINGULAR = {
@@ -29,6 +29,7 @@ SINGULAR = {
     "validation_sets": "validation set", "neighbourhoods": "neighbourhood", "meta": "setting",
     "preprocessors": "preprocessor", "forwards": "forward", "postprocessors": "postprocessor",
     "learning_tasks": "learning task",
+    "measures": "measure",
 }
 
 

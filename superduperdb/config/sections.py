@@ -116,6 +116,8 @@ class MasterConfig(_Node):
     exact_threshold: int = field(metadata={"min": 0})
     epsilon: float = field(metadata={"min": 0})
     warm_up: bool
+    snapshot_interval: float = field(metadata={"min": 0})
+    snapshot_changes: int = field(metadata={"min": 1})
 
 
 @_section("types")

@@ -127,6 +127,7 @@ class RebuildMixin:
             self._vectors, self._sq, self._ids, self._alive, self._n = V, S, ids, alive, m + t
             self._row_of = row_of
             self._graph = graph
+            self.graph_enabled = True  # built in this process: its JIT is warm
             self._graph_n = m if graph is not None else 0
             self._graph_dead = len(dead) if graph is not None else 0
             self._deleted = len(dead)

@@ -4,13 +4,15 @@
 the rows ``[0, n)`` (immutable, see :mod:`superduperdb.index.search`), a copy
 of the alive mask and the graph; the caller pickles it outside the lock.
 :meth:`PersistMixin.restore_state` installs such a state into an empty index:
-no graph is rebuilt, no vector is decoded. The pynndescent graph pickles as it
-is (its ``__setstate__`` re-attaches the disk-cached search function, which
-loaded faster than rebuilding the search structures from the graph arrays).
+no graph is rebuilt, no vector is decoded.
 
-A restored graph is only queried once :attr:`graph_enabled` is true: the
-master keeps it off until the numba JIT is warm, so the first queries are
-answered exactly instead of compiling on the query path.
+The graph travels as its own pickle (``state["graph"]`` is bytes): the
+pynndescent object pickles as it is, and its ``__setstate__`` re-attaches the
+disk-cached search function. Unpickling it imports numba (seconds in a fresh
+process), so :meth:`restore_state` only keeps the bytes, the index answers
+exactly meanwhile, and :meth:`attach_pending_graph` (called off the query path,
+in a background thread) unpickles it, runs one query so that nothing is left
+to compile, and installs it, unless a rebuild replaced the rows meanwhile.
 
 Examples
 --------
@@ -29,6 +31,7 @@ Examples
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import numpy as np
@@ -42,17 +45,25 @@ class PersistMixin:
     """``export_state`` / ``restore_state`` (state lives on the index)."""
 
     graph_enabled: bool = True
+    _pending_graph: tuple | None = None
 
     def export_state(self) -> dict[str, Any]:
-        """A picklable snapshot of the index: rows, ids, alive mask, graph and counters."""
+        """A picklable snapshot of the index: rows, ids, alive mask, graph (pickled) and counters."""
         with self._lock:
             n = self._n
-            return {
+            state = {
                 "format": FORMAT, "measure": self.measure, "dim": self.dim, "n": n,
                 "vectors": self._vectors[:n], "sq": self._sq[:n], "ids": self._ids[:n].tolist(),
                 "alive": self._alive[:n].copy(), "graph": self._graph, "graph_n": self._graph_n,
                 "graph_dead": self._graph_dead, "deleted": self._deleted,
             }  # fmt: skip
+        if state["graph"] is None and self._pending_graph is not None and self._pending_graph[1] is self._vectors:
+            state["graph"] = self._pending_graph[0]  # restored, not attached yet: pass it on as it came
+        elif state["graph"] is not None:  # immutable: pickled outside the lock
+            state["graph"] = pickle.dumps(state["graph"], protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            state["graph_n"] = state["graph_dead"] = 0
+        return state
 
     def restore_state(self, state: dict[str, Any]) -> int:
         """Install ``state`` (from :meth:`export_state`) into this empty index; return its size.
@@ -81,13 +92,36 @@ class PersistMixin:
             self._ids, self._alive, self._n = ids, alive.copy(), n
             rows = np.flatnonzero(alive)
             self._row_of = dict(zip(ids[rows].tolist(), rows.tolist()))
-            self._graph = state["graph"]
-            self._graph_n = int(state["graph_n"]) if self._graph is not None else 0
-            self._graph_dead = int(state["graph_dead"]) if self._graph is not None else 0
+            self._graph = None
+            graph = state["graph"]
+            # The counters describe the pending graph's rows: no rebuild is due for them.
+            self._graph_n = int(state["graph_n"]) if graph is not None else 0
+            self._graph_dead = int(state["graph_dead"]) if graph is not None else 0
+            self._pending_graph = (graph, self._vectors) if graph is not None else None
             self._deleted = int(state["deleted"])
             return len(self._row_of)
 
     @property
-    def has_graph(self) -> bool:
-        """Whether a graph is installed (queried only while :attr:`graph_enabled`)."""
-        return self._graph is not None
+    def has_pending_graph(self) -> bool:
+        """Whether a restored graph waits for :meth:`attach_pending_graph`."""
+        return self._pending_graph is not None
+
+    def attach_pending_graph(self) -> bool:
+        """Unpickle the restored graph, query it once, and install it (slow: call it off the query path).
+
+        Returns False if there was none, or a rebuild replaced the rows it was built on (then it is dropped).
+        """
+        pending = self._pending_graph
+        if pending is None:
+            return False
+        data, rows = pending
+        graph = pickle.loads(data) if isinstance(data, bytes) else data
+        if len(rows):
+            graph.query(rows[0], 1)  # loads (or compiles) the search function here, not in a query
+        with self._lock:
+            self._pending_graph = None
+            if self._vectors is not rows or self._graph is not None:
+                return False
+            self._graph = graph
+            self.graph_enabled = True
+            return True

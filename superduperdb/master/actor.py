@@ -95,12 +95,11 @@ class Master:
         self._warm_up = warm_up
         self._warm: threading.Thread | None = None
         self._sweeper = Sweeper(sweep, worker_dask_client()) if sweep is not None else None
-        self._pending_graphs: list = []  # restored graphs to enable once the JIT is warm
         self._snapshotter = snapshots.Snapshotter(self._due_snapshots, self._save_snapshot)
 
-    def _start_warm_up(self, force: bool = False) -> None:
+    def _start_warm_up(self) -> None:
         with self._lock:
-            if (self._warm_up or force) and self._warm is None:
+            if self._warm_up and self._warm is None:
                 self._warm = threading.Thread(target=self._warm_up_when_idle, name="superduperdb-jit-warm-up",
                                               daemon=True)
                 self._warm.start()
@@ -112,25 +111,22 @@ class Master:
         time.sleep(WARM_UP_GRACE)
         with self._loads_done:
             self._loads_done.wait_for(lambda: self._loading == 0)
+        warm_up()
+
+    def _attach_graph_when_idle(self, index: Any, name: str) -> None:
+        """Install a restored graph (unpickling it imports numba: seconds), after the loads that started
+        this master, so that its first answers (exact meanwhile) do not wait for it (see WARM_UP_GRACE)."""
+        time.sleep(WARM_UP_GRACE)
+        with self._loads_done:
+            self._loads_done.wait_for(lambda: self._loading == 0)
+        start = time.perf_counter()
         try:
-            warm_up()
-        finally:
-            self._enable_graphs()
-
-    def _enable_graphs(self, index: Any = None) -> None:
-        """Query restored graphs (and ``index``'s) once the JIT is warm; until then they answer exactly."""
-        from ..index.env import is_warm
-
-        with self._lock:
-            if index is not None:
-                self._pending_graphs.append(index)
-            if not is_warm():
-                if index is not None:
-                    self._start_warm_up(force=True)  # a restored graph needs the warm-up, whatever the config
-                return
-            for pending in self._pending_graphs:
-                pending.graph_enabled = True
-            self._pending_graphs.clear()
+            attached = index.attach_pending_graph()
+        except Exception:  # noqa: BLE001 - the index answers exactly, and rebuilds as it grows
+            logger.exception("cannot attach the restored graph of index %r", name)
+            return
+        logger.info("restored graph of index %r %s in %.2f s", name, "attached" if attached else "dropped",
+                    time.perf_counter() - start)
 
     # -- loading ----------------------------------------------------------------------
     def _read(self, ctx: Context, row: dict, query: dict) -> tuple[list, list, list]:
@@ -201,9 +197,9 @@ class Master:
         except SemanticIndexError as exc:
             logger.warning("cannot restore the snapshot of index %r: %s; loading from the documents", row["name"], exc)
             return None
-        if index.has_graph:
-            index.graph_enabled = False
-            self._enable_graphs(index)
+        if index.has_pending_graph:
+            threading.Thread(target=self._attach_graph_when_idle, args=(index, row["name"]),
+                             name="superduperdb-attach-graph", daemon=True).start()
         restored = time.perf_counter() - start
         loaded = _Loaded(ctx.target, row, index, restored, payload["fingerprints"], source="snapshot")
         ids, fps = self._read_fingerprints(ctx, row)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import bson
 import numpy as np
 import pytest
 import testmodels
+from waiting import poll
 
 import superduperdb
 from superduperdb.errors import DimensionMismatchError, InUseError, NotRegisteredError, SemanticIndexError
+from superduperdb.master.snapshots import snapshot_name
 
 WAIT = 120
 DIM = 8
@@ -160,6 +163,66 @@ def test_killed_master_recovers_with_same_results(client, indexed):
     after = [(d["i"], round(d["_score"], 5)) for d in coll.find({"group": 2}, like={"x": X[1]}, n=5)]
     assert after == before
     assert master.worker() is not None
+
+
+def restart_master(client, master, target, row) -> None:
+    """A new master: its worker process killed (worker processes), else the index dropped from memory."""
+    if client.mode == "processes":
+        address = master.worker()
+        client.cluster.client.run(testmodels.exit_process, workers=[address], wait=False)
+        poll(lambda: address not in client.cluster.client.nthreads(), WAIT, "the master's worker to go")
+    else:
+        master.drop(target, row)
+
+
+def test_restarted_master_loads_the_snapshot_and_catches_up(client, indexed):
+    """A new master loads the index's snapshot and re-reads only what changed since: writes made
+    through the library (insert, update, delete) and behind its back (raw insert and delete)."""
+    coll, X = indexed
+    indexes = coll._services.indexes
+    master, row, target = indexes.master, indexes.get("vectors"), coll._services.scope.target
+    written = master.snapshot(target, row)
+    assert written["vectors"] == len(X) and written["bytes"] > len(X) * DIM * 4
+    q = np.full(DIM, 9.0, dtype="float32")
+    coll.insert_one({"x": q, "i": 1000, "group": 5}).jobs.wait(WAIT)
+    coll.update_one({"i": 5}, {"$set": {"x": -q}}).jobs.wait(WAIT)
+    coll.delete_one({"i": 3}).jobs.wait(WAIT)
+    raw = coll.raw  # another program: the master hears nothing of these
+    copy = raw.find_one({"i": 11})
+    copy.update(_id=bson.ObjectId(), i=2000)
+    raw.insert_one(copy)
+    gone = raw.find_one({"i": 9})["_id"]
+    raw.delete_one({"_id": gone})
+
+    restart_master(client, master, target, row)
+    assert coll.find_one(like={"x": q})["i"] == 1000
+    assert coll.find_one(like={"x": -q})["i"] == 5
+    assert sorted(ids_of(coll.find(like={"x": X[11]}, n=2))) == [11, 2000]
+    stats = [s for s in master.stats() if s["index"] == "vectors" and s["collection"].endswith(".docs")
+             and s["collection"].startswith(coll.database.name)][0]
+    assert stats["source"] == "snapshot", stats
+    assert {k: stats["catch_up"][k] for k in ("upserted", "removed")} == {"upserted": 3, "removed": 2}, stats
+    assert stats["size"] == len(X)
+    assert master.vector_of(target, row, gone) is None  # deleted behind its back: gone from the index too
+    expected = [i for i in exact(X, X[3], np.arange(len(X)), 12) if i not in (3, 5, 9)][:8]
+    assert ids_of(coll.find(like={"x": X[3]}, n=8)) == expected
+
+
+def test_unreadable_snapshot_falls_back_to_the_documents_and_deletion_removes_snapshots(indexed):
+    coll, X = indexed
+    indexes = coll._services.indexes
+    master, row, target = indexes.master, indexes.get("vectors"), coll._services.scope.target
+    master.snapshot(target, row)
+    artifacts = coll._services.scope.artifacts
+    assert artifacts.prune_named(snapshot_name(row)) >= 1
+    artifacts.put_named(snapshot_name(row), b"not a pickle")  # the only version cannot be read
+    master.drop(target, row)
+    assert ids_of(coll.find(like={"x": X[4]}, n=3)) == exact(X, X[4], np.arange(len(X)), 3)
+    stats = [s for s in master.stats() if s["index"] == "vectors"
+             and s["collection"] == f"{coll.database.name}.docs"][0]
+    assert stats["source"] == "database" and stats["size"] == len(X)
+    coll.delete_semantic_index("vectors")
+    assert artifacts.info_named(snapshot_name(row)) is None
 
 
 @pytest.mark.slow

@@ -165,6 +165,50 @@ def test_killed_master_recovers_with_same_results(client, indexed):
     assert master.worker() is not None
 
 
+def test_search_many_answers_each_like_as_find_does(indexed):
+    coll, X = indexed
+    _id = coll.find_one({"i": 17})["_id"]
+    likes = [{"x": X[10] + 0.05}, {"_id": _id}, {"x": X[99]}]
+    batch = coll.search_many(likes, n=4)
+    assert [[d["i"] for d in docs] for docs in batch] == [ids_of(coll.find(like=like, n=4)) for like in likes]
+    assert batch[1][0]["i"] == 17 and isinstance(batch[0][0]["x"], np.ndarray)
+    assert all(d["_score"] >= e["_score"] for docs in batch for d, e in zip(docs, docs[1:]))
+    rows = np.array([i for i in range(len(X)) if i % 3 == 1])
+    filtered = coll.search_many([{"x": X[3]}, {"x": X[4]}], {"group": 1}, n=5, projection={"i": 1, "_id": 0})
+    assert [[d["i"] for d in docs] for docs in filtered] == [exact(X, X[3], rows, 5), exact(X, X[4], rows, 5)]
+    assert set(filtered[0][0]) == {"i", "_score"}
+    assert coll.search_many([], n=3) == []
+    assert coll.search_many([{"x": X[0]}], {"group": 99}, n=3) == [[]]
+
+
+def test_search_many_bad_input(indexed):
+    coll, X = indexed
+    with pytest.raises(SemanticIndexError, match="list of documents"):
+        coll.search_many({"x": X[0]})
+    with pytest.raises(SemanticIndexError, match="search_many"):
+        list(coll.find(like=[{"x": X[0]}, {"x": X[1]}]))
+    with pytest.raises(SemanticIndexError, match="positive"):
+        coll.search_many([{"x": X[0]}], n=0)
+    with pytest.raises(SemanticIndexError, match="no vector"):
+        coll.search_many([{"x": X[0]}, {"_id": bson.ObjectId()}])
+
+
+def test_query_rows_are_cached_briefly_and_dropped_on_registration_changes(indexed):
+    coll, X = indexed
+    coll.create_model("neg", testmodels.identity)
+    coll.create_semantic_index("second", models=["neg"], keys=["x"], measure="l2").wait(WAIT)
+    assert coll.find_one(like={"x": X[8]})["_score"] == pytest.approx(1.0, abs=1e-4)  # cosine: "vectors"
+    coll.semantic_index = "second"  # a change made here: seen at once
+    assert coll.find_one(like={"x": X[8]})["_score"] == pytest.approx(0.0, abs=1e-4)  # -L2 distance to itself
+    # another program switches the default back: seen once the short-lived cache expires
+    coll.raw.database[f"{coll.raw.name}._meta"].update_one({"name": "semantic_index"}, {"$set": {"value": "vectors"}})
+    poll(lambda: coll.find_one(like={"x": X[8]})["_score"] == pytest.approx(1.0, abs=1e-4), 10,
+         "the default index set by another program to be used")
+    coll.delete_semantic_index("second")
+    with pytest.raises(NotRegisteredError):
+        list(coll.find(like={"x": X[8]}, semantic_index="second"))
+
+
 def restart_master(client, master, target, row) -> None:
     """A new master: its worker process killed (worker processes), else the index dropped from memory."""
     if client.mode == "processes":

@@ -172,3 +172,13 @@ class Ouch(BaseException):
 
 def ouch(x):
     raise Ouch(f"ouch on {x!r}")
+
+
+def task_states(dask_scheduler, keys: list) -> dict:
+    """For ``dask_client.run_on_scheduler``: ``{key: (state, resource restrictions)}`` of ``keys``."""
+    out = {}
+    for key in keys:
+        ts = dask_scheduler.tasks.get(key)
+        if ts is not None:
+            out[key] = (ts.state, dict(ts.resource_restrictions or {}))
+    return out

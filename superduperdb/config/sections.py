@@ -83,6 +83,7 @@ class ClusterConfig(_Node):
     threads_per_worker: int = field(metadata={"min": 1})
     processes: bool | None
     timeout: float = field(metadata={"min": 0})
+    job_resource: str | None
 
 
 @_section("jobs")

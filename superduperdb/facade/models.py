@@ -61,6 +61,7 @@ class ModelsMixin:
         filter: Mapping | None = None,
         features: Mapping[str, str] | None = None,
         active: bool = True,
+        resources: Mapping[str, float] | None = None,
     ):
         """Register a model: a ``torch.nn.Module``, a scikit-learn estimator or a callable.
 
@@ -78,6 +79,11 @@ class ModelsMixin:
             The type that encodes the outputs (default: chosen per value).
         batch_size, device, method
             See :class:`superduperdb.models.base.Model`.
+        resources : dict, optional
+            Dask worker resources the model's jobs request, e.g. ``{'GPU': 1}``.
+            Default: ``{'GPU': 1}`` when ``device`` is a CUDA device or the torch
+            module's parameters are on one (its jobs then run on workers started
+            with ``superduperdb worker --gpu``), else none.
         key : str, optional
             Shortcut: also :meth:`create_watcher` on ``key`` (with ``filter``,
             ``features``, ``active``), which starts a backfill job.
@@ -92,7 +98,8 @@ class ModelsMixin:
         >>> docs.create_model("length", len, key="text")   # doctest: +SKIP
         """
         row = self._services.models.create(name, object, preprocess=preprocess, postprocess=postprocess, type=type,
-                                  batch_size=batch_size, device=device, method=method, serializer=serializer)
+                                  batch_size=batch_size, device=device, method=method, serializer=serializer,
+                                  resources=resources)
         if key is not None:
             return self.create_watcher(name, key, filter=filter, features=features, active=active)
         return row

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AlreadyRegisteredError, InUseError, ModelError
 from ..models.base import Model
+from ..models.resources import model_resources
 from ..store.metadata import utcnow
 from ..store.models import load_model
 
@@ -34,19 +35,22 @@ class ModelService:
 
     def create(self, name: str, object: Any, *, preprocess=None, postprocess=None, type: str | None = None,
                batch_size: int = 32, device: Any = None, method: str | None = None,
-               serializer: str | None = None) -> dict:
+               serializer: str | None = None, resources: dict | None = None) -> dict:
         if not isinstance(name, str) or not name or "." in name or "/" in name or name.startswith("$"):
             raise ModelError(f"Model names must be non-empty strings without '.', '/' or a leading '$', not {name!r}.")
         if self.metadata.exists("models", name):
             raise AlreadyRegisteredError("model", name)
         if type is not None:
             self.scope.types.get(type)  # NotRegisteredError now, not on the worker
+        requests = model_resources(object, device, resources)  # ModelError now, before anything is stored
         model = Model(object, preprocess=preprocess, postprocess=postprocess, batch_size=batch_size,
                       device=device, method=method, name=name)
         description = model.describe()  # validates the object (kind, method)
         ref = self.artifacts.put(model, serializer)
         row = {"name": name, "version": 1, "artifact": ref, "type": type, **_plain(description),
                "versions": [{"version": 1, "artifact": ref, "created_at": utcnow(), "metrics": {}}]}
+        if requests:
+            row["resources"] = requests
         return self.metadata.insert("models", row)
 
     def load(self, name: str, version: int | None = None) -> Model:

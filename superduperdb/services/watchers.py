@@ -51,6 +51,8 @@ class WatcherService:
             self.metadata.get("models", fmodel, hint=f"features={{{fkey!r}: {fmodel!r}}} names an unknown model.")
         row = {"name": name or watcher_name(model, key), "model": model, "key": key,
                "filter": dump_filter(filter), "features": features, "active": bool(active)}
+        if model_row.get("resources"):
+            row["resources"] = model_row["resources"]  # what its jobs request (GPU=1 ...)
         topological([*self.metadata.list("watchers"), row])  # refuse cycles before storing anything
         self.metadata.insert("watchers", row)
         self.indexes.watch_collection()

@@ -100,7 +100,8 @@ def run_size(args: argparse.Namespace, n: int) -> dict:
     data, fresh, query = X[:n], X[n:n + c], X[n + c]
     uri = args.uri or f"mongomock://bench-restart-{n}"
     out: dict[str, Any] = {"size": n, "dim": args.dim, "changes": c, "store_s": store(uri, data)}
-    config = {"cluster.n_workers": args.workers, "cluster.timeout": 900.0}
+    # No reconciler: these documents have outputs but no input field, which it would "repair" away.
+    config = {"cluster.n_workers": args.workers, "cluster.timeout": 900.0, "reconcile.interval": 0}
     no_snap = {**config, "master.snapshot_interval": 0}
     with_snap = {**config, "master.snapshot_interval": 3600.0}  # no background refresh during the runs
 

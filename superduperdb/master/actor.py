@@ -94,8 +94,11 @@ class Master:
         self._loads_done = threading.Condition()
         self._warm_up = warm_up
         self._warm: threading.Thread | None = None
-        self._sweeper = Sweeper(sweep, worker_dask_client()) if sweep is not None else None
-        self._snapshotter = snapshots.Snapshotter(self._due_snapshots, self._save_snapshot)
+        dask_client = worker_dask_client()
+        self._sweeper = Sweeper(sweep, dask_client) if sweep is not None else None
+        self._snapshotter = snapshots.Snapshotter(
+            self._due_snapshots, self._save_snapshot,
+            gone=lambda: dask_client is not None and dask_client.status in ("closing", "closed"))
 
     def _start_warm_up(self) -> None:
         with self._lock:

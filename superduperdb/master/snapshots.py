@@ -98,10 +98,13 @@ class Snapshotter:
         ``due() -> list of keys`` of indexes to save now.
     save : callable
         ``save(key)``: save one (errors are logged, and retried at the next interval).
+    gone : callable, optional
+        ``gone() -> bool``: the cluster this master served has closed (the thread then ends).
     """
 
-    def __init__(self, due: Callable[[], list], save: Callable[[Any], Any]) -> None:
-        self._due, self._save = due, save
+    def __init__(self, due: Callable[[], list], save: Callable[[Any], Any],
+                 gone: Callable[[], bool] = lambda: False) -> None:
+        self._due, self._save, self._gone = due, save, gone
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -116,7 +119,7 @@ class Snapshotter:
         self._stop.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(TICK):
+        while not self._stop.wait(TICK) and not self._gone():
             for key in self._due():
                 try:
                     self._save(key)

@@ -44,6 +44,11 @@ def _changed() -> None:
         _GENERATION[0] += 1
 
 
+def metadata_changed() -> None:
+    """Say that metadata may have changed elsewhere (a job this process waited for), so caches re-read it."""
+    _changed()
+
+
 def utcnow() -> datetime.datetime:
     # BSON stores milliseconds; truncate so values compare equal after a round trip.
     now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)

@@ -53,13 +53,16 @@ from search import blobs, exact_topk, normalize  # noqa: E402
 logger = logging.getLogger("bench.restart")
 MODEL, KEY, INDEX = "ident", "x", "vectors"
 TARGETS = {"first_answer_with_snapshot_s": 1.0}
+# The setup and writer clients run jobs inline: no reconciler either (the in-process master they share
+# outlives them, and it would "repair" away outputs whose documents have no input field).
+QUIET = {"master.warm_up": False, "master.snapshot_interval": 0, "reconcile.interval": 0}
 
 
 def store(uri: str, X: np.ndarray) -> float:
     import superduperdb
 
     t0 = time.perf_counter()
-    setup = superduperdb.connect(uri, cluster=None, config={"master.warm_up": False, "master.snapshot_interval": 0})
+    setup = superduperdb.connect(uri, cluster=None, config=QUIET)
     coll = setup.db["bench"]
     coll.drop()
     coll.create_model(MODEL, np.asarray, key=KEY).wait(60)
@@ -121,7 +124,7 @@ def run_size(args: argparse.Namespace, n: int) -> dict:
     # -- writes behind the master's back ----------------------------------------------------------
     import superduperdb
 
-    writer = superduperdb.connect(uri, cluster=None, config={"master.warm_up": False, "master.snapshot_interval": 0})
+    writer = superduperdb.connect(uri, cluster=None, config=QUIET)
     wcoll = writer.db["bench"]
     current = {i: data[i] for i in range(n)}
     rng = np.random.default_rng(1)

@@ -164,15 +164,38 @@ def test_lookups_use_the_indexes():
     store = coll._store
     assert store.matching({"lang": "fr"}) is None  # no index yet: a scan
     assert coll.create_index("lang") == "lang_1"
-    assert [d["_id"] for d in store.matching({"lang": "fr"})] == list(range(0, 1000, 10))
-    assert [d["_id"] for d in store.matching({"_id": {"$in": [5, 3, 999, 5000]}})] == [3, 5, 999]
+    assert [d["_id"] for d in store.matching({"lang": "fr"})[0]] == list(range(0, 1000, 10))
+    docs, residual = store.matching({"_id": {"$in": [5, 3, 999, 5000]}})
+    assert [d["_id"] for d in docs] == [3, 5, 999] and residual == {}  # answered by the _id map: no check left
+    docs, residual = store.matching({"$and": [{"_id": {"$in": [3, 4]}}, {"n": {"$gt": 3}}]})
+    assert [d["_id"] for d in docs] == [3, 4] and residual == {"$and": [{"n": {"$gt": 3}}]}
+    assert [d["_id"] for d in coll.find({"$and": [{"_id": {"$in": [3, 4]}}, {"n": {"$gt": 3}}]})] == [4]
     coll.create_index([("n", pymongo.DESCENDING), ("lang", 1)])  # a compound index serves its first field
-    assert [d["_id"] for d in store.matching({"n": {"$gte": 10, "$lt": 13}})] == [10, 11, 12]
+    assert [d["_id"] for d in store.matching({"n": {"$gte": 10, "$lt": 13}})[0]] == [10, 11, 12]
     assert set(store.indexed_fields) == {"lang", "n"}
     coll.update_one({"_id": 3}, {"$set": {"lang": "fr"}})
     assert 3 in [d["_id"] for d in coll.find({"lang": "fr"})]
     coll.drop_index("lang_1")
     assert store.matching({"lang": "fr"}) is None
+
+
+def test_id_lookups_keep_the_stores_equality():
+    """Python's True == 1: an _id map hit of another kind is still checked against the filter, as a scan does."""
+    fast, slow = EmbeddedClient().db.c, mongomock.MongoClient().db.c
+    for coll in (fast, slow):
+        coll.insert_many([{"_id": True, "k": "bool"}, {"_id": 2.0, "k": "float"}, {"_id": "s", "k": "str"}])
+    for filter in ({"_id": 1}, {"_id": {"$in": [1, 2]}}, {"_id": 2}, {"_id": {"$in": ["s", 2, 3]}}, {"_id": True}):
+        assert _answer(fast, filter) == _answer(slow, filter), filter
+
+
+def test_unsorted_cursors_read_only_as_far_as_they_are_iterated():
+    coll = EmbeddedClient().db.c
+    coll.insert_many([{"_id": i, "x": i % 3} for i in range(100)])
+    cursor = coll.find({"x": 1})
+    assert next(cursor)["_id"] == 1
+    assert len(cursor._lazy_results) == 1  # one result read, not all 33
+    assert [d["_id"] for d in cursor][:2] == [4, 7]
+    assert coll.find_one({"x": 2}, sort=[("_id", -1)])["_id"] == 98
 
 
 def test_bulk_write_updates_and_replaces():

@@ -80,17 +80,42 @@ def _as_server_errors(docs: Iterable[dict]) -> Iterator[dict]:
 
 
 class EmbeddedCursor(Cursor):
-    """mongomock's cursor, iterating its results in linear time."""
+    """mongomock's cursor, iterating its results in linear time, and lazily without a sort.
+
+    mongomock computes (and copies) every result before the first, and re-slices
+    them on every ``next``: ``find_one`` or ``limit(10)`` over 20k documents copied
+    20k documents. Here an unsorted cursor reads only as far as it is iterated.
+    """
+
+    _lazy: Iterator[dict] | None = None
+    _lazy_results: list[dict] | None = None
+    _lazy_factory: Any = None
 
     def __next__(self) -> dict:
-        results = self._compute_results(with_limit_and_skip=False)
         if self._limit and self._emitted >= abs(self._limit):
             raise StopIteration
         position = (self._skip or 0) + self._emitted
+        results = self._results_upto(position + 1)
         if position >= len(results):
             raise StopIteration
         self._emitted += 1
         return results[position]
+
+    def _results_upto(self, n: int) -> list[dict]:
+        if self._sort:  # a sort needs every result first
+            return self._compute_results(with_limit_and_skip=False)
+        if self._lazy_results is None or self._lazy_factory is not self._factory:
+            self._lazy, self._lazy_results, self._lazy_factory = iter(self._factory()), [], self._factory
+        while len(self._lazy_results) < n and self._lazy is not None:
+            try:
+                doc = next(self._lazy)
+            except StopIteration:
+                self._lazy = None
+                break
+            if self.collection.codec_options.tz_aware:
+                doc = mongomock.helpers.make_datetime_timezone_aware_in_document(doc)
+            self._lazy_results.append(doc)
+        return self._lazy_results
 
     next = __next__
 
@@ -106,12 +131,15 @@ class EmbeddedCollection(mongomock.Collection):
     def _iter_documents(self, filter: Any):
         filter = {} if filter is None else filter  # gridfs's cursors pass None
         with server_errors(OperationFailure, "Cannot run the filter"):
-            docs = self._store.matching(filter)
-            if docs is None:
+            found = self._store.matching(filter)
+            if found is None:
                 return _as_server_errors(super()._iter_documents(filter))
+            docs, residual = found
             if not docs:
                 filtering.filter_applies(filter, {})  # still refuse a malformed filter, as a scan would
-        return _as_server_errors(doc for doc in docs if filtering.filter_applies(filter, doc))
+        if not residual:
+            return iter(docs)
+        return _as_server_errors(doc for doc in docs if filtering.filter_applies(residual, doc))
 
     def _update(self, *args: Any, **kwargs: Any) -> dict:
         with server_errors(WriteError, "Cannot apply the update"):

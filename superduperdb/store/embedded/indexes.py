@@ -31,9 +31,6 @@ RANGE_OPERATORS = ("$gt", "$gte", "$lt", "$lte")
 # matches a string. One sorted list per bracket.
 _NUMBER, _STRING, _DATE = "number", "string", "date"
 
-# Above this share of the collection an index lookup costs more than the scan it saves.
-SCAN_SHARE = 0.3
-
 
 def lookup_value(value: Any) -> bool:
     """Whether ``value`` may be looked up in an index (see :data:`LOOKUP_TYPES`)."""
@@ -228,8 +225,7 @@ def conditions(filter: Mapping) -> Iterator[tuple[str, Any]]:
             yield field, condition
 
 
-def candidates(filter: Any, ids: Callable[[Any], set | None], indexes: Mapping[str, FieldIndex],
-               size: int) -> set | None:
+def candidates(filter: Any, ids: Callable[[Any], set | None], indexes: Mapping[str, FieldIndex]) -> set | None:
     """Keys of the documents that may match ``filter``; None when scanning is as good.
 
     Parameters
@@ -240,8 +236,6 @@ def candidates(filter: Any, ids: Callable[[Any], set | None], indexes: Mapping[s
         ``ids(condition)``: the keys an ``_id`` condition selects, or None.
     indexes : mapping of str to FieldIndex
         The collection's field indexes.
-    size : int
-        The number of documents in the collection.
     """
     if not isinstance(filter, Mapping) or not filter:
         return None
@@ -258,6 +252,4 @@ def candidates(filter: Any, ids: Callable[[Any], set | None], indexes: Mapping[s
         found = keys if found is None else found & keys
         if not found:
             return found
-    if found is not None and len(found) > SCAN_SHARE * size:
-        return None
     return found

@@ -91,17 +91,31 @@ class IndexedCollectionStore(CollectionStore):
         return list(self._fields)
 
     # -- reads --
-    def matching(self, filter: Any) -> list[dict] | None:
-        """The stored documents that may match ``filter``, in natural order; None: scan them all."""
+    def matching(self, filter: Any) -> tuple[list[dict], Any] | None:
+        """``(documents, residual)``: the stored documents that may match ``filter``, in natural
+        order, and what of the filter they must still be checked against; None: scan them all.
+
+        The residual leaves out an ``_id`` condition the ``_id`` map answered exactly (checking
+        ``{'_id': {'$in': ids}}`` again on each document costs ``len(ids)`` per document).
+        """
         self._remove_expired_documents()
+        exact: list = []
+
+        def ids(condition: Any) -> set | None:
+            keys = self._id_keys(condition)
+            if keys is not None and keys.exact:
+                exact.append(condition)
+            return keys
+
         with self._rwlock.reader():
-            keys = candidates(filter, self._id_keys, self._fields, len(self._documents))
+            keys = candidates(filter, ids, self._fields)
             if keys is None:
                 return None
             order = self._order
-            return [self._documents[key] for key in sorted(keys, key=order.__getitem__)]
+            docs = [self._documents[key] for key in sorted(keys, key=order.__getitem__)]
+        return docs, (without_id(filter, exact[0]) if len(exact) == 1 else filter)
 
-    def _id_keys(self, condition: Any) -> set | None:
+    def _id_keys(self, condition: Any) -> _Keys | None:
         if isinstance(condition, Mapping):
             if set(condition) == {"$eq"}:
                 values: Iterable = [condition["$eq"]]
@@ -115,7 +129,44 @@ class IndexedCollectionStore(CollectionStore):
         if not all(lookup_value(v) for v in values):
             return None
         documents = self._documents
-        return {v for v in values if v in documents}
+        found = _Keys(v for v in values if v in documents)
+        # Exact when each found document's _id is of the kind asked for (Python's 1 == True == 1.0:
+        # MongoDB matches 1 and 1.0, not true).
+        found.exact = all(_same_kind(documents[v].get("_id"), v) for v in found)
+        return found
+
+
+class _Keys(set):
+    """Keys found through the ``_id`` map; ``exact``: they match the condition, no check needed."""
+
+    exact = False
+
+
+def _same_kind(stored: Any, asked: Any) -> bool:
+    if isinstance(stored, bool) or isinstance(asked, bool):
+        return type(stored) is type(asked)
+    if isinstance(stored, (int, float)) and isinstance(asked, (int, float)):
+        return True
+    return type(stored) is type(asked)
+
+
+def without_id(filter: Mapping, condition: Any) -> dict:
+    """``filter`` without the ``_id`` condition ``condition`` (at the top level or in a top-level ``$and``)."""
+    if filter.get("_id") is condition:
+        return {k: v for k, v in filter.items() if k != "_id"}
+    rest = dict(filter)
+    parts = []
+    for part in filter.get("$and") or []:
+        if isinstance(part, Mapping) and part.get("_id") is condition:
+            part = {k: v for k, v in part.items() if k != "_id"}
+            if not part:
+                continue
+        parts.append(part)
+    if parts:
+        rest["$and"] = parts
+    else:
+        rest.pop("$and", None)
+    return rest
 
 
 def _leading_field(index_dict: Mapping) -> str | None:

@@ -169,16 +169,12 @@ class DataFrameMixin:
                 except Exception as exc:  # noqa: BLE001 - raised after the others ran
                     error = error or exc
             return done, error
-        import distributed
-
-        client = cluster.client
-        futures = client.compute(tasks)
-        distributed.wait(futures)
-        for future in futures:
-            if future.status == "finished":
-                done.append(future.result())
-            else:
-                error = error or future.exception()
+        timeout = self._services.scope.config.jobs.wait_timeout
+        for future in cluster.client.compute(tasks):
+            try:
+                done.append(future.result(timeout=timeout))
+            except Exception as exc:  # noqa: BLE001 - raised after the others ran
+                error = error or exc
         return done, error
 
     # -- models applied in batch ---------------------------------------------------------------

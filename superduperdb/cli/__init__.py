@@ -36,10 +36,31 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
     """superduperdb: AI models on the data in MongoDB, computed on a Dask cluster."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"verbose": verbose}
+
+
+NOISY = ("distributed", "tornado", "bokeh", "asyncio")
+
+
+def quiet_dask(verbose: int) -> dict[str, str]:
+    """Dask's loggers at WARNING in this process unless ``verbose`` (-v); the environment that
+    does the same for the Dask processes a command starts (empty when verbose)."""
+    if verbose:
+        return {}
+    for name in NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return {"DASK_LOGGING__DISTRIBUTED": "warning", "DASK_LOGGING__TORNADO": "warning"}
+
+
+def verbosity(ctx: click.Context, own: int = 0) -> int:
+    """The -v count given to ``superduperdb`` or to the command itself."""
+    root = ctx.find_root()
+    return own + ((root.obj or {}).get("verbose", 0) if root is not ctx else 0)
 
 
 @main.command()

@@ -44,7 +44,7 @@ def norm(x) -> float:
     return float(np.linalg.norm(x))
 
 
-def baseline(raw) -> "object":
+def baseline(raw) -> object:
     """The hand-written loop: raw documents -> decoded rows -> DataFrame."""
     import pandas as pd
 

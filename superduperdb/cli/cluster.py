@@ -63,7 +63,7 @@ def local_cluster(ctx, n_workers, threads_per_worker, config, host, port, dashbo
     cfg, spec = _spec(config, host=host, port=port, n_workers=n_workers,
                       threads_per_worker=threads_per_worker, dashboard_address=dashboard_address)
     uri = redact(uri_from_config(cfg))  # printed only: the workers get the real one from each job
-    from . import quiet_dask, verbosity
+    from .logs import quiet_dask, verbosity
 
     # Quiet by default: Dask's INFO lines bury the summary. With --log-dir the files keep them all.
     env = quiet_dask(verbosity(ctx, verbose)) if log_dir is None else {}

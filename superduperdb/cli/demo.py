@@ -29,7 +29,7 @@ def demo(ctx: click.Context, n: int | None, uri: str, cluster: str, verbose: int
     """Embed numpy's docs with MiniLM on a Dask cluster, then search them."""
     import superduperdb
 
-    from . import quiet_dask, verbosity
+    from .logs import quiet_dask, verbosity
 
     quiet_dask(verbosity(ctx, verbose))
     import distributed  # noqa: F401  (configures its loggers on import: quieten them after)

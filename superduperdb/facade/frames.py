@@ -201,7 +201,7 @@ class DataFrameMixin:
 
         try:
             job.wait(timeout, progress=progress)
-            parts = list(table.find({"job": ObjectId(job.id)}).sort("n", 1))
+            parts = list(table.find({"job": ObjectId(job.id)}).sort([("n", 1), ("part", 1)]))
         except BaseException:
             if not job.done():
                 job.cancel()

@@ -23,6 +23,7 @@ from .outputs import Computed, WatcherView, chunks, encode_outputs, write_output
 
 logger = logging.getLogger(__name__)
 SCRATCH = "_applied"
+RECORD = 256
 
 
 def scratch(ctx_db: Any, collection: str) -> Any:
@@ -54,8 +55,11 @@ def apply_model(ctx: Context, job_id: str, model: str, key: str, filter: dict | 
             if write:
                 write_outputs(ctx, view, [Computed(i, x, fingerprint(version, x), y)
                                           for (i, x), y in zip(items, outputs)])
-            else:
-                out.insert_one({"job": ObjectId(job_id), "n": n, "ids": [i for i, _ in items], "outputs": outputs})
+            else:  # records of at most RECORD outputs, well below MongoDB's 16 MB per document
+                for start in range(0, len(items), RECORD):
+                    out.insert_one({"job": ObjectId(job_id), "n": n, "part": start,
+                                    "ids": [i for i, _ in items[start:start + RECORD]],
+                                    "outputs": outputs[start:start + RECORD]})
         done += len(chunk)
         applied += len(items)
         records.progress(ctx.jobs, job_id, done / total if total else 1.0)

@@ -270,3 +270,11 @@ def test_apply_model_batch_bad_arguments(client, coll):
     with pytest.raises(QueryError):
         coll.apply_model("shout", filter=[1], key="text")
     assert coll.list_jobs() == []
+
+
+def test_apply_model_batch_keeps_order_across_chunks_and_records(docs):
+    docs.insert_many([{"i": i} for i in range(700)])  # ObjectIds made in order: _id order is i order
+    docs.create_model("ident", testmodels.identity, batch_size=100)  # chunks of 400, records of 256
+    out = docs.apply_model("ident", filter={}, key="i", progress=False)
+    assert out.tolist() == list(range(700))
+    assert out.index.tolist() == [d["_id"] for d in docs.find({}, {"_id": 1}, sort=[("_id", 1)])]

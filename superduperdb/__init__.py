@@ -22,6 +22,7 @@ _LAZY = {
     "Job": ("superduperdb.jobs.handles", "Job"),
     "JobGroup": ("superduperdb.jobs.handles", "JobGroup"),
     "resolve_config": ("superduperdb.config", "resolve_config"),
+    "serve": ("superduperdb.server", "serve"),
 }
 
 

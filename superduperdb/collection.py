@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import results
-from .cursor import Cursor, ListSource, substitute_features
-from .errors import QueryError, unknown_name
+from .cursor import SKIP, Cursor, ListSource, check_features, substitute_features
+from .errors import DECODE_ERRORS, DecodingError, QueryError, unknown_name
 from .facade.frames import DataFrameMixin
 from .facade.models import ModelsMixin
 from .facade.search import SearchMixin
@@ -103,21 +103,32 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
         """A checked and encoded filter of a read (its types are not marked as in use)."""
         return self._services.scope.query(filter, argument)
 
-    def _decode(self, doc: dict | None) -> dict | None:
+    def _decode(self, doc: dict | None, errors: str = "raise") -> dict | None:
         """Typed values decoded; the bookkeeping of outputs (``_fingerprints``) left out."""
         if doc is None:
             return None
-        doc = self._types.decode(doc)
-        doc.pop(FINGERPRINTS, None)
+        doc = self._types.decode(doc, errors="raw" if errors == "raw" else "raise")
+        if isinstance(doc, dict):
+            doc.pop(FINGERPRINTS, None)
         return doc
 
     def _model_names(self) -> list[str]:
         return self._metadata.names("models")
 
-    def _transform(self, *, raw: bool = False, features: Mapping | None = None):
-        def transform(doc: dict) -> dict:
+    def _transform(self, *, raw: bool = False, features: Mapping | None = None, decode_errors: str = "raise"):
+        check_decode_errors(decode_errors)
+        features = check_features(features)
+
+        def transform(doc: dict) -> Any:
             if not raw:
-                doc = self._decode(doc)
+                try:
+                    doc = self._decode(doc, decode_errors)
+                except DecodingError as exc:
+                    if decode_errors != "skip":
+                        raise
+                    logger.warning("%s: left out a document that cannot be decoded (decode_errors='skip'): %s",
+                                   self.full_name, exc)
+                    return SKIP
             if features:
                 doc = substitute_features(doc, features)
             return doc
@@ -169,6 +180,8 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
         raw: bool = False,
         features: Mapping[str, str] | None = None,
         similar_join: str | None = None,
+        decode_errors: str = "raise",
+        download: bool = False,
         **kwargs: Any,
     ) -> Cursor:
         """Query the collection, as :meth:`pymongo.collection.Collection.find`.
@@ -199,10 +212,24 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
             place of the raw field ``x``.
         similar_join : str, optional
             A neighbourhood name: replace the ids at ``_like.<name>`` by the documents.
+        decode_errors : {'raise', 'skip', 'raw'}
+            What a stored value that cannot be decoded does when its document is
+            read: ``'raise'`` (default) raises :class:`~superduperdb.errors.DecodingError`
+            naming the document's ``_id`` and the field; ``'skip'`` leaves the
+            document out (and logs a warning); ``'raw'`` returns it with that value
+            as stored (``{'_content': {...}}``), the other fields decoded.
+        download : bool
+            Fetch the content of ``{'_content': {'url': ...}}`` fields still
+            pending in the results as they are read (stored in the documents, as
+            the download job would), and of URLs in ``like`` before encoding it.
 
         Returns
         -------
         Cursor
+
+        Examples
+        --------
+        >>> docs.find({}, decode_errors="skip").to_list()   # doctest: +SKIP
         """
         filter = check_filter(filter)
         if "$like" in filter:
@@ -210,9 +237,14 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
             if not isinstance(spec, Mapping) or "document" not in spec:
                 raise QueryError("$like must be {'document': {...}, 'n': 10}.", argument="$like")
             like, n = spec["document"], spec.get("n", n)
-        transform = self._transform(raw=raw, features=features)
+        transform = self._transform(raw=raw, features=features, decode_errors=decode_errors)
         if similar_join:
-            transform = self._services.search.join_neighbourhood(similar_join, transform)
+            transform = self._services.search.join_neighbourhood(similar_join, transform, raw=raw,
+                                                                 decode_errors=decode_errors)
+        if download:
+            transform = self._services.downloads.on_read(transform)
+            if like is not None:
+                like = self._services.downloads.like_document(like)
         if like is not None:
             source = ListSource([], **_like_options(filter, projection, args, kwargs))  # checked before searching
             source.documents, index = self._services.search.find_like(
@@ -226,7 +258,10 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
         """The first document :meth:`find` would return, or ``None``."""
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}  # pymongo accepts a bare _id
-        for doc in self.find(filter, *args, **kwargs).limit(-1 if "like" not in kwargs else 1):
+        cursor = self.find(filter, *args, **kwargs)
+        if kwargs.get("decode_errors") != "skip":  # with 'skip': the first document that decodes
+            cursor = cursor.limit(-1 if "like" not in kwargs else 1)
+        for doc in cursor:
             return doc
         return None
 
@@ -240,12 +275,14 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
         values = self._raw.distinct(key, self._query(filter), **kwargs)
         return [self._types.decode(v) for v in values]
 
-    def aggregate(self, pipeline: list, *args: Any, raw: bool = False, **kwargs: Any) -> Cursor:
-        """Run an aggregation pipeline; typed values in the output are decoded."""
+    def aggregate(self, pipeline: list, *args: Any, raw: bool = False, decode_errors: str = "raise",
+                  **kwargs: Any) -> Cursor:
+        """Run an aggregation pipeline; typed values in the output are decoded (``decode_errors`` as in :meth:`find`)."""
         if not isinstance(pipeline, list):
             raise QueryError("pipeline must be a list of stages such as [{'$match': {...}}].", argument="pipeline")
+        transform = self._transform(raw=raw, decode_errors=decode_errors)
         source = self._raw.aggregate(self._types.encode(pipeline, "pipeline"), *args, **kwargs)
-        return Cursor(source, self._transform(raw=raw), f"{self.full_name} aggregate", self._model_names)
+        return Cursor(source, transform, f"{self.full_name} aggregate", self._model_names)
 
     # -- updating -------------------------------------------------------------------
     def update_one(self, filter: Mapping, update: Mapping, *args: Any, refresh: bool = True, **kwargs: Any):
@@ -311,6 +348,15 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
                 self._database._raw.drop_collection(name)
         self._types.forget()
         self._database._forget(self.name)
+
+
+def check_decode_errors(value: Any) -> str:
+    """``value`` if it is one of :data:`~superduperdb.errors.DECODE_ERRORS`, else :class:`QueryError`."""
+    if not isinstance(value, str) or value not in DECODE_ERRORS:
+        raise QueryError(unknown_name("decode_errors value", value, DECODE_ERRORS,
+                                      "'skip' leaves out documents that cannot be decoded; 'raw' returns their "
+                                      "undecodable values as stored."), argument="decode_errors")
+    return value
 
 
 def _like_options(filter: Any, projection: Any, args: tuple, kwargs: dict) -> dict:

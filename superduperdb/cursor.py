@@ -69,7 +69,10 @@ class Cursor:
     def __next__(self) -> dict:
         if self._iterator is None:
             self._iterator = iter(self._source)
-        return self._transform(next(self._iterator))
+        while True:
+            doc = self._transform(next(self._iterator))
+            if doc is not SKIP:  # left out by decode_errors='skip'
+                return doc
 
     next = __next__
 
@@ -77,7 +80,10 @@ class Cursor:
         if isinstance(index, slice):
             raise TypeError("Slice a cursor with .skip(n).limit(m) instead.")
         if hasattr(self._source, "__getitem__"):
-            return self._transform(self._source[index])
+            doc = self._transform(self._source[index])
+            if doc is SKIP:
+                raise IndexError(f"the document at index {index} cannot be decoded (decode_errors='skip' leaves it out)")
+            return doc
         raise TypeError("This cursor cannot be indexed.")
 
     def to_list(self, length: int | None = None) -> list[dict]:
@@ -156,12 +162,35 @@ class Cursor:
         return cursor_html(docs, rows=rows, caption=caption, models=models)
 
 
+#: What a transform returns for a document that ``decode_errors='skip'`` leaves out.
+SKIP = object()
+
+
+def check_features(features: Any) -> dict[str, str] | None:
+    """``features`` as a dict of field name to model name, or :class:`QueryError`."""
+    if features is None:
+        return None
+    if not isinstance(features, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                    for k, v in features.items()):
+        from .errors import QueryError
+
+        raise QueryError(f"features must be a dict of field name to model name, such as {{'text': 'encoder'}}, "
+                         f"not {features!r}.", argument="features")
+    return dict(features)
+
+
 def substitute_features(doc: dict, features: Mapping[str, str]) -> dict:
-    """Replace ``doc[key]`` by ``doc['_outputs'][key][model]`` where present."""
-    outputs = doc.get("_outputs") or {}
+    """Replace ``doc[key]`` by ``model``'s stored output on ``key`` where present.
+
+    Anything else at ``_outputs`` (a value another program wrote there) is ignored.
+    """
+    from .store.layout import MISSING, stored_output
+
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("_outputs"), Mapping):
+        return doc
     for key, model in features.items():
-        value = (outputs.get(key) or {}).get(model)
-        if value is not None:
+        value = stored_output(doc, key, model)
+        if value is not MISSING and value is not None:
             doc[key] = value
     return doc
 

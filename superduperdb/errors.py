@@ -162,7 +162,7 @@ class NotRegisteredError(SuperDuperError, KeyError):
     def __init__(self, kind: str, name: str, available: Iterable[str] = (), hint: str = "") -> None:
         available = sorted(str(a) for a in available)
         listing = ", ".join(available) if available else "none"
-        plural = f"{kind[:-1]}ices" if kind.endswith("ex") else f"{kind}s"
+        plural = _plural(kind)
         msg = (
             f"No {kind} named {name!r} is registered.{suggest(name, available)} "
             f"Registered {plural}: {listing}."
@@ -203,7 +203,21 @@ class EncodingError(SuperDuperError, TypeError):
 
 
 class DecodingError(SuperDuperError, ValueError):
-    """Stored bytes could not be decoded back into a Python object."""
+    """Stored bytes could not be decoded back into a Python object.
+
+    Raised when the document is read, naming it: ``document_id`` (its ``_id``),
+    ``field`` (the dotted path of the value) and ``type`` (the stored type's
+    name) are attributes. ``find(..., decode_errors='skip' or 'raw')`` reads
+    past such documents.
+    """
+
+
+class UnregisteredTypeError(NotRegisteredError, DecodingError):
+    """A stored value names a type that is not registered: a :class:`NotRegisteredError` (a
+    ``KeyError``) and a :class:`DecodingError` (a ``ValueError``), so either ``except`` catches it."""
+
+
+DECODE_ERRORS = ("raise", "skip", "raw")
 
 
 class ArtifactError(SuperDuperError, ValueError):
@@ -243,6 +257,10 @@ class TrainingCancelled(JobCancelledError):
     """A training or version-switch job saw its record say ``cancelled`` and stopped."""
 
 
+class JobNotFoundError(SuperDuperError, KeyError):
+    """No job record has this id (``job_id`` attribute): never submitted here, or its record was deleted."""
+
+
 class JobTimeoutError(JobError, TimeoutError):
     """Waiting on a job ran past its timeout; the job itself may still finish."""
 
@@ -263,6 +281,8 @@ class MasterUnavailableError(SuperDuperError, RuntimeError):
     """The master (vector-search actor) could not be reached or re-created."""
 
 
+class AuthenticationError(SuperDuperError, PermissionError):
+    """A server (the model server) refused the credentials (HTTP 401)."""
 
 
 class QueryError(SuperDuperError, TypeError):
@@ -273,4 +293,5 @@ class MissingColumnError(SuperDuperError, KeyError):
     """A DataFrame has no column of that name (``.column``, ``.columns``)."""
 
 
-__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, BaseException)] + ["suggest", "unknown_name"]
+__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, BaseException)] + [
+    "suggest", "unknown_name", "DECODE_ERRORS"]

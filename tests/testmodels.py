@@ -172,3 +172,43 @@ class Ouch(BaseException):
 
 def ouch(x):
     raise Ouch(f"ouch on {x!r}")
+
+
+
+def increment(x):
+    return x + 1
+
+
+def square(x):
+    return x * x
+
+
+def negate(x):
+    return -x
+
+
+def halve(x):
+    return x / 2
+class Projection:
+    """A fixed random linear map ``x @ W`` (``d_in -> d_out``): a stand-in for a layer of an encoder chain."""
+
+    def __init__(self, d_in: int, d_out: int, seed: int = 0) -> None:
+        self.W = np.random.default_rng(seed).normal(size=(d_in, d_out)).astype("float32")
+
+    def __call__(self, x):
+        return np.asarray(x, dtype="float32") @ self.W
+
+
+def neg_l1(Q, X):
+    """A custom measure: negative L1 (Manhattan) distance, higher is more similar."""
+    return -np.abs(Q[:, None, :] - X[None, :, :]).sum(-1)
+
+
+class Shift:
+    """Adds a constant read from a file each call (a model whose output changes without a new version)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, x):
+        return float(x) + float(Path(self.path).read_text())

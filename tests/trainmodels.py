@@ -80,3 +80,28 @@ def is_even(label) -> int:
 
 def double(x) -> int:
     return 2 * int(x)
+
+
+def fit_digits(models, train, validation, *, objective=None, metrics=None, log=None, C=1.0):
+    """A user trainer for a learning task: fits the scikit-learn classifier ``clf`` on the examples."""
+    clf = models["clf"]
+    clf.set_params(C=C, max_iter=500)
+    clf.fit([np.asarray(e["img"]).reshape(-1) for e in train], [e["label"] for e in train])
+    log(f"fitted on {len(train)} examples")
+    out = {"n_train": float(len(train))}
+    for name, examples in validation.items():
+        predictions = clf.predict([np.asarray(e["img"]).reshape(-1) for e in examples]).tolist()
+        for metric, fn in metrics.items():
+            out[f"{name}/{metric}"] = float(fn(predictions, [e["label"] for e in examples]))
+    return out
+
+
+def failing_trainer(models, train, validation, **kwargs):
+    raise RuntimeError("the trainer gave up")
+
+
+def double_image_tower(models, train, validation, **kwargs):
+    """A user trainer that 'trains' the image tower of a two-tower model (doubles its weights)."""
+    with torch.no_grad():
+        models["tt"].image.weight.mul_(2.0)
+    return {"scale": 2.0}

@@ -83,6 +83,21 @@ def config_command(as_json: bool) -> None:
         click.echo(f"{path:{width}}  {json.dumps(value, default=str):30}  ({source})")
 
 
+@main.command("serve")
+@click.option("--host", default=None, help="Interface to listen on (default: serve.host, 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default: serve.port, 8181).")
+@click.option("--uri", default=None, help="MongoDB URI of the models (default: mongodb.uri of the config).")
+def serve_command(host: str | None, port: int | None, uri: str | None) -> None:
+    """Serve registered models over HTTP (POST /apply_model), with basic auth from
+    serve.username / serve.password (set the password with SUPERDUPERDB_SERVE__PASSWORD)."""
+    from ..config import redact
+    from ..server import serve
+
+    click.echo(f"model server on http://{host or '(serve.host)'}:{port if port is not None else '(serve.port)'} "
+               f"for {redact(uri) if uri else 'mongodb.uri of the config'}; Ctrl-C stops it")
+    serve(uri, host=host, port=port, block=True)
+
+
 from .cluster import COMMANDS as _CLUSTER_COMMANDS  # noqa: E402  (local-cluster, scheduler, worker)
 
 for _command in _CLUSTER_COMMANDS:

@@ -44,10 +44,11 @@ Examples
 from __future__ import annotations
 
 from .resolve import DEFAULTS_SOURCE, Config, resolve_config
-from .secrets import redact
+from .secrets import redact, redact_url
 from .sections import (
     ClusterConfig,
     DataConfig,
+    DownloadsConfig,
     JobsConfig,
     MasterConfig,
     MongoDBConfig,
@@ -64,6 +65,7 @@ __all__ = [
     "ClusterConfig",
     "Config",
     "DataConfig",
+    "DownloadsConfig",
     "JobsConfig",
     "ReconcileConfig",
     "MasterConfig",
@@ -72,5 +74,6 @@ __all__ = [
     "Settings",
     "TypesConfig",
     "redact",
+    "redact_url",
     "resolve_config",
 ]

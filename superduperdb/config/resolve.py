@@ -72,7 +72,7 @@ class Config:
 
     def items(self) -> list[tuple[str, Any, str]]:
         """``(path, value, source)`` for every key, sorted by path, credentials redacted (for display)."""
-        return [(k, redact_value(self._values[k]), self._sources[k]) for k in sorted(self._values)]
+        return [(k, redact_value(self._values[k], k), self._sources[k]) for k in sorted(self._values)]
 
     def to_dict(self, *, secrets: bool = False) -> dict:
         """The values as a nested dict.
@@ -91,7 +91,7 @@ class Config:
             *parents, leaf = path.split(".")
             for p in parents:
                 node = node.setdefault(p, {})
-            node[leaf] = copy.deepcopy(value) if secrets else redact_value(copy.deepcopy(value))
+            node[leaf] = copy.deepcopy(value) if secrets else redact_value(copy.deepcopy(value), path)
         return tree
 
     def replace(self, overrides: Mapping, source: str = "overrides") -> Config:
@@ -104,7 +104,7 @@ class Config:
         return isinstance(other, Config) and other._values == self._values
 
     def __repr__(self) -> str:
-        changed = {k: redact_value(v) for k, v in self._values.items() if self._sources[k] != DEFAULTS_SOURCE}
+        changed = {k: redact_value(v, k) for k, v in self._values.items() if self._sources[k] != DEFAULTS_SOURCE}
         return f"Config({changed!r})"
 
 

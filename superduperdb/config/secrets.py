@@ -32,6 +32,12 @@ Examples
 "Could not reach MongoDB at 'mongodb://u:***@db:27017/' within 100 ms."
 >>> redact(None) is None
 True
+
+A download URL may carry a token as its whole user info, or in signed query parameters;
+:func:`redact_url` hides those too:
+
+>>> redact_url("https://ghp_T0KEN@example.com/a.png?X-Amz-Signature=abc&size=2")
+'https://***@example.com/a.png?X-Amz-Signature=***&size=2'
 """
 
 from __future__ import annotations
@@ -95,12 +101,55 @@ def redact(text: T) -> T:
     return out  # type: ignore[return-value]
 
 
-def redact_value(value: Any) -> Any:
-    """A config value as shown: strings redacted, nested dicts and lists walked, the rest as is."""
+# Config keys whose whole value is a secret (``serve.password``, ``...token``): shown as ``***``.
+_SECRET_KEY = re.compile(r"(?:^|[._])(?:password|passwd|pwd|secret|token)$", re.IGNORECASE)
+
+
+def is_secret_key(key: str | None) -> bool:
+    """Whether a config key (or dotted path) holds a secret as its whole value.
+
+    >>> is_secret_key("serve.password"), is_secret_key("serve.username")
+    (True, False)
+    """
+    return bool(key) and bool(_SECRET_KEY.search(str(key)))
+
+
+def redact_value(value: Any, key: str | None = None) -> Any:
+    """A config value as shown: strings redacted, nested dicts and lists walked, the rest as is.
+
+    The value of a secret key (``key`` ending in ``password``, ``secret``,
+    ``token`` ...) is ``***`` whole, unless it is empty.
+
+    >>> redact_value("hunter2", "serve.password"), redact_value({"password": "x", "port": 1})
+    ('***', {'password': '***', 'port': 1})
+    """
+    if is_secret_key(key) and value not in (None, ""):
+        return MASK
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: redact_value(v) for k, v in value.items()}
+        return {k: redact_value(v, k) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(redact_value(v) for v in value)
     return value
+
+
+# scheme://userinfo@ where the user info has no ":" (a bare token)
+_BARE_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<secret>[^\s:/?#@\"<>]+)(?P<at>@)")
+# signed URLs: ?X-Amz-Signature=, &sig=, &signature=, &key=, &api_key=, &access_token= ...
+_URL_OPTION = re.compile(
+    r"(?P<head>[?&;][A-Za-z0-9_.\-]*(?:signature|sig|key|credential|auth)[A-Za-z0-9_.\-]*=)(?P<secret>[^&;#\s\"<>]+)",
+    re.IGNORECASE,
+)
+
+
+def redact_url(text: T) -> T:
+    """``text`` (a URL, or a message quoting URLs) as :func:`redact` shows it, and also without
+    a bare token in the user info (``https://TOKEN@host``) or signature/key query parameters:
+    what log lines and job results show of a download URL."""
+    if not isinstance(text, str) or not text:
+        return text
+    out = _BARE_USERINFO.sub(lambda m: f"{m['head']}{MASK}@", redact(text))
+    if "=" in out:
+        out = _URL_OPTION.sub(_mask, out)
+    return out  # type: ignore[return-value]

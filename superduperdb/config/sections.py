@@ -44,7 +44,7 @@ class _Node:
 
     def __repr__(self) -> str:
         """Every field, with credentials redacted (``MongoDBConfig(uri='mongodb://u:***@h/', ...)``)."""
-        fields = ", ".join(f"{f.name}={redact_value(getattr(self, f.name))!r}"
+        fields = ", ".join(f"{f.name}={redact_value(getattr(self, f.name), f.name)!r}"
                            for f in dataclasses.fields(self))  # type: ignore[arg-type]
         return f"{type(self).__name__}({fields})"
 
@@ -133,12 +133,30 @@ class DataConfig(_Node):
     assign_folds: bool
 
 
+@_section("downloads")
+class DownloadsConfig(_Node):
+    """``downloads``: defaults of the per-collection download settings (``n_download_workers``, ``download_timeout``)."""
+
+    n_workers: int = field(metadata={"min": 1})
+    timeout: float = field(metadata={"min": 0})
+
+
 @_section("redis")
 class RedisConfig(_Node):
     """``redis``: accepted from the original layout and ignored."""
 
     host: str | None
     port: int | None = field(metadata=PORT)
+
+
+@_section("serve")
+class ServeConfig(_Node):
+    """``serve``: the model server (``superduperdb serve``) and its HTTP basic auth."""
+
+    host: str
+    port: int = field(metadata=PORT)
+    username: str | None
+    password: str | None
 
 
 @_section("")
@@ -152,8 +170,10 @@ class Settings(_Node):
     master: MasterConfig
     types: TypesConfig
     data: DataConfig
+    downloads: DownloadsConfig
     remote: bool
     redis: RedisConfig
+    serve: ServeConfig
 
 
 class Field(NamedTuple):

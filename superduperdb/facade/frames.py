@@ -186,7 +186,7 @@ class DataFrameMixin:
                              f"apply_model({name!r}, filter={{}}, key='text').", argument="key")
         if not isinstance(key, str) or not key or key.startswith("$"):
             raise QueryError(f"key must be a field name such as 'text', not {key!r}.", argument="key")
-        self._metadata.get("models", name)  # NotRegisteredError here, not on a worker
+        self._services.models.ensure(name)  # NotRegisteredError here, not on a worker ('parent.attr' registered)
         query = self._query(filter)
         jobs = self._services.jobs
         params = {"model": name, "key": key, "filter": query, "write": bool(write),

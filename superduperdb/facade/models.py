@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..store import records
+
 
 class ModelsMixin:
     """Types, models, watchers and jobs of a collection (mixed into ``Collection``)."""
@@ -48,19 +50,29 @@ class ModelsMixin:
     def create_model(
         self,
         name: str,
-        object: Any,
+        object: Any = None,
         *,
         preprocess: Any = None,
         postprocess: Any = None,
+        preprocessor: str | None = None,
+        forward: str | None = None,
+        postprocessor: str | None = None,
         type: str | None = None,
         batch_size: int = 32,
         device: Any = None,
         method: str | None = None,
+        method_kwargs: dict | None = None,
         serializer: str | None = None,
         key: str | None = None,
         filter: Mapping | None = None,
         features: Mapping[str, str] | None = None,
         active: bool = True,
+        max_chunk_size: int | None = None,
+        process_docs: bool = True,
+        loader_kwargs: Mapping[str, Any] | None = None,
+        semantic_index: bool | str = False,
+        measure: str | None = None,
+        neighbourhoods: Any = (),
     ):
         """Register a model: a ``torch.nn.Module``, a scikit-learn estimator or a callable.
 
@@ -68,34 +80,145 @@ class ModelsMixin:
         ----------
         name : str
             The model's name; outputs go to ``_outputs.<key>.<name>``.
+            ``'parent.attr'`` (no ``object``) registers an attribute of the
+            registered model ``parent``: a sub-module (e.g. the text tower of
+            a two-tower model) or a method, resolved on the parent's stored
+            object (see :mod:`superduperdb.models.composite`). Its outputs go
+            to ``_outputs.<key>.parent/attr``. Watchers, indexes and
+            :meth:`apply_model` also accept such a name without this call.
         object : Any
             The model. Stored as a versioned artifact in GridFS.
         preprocess, postprocess : callable, optional
             Applied per item before batching / after splitting the batch (a
             torch module's own ``preprocess``/``postprocess`` methods are used
             by default).
+        preprocessor, forward, postprocessor : str, optional
+            Names of registered parts (:meth:`create_preprocessor`,
+            :meth:`create_forward`, :meth:`create_postprocessor`): the model is
+            assembled from them when loaded, so one stored part serves
+            several models. ``forward`` replaces ``object``.
         type : str, optional
             The type that encodes the outputs (default: chosen per value).
-        batch_size, device, method
+        batch_size, device, method, method_kwargs
             See :class:`superduperdb.models.base.Model`.
         key : str, optional
             Shortcut: also :meth:`create_watcher` on ``key`` (with ``filter``,
             ``features``, ``active``), which starts a backfill job.
+        max_chunk_size : int, optional
+            With ``key``: documents per chunk of the watcher's jobs (default
+            ``jobs.chunk_size``), as the original's ``max_chunk_size``.
+        process_docs : bool
+            With ``key``: ``False`` submits no backfill now (the reconciler's
+            sweep still computes the existing documents' outputs later).
+        loader_kwargs : dict, optional
+            The original's DataLoader options: ``batch_size`` sets the batch
+            size; ``num_workers`` and other DataLoader options are ignored with
+            a warning (Dask workers give the parallelism).
+        semantic_index : bool or str
+            With ``key``: also index the outputs (:meth:`create_semantic_index`),
+            in an index named after the model (``True``) or this name.
+        measure : str, optional
+            The index's measure (default ``'cosine'``; a custom one from :meth:`create_measure`).
+        neighbourhoods : list, optional
+            Neighbourhoods over the index: names (``n=10``), ``(name, n)`` pairs
+            or ``{'name': ..., 'n': ...}`` dicts.
 
         Returns
         -------
         dict
-            The model's metadata row; with ``key``, the backfill's :class:`JobGroup`.
+            The model's metadata row; with ``key``, a :class:`JobGroup`: the
+            backfill, then the index load and neighbourhoods if asked for.
 
         Examples
         --------
         >>> docs.create_model("length", len, key="text")   # doctest: +SKIP
+        >>> docs.create_model("clip", two_tower)            # doctest: +SKIP
+        >>> docs.apply_model("clip.text", ["a query"])       # doctest: +SKIP
+        >>> docs.create_preprocessor("tokenize", tokenize)  # doctest: +SKIP
+        >>> docs.create_forward("encoder", encoder)         # doctest: +SKIP
+        >>> docs.create_model("enc", preprocessor="tokenize", forward="encoder")   # doctest: +SKIP
         """
-        row = self._services.models.create(name, object, preprocess=preprocess, postprocess=postprocess, type=type,
-                                  batch_size=batch_size, device=device, method=method, serializer=serializer)
+        from ..services import model_options as options
+
+        services = self._services
+        options.check_watch_options(key, max_chunk_size, process_docs)
+        batch_size = options.loader_batch_size(loader_kwargs, batch_size)
+        index, measure, hoods = options.check_index_options(services, name, key, semantic_index, measure,
+                                                            neighbourhoods)
+        model, row = services.models.check_new(
+            name, object, preprocess=preprocess, postprocess=postprocess, type=type, batch_size=batch_size,
+            device=device, method=method, method_kwargs=method_kwargs, preprocessor=preprocessor, forward=forward,
+            postprocessor=postprocessor)
         if key is not None:
-            return self.create_watcher(name, key, filter=filter, features=features, active=active)
-        return row
+            # Check the watcher too before storing anything: all of it is registered, or none.
+            watcher = services.watchers.check_new(name, key, filter=filter, features=features, active=active,
+                                                  model_row=row, model_object=object, chunk_size=max_chunk_size)
+        stored = services.models.register(model, row, serializer)
+        if key is None:
+            return stored
+        try:
+            jobs = services.watchers.register(watcher, backfill=process_docs)
+        except BaseException:
+            services.models.unregister(name)
+            raise
+        if index is not None:
+            jobs += options.register_index(services, name, key, index, measure, hoods, after=jobs)
+        return jobs
+
+    # -- parts of models --------------------------------------------------------------
+    def create_preprocessor(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
+        """Register a preprocessor: a callable applied to each input before batching.
+
+        Models assembled with ``create_model(..., preprocessor=name)`` share it
+        (stored once, loaded once per process).
+
+        Examples
+        --------
+        >>> docs.create_preprocessor("lower", str.lower)   # doctest: +SKIP
+        """
+        return self._services.models.create_part("preprocessors", name, object, serializer)
+
+    def create_forward(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
+        """Register a forward part: a torch module, estimator or callable (``create_model(..., forward=name)``).
+
+        Examples
+        --------
+        >>> docs.create_forward("encoder", torch.nn.Linear(16, 8))   # doctest: +SKIP
+        """
+        return self._services.models.create_part("forwards", name, object, serializer)
+
+    def create_postprocessor(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
+        """Register a postprocessor: a callable applied to each output after the batch is split.
+
+        Examples
+        --------
+        >>> docs.create_postprocessor("argmax", lambda y: int(y.argmax()))   # doctest: +SKIP
+        """
+        return self._services.models.create_part("postprocessors", name, object, serializer)
+
+    def list_preprocessors(self) -> list[str]:
+        return self._metadata.names("preprocessors")
+
+    def list_forwards(self) -> list[str]:
+        return self._metadata.names("forwards")
+
+    def list_postprocessors(self) -> list[str]:
+        return self._metadata.names("postprocessors")
+
+    def delete_preprocessor(self, name: str, force: bool = False) -> None:
+        """Delete a preprocessor; refused (:class:`InUseError`) while a model is assembled from it,
+        unless ``force`` (which deletes those models, with their watchers and outputs)."""
+        self._services.models.delete_part("preprocessors", name, force)
+
+    def delete_forward(self, name: str, force: bool = False) -> None:
+        """Delete a forward part; refused (:class:`InUseError`) while a model is assembled from it,
+        unless ``force`` (which deletes those models, with their watchers and outputs)."""
+        self._services.models.delete_part("forwards", name, force)
+
+    def delete_postprocessor(self, name: str, force: bool = False) -> None:
+        """Delete a postprocessor; refused (:class:`InUseError`) while a model is assembled from it,
+        unless ``force`` (which deletes those models, with their watchers and outputs)."""
+        self._services.models.delete_part("postprocessors", name, force)
 
     def list_models(self, **filter: Any) -> list[str]:
         return self._metadata.names("models", filter)
@@ -113,7 +236,7 @@ class ModelsMixin:
         Parameters
         ----------
         name : str
-            The model.
+            The model (an attribute model ``'parent.attr'`` of a registered model too).
         inputs : list, pandas.DataFrame or pandas.Series, optional
             Ad hoc, in this process: a list of inputs (or of documents, with
             ``key``) gives a list of outputs; a DataFrame (``key`` names the
@@ -171,6 +294,27 @@ class ModelsMixin:
         outputs = self._services.models.apply(name, values)
         label = dataframe.column_namer(dataframe.OUTPUT_COLUMN)(name, column) if column is not None else name
         return dataframe.series(outputs, index, label)
+
+    def refresh_model(self, name: str):
+        """Recompute every output of a model now (its active watchers'), even those that are current.
+
+        Use it when what the model computes changed without a new version (it
+        reads a file or a service that changed, it is random ...). Outputs
+        downstream are recomputed where their input changed, and the indexes
+        and neighbourhoods over them follow. The old outputs stay readable
+        until the new ones are written.
+
+        Returns
+        -------
+        JobGroup
+
+        Examples
+        --------
+        >>> docs.refresh_model("length").wait()   # doctest: +SKIP
+        """
+        from ..services.maintenance import refresh_model
+
+        return refresh_model(self._services, name)
 
     @property
     def models(self) -> Mapping[str, Any]:
@@ -250,8 +394,8 @@ class ModelsMixin:
         >>> docs.reconcile(wait=True).result()["outputs_computed"]   # doctest: +SKIP
         100
         """
-        job = self._services.jobs.submit("reconcile", {"ids": None if ids is None else list(ids)},
-                                         record={"ids": None if ids is None else list(ids)})
+        ids = None if ids is None else list(ids)
+        job = self._services.jobs.submit("reconcile", {"ids": ids}, record=records.scope(ids))
         if wait:
             job.wait(timeout)
         return job
@@ -264,7 +408,20 @@ class ModelsMixin:
 
     # -- metadata -------------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
+        """A setting of this collection (its ``_meta``, as in the original), or ``default``."""
         return self._metadata.get_setting(key, default)
 
     def set_meta(self, key: str, value: Any) -> None:
-        self._metadata.set_setting(key, value)
+        """Set a setting of this collection, e.g. the download settings of the original API.
+
+        ``n_download_workers`` (URLs fetched at once), ``download_timeout``
+        (seconds per URL) and ``headers`` (HTTP headers) apply to the download
+        jobs and ``find(..., download=True)``; ``None`` restores the default
+        (``downloads.n_workers`` / ``downloads.timeout`` of the config, no headers).
+
+        Examples
+        --------
+        >>> docs.set_meta("n_download_workers", 4)                     # doctest: +SKIP
+        >>> docs.set_meta("headers", {"User-Agent": "superduperdb"})   # doctest: +SKIP
+        """
+        self._metadata.set_setting(key, self._services.downloads.check(key, value))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class SearchMixin:
     """Semantic indexes and neighbourhoods of a collection (mixed into ``Collection``)."""
@@ -17,7 +20,9 @@ class SearchMixin:
             The first model/key's outputs are indexed (a watcher is created if
             there is none); the other models encode ``like`` documents from
             their keys, e.g. a text encoder querying an image index.
-        measure : {'cosine', 'dot', 'l2'}
+        measure : str
+            ``'cosine'`` (default), ``'dot'``, ``'l2'``, or a measure
+            registered with :meth:`create_measure` (searched exactly).
 
         Returns
         -------
@@ -32,8 +37,18 @@ class SearchMixin:
         """
         services = self._services
         models, keys = services.indexes.check_new(name, models, keys, measure)
-        backfill = services.watchers.ensure(models[0], keys[0])
-        return backfill + services.indexes.create(name, models, keys, measure, after=backfill)
+        watcher = None
+        if not self._metadata.exists("watchers", f"{models[0]}/{keys[0]}"):
+            watcher = services.watchers.check_new(models[0], keys[0])  # checked before anything is stored
+        backfill = services.watchers.register(watcher) if watcher is not None else services.watchers.ensure(
+            models[0], keys[0])
+        try:
+            return backfill + services.indexes.create(name, models, keys, measure, after=backfill)
+        except BaseException:  # all of it, or none: the watcher made for this index goes too
+            if watcher is not None:
+                backfill.cancel()
+                services.watchers.delete(watcher["name"], force=True)
+            raise
 
     def list_semantic_indexes(self) -> list[str]:
         return self._metadata.names("semantic_indexes")
@@ -61,3 +76,40 @@ class SearchMixin:
 
     def delete_neighbourhood(self, name: str, force: bool = False) -> None:
         self._services.indexes.delete_neighbourhood(name, force=force)
+
+    # -- measures -------------------------------------------------------------------
+    def create_measure(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
+        """Register a similarity measure ``object(Q, X) -> scores`` for semantic indexes.
+
+        ``Q`` (``(n, d)``) and ``X`` (``(m, d)``) are float32 numpy arrays; the
+        result is ``(n, m)`` similarities, **higher meaning more similar** (a
+        torch tensor is accepted). The callable is stored in GridFS and loaded
+        by the master. Indexes with a custom measure are searched exactly
+        (every stored vector is scored per query): pynndescent graphs take
+        numba-compiled metrics only.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> def neg_l1(Q, X):
+        ...     return -np.abs(Q[:, None, :] - X[None, :, :]).sum(-1)
+        >>> docs.create_measure("neg_l1", neg_l1)   # doctest: +SKIP
+        >>> docs.create_semantic_index("l1", ["enc"], ["x"], measure="neg_l1")   # doctest: +SKIP
+        """
+        return self._services.measures.create(name, object, serializer)
+
+    def list_measures(self) -> list[str]:
+        """Built-in (``cosine``, ``dot``, ``l2``) and registered measure names."""
+        return self._services.measures.names()
+
+    def delete_measure(self, name: str, force: bool = False) -> None:
+        """Delete a registered measure (refused while a semantic index uses it; ``force`` deletes those indexes too)."""
+        self._services.measures.delete(name, force=force)
+
+    @property
+    def measures(self) -> Mapping[str, Any]:
+        """``{name: measure callable}``, loaded lazily (built-ins as :class:`~superduperdb.index.measures.BuiltinMeasure`)."""
+        from .views import LazyMapping
+
+        service = self._services.measures
+        return LazyMapping(service.names, service.load)

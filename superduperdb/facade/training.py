@@ -74,6 +74,34 @@ class TrainingMixin:
     def delete_splitter(self, name: str, force: bool = False) -> None:
         self._services.training.delete_callable("splitters", name, force)
 
+    # -- mappings, as the original's coll.metrics / coll.losses / coll.splitters ---------------------
+    @property
+    def metrics(self) -> Mapping[str, Any]:
+        """``{name: metric callable}``: built-in and registered metrics, loaded lazily.
+
+        Examples
+        --------
+        >>> docs.metrics["accuracy"]([1, 0], [1, 1])   # doctest: +SKIP
+        0.5
+        """
+        return self._callables("metrics")
+
+    @property
+    def losses(self) -> Mapping[str, Any]:
+        """``{name: loss callable}``: built-in and registered losses, loaded lazily."""
+        return self._callables("losses")
+
+    @property
+    def splitters(self) -> Mapping[str, Any]:
+        """``{name: splitter callable}``: registered splitters, loaded lazily."""
+        return self._callables("splitters")
+
+    def _callables(self, kind: str) -> Mapping[str, Any]:
+        from .views import LazyMapping
+
+        training = self._services.training
+        return LazyMapping(lambda: training.list_callables(kind), lambda n: training.load_callable(kind, n))
+
     def create_validation_set(self, name: str, filter: Mapping | None = None, *, sample_size: int | None = None,
                               fold: str | None = "valid", seed: int | None = 0) -> dict:
         """Freeze a sample of documents as a validation set, so metrics stay comparable across versions.
@@ -189,6 +217,74 @@ class TrainingMixin:
         """Forget an imputation (its model, versions and watcher stay)."""
         self._services.training.delete_imputation(name)
 
+    # -- learning tasks -------------------------------------------------------------
+    def create_learning_task(self, identifier: str, models: list[str], keys: list[str], *,
+                             task_type: str | None = None, objective: str | None = None, metrics: list[str] = (),
+                             validation_sets: list[str] = (), trainer: Any = None, filter: Mapping | None = None,
+                             features: Mapping[str, str] | None = None, splitter: str | None = None,
+                             keys_to_watch: list[str] = (), options: dict | None = None, **trainer_kwargs: Any):
+        """Train models on the collection, on the cluster: the original's general training entry point.
+
+        Parameters
+        ----------
+        identifier : str
+            The task's name (``list_learning_tasks``, ``delete_learning_task``).
+        models, keys : list of str
+            The models trained and the keys they read. ``task_type``
+            ``'supervised'`` (one model, ``keys=[input, target]``),
+            ``'representation'`` (``models=[target_encoder, query_encoder]``,
+            ``keys=[target_key, query_key]``, or one model with a ``splitter``),
+            or ``'custom'`` (a ``trainer``); inferred when not given.
+        objective : str, optional
+            The loss: a built-in (``mse``, ``cross_entropy``, ``contrastive``) or
+            one registered with :meth:`create_loss`.
+        metrics, validation_sets : list of str
+            Metrics computed on the validation sets (default: the live ``valid`` fold).
+        trainer : callable, optional
+            A user trainer, called on a worker as ``trainer(models, train,
+            validation, objective=, metrics=, log=, **options)`` with fresh
+            copies of the models (``{name: object}``, trained in place) and the
+            examples (``{key: input}`` per document); returns ``{metric: value}``.
+            See :mod:`superduperdb.tasks.learning`. Stored with the task (dill).
+        filter, features, splitter
+            Which documents, model outputs read in place of raw fields, and
+            the splitter of a self-supervised representation task.
+        keys_to_watch : list of str
+            Keys on which the first model gets a watcher, computed with the
+            trained version once it serves.
+        options : dict, optional
+            Keyword arguments for a custom ``trainer``.
+        **trainer_kwargs
+            Settings of the built-in trainers (``n_epochs``, ``lr``, ``batch_size`` ...).
+
+        Returns
+        -------
+        JobGroup
+            Training, then promotion of the new versions, then what reads their outputs.
+
+        Examples
+        --------
+        >>> def fit(models, train, validation, **_):
+        ...     models["lin"].fit([[e["x"]] for e in train], [e["y"] for e in train])
+        ...     return {}
+        >>> docs.create_learning_task("fit_lin", ["lin"], ["x", "y"], trainer=fit).wait()   # doctest: +SKIP
+        """
+        return self._services.learning.create(
+            identifier, models, keys, task_type=task_type, objective=objective, metrics=metrics,
+            validation_sets=validation_sets, trainer=trainer, filter=filter, features=features, splitter=splitter,
+            keys_to_watch=keys_to_watch, options=options, **trainer_kwargs)
+
+    def train_learning_task(self, identifier: str):
+        """Run a learning task again (new versions of its models, then promoted); its :class:`JobGroup`."""
+        return self._services.learning.run(identifier)
+
+    def list_learning_tasks(self) -> list[str]:
+        return self._metadata.names("learning_tasks")
+
+    def delete_learning_task(self, identifier: str) -> None:
+        """Forget a learning task (the model versions it trained stay)."""
+        self._services.learning.delete(identifier)
+
     def train_semantic_index(self, name: str, *, splitter: str | None = None, loss: str | None = None,
                              metrics: list[str] = ("recall@10", "mrr"), validation_sets: list[str] = (),
                              filter: Mapping | None = None, n_retrieve: int = 100, **trainer: Any):
@@ -234,6 +330,52 @@ class TrainingMixin:
         return self._services.training.train_semantic_index(
             name, splitter=splitter, loss=loss, metrics=metrics, validation_sets=validation_sets, filter=filter,
             n_retrieve=n_retrieve, **trainer)
+
+    def validate_semantic_index(self, name: str, validation_sets: list[str] = (),
+                                metrics: list[str] = ("recall@10", "mrr"), *, splitter: str | None = None,
+                                n_retrieve: int = 100, wait: bool = False, timeout: float | None = None):
+        """Compute retrieval metrics of a semantic index's serving models, on the cluster (the original's call).
+
+        Query ``i`` of a validation set (the index's second key, encoded by its
+        second model, or a splitter's first half) should retrieve target ``i``
+        (the first key, encoded by the indexed model) among all the set's
+        targets, ranked with the index's measure.
+
+        Parameters
+        ----------
+        name : str
+            The semantic index.
+        validation_sets : list of str
+            Frozen validation sets (:meth:`create_validation_set`); none: the live ``valid`` fold.
+        metrics : list of str
+            ``recall@k``, ``mrr`` or registered metrics.
+        splitter : str, optional
+            For an index with one model/key: split each document into query and target.
+        n_retrieve : int
+            Results ranked per query.
+        wait, timeout
+            Wait for the job (raises as :meth:`Job.wait` does).
+
+        Returns
+        -------
+        Job
+            Its ``result()["metrics"]`` is ``{'<set>/<metric>': value}``, also
+            stored on the index's row (``metrics``, ``validated_at``).
+
+        Examples
+        --------
+        >>> docs.create_validation_set("valid")                              # doctest: +SKIP
+        >>> job = docs.validate_semantic_index("qa", ["valid"], ["recall@1"], wait=True)   # doctest: +SKIP
+        >>> job.result()["metrics"]                                           # doctest: +SKIP
+        {'valid/recall@1': 0.93}
+        """
+        from ..services.maintenance import validate_semantic_index
+
+        job = validate_semantic_index(self._services, name, validation_sets, metrics, splitter=splitter,
+                                      n_retrieve=n_retrieve)
+        if wait:
+            job.wait(timeout)
+        return job
 
     def list_model_versions(self, name: str) -> list[dict]:
         """A model's versions, oldest first: ``version``, ``serving``, ``created_at``, ``metrics``, ``job_id``.

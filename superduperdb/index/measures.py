@@ -14,6 +14,12 @@ measure      score                                          range
 A stored zero vector has cosine similarity 0 with every query; a zero *query*
 is refused for ``cosine`` (its similarity is undefined).
 
+A *custom* measure is a callable ``measure(Q, X) -> scores`` taking float32
+arrays of shape ``(n, d)`` and ``(m, d)`` and returning ``(n, m)`` similarities
+(higher is more similar; a torch tensor is accepted too). It is searched
+exactly, by calling it on the query and blocks of stored rows: pynndescent
+graphs need numba-compiled metrics, so no graph is built for it.
+
 The search is a matrix product (``Q·Xᵀ``; for ``l2`` the expansion
 ``‖q - x‖² = ‖q‖² - 2 q·x + ‖x‖²`` with precomputed ``‖x‖²``), then
 ``argpartition`` for the top k and a sort of those k only.
@@ -32,18 +38,22 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from superduperdb.errors import SemanticIndexError, unknown_name
 
 MEASURES: tuple[str, ...] = ("cosine", "dot", "l2")
+Measure = str | Callable[[np.ndarray, np.ndarray], Any]
 
 # Largest score matrix (queries x rows) computed at once, in elements (~64 MB).
 _MAX_BLOCK = 1 << 24
 
 
-def check_measure(measure: str) -> str:
-    """Return ``measure`` if it is valid, else raise :class:`SemanticIndexError`.
+def check_measure(measure: Measure) -> Measure:
+    """Return ``measure`` if it is valid (a built-in name or a callable), else raise :class:`SemanticIndexError`.
 
     Examples
     --------
@@ -54,6 +64,8 @@ def check_measure(measure: str) -> str:
     ...
     superduperdb.errors.SemanticIndexError: Unknown measure 'cosin'. Did you mean 'cosine'? Valid measures: cosine, dot, l2.
     """
+    if callable(measure):
+        return measure
     if measure not in MEASURES:
         raise SemanticIndexError(
             unknown_name("measure", measure, MEASURES),
@@ -102,6 +114,8 @@ def prepare_queries(Q: np.ndarray, measure: str) -> np.ndarray:
     :class:`SemanticIndexError`.
     """
     Q = np.ascontiguousarray(Q, dtype=np.float32)
+    if callable(measure):
+        return Q
     if measure == "cosine":
         sq = sqnorms(Q)
         if np.any(sq == 0):
@@ -121,8 +135,11 @@ def partial_scores(
     For ``cosine`` and ``dot`` these are the final scores. For ``l2`` this is
     ``2 q·x - ‖x‖²``, which orders rows like ``-‖q - x‖``; turn it into the
     final score with :func:`finalize_scores`. ``x_sqnorms`` (squared row
-    norms) is computed when not given.
+    norms) is computed when not given. A custom (callable) measure's scores
+    are final.
     """
+    if callable(measure):
+        return custom_scores(measure, Q, X)
     if x_sqnorms is None and measure != "dot":
         x_sqnorms = sqnorms(X)
     s = Q @ X.T
@@ -136,10 +153,41 @@ def partial_scores(
 
 def finalize_scores(partial: np.ndarray, Q: np.ndarray, measure: str) -> np.ndarray:
     """Turn :func:`partial_scores` output (any shape ``(len(Q), ...)``) into scores."""
-    if measure != "l2":
+    if callable(measure) or measure != "l2":
         return partial
     q_sq = sqnorms(Q).reshape((-1,) + (1,) * (partial.ndim - 1))
     return 0.0 - np.sqrt(np.maximum(q_sq - partial, 0.0))  # 0.0 - x: no "-0.0" scores
+
+
+def custom_scores(measure: Callable[[np.ndarray, np.ndarray], Any], Q: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """``measure(Q, X)`` as a float32 ``(len(Q), len(X))`` array (checked: shape, finite values).
+
+    Examples
+    --------
+    >>> def neg_l1(q, x):
+    ...     return -np.abs(q[:, None, :] - x[None, :, :]).sum(-1)
+    >>> custom_scores(neg_l1, np.zeros((1, 2), np.float32), np.eye(2, dtype=np.float32)).tolist()
+    [[-1.0, -1.0]]
+    """
+    Q = np.ascontiguousarray(Q, dtype=np.float32)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if len(X) == 0:
+        return np.empty((len(Q), 0), np.float32)
+    try:
+        out = measure(Q, X)
+    except Exception as exc:
+        name = getattr(measure, "__name__", type(measure).__name__)
+        raise SemanticIndexError(f"Custom measure {name!r} failed on arrays of shapes {Q.shape} and {X.shape}: "
+                                 f"{type(exc).__name__}: {exc}. A measure takes (n, d) and (m, d) float32 numpy "
+                                 "arrays and returns (n, m) similarities.") from exc
+    if hasattr(out, "detach"):
+        out = out.detach().cpu().numpy()
+    out = np.array(out, dtype=np.float32)  # a copy: callers write into it
+    if out.shape != (len(Q), len(X)):
+        raise SemanticIndexError(f"A custom measure must return (n, m) = {(len(Q), len(X))} similarities, got "
+                                 f"shape {out.shape}.")
+    out[np.isnan(out)] = -np.inf
+    return out
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +219,7 @@ def exact_search(
     Q: np.ndarray,
     X: np.ndarray,
     k: int,
-    measure: str = "cosine",
+    measure: Measure = "cosine",
     x_sqnorms: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` rows of ``X`` for each query in ``Q``.
@@ -184,7 +232,7 @@ def exact_search(
         Vectors to search, float32.
     k : int
         Results per query (fewer when ``X`` has fewer rows).
-    measure : {'cosine', 'dot', 'l2'}
+    measure : {'cosine', 'dot', 'l2'} or callable
     x_sqnorms : ndarray, shape (n_rows,), optional
         Precomputed squared norms of ``X`` (saves a pass over ``X``).
 
@@ -204,7 +252,7 @@ def exact_search(
     check_measure(measure)
     Q = prepare_queries(np.atleast_2d(Q), measure)
     X = np.asarray(X, dtype=np.float32)
-    if x_sqnorms is None and measure != "dot":
+    if x_sqnorms is None and not callable(measure) and measure != "dot":
         x_sqnorms = sqnorms(X)
     step = max(1, _MAX_BLOCK // max(1, X.shape[0]))
     out_i, out_s = [], []
@@ -216,3 +264,25 @@ def exact_search(
     if not out_i:
         return np.empty((0, 0), np.int64), np.empty((0, 0), np.float32)
     return np.concatenate(out_i), np.concatenate(out_s)
+
+
+class BuiltinMeasure:
+    """A built-in measure as a callable ``(Q, X) -> (n, m)`` scores (what ``coll.measures['cosine']`` is).
+
+    Examples
+    --------
+    >>> BuiltinMeasure("dot")(np.eye(2, dtype=np.float32), np.array([[1, 2]], np.float32)).tolist()
+    [[1.0], [2.0]]
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = check_measure(name)
+        self.__name__ = name
+
+    def __call__(self, Q: Any, X: Any) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        P = prepare_queries(np.atleast_2d(Q), self.name)
+        return finalize_scores(partial_scores(P, X, self.name), P, self.name).astype(np.float32, copy=False)
+
+    def __repr__(self) -> str:
+        return f"BuiltinMeasure({self.name!r})"

@@ -51,6 +51,7 @@ class RebuildMixin:
                 return None
         rows = np.flatnonzero(self._alive[:n])
         make_graph = len(rows) >= MIN_GRAPH_ROWS and (force or len(rows) > self.exact_threshold)
+        make_graph = make_graph and not callable(self.measure)  # custom measures: exact search only
         build = _Build(self._vectors, self._sq, self._ids, rows, n, make_graph)
         self._build = build
         logger.info("Index rebuild started: %d live rows, %d in tail, %d dead", len(rows), n - self._graph_n, self._deleted)

@@ -64,7 +64,10 @@ class VectorIndex(RebuildMixin):
     ----------
     dim : int, optional
         Vector dimension; inferred from the first :meth:`add` when None.
-    measure : {'cosine', 'dot', 'l2'}
+    measure : {'cosine', 'dot', 'l2'} or callable
+        A callable ``measure(Q, X) -> (n, m) similarities`` (see
+        :mod:`~superduperdb.index.measures`) is always searched exactly: no
+        graph is built for it (pynndescent takes numba-compiled metrics only).
     exact_threshold : int
         Indexes with at most this many live vectors, and candidate sets of at
         most this many ids, are searched exactly. Also the size below which no
@@ -376,7 +379,7 @@ class VectorIndex(RebuildMixin):
             return {
                 "size": len(self._row_of),
                 "dim": self.dim,
-                "measure": self.measure,
+                "measure": self.measure_name,
                 "tail": self._n - self._graph_n,
                 "deleted": self._deleted,
                 "graph_size": self._graph_n,
@@ -386,6 +389,13 @@ class VectorIndex(RebuildMixin):
                 "capacity": len(self._sq),
                 "last_error": self._last_error,
             }
+
+    @property
+    def measure_name(self) -> str:
+        """The measure's name (a custom measure's function name)."""
+        if callable(self.measure):
+            return getattr(self.measure, "__name__", type(self.measure).__name__)
+        return self.measure
 
     def __repr__(self) -> str:
         s = self.stats()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..errors import JobCancelledError, JobFailedError, JobTimeoutError
+from ..errors import JobCancelledError, JobFailedError, JobNotFoundError, JobTimeoutError
 from ..store.records import CANCELLED, FAILED, FINAL, finish
 
 DEFAULT_TIMEOUT = 600.0
@@ -64,12 +64,28 @@ class Job:
 
     # -- state ------------------------------------------------------------------
     def record(self) -> dict:
-        """The job's record, fresh from the database."""
-        from bson import ObjectId
+        """The job's record, fresh from the database.
 
-        record = self._table.find_one({"_id": ObjectId(self.id)})
+        Raises
+        ------
+        JobNotFoundError
+            No record has this id (it was never submitted to this collection, or was deleted).
+        """
+        from bson import ObjectId
+        from bson.errors import InvalidId
+
+        try:
+            oid = ObjectId(self.id)
+        except (InvalidId, TypeError):
+            raise JobNotFoundError(
+                f"{self.id!r} is not a job id: job ids are 24-character hex strings, as in "
+                "list_jobs()[i]['_id'] or result.jobs.ids.", job_id=self.id) from None
+        record = self._table.find_one({"_id": oid})
         if record is None:
-            raise KeyError(f"No record for job {self.id} in {self._table.full_name}")
+            raise JobNotFoundError(
+                f"No record for job {self.id} in {self._table.full_name}: it was not submitted to this "
+                "collection, or its record was deleted (dropping the collection deletes its jobs). "
+                "list_jobs() shows the jobs there are.", job_id=str(self.id))
         return record
 
     @property

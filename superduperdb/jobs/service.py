@@ -85,15 +85,16 @@ class JobService:
         jobs: list[Job] = []
         first: list[Job] = list(after)
         if download:
-            first = [self.submit("download", {"ids": ids}, depends_on=first, record={"ids": ids})]
+            first = [self.submit("download", {"ids": ids}, depends_on=first, record=records.scope(ids))]
             jobs += first
         by_watcher: dict[str, Job] = {}
         for row in rows:  # topological order: upstream jobs exist before their dependents
             deps = [by_watcher[u] for u in upstream_of(row) if u in by_watcher] or first
-            params = {"watcher": row["name"], "ids": ids, "chunk_size": self.scope.config.jobs.chunk_size,
+            chunk_size = row.get("chunk_size") or self.scope.config.jobs.chunk_size  # create_model(max_chunk_size=)
+            params = {"watcher": row["name"], "ids": ids, "chunk_size": chunk_size,
                       "settle": settle}
             job = self.submit("model", params, depends_on=deps,
-                              record={"model": row["model"], "watcher": row["name"], "ids": ids})
+                              record={"model": row["model"], "watcher": row["name"], **records.scope(ids)})
             by_watcher[row["name"]] = job
             jobs.append(job)
         jobs += self.index_jobs(ids, by_watcher)

@@ -23,6 +23,7 @@ from ..errors import SemanticIndexError
 from ..index.env import configure_numba_env
 from ..store.context import Context, Target, worker_dask_client
 from ..store.layout import fingerprint_path, get_path, output_path
+from ..store.measures import load_measure
 from ..types import npy
 from .sweeper import Sweeper
 
@@ -126,7 +127,8 @@ class Master:
         start = time.perf_counter()
         ctx = Context(target)
         cfg = ctx.config.master
-        index = VectorIndex(measure=row["measure"], exact_threshold=cfg.exact_threshold, epsilon=cfg.epsilon)
+        measure = load_measure(ctx.metadata, ctx.artifacts, row["measure"])  # a custom one: its callable
+        index = VectorIndex(measure=measure, exact_threshold=cfg.exact_threshold, epsilon=cfg.epsilon)
         with self._loads_done:
             self._loading += 1
         try:

@@ -94,7 +94,11 @@ class MasterHandle:
     def _pick_worker(self) -> str:
         workers = self.dask_client.scheduler_info(n_workers=-1)["workers"]
         if not workers:
-            raise MasterUnavailableError("The cluster has no workers to run the master on. Start a worker.")
+            raise MasterUnavailableError(
+                "The cluster has no workers to run the master on right now: none has connected yet, or they "
+                "are restarting. Check that the workers are running and can reach the scheduler "
+                "(`superduperdb info` lists them), wait until at least one has reconnected, then retry the call.",
+                reason="no workers")
         marked = sorted(a for a, w in workers.items() if (w.get("resources") or {}).get(self.resource))
         return (marked or sorted(workers))[0]
 

@@ -269,9 +269,8 @@ class Model:
         >>> d["kind"], d["class"], d["method"]
         ('callable', 'builtins.len', None)
         """
-        kind, method = self._resolve()
+        kind, method = self.validate()
         pre, post = self._hooks(kind)
-        self._kwargs(method)  # validates method_kwargs
         return {
             "kind": kind,
             "class": class_path(self.object),
@@ -283,6 +282,36 @@ class Model:
             "preprocess": _short_name(pre),
             "postprocess": _short_name(post),
         }
+
+    def validate(self) -> tuple[str, str | None]:
+        """Check every option now, as scikit-learn checks parameters, not in the first job.
+
+        Returns ``(kind, method)``.
+
+        Raises
+        ------
+        ModelError
+            The object is no model; ``batch_size`` is not a positive int; ``method``
+            names no callable attribute of the object; a hook is not callable;
+            ``method_kwargs`` is not a dict.
+
+        Examples
+        --------
+        >>> Model(len, batch_size=0).validate()
+        Traceback (most recent call last):
+        ...
+        superduperdb.errors.ModelError: batch_size must be a positive integer, got 0.
+        """
+        kind, method = self._resolve()
+        self._check_batch_size()
+        if method is not None and kind in ("sklearn", "method") and not callable(getattr(self.object, method, None)):
+            methods = [m for m in dir(self.object) if not m.startswith("_") and callable(getattr(self.object, m, None))]
+            raise ModelError(unknown_name("method", method, methods, where=f"on {class_path(self.object)}",
+                                          plural="callable attributes", limit=20)
+                             + " method= names the method to call on each batch.", model=self.name, method=method)
+        self._hooks(kind)
+        self._kwargs(method)
+        return kind, method
 
     @classmethod
     def from_object(cls, object: Any, description: dict[str, Any] | None = None, **options: Any) -> Model:  # noqa: A002
@@ -389,7 +418,8 @@ class Model:
     def _check_batch_size(self) -> None:
         bs = self.batch_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-            raise ModelError(f"batch_size must be a positive integer, got {bs!r}.", model=self.name)
+            raise ModelError(f"batch_size must be a positive integer, got {bs!r}.", model=self.name,
+                             argument="batch_size")
 
     def _kwargs(self, method: str | None) -> dict[str, Any]:
         given = self.method_kwargs or {}

@@ -4,6 +4,8 @@ A semantic-index row in ``<coll>._semantic_indexes``::
 
     {name, uid, models: [...], keys: [...], measure, watcher}
 
+``measure`` is a built-in name or a measure registered with ``create_measure``.
+
 The first model/key's outputs are indexed (by the master); the other
 models encode ``like`` documents from other keys (e.g. a text encoder
 querying an image index). A neighbourhood row in ``<coll>._neighbourhoods``::
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from bson import ObjectId
 
-from ..errors import AlreadyRegisteredError, InUseError, SemanticIndexError
+from ..errors import AlreadyRegisteredError, InUseError, SemanticIndexError, unknown_name
 from ..index.measures import MEASURES
 from ..jobs.handles import JobGroup
 from ..master.handle import MasterHandle
@@ -63,17 +65,29 @@ class IndexService:
             models = [models]
         if isinstance(keys, str):
             keys = [keys]
+        if not isinstance(name, str) or not name or "." in name or name.startswith("$"):
+            raise SemanticIndexError(f"Semantic index names must be non-empty strings without '.' or a leading "
+                                     f"'$', not {name!r}.", argument="name")
+        if not isinstance(models, (list, tuple)) or not isinstance(keys, (list, tuple)):
+            raise SemanticIndexError(f"models and keys must be lists of names, not models={models!r}, keys={keys!r}.")
         models, keys = list(models), list(keys)
+        bad = [v for v in (*models, *keys) if not isinstance(v, str) or not v or v.startswith("$")]
+        if bad:
+            raise SemanticIndexError(f"models and keys must hold non-empty names (str), not {bad[0]!r}.")
         if not models or len(models) != len(keys):
             raise SemanticIndexError(
                 f"models and keys must be non-empty lists of the same length (one key per model), got "
                 f"models={models!r}, keys={keys!r}.")
-        if measure not in MEASURES:
-            raise SemanticIndexError(f"Unknown measure {measure!r}; use one of {', '.join(MEASURES)}.")
-        for model in models:
-            self.metadata.get("models", model, hint="Register it with create_model first.")
+        if not isinstance(measure, str) or (measure not in MEASURES and not self.metadata.exists("measures", measure)):
+            valid = sorted(set(MEASURES) | set(self.metadata.names("measures")))
+            raise SemanticIndexError(unknown_name("measure", measure, valid, "Register a custom one with "
+                                                  "create_measure(name, callable) first."), measure=measure, valid=valid)
         if self.metadata.exists("semantic_indexes", name):
             raise AlreadyRegisteredError("semantic index", name)
+        from .models import ensure_model
+
+        for model in models:
+            ensure_model(self.scope, model)  # 'parent.attr' of a registered parent is registered now
         return models, keys
 
     def create(self, name: str, models: list[str], keys: list[str], measure: str, after: JobGroup) -> JobGroup:
@@ -81,10 +95,20 @@ class IndexService:
         row = {"name": name, "uid": str(ObjectId()), "models": models, "keys": keys, "measure": measure,
                "watcher": watcher_name(models[0], keys[0])}
         self.metadata.insert("semantic_indexes", row)
-        if self.metadata.get_setting(DEFAULT_KEY) is None:
-            self.metadata.set_setting(DEFAULT_KEY, name)
-        return JobGroup([self.jobs.submit("index", {"index": name, "ids": None}, depends_on=list(after),
-                                          record={"index": name})])
+        meta = self.metadata.table("meta")
+        setting = meta.find_one({"name": DEFAULT_KEY})
+        try:
+            if setting is None or setting.get("value") is None:
+                self.metadata.set_setting(DEFAULT_KEY, name)
+            return JobGroup([self.jobs.submit("index", {"index": name, "ids": None}, depends_on=list(after),
+                                              record={"index": name})])
+        except BaseException:  # register nothing
+            self.metadata.delete("semantic_indexes", name)
+            if setting is None:
+                meta.delete_one({"name": DEFAULT_KEY})
+            else:
+                meta.replace_one({"_id": setting["_id"]}, setting)
+            raise
 
     def get(self, name: str | None) -> dict:
         if name is None:
@@ -113,13 +137,24 @@ class IndexService:
         self.metadata.set_setting(DEFAULT_KEY, name)
 
     # -- neighbourhoods ------------------------------------------------------------------
-    def create_neighbourhood(self, name: str, n: int = 10, semantic_index: str | None = None) -> JobGroup:
-        if not isinstance(n, int) or n <= 0:
+    def create_neighbourhood(self, name: str, n: int = 10, semantic_index: str | None = None,
+                             after: JobGroup | None = None) -> JobGroup:
+        """Register a neighbourhood; its first computation runs after the ``after`` jobs (an index's load)."""
+        if not isinstance(name, str) or not name or "." in name or name.startswith("$"):
+            raise SemanticIndexError(f"Neighbourhood names must be non-empty strings without '.' or a leading '$', "
+                                     f"not {name!r}.", argument="name")
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise SemanticIndexError(f"n must be a positive integer, not {n!r}.")
         index = self.get(semantic_index)
+        if self.metadata.exists("neighbourhoods", name):
+            raise AlreadyRegisteredError("neighbourhood", name)
         self.metadata.insert("neighbourhoods", {"name": name, "n": n, "semantic_index": index["name"]})
-        return JobGroup([self.jobs.submit("neighbourhood", {"neighbourhood": name, "ids": None},
-                                          record={"neighbourhood": name})])
+        try:
+            return JobGroup([self.jobs.submit("neighbourhood", {"neighbourhood": name, "ids": None},
+                                              depends_on=list(after or []), record={"neighbourhood": name})])
+        except BaseException:  # register nothing
+            self.metadata.delete("neighbourhoods", name)
+            raise
 
     def delete_neighbourhood(self, name: str, force: bool = False) -> None:
         self.metadata.get("neighbourhoods", name)

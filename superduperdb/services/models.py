@@ -7,16 +7,25 @@ A model row in ``<coll>._models``::
 
 The stored artifact is the :class:`~superduperdb.models.base.Model` wrapper
 (object plus pre/post-processing), so a worker gets everything it needs.
+Attribute models (``parent.attr``) and models assembled from registered
+parts store a composite reference instead (:mod:`superduperdb.models.composite`),
+and name where they come from: ``parent``/``attribute``, or ``parts``
+(``{preprocessor, forward, postprocessor}``). An attribute model serves its
+parent's version (``version``), and follows it when the parent is retrained.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AlreadyRegisteredError, InUseError, ModelError
 from ..models.base import Model
+from ..models.composite import check_part, composite_ref
+from ..store.layout import MISSING, model_input
 from ..store.metadata import utcnow
 from ..store.models import load_model
+from ..types.registry import drop_unreferenced
 
 if TYPE_CHECKING:
     from .indexes import IndexService
@@ -32,28 +41,173 @@ class ModelService:
         self.watchers = watchers
         self.indexes = indexes
 
-    def create(self, name: str, object: Any, *, preprocess=None, postprocess=None, type: str | None = None,
-               batch_size: int = 32, device: Any = None, method: str | None = None,
-               serializer: str | None = None) -> dict:
-        if not isinstance(name, str) or not name or "." in name or "/" in name or name.startswith("$"):
-            raise ModelError(f"Model names must be non-empty strings without '.', '/' or a leading '$', not {name!r}.")
+    def check_new(self, name: str, object: Any = None, *, preprocess=None, postprocess=None, type: str | None = None,
+                  batch_size: int = 32, device: Any = None, method: str | None = None,
+                  method_kwargs: dict | None = None, preprocessor: str | None = None, forward: str | None = None,
+                  postprocessor: str | None = None) -> tuple[Model | None, dict]:
+        """Validate a new model (nothing is stored); return the wrapper and its row (without artifact).
+
+        A model assembled from registered parts, or an attribute model
+        ``parent.attr``, has no wrapper (None): its row says what to assemble
+        (:meth:`register` does).
+        """
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("$") or ".." in name \
+                or name.startswith(".") or name.endswith("."):
+            raise ModelError(f"Model names must be non-empty strings without '/' or a leading '$' ('parent.attr' "
+                             f"names an attribute of a registered model), not {name!r}.")
         if self.metadata.exists("models", name):
             raise AlreadyRegisteredError("model", name)
         if type is not None:
+            if not isinstance(type, str):
+                raise ModelError(f"type must be the name of a type (a str), not {type!r}.", argument="type")
             self.scope.types.get(type)  # NotRegisteredError now, not on the worker
+        for hook, given, part in (("preprocess", preprocess, preprocessor), ("postprocess", postprocess, postprocessor)):
+            if part is not None and given is not None:
+                raise ModelError(f"Give {hook}= (a callable) or {hook}or= (a registered part's name), not both.",
+                                 model=name)
+        parent = name.split(".", 1)[0] if "." in name else None
+        if parent is not None or forward is not None or preprocessor is not None or postprocessor is not None:
+            if parent is not None and (object is not None or forward is not None):
+                raise ModelError(f"{name!r} names the attribute {name.split('.', 1)[1]!r} of model {parent!r}: "
+                                 "give no object or forward (it is resolved on the parent).", model=name)
+            if forward is not None and object is not None:
+                raise ModelError("Give object= or forward= (a registered forward's name), not both.", model=name)
+            if preprocess is not None or postprocess is not None:
+                raise ModelError("With registered parts, give the processors as parts too: "
+                                 "preprocessor='name' / postprocessor='name' (create_preprocessor).", model=name)
+            options = {"batch_size": batch_size, "device": None if device is None else str(device), "method": method,
+                       "method_kwargs": dict(method_kwargs) if method_kwargs else None}
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise ModelError(f"batch_size must be a positive integer, got {batch_size!r}.", model=name,
+                                 argument="batch_size")
+            if parent is not None:
+                self.metadata.get("models", parent, hint=f"{name!r} is an attribute of model {parent!r}, "
+                                                         "which must be registered first.")
+            hint = "Register it with create_{}(name, {})."
+            self._part("preprocessors", preprocessor, hint.format("preprocessor", "callable"))
+            self._part("postprocessors", postprocessor, hint.format("postprocessor", "callable"))
+            self._part("forwards", forward, hint.format("forward", "module"))
+            if object is not None:
+                check_part("forward", object)
+            return None, {"name": name, "type": type, "composite": {
+                "object": object, "parent": parent, "forward": forward, "preprocessor": preprocessor,
+                "postprocessor": postprocessor, "options": options}}
+        if object is None:
+            raise ModelError(f"create_model({name!r}) needs the model object (or forward='<registered forward>', or "
+                             "a name 'parent.attr' for an attribute of a registered model).", model=name)
         model = Model(object, preprocess=preprocess, postprocess=postprocess, batch_size=batch_size,
-                      device=device, method=method, name=name)
-        description = model.describe()  # validates the object (kind, method)
+                      device=device, method=method, method_kwargs=method_kwargs, name=name)
+        description = model.describe()  # validates the object, batch_size, method, hooks
+        return model, {"name": name, "version": 1, "type": type, **_plain(description)}
+
+    def create(self, name: str, object: Any = None, *, preprocess=None, postprocess=None, type: str | None = None,
+               batch_size: int = 32, device: Any = None, method: str | None = None,
+               serializer: str | None = None, preprocessor: str | None = None, forward: str | None = None,
+               postprocessor: str | None = None, method_kwargs: dict | None = None) -> dict:
+        model, row = self.check_new(name, object, preprocess=preprocess, postprocess=postprocess, type=type,
+                                    batch_size=batch_size, device=device, method=method, method_kwargs=method_kwargs,
+                                    preprocessor=preprocessor, forward=forward, postprocessor=postprocessor)
+        return self.register(model, row, serializer)
+
+    def register(self, model: Model | None, row: dict, serializer: str | None = None) -> dict:
+        """Store a model checked by :meth:`check_new`: its artifact and its row, or neither."""
+        composite = row.get("composite")
+        if composite is not None:
+            return self._create_composite(row["name"], composite["object"], composite["parent"], composite["forward"],
+                                          composite["preprocessor"], composite["postprocessor"],
+                                          composite["options"], row["type"], serializer)
         ref = self.artifacts.put(model, serializer)
-        row = {"name": name, "version": 1, "artifact": ref, "type": type, **_plain(description),
-               "versions": [{"version": 1, "artifact": ref, "created_at": utcnow(), "metrics": {}}]}
+        row = {**row, "artifact": ref, "versions": [{"version": 1, "artifact": ref, "created_at": utcnow(), "metrics": {}}]}
+        try:
+            return self.metadata.insert("models", row)
+        except BaseException:  # the row was not written (a single insert): the artifact goes too
+            drop_unreferenced(self.metadata, self.artifacts, ref)
+            raise
+
+    def unregister(self, name: str) -> None:
+        """Undo :meth:`register` (a later step of the same call failed): the row, and the artifact
+        unless something else stores the same bytes."""
+        row = self.metadata.find_one("models", name)
+        self.metadata.delete("models", name)
+        if row is not None:
+            drop_unreferenced(self.metadata, self.artifacts, row["artifact"])
+
+    def _create_composite(self, name: str, object: Any, parent: str | None, forward: str | None,
+                          preprocessor: str | None, postprocessor: str | None, options: dict, type: str | None,
+                          serializer: str | None) -> dict:
+        hint = "Register it with create_{}(name, {})."
+        pre = self._part("preprocessors", preprocessor, hint.format("preprocessor", "callable"))
+        post = self._part("postprocessors", postprocessor, hint.format("postprocessor", "callable"))
+        extra: dict = {"parts": {"preprocessor": preprocessor, "forward": forward, "postprocessor": postprocessor}}
+        version = 1
+        if parent is not None:
+            parent_row = self.metadata.get("models", parent, hint=f"{name!r} is an attribute of model {parent!r}, "
+                                                                  "which must be registered first.")
+            if parent_row.get("parent"):
+                raise ModelError(f"{parent!r} is itself an attribute model; name the attribute from its root "
+                                 f"{parent_row['parent']!r} instead.", model=name)
+            base, attribute, version = parent_row["artifact"], name.split(".", 1)[1], parent_row.get("version", 1)
+            extra = {**extra, "parent": parent, "attribute": attribute}
+        elif forward is not None:
+            base, attribute = self._part("forwards", forward, hint.format("forward", "module")), None
+        else:
+            check_part("forward", object)
+            base, attribute = self.artifacts.put(object, serializer), None
+        ref = composite_ref(forward=base, attribute=attribute, preprocess=pre, postprocess=post, options=options,
+                            name=name)
+        description = self.artifacts.get(ref).describe()  # resolves it now: a missing attribute fails here
+        row = {"name": name, "version": version, "artifact": ref, "type": type, **_plain(description), **extra,
+               "versions": [{"version": version, "artifact": ref, "created_at": utcnow(), "metrics": {}}]}
         return self.metadata.insert("models", row)
+
+    def _part(self, kind: str, name: str | None, hint: str) -> dict | None:
+        return None if name is None else self.metadata.get(kind, name, hint=hint)["artifact"]
+
+    def ensure(self, name: str) -> dict:
+        """The row of model ``name``; an unregistered ``parent.attr`` of a registered parent is registered now."""
+        row = self.metadata.find_one("models", name)
+        if row is not None:
+            return row
+        if isinstance(name, str) and "." in name and self.metadata.exists("models", name.split(".", 1)[0]):
+            try:
+                return self.create(name)
+            except AlreadyRegisteredError:  # registered concurrently
+                return self.metadata.get("models", name)
+        return self.metadata.get("models", name, hint="Register it with create_model(name, object) first.")
+
+    # -- parts ------------------------------------------------------------------------------------
+    def create_part(self, kind: str, name: str, obj: Any, serializer: str | None = None) -> dict:
+        singular = kind[:-1]
+        if not isinstance(name, str) or not name or "." in name or "/" in name or name.startswith("$"):
+            raise ModelError(f"{singular.capitalize()} names must be non-empty strings without '.', '/' or a "
+                             f"leading '$', not {name!r}.")
+        if self.metadata.exists(kind, name):
+            raise AlreadyRegisteredError(singular, name)
+        check_part(singular, obj)
+        from ..models.base import class_path
+
+        ref = self.artifacts.put(obj, serializer)
+        return self.metadata.insert(kind, {"name": name, "artifact": ref, "class": class_path(obj)})
+
+    def delete_part(self, kind: str, name: str, force: bool = False) -> None:
+        """Delete a registered part; refused while a model is assembled from it, unless ``force``
+        (which deletes those models too, as :meth:`delete` with ``force``)."""
+        singular = kind[:-1]
+        self.metadata.get(kind, name)
+        users = self.metadata.list("models", {f"parts.{singular}": name})
+        if users and not force:
+            raise InUseError(singular, name, [f"model {m['name']!r}" for m in users])
+        for model in users:
+            if self.metadata.exists("models", model["name"]):
+                self.delete(model["name"], force=True)
+        self.metadata.delete(kind, name)
 
     def load(self, name: str, version: int | None = None) -> Model:
         return load_model(self.metadata, self.artifacts, name, version)
 
     def users(self, name: str) -> list[str]:
-        users = [f"watcher {w['name']!r}" for w in self.metadata.list("watchers", {"model": name})]
+        users = [f"attribute model {m['name']!r}" for m in self.metadata.list("models", {"parent": name})]
+        users += [f"watcher {w['name']!r}" for w in self.metadata.list("watchers", {"model": name})]
         users += [f"watcher {w['name']!r} (features)" for w in self.metadata.list("watchers")
                   if name in (w.get("features") or {}).values()]
         users += [f"semantic index {s['name']!r}" for s in self.metadata.list("semantic_indexes") if name in s.get("models", [])]
@@ -69,6 +223,8 @@ class ModelService:
         for index in self.metadata.list("semantic_indexes"):
             if name in index.get("models", []):
                 self.indexes.delete(index["name"], force=True)
+        for attribute in self.metadata.list("models", {"parent": name}):
+            self.delete(attribute["name"], force=True)
         for w in self.metadata.list("watchers"):
             uses = w["model"] == name or name in (w.get("features") or {}).values()
             if uses and self.metadata.exists("watchers", w["name"]):
@@ -76,10 +232,36 @@ class ModelService:
         self.metadata.delete("models", name)
 
     def apply(self, name: str, inputs: list, key: str | None = None) -> list:
+        """The model's outputs on ``inputs``, or on each document's ``key`` (``'a.b'`` reads
+        ``doc['a']['b']``, ``'_base'`` the whole document, as a watcher does)."""
+        if isinstance(inputs, (str, bytes, Mapping)) or not isinstance(inputs, Iterable):
+            raise ModelError(f"inputs must be a list of inputs (or of documents, with key=...), not "
+                             f"{type(inputs).__name__}: use [x] for a single input.", model=name, argument="inputs")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ModelError(f"key must be a field name such as 'text' or 'a.b', not {key!r}.", model=name,
+                             argument="key")
+        self.ensure(name)
         model = self.load(name)
+        inputs = list(inputs)
         if key is not None:
-            inputs = [self.scope.types.decode(d)[key] if isinstance(d, dict) else d for d in inputs]
-        return model.predict(list(inputs))
+            values = []
+            for i, doc in enumerate(inputs):
+                if not isinstance(doc, Mapping):
+                    values.append(doc)
+                    continue
+                value = model_input(self.scope.types.decode(dict(doc)), key, {})
+                if value is MISSING:
+                    raise ModelError(f"inputs[{i}] has no field {key!r} (documents: {list(doc)[:10]}).", model=name,
+                                     argument="key", index=i)
+                values.append(value)
+            inputs = values
+        return model.predict(inputs)
+
+
+def ensure_model(scope: Scope, name: str) -> dict:
+    """The row of model ``name``, registering an attribute model ``parent.attr`` on first use
+    (for the services that only read models: watchers, indexes, search)."""
+    return ModelService(scope, None, None).ensure(name)  # type: ignore[arg-type]
 
 
 def _plain(description: dict) -> dict:

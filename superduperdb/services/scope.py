@@ -23,7 +23,10 @@ from .checks import check_filter
 if TYPE_CHECKING:
     from ..cluster.connection import Cluster
     from ..jobs.service import JobService
+    from .downloads import DownloadService
     from .indexes import IndexService
+    from .learning import LearningTaskService
+    from .measures import MeasureService
     from .models import ModelService
     from .search import SearchService
     from .training import TrainingService
@@ -140,3 +143,19 @@ class Services:
         from .training import TrainingService
 
         return TrainingService(self.scope, self.jobs, self.indexes)
+
+    @cached_property
+    def learning(self) -> LearningTaskService:
+        from .learning import LearningTaskService
+
+        return LearningTaskService(self.scope, self.training)
+    def measures(self) -> MeasureService:
+        from .measures import MeasureService
+
+        return MeasureService(self.scope, self.indexes)
+
+    @cached_property
+    def downloads(self) -> DownloadService:
+        from .downloads import DownloadService
+
+        return DownloadService(self.scope)

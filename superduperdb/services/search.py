@@ -15,9 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence, Set
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SemanticIndexError
-from ..store.layout import LIKE
-from ..store.models import load_model
+from bson.binary import Binary
+
+from ..config.secrets import redact_url
+from ..errors import DecodingError, SemanticIndexError
+from ..store.downloads import fetch as fetch_url
+from ..store.layout import CONTENT, LIKE
+from .query_encoding import encode_query
 
 if TYPE_CHECKING:
     from .indexes import IndexService
@@ -44,13 +48,37 @@ class SearchService:
             return vector
         for model, key in zip(row["models"], row["keys"]):
             if key == "_base" or key in like:
-                value = like if key == "_base" else like[key]
-                value = self.scope.types.decode(value)
-                return load_model(self.scope.metadata, self.scope.artifacts, model).predict([value])[0]
+                if key == "_base":
+                    like = self._download(like)
+                else:
+                    like = {**like, key: self._download(like[key])}
+                return encode_query(self.scope, model, key, like)  # follows the watcher's features chain
         raise SemanticIndexError(
             f"No model of index {row['name']!r} reads a field of like={list(like)}: it encodes queries from "
             f"the keys {row['keys']} (models {row['models']}). Use one of those keys, or {{'_id': id}}.",
             index=row["name"], keys=list(row["keys"]))
+
+    def _download(self, value: Any) -> Any:
+        """``value`` with each ``{'_content': {'url': ..., 'type': ...}}`` fetched now and decoded,
+        as an insert's download job would store it (a ``like`` document is not stored)."""
+        if isinstance(value, Mapping):
+            content = value.get(CONTENT)
+            if len(value) == 1 and isinstance(content, Mapping) and "url" in content and "bytes" not in content:
+                url, type_name = content["url"], content.get("type", "bytes")
+                if not isinstance(type_name, str):
+                    raise SemanticIndexError(f"The type of a URL in like must be a type name, not {type_name!r}.")
+                try:
+                    data = fetch_url(url)
+                except Exception as exc:
+                    raise SemanticIndexError(
+                        f"Could not download {redact_url(str(url))!r} for like=: {redact_url(str(exc))}. Check the "
+                        "URL (http://, https:// or file://), or pass the content itself.", url=redact_url(str(url))
+                    ) from None
+                return {CONTENT: {"bytes": Binary(data), "type": type_name}}
+            return {k: self._download(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._download(v) for v in value]
+        return value
 
     def find_like(self, filter: dict, like: Mapping, *, projection: Any, n: int, semantic_index: str | None,
                   similar_first: bool) -> tuple[list[dict], str]:
@@ -77,17 +105,33 @@ class SearchService:
             docs = [{k: v for k, v in d.items() if k != "_id"} for d in docs]
         return docs, row["name"]
 
-    def join_neighbourhood(self, name: str, transform: Callable[[dict], dict]) -> Callable[[dict], dict]:
-        """Wrap ``transform`` so that ``_like.<name>`` holds documents instead of ids."""
+    def join_neighbourhood(self, name: str, transform: Callable[[dict], Any], *, raw: bool = False,
+                           decode_errors: str = "raise") -> Callable[[dict], Any]:
+        """Wrap ``transform`` so that ``_like.<name>`` holds documents instead of ids (decoded as
+        the documents themselves: not with ``raw``; ``decode_errors`` as in ``find``)."""
         self.scope.metadata.get("neighbourhoods", name, hint="Create it with create_neighbourhood.")
-        raw, types = self.scope.raw, self.scope.types
+        store, types = self.scope.raw, self.scope.types
 
-        def joined(doc: dict) -> dict:
+        def decoded(doc: dict) -> dict | None:
+            if raw:
+                return doc
+            try:
+                return types.decode(doc, errors="raw" if decode_errors == "raw" else "raise")
+            except DecodingError:
+                if decode_errors == "skip":
+                    return None
+                raise
+
+        def joined(doc: dict) -> Any:
             doc = transform(doc)
-            ids = (doc.get(LIKE) or {}).get(name)
-            if ids:
-                found = {d["_id"]: d for d in raw.find({"_id": {"$in": ids}})}
-                doc[LIKE] = {**doc[LIKE], name: [types.decode(found[i]) for i in ids if i in found]}
+            if not isinstance(doc, dict):  # left out by decode_errors='skip'
+                return doc
+            likes = doc.get(LIKE)
+            ids = likes.get(name) if isinstance(likes, Mapping) else None
+            if ids and isinstance(ids, list):
+                found = {d["_id"]: d for d in store.find({"_id": {"$in": ids}})}
+                neighbours = [decoded(found[i]) for i in ids if i in found]
+                doc[LIKE] = {**likes, name: [d for d in neighbours if d is not None]}
             return doc
 
         return joined

@@ -35,6 +35,7 @@ from ..errors import (
     TrainingError,
     unknown_name,
 )
+from ..index.measures import MEASURES
 from ..jobs.handles import Job, JobGroup
 from ..store.watchers import active_watchers, downstream, dump_filter, topological, watcher_name
 from ..training import metrics as M
@@ -54,6 +55,14 @@ def check_name(what: str, name: Any) -> str:
     if not isinstance(name, str) or not name or "." in name or "/" in name or name.startswith("$"):
         raise TrainingError(f"{what} names must be non-empty strings without '.', '/' or a leading '$', not {name!r}.")
     return name
+
+
+def check_trainable(row: dict, name: str) -> None:
+    """Refuse to train a model that stores no object of its own (an attribute model, or one assembled from parts)."""
+    if (row.get("artifact") or {}).get("serializer") == "composite":
+        what = (f"an attribute of model {row['parent']!r}: train {row['parent']!r}, and {name!r} follows its versions"
+                if row.get("parent") else "assembled from registered parts: train a model registered with its object")
+        raise TrainingError(f"Model {name!r} is {what}.", model=name)
 
 
 def settings_from(kwargs: dict) -> dict:
@@ -114,6 +123,17 @@ class TrainingService:
         builtins = {"metrics": [m for m in M.BUILTIN_METRICS if m != "recall@k"] + ["recall@10"],
                     "losses": list(_builtin_losses()), "splitters": []}[kind]
         return sorted(set(builtins) | set(self.metadata.names(kind)))
+
+    def load_callable(self, kind: str, name: str) -> Any:
+        """The metric, loss or splitter ``name``: a built-in one, or the registered callable."""
+        if kind == "metrics" and M.is_builtin(name):
+            return M.get_builtin(name)
+        if kind == "losses" and name in _builtin_losses():
+            from ..training.losses import get_builtin
+
+            return get_builtin(name)
+        row = self.metadata.get(kind, name, hint=f"Register it with create_{CALLABLES[kind]}(name, callable).")
+        return self.artifacts.get(row["artifact"])
 
     def delete_callable(self, kind: str, name: str, force: bool = False) -> None:
         self.metadata.get(kind, name)
@@ -182,6 +202,7 @@ class TrainingService:
         if self.imputations.count_documents({"name": name}, limit=1):
             raise AlreadyRegisteredError("imputation", name)
         row = self.metadata.get("models", model, hint="Register it with create_model(name, object) first.")
+        check_trainable(row, model)
         if row.get("kind") not in ("sklearn", "torch"):
             raise TrainingError(f"Model {model!r} is a {row.get('kind')!r} model; only scikit-learn estimators and "
                                 "torch modules can be trained.", model=model)
@@ -256,6 +277,11 @@ class TrainingService:
         from ..tasks.training import TrainSpec
 
         index = self.indexes.get(name)
+        if index["measure"] not in MEASURES:
+            raise TrainingError(f"Index {name!r} uses the custom measure {index['measure']!r}: contrastive training "
+                                f"and its validation rank with a built-in measure ({', '.join(MEASURES)}). Train an "
+                                "index with a built-in measure over the same models; validate_semantic_index works "
+                                "with custom measures.")
         models, keys = list(index["models"]), list(index["keys"])
         if splitter is not None:
             self.metadata.get("splitters", splitter, hint="Register it with create_splitter(name, callable).")
@@ -264,6 +290,7 @@ class TrainingService:
             raise TrainingError(f"Index {name!r} has one model/key: give a splitter (create_splitter) to split each "
                                 "document into a query and a target, or create the index with a query model and key.")
         for m in set(models[:2]):
+            check_trainable(self.metadata.get("models", m), m)
             if self.metadata.get("models", m).get("kind") != "torch":
                 raise TrainingError(f"Model {m!r} of index {name!r} is not a torch module: only torch encoders are "
                                     "trained contrastively.", model=m)
@@ -298,12 +325,12 @@ class TrainingService:
         return JobGroup([promote, *self._after_promote({name}, promote)])
 
     # -- jobs --------------------------------------------------------------------------------------
-    def _submit(self, spec: Any, record: dict) -> JobGroup:
+    def _submit(self, spec: Any, record: dict, kind: str = "train") -> JobGroup:
         from ..tasks.versions import PromoteSpec
 
         jobs = self.jobs
         models = list(dict.fromkeys(spec.models))
-        train = jobs.submit("train", {"spec": spec}, record={"model": models[0], "models": models, "metrics": [],
+        train = jobs.submit(kind, {"spec": spec}, record={"model": models[0], "models": models, "metrics": [],
                                                              **record})
         promote = jobs.submit("promote", {"spec": PromoteSpec(from_job=train.id)}, depends_on=[train],
                               record={"model": models[0], "models": models, "training_job": train.id})
@@ -313,7 +340,10 @@ class TrainingService:
         """Recompute watchers downstream of the models' outputs, then their indexes and neighbourhoods."""
         rows = active_watchers(self.metadata)
         own = {r["name"] for r in rows if r["model"] in models}
-        out = list(self.jobs.submit_watchers(None, downstream(rows, own) - own, after=[promote]))
+        # attribute models (parent.attr) follow their parent's promotion: their watchers recompute too
+        attributes = set(self.metadata.names("models", {"parent": {"$in": sorted(models)}}))
+        own_attributes = {r["name"] for r in rows if r["model"] in attributes}
+        out = list(self.jobs.submit_watchers(None, downstream(rows, own | own_attributes) - own, after=[promote]))
         for index in self.metadata.list("semantic_indexes"):
             if models & set(index.get("models", [])):
                 out += self.jobs.neighbourhood_jobs(index["name"], None, [promote])

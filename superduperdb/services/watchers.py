@@ -7,9 +7,9 @@ The row format and the DAG helpers live in :mod:`superduperdb.store.watchers`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InUseError, ModelError, QueryError
+from ..errors import AlreadyRegisteredError, InUseError, ModelError, QueryError
 from ..jobs.handles import JobGroup
 from ..store.layout import OUTPUTS, fingerprint_path
 from ..store.models import load_model
@@ -20,6 +20,7 @@ from ..store.watchers import (
     watcher_name,
     watcher_output,
 )
+from .checks import check_evaluable, check_operators
 
 if TYPE_CHECKING:
     from ..jobs.service import JobService
@@ -34,29 +35,89 @@ class WatcherService:
         self.jobs = jobs
         self.indexes = indexes
 
-    def create(self, model: str, key: str, *, filter: Mapping | None = None, features: Mapping | None = None,
-               active: bool = True, name: str | None = None) -> JobGroup:
-        """Register a watcher; return its backfill jobs (none while inactive)."""
-        model_row = self.metadata.get("models", model, hint="Register it with create_model(name, object) first.")
+    def check_new(self, model: str, key: str, *, filter: Mapping | None = None, features: Mapping | None = None,
+                  active: bool = True, name: str | None = None, model_row: Mapping | None = None,
+                  model_object: Any = None, chunk_size: int | None = None) -> dict:
+        """Validate a new watcher; return its row. Nothing is stored.
+
+        ``model_row``/``model_object`` stand for a model being registered in the same
+        call (``create_model(..., key=...)``), not stored yet. ``chunk_size``: documents
+        per chunk of this watcher's jobs (default ``jobs.chunk_size``).
+        """
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                       or chunk_size < 1):
+            raise ModelError(f"max_chunk_size must be a positive integer (documents per chunk), not {chunk_size!r}.",
+                             argument="max_chunk_size")
+        from .models import ensure_model
+
+        if model_row is None:
+            model_row = ensure_model(self.scope, model)  # 'parent.attr' of a registered parent is registered now
+        if not isinstance(key, str) or not key or key.startswith("$") or key.startswith(OUTPUTS) or ".." in key \
+                or key.startswith(".") or key.endswith("."):
+            raise ModelError(f"key must be a field name (or '_base' for the whole document), not {key!r}.",
+                             argument="key")
+        if not isinstance(active, bool):
+            raise ModelError(f"active must be True or False, not {active!r}.", argument="active")
+        if name is not None and (not isinstance(name, str) or not name or name.startswith("$")):
+            raise ModelError(f"A watcher name must be a non-empty string, not {name!r}.", argument="name")
         if active and model_row.get("kind") == "sklearn":  # an unfitted estimator would fail in every job
             from ..models.sklearn_adapter import check_fitted
 
-            check_fitted(load_model(self.metadata, self.scope.artifacts, model).object, model)
-        if not isinstance(key, str) or not key or key.startswith("$") or key.startswith(OUTPUTS):
-            raise ModelError(f"key must be a field name (or '_base' for the whole document), not {key!r}.")
+            obj = model_object if model_object is not None else load_model(self.metadata, self.scope.artifacts, model).object
+            check_fitted(obj, model)
         if filter is not None and not isinstance(filter, Mapping):
             raise QueryError(f"filter must be a dict (a MongoDB query), not {filter!r}.", argument="filter")
+        stored_filter = self._check_filter(filter)
+        if features is not None and (not isinstance(features, Mapping) or not all(
+                isinstance(k, str) and k and isinstance(v, str) for k, v in features.items())):
+            raise QueryError(f"features must be a dict of field name to model name, such as {{'text': 'encoder'}}, "
+                             f"not {features!r}.", argument="features")
         features = dict(features or {})
         for fkey, fmodel in features.items():
-            self.metadata.get("models", fmodel, hint=f"features={{{fkey!r}: {fmodel!r}}} names an unknown model.")
+            if isinstance(fmodel, str) and "." in fmodel and self.metadata.exists("models", fmodel.split(".")[0]):
+                ensure_model(self.scope, fmodel)
+            else:
+                self.metadata.get("models", fmodel, hint=f"features={{{fkey!r}: {fmodel!r}}} names an unknown model.")
         row = {"name": name or watcher_name(model, key), "model": model, "key": key,
-               "filter": dump_filter(filter), "features": features, "active": bool(active)}
+               "filter": stored_filter, "features": features, "active": active}
+        if chunk_size is not None:
+            row["chunk_size"] = chunk_size
+        if self.metadata.exists("watchers", row["name"]):
+            raise AlreadyRegisteredError("watcher", row["name"])
         topological([*self.metadata.list("watchers"), row])  # refuse cycles before storing anything
+        return row
+
+    def _check_filter(self, filter: Mapping | None) -> str:
+        """The filter as stored (extended JSON), checked: known operators, evaluable by the store."""
+        if not filter:
+            return dump_filter(None)
+        check_operators(filter)
+        encoded = self.scope.types.encode(dict(filter), "filter", mark=False)
+        check_evaluable(self.scope.raw, encoded)
+        try:
+            return dump_filter(encoded)
+        except (TypeError, ValueError) as exc:
+            raise QueryError(f"The filter cannot be stored: {exc}.", argument="filter") from exc
+
+    def create(self, model: str, key: str, *, filter: Mapping | None = None, features: Mapping | None = None,
+               active: bool = True, name: str | None = None, chunk_size: int | None = None,
+               backfill: bool = True) -> JobGroup:
+        """Register a watcher; return its backfill jobs (none while inactive, or without ``backfill``)."""
+        row = self.check_new(model, key, filter=filter, features=features, active=active, name=name,
+                             chunk_size=chunk_size)
+        return self.register(row, backfill=backfill)
+
+    def register(self, row: dict, backfill: bool = True) -> JobGroup:
+        """Store a watcher row checked by :meth:`check_new` and start its backfill (unless not ``backfill``)."""
         self.metadata.insert("watchers", row)
-        self.indexes.watch_collection()
-        if not active:
-            return JobGroup()
-        return self.jobs.submit_watchers(None, {row["name"]})
+        try:
+            self.indexes.watch_collection()
+            if not row["active"] or not backfill:
+                return JobGroup()
+            return self.jobs.submit_watchers(None, {row["name"]})
+        except BaseException:  # e.g. the cluster cannot be reached: register nothing
+            self.metadata.delete("watchers", row["name"])
+            raise
 
     def ensure(self, model: str, key: str) -> JobGroup:
         """The watcher ``<model>/<key>``: created (with its backfill) unless it exists."""

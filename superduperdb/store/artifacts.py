@@ -3,6 +3,10 @@
 Saving the same bytes twice stores them once. Loaded objects are cached per
 process (bounded LRU), so a worker loads a model once, not once per job.
 
+A *composite* reference (``serializer: 'composite'``: an attribute model, or
+a model assembled from registered parts, see :mod:`superduperdb.models.composite`)
+is resolved from the artifacts it names.
+
 Trust model: loading an artifact unpickles it (pickle, dill, or ``torch.load``
 of a whole module), which runs code. Connect only to databases you trust.
 """
@@ -90,7 +94,12 @@ class ArtifactStore:
 
         key = (ref["hash"], ref["serializer"])
         obj = _cache_get(key)
-        if obj is None:
+        if obj is None and ref["serializer"] == "composite":  # built from other artifacts, each loaded once
+            from ..models.composite import build
+
+            obj = build(ref, self.get)
+            _cache_put(key, obj)
+        elif obj is None:
             data = self.get_bytes(ref["hash"])
             try:
                 obj = loads(data, ref["serializer"])

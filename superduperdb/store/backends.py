@@ -1,9 +1,10 @@
 """Open the raw database client behind a URI.
 
 ``mongodb://`` and ``mongodb+srv://`` open a :class:`pymongo.MongoClient`;
-``mongomock://<name>`` returns the in-process mongomock store registered under
-that name, shared by every handle in this process (and so by a local cluster
-whose workers are threads of this process).
+``mongomock://<name>`` returns the in-process embedded store
+(:class:`~superduperdb.store.embedded.EmbeddedClient`) registered under that
+name, shared by every handle in this process (and so by a local cluster whose
+workers are threads of this process).
 """
 
 from __future__ import annotations
@@ -29,19 +30,20 @@ _MOCKS_LOCK = threading.Lock()
 
 
 def mongomock_client(name: str):
-    """The process-wide mongomock client registered as ``mongomock://<name>``."""
-    import mongomock
+    """The process-wide embedded store registered as ``mongomock://<name>``."""
     import mongomock.gridfs
+
+    from .embedded import EmbeddedClient
 
     with _MOCKS_LOCK:
         if name not in _MOCKS:
             mongomock.gridfs.enable_gridfs_integration()
-            _MOCKS[name] = mongomock.MongoClient()
+            _MOCKS[name] = EmbeddedClient()
         return _MOCKS[name]
 
 
 def register_mongomock(client: Any) -> str:
-    """Register an existing mongomock client; return the URI that finds it."""
+    """Register an existing mongomock (or embedded) client; return the URI that finds it."""
     with _MOCKS_LOCK:
         for name, known in _MOCKS.items():
             if known is client:
@@ -103,20 +105,25 @@ def open_client(uri: str, cfg: Config, **pymongo_kwargs: Any) -> Any:
     client = pymongo.MongoClient(uri, **kwargs)
     try:
         client.admin.command("ping")
-    except pymongo.errors.PyMongoError as exc:
+    except (pymongo.errors.PyMongoError, ValueError, TypeError, KeyError) as exc:
+        # pymongo raises bare ValueError/KeyError when a server answers authentication in a
+        # shape it does not expect (a server without authentication): a failure to connect too.
         client.close()
-        raise ConnectionFailure(
-            f"Could not reach MongoDB at {redact(uri)!r} within {timeout} ms ({exc.__class__.__name__}). "
-            "Check that the server runs and the address is right, or raise mongodb.timeout_ms.",
-            uri=redact(uri),
-            timeout_ms=timeout,
-        ) from exc
+        auth = not isinstance(exc, pymongo.errors.PyMongoError) or isinstance(exc, pymongo.errors.OperationFailure)
+        if auth:
+            message = (f"MongoDB at {redact(uri)!r} did not accept the connection's authentication "
+                       f"({exc.__class__.__name__}). Check the user name, password and authSource; a server "
+                       "without authentication refuses credentials: leave them out of the URI.")
+        else:
+            message = (f"Could not reach MongoDB at {redact(uri)!r} within {timeout} ms ({exc.__class__.__name__}). "
+                       "Check that the server runs and the address is right, or raise mongodb.timeout_ms.")
+        raise ConnectionFailure(message, uri=redact(uri), timeout_ms=timeout) from exc
     return client
 
 
 def uri_of_client(client: Any) -> str:
     """The URI that reopens an existing pymongo or mongomock client."""
-    if type(client).__module__.startswith("mongomock"):
+    if _is_mongomock_client(client):
         return register_mongomock(client)
     if isinstance(client, pymongo.MongoClient):
         nodes = client.topology_description.server_descriptions() or {}
@@ -126,3 +133,20 @@ def uri_of_client(client: Any) -> str:
         f"Cannot wrap a {type(client).__name__}: pass a URI, a pymongo.MongoClient or a mongomock.MongoClient.",
         uri=None,
     )
+
+
+def in_process(raw: Any) -> bool:
+    """Whether ``raw`` (a collection) lives in this process: the embedded store, or mongomock's own."""
+    try:
+        import mongomock
+    except ImportError:  # pragma: no cover - a dependency
+        return False
+    return isinstance(raw, mongomock.Collection)
+
+
+def _is_mongomock_client(client: Any) -> bool:
+    try:
+        import mongomock
+    except ImportError:  # pragma: no cover - a dependency
+        return False
+    return isinstance(client, mongomock.MongoClient)

@@ -1,9 +1,11 @@
-"""``bulk_write`` on every store, the in-process stand-in included.
+"""``bulk_write`` on every store, the in-process stand-ins included.
 
 mongomock's ``bulk_write`` raises TypeError for UpdateOne/ReplaceOne with
-pymongo >= 4.11, so on mongomock the operations run one by one (in order) and
-the counts are assembled as pymongo's ``bulk_api_result``; a failure raises
-:class:`pymongo.errors.BulkWriteError` with the same details a server gives.
+pymongo >= 4.11. The embedded store's own ``bulk_write`` and, for a plain
+mongomock client a user passed in, :func:`bulk_write` run the operations one by
+one (in order, :func:`run_one_by_one`) and assemble the counts as pymongo's
+``bulk_api_result``; a failure raises :class:`pymongo.errors.BulkWriteError`
+with the same details a server gives.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ from pymongo.errors import BulkWriteError
 BATCH = 1000
 
 
-def is_mongomock(raw: Any) -> bool:
-    """Whether ``raw`` (a collection) belongs to the in-process mongomock store."""
+def is_plain_mongomock(raw: Any) -> bool:
+    """Whether ``raw`` (a collection) is mongomock's own, whose ``bulk_write`` cannot update."""
     return type(raw).__module__.startswith("mongomock")
 
 
 def bulk_write(raw: Any, ops: list, ordered: bool = True, *args: Any, **kwargs: Any) -> tuple[dict, bool]:
     """Run ``ops`` on the raw collection; return ``(bulk_api_result, acknowledged)``."""
-    if is_mongomock(raw):
-        return _emulate(raw, ops, ordered), True
+    if is_plain_mongomock(raw):
+        return run_one_by_one(raw, ops, ordered), True
     result = raw.bulk_write(ops, ordered, *args, **kwargs)
     return result.bulk_api_result, result.acknowledged
 
@@ -46,7 +48,14 @@ def set_fields(raw: Any, updates: Iterable[tuple[Any, dict]]) -> int:
     return update_each(raw, (({"_id": _id}, update) for _id, update in updates))
 
 
-def _emulate(raw: Any, ops: list, ordered: bool) -> dict:
+def run_one_by_one(raw: Any, ops: list, ordered: bool) -> dict:
+    """Run bulk ``ops`` one at a time on ``raw``; return pymongo's ``bulk_api_result``.
+
+    Raises
+    ------
+    pymongo.errors.BulkWriteError
+        With ``details['writeErrors']`` (index, code, errmsg, op) and the counts so far.
+    """
     counts = {"nInserted": 0, "nMatched": 0, "nModified": 0, "nRemoved": 0, "nUpserted": 0,
               "upserted": [], "writeErrors": [], "writeConcernErrors": []}
     for index, op in enumerate(ops):

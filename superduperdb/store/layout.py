@@ -10,6 +10,12 @@
   (:func:`neighbourhood_path`);
 * ``{'_content': {'url': ...}}``: content still to download (:func:`find_urls`).
 
+The ``<model>`` segment is the model's name, except that an attribute model
+``parent.attr`` is stored as ``parent/attr`` (:func:`model_field`): a dot
+would nest the output inside ``parent``'s own output on the same key (and
+``_outputs.a.b.c`` could not tell key ``a`` + model ``b.c`` from key ``a.b`` +
+model ``c``). Model names never contain ``/``, so the encoding is one to one.
+
 Both sides (the client's write planner and the jobs on the workers) use these
 helpers, so the layout is written down once.
 """
@@ -35,14 +41,36 @@ NOT_INPUT = (OUTPUTS, FINGERPRINTS, LIKE)
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 
 
+def model_field(model: str) -> str:
+    """The field of ``model``'s outputs under ``_outputs.<key>``: its name, with ``.`` written ``/``.
+
+    >>> model_field("clip.text"), model_field("resnet")
+    ('clip/text', 'resnet')
+    """
+    return model.replace(".", "/")
+
+
 def output_path(key: str, model: str) -> str:
-    """``_outputs.<key>.<model>``: where ``model``'s output on ``key`` is stored."""
-    return f"{OUTPUTS}.{key}.{model}"
+    """``_outputs.<key>.<model>``: where ``model``'s output on ``key`` is stored.
+
+    >>> output_path("text", "clip.text")
+    '_outputs.text.clip/text'
+    """
+    return f"{OUTPUTS}.{key}.{model_field(model)}"
 
 
 def fingerprint_path(key: str, model: str) -> str:
     """``_fingerprints.<key>.<model>``: what the output at :func:`output_path` was computed from."""
-    return f"{FINGERPRINTS}.{key}.{model}"
+    return f"{FINGERPRINTS}.{key}.{model_field(model)}"
+
+
+def stored_output(doc: Any, key: str, model: str) -> Any:
+    """``model``'s stored output on ``key`` in ``doc`` (:data:`MISSING` if absent)."""
+    outputs = doc.get(OUTPUTS) if isinstance(doc, dict) else None
+    value = (outputs or {}).get(key)
+    if isinstance(value, dict) and model_field(model) in value:
+        return value[model_field(model)]
+    return get_path(doc, output_path(key, model))
 
 
 def fingerprint(version: Any, value: Any) -> str:
@@ -106,11 +134,11 @@ def model_input(doc: dict, key: str, features: Mapping[str, str]) -> Any:
     if key == "_base":
         doc = {k: v for k, v in doc.items() if k not in NOT_INPUT}
         for fkey, fmodel in features.items():
-            if fmodel in (outputs.get(fkey) or {}):
-                doc[fkey] = outputs[fkey][fmodel]
+            if model_field(fmodel) in (outputs.get(fkey) or {}):
+                doc[fkey] = outputs[fkey][model_field(fmodel)]
         return doc
     if key in features:
-        return (outputs.get(key) or {}).get(features[key], MISSING)
+        return stored_output(doc, key, features[key])
     return get_path(doc, key)
 
 

@@ -20,12 +20,16 @@ from ..errors import AlreadyRegisteredError, NotRegisteredError
 KINDS = (
     "types", "models", "watchers", "semantic_indexes", "jobs", "metrics", "losses",
     "splitters", "validation_sets", "neighbourhoods", "meta",
+    "preprocessors", "forwards", "postprocessors", "learning_tasks", "measures",
 )
 
 SINGULAR = {
     "types": "type", "models": "model", "watchers": "watcher", "semantic_indexes": "semantic index",
     "jobs": "job", "metrics": "metric", "losses": "loss", "splitters": "splitter",
     "validation_sets": "validation set", "neighbourhoods": "neighbourhood", "meta": "setting",
+    "preprocessors": "preprocessor", "forwards": "forward", "postprocessors": "postprocessor",
+    "learning_tasks": "learning task",
+    "measures": "measure",
 }
 
 

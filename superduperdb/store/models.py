@@ -18,3 +18,24 @@ def load_model(metadata: Any, artifacts: Any, name: str, version: int | None = N
             raise ModelError(f"Model {name!r} has no version {version}; versions: {[v['version'] for v in row['versions']]}.")
         ref = match[0]["artifact"]
     return artifacts.get(ref)
+
+
+def follow_parent(metadata: Any, parent: str, version: int, ref: dict) -> list[str]:
+    """Point the attribute models of ``parent`` (``parent.attr``) at its serving ``version``/``ref``.
+
+    Their fingerprints name the version, so their outputs computed from the
+    previous one read as stale (the reconciler and the jobs after a promotion
+    recompute them). Returns their names.
+    """
+    from ..models.composite import composite_ref
+
+    names = []
+    for row in metadata.list("models", {"parent": parent}):
+        old = row["artifact"]
+        new = composite_ref(forward=ref, attribute=old.get("attribute"), preprocess=old.get("preprocess"),
+                            postprocess=old.get("postprocess"), options=old.get("options"), name=row["name"])
+        metadata.update("models", row["name"], {"$set": {"version": version, "artifact": new},
+                                                "$push": {"versions": {"version": version, "artifact": new,
+                                                                       "metrics": {}}}})
+        names.append(row["name"])
+    return names

@@ -5,8 +5,14 @@ final ones (:data:`FINAL`).
 
 A record::
 
-    {_id, kind, model, watcher, ids | query, status, created_at, started_at,
+    {_id, kind, model, watcher, documents, id_range, status, created_at, started_at,
      finished_at, progress, logs: [...], error, traceback, result, depends_on}
+
+A record never holds the ids a job works on (they travel with the task): a
+list of 20k ids made each progress update rewrite 20k ids, and near 700k ids a
+record would pass MongoDB's 16 MiB limit. It holds their number
+(``documents``, None for "all") and, where the ids compare, their smallest and
+largest (``id_range``), which is enough to find again what a job touched.
 """
 
 from __future__ import annotations
@@ -29,6 +35,23 @@ def new_job_id() -> str:
 def oid(job_id: str) -> ObjectId:
     """The record's ``_id`` (an ObjectId: some MongoDB-wire servers accept no other ``_id``)."""
     return ObjectId(job_id)
+
+
+def scope(ids: list | None) -> dict:
+    """What a record says about the documents of a job over ``ids`` (None: all).
+
+    >>> scope([3, 1, 2])
+    {'documents': 3, 'id_range': [1, 3]}
+    >>> scope(None)
+    {'documents': None, 'id_range': None}
+    """
+    if ids is None:
+        return {"documents": None, "id_range": None}
+    try:
+        bounds = [min(ids), max(ids)] if ids and not any(isinstance(i, (bool, dict, list)) for i in ids) else None
+    except TypeError:  # ids of types that do not compare (a string and an ObjectId ...)
+        bounds = None
+    return {"documents": len(ids), "id_range": bounds}
 
 
 def create(table: Any, kind: str, **fields: Any) -> str:

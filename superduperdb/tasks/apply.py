@@ -5,7 +5,7 @@ fingerprint (as a watcher's ``model`` job would, so a watcher created later
 finds them current); ``write=False`` leaves the documents alone and puts the
 encoded outputs in ``<collection>._applied`` (one record per chunk, tagged with
 the job's id), which the client reads back as a pandas Series and deletes.
-Progress is recorded after every chunk of a few model batches.
+Progress is counted after every chunk of a few model batches (and recorded at a bounded rate).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 
 from bson import ObjectId
 
-from ..store import records
 from ..store.context import Context
 from ..store.layout import MISSING, fingerprint, fingerprint_path, model_input, output_path, pending_download
 from .kinds import job_kind
-from .outputs import Computed, WatcherView, chunks, encode_outputs, write_outputs
+from .outputs import Computed, WatcherView, encode_outputs, write_outputs
+from .pipeline import Progress, chunks
 
 logger = logging.getLogger(__name__)
 SCRATCH = "_applied"
@@ -44,6 +44,7 @@ def apply_model(ctx: Context, job_id: str, model: str, key: str, filter: dict | 
     projection = None if key == "_base" else {key: 1}
     total = ctx.collection.count_documents(query)
     out = scratch(ctx.db, ctx.target.collection)
+    progress = Progress(ctx, total, f"apply {model} to {key}")
     done = applied = 0
     for n, chunk in enumerate(chunks(ctx.collection.find(query, projection).sort("_id", 1), size)):
         ctx.check_cancelled()
@@ -62,7 +63,7 @@ def apply_model(ctx: Context, job_id: str, model: str, key: str, filter: dict | 
                                     "outputs": outputs[start:start + RECORD]})
         done += len(chunk)
         applied += len(items)
-        records.progress(ctx.jobs, job_id, done / total if total else 1.0)
-        ctx.log(f"apply {model} to {key}: {done}/{total} documents")
+        progress.advance(len(chunk))
+    progress.close()
     return {"applied": applied, "skipped": done - applied, "write": write,
             "path": view.path if write else f"{ctx.target.collection}.{SCRATCH}"}

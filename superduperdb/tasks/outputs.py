@@ -17,12 +17,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any, NamedTuple
 
 from bson.binary import Binary
 
-from ..store import records
 from ..store.bulk import update_each
 from ..store.context import Context
 from ..store.layout import (
@@ -38,14 +36,9 @@ from ..store.layout import (
 from ..store.watchers import and_, load_filter
 from ..types.encoding import CONTENT
 from .kinds import job_kind
+from .pipeline import Progress, chunks, run_pipelined, step_size
 
 logger = logging.getLogger(__name__)
-
-
-def chunks(it: Any, size: int) -> Iterator[list]:
-    it = iter(it)
-    while chunk := list(islice(it, size)):
-        yield chunk
 
 
 @dataclass(frozen=True)
@@ -157,35 +150,49 @@ def fingerprints_without_output(ctx: Context, view: WatcherView, scope: dict) ->
     return {d["_id"] for d in ctx.collection.find(query, {"_id": 1})}
 
 
-def predict(ctx: Context, model: Any, model_row: dict, todo: list[tuple[Any, Any, str]]) -> list[Computed]:
-    """The model's encoded outputs for ``(id, raw input, fingerprint)`` items."""
-    outputs = encode_outputs(ctx, model_row, model.predict([ctx.types.decode(x) for _, x, _ in todo]))
+def predict(ctx: Context, model: Any, model_row: dict, todo: list[tuple[Any, Any, str]],
+            key: str = "input") -> list[Computed]:
+    """The model's encoded outputs for ``(id, raw input, fingerprint)`` items.
+
+    An input that cannot be decoded fails the job with a :class:`DecodingError`
+    naming its document's ``_id`` and ``key`` (the watched field).
+    """
+    inputs = [ctx.types.decode({"_id": i, key: x})[key] for i, x, _ in todo]
+    outputs = encode_outputs(ctx, model_row, model.predict(inputs))
     return [Computed(i, x, fp, y) for (i, x, fp), y in zip(todo, outputs)]
 
 
 def compute(ctx: Context, view: WatcherView, model: Any, model_row: dict, version: Any, query: dict,
-            chunk_size: int, write: Callable[[list[Computed]], None], on_chunk: Callable[[int], None] | None = None,
+            chunk_size: int, write: Callable[[list[Computed]], None], on_progress: Callable[[int], None] | None = None,
             cancellable: bool = True) -> tuple[int, int]:
-    """Apply ``model`` to the stale inputs among the documents matching ``query``; ``write(computed)`` per chunk.
+    """Apply ``model`` to the stale inputs among the documents matching ``query``; ``write(computed)`` per batch.
 
+    Chunks of ``chunk_size`` documents are read one ahead, each chunk's stale
+    inputs go to the model in batches (:func:`~.pipeline.step_size`), and each
+    batch's outputs are written while the model works on the next one
+    (:func:`~.pipeline.run_pipelined`). ``on_progress(n)`` counts documents done.
     ``cancellable``: stop (:class:`JobCancelledError`) when the job's record says cancelled.
     Returns ``(documents read, outputs computed)``.
     """
     check = ctx.check_cancelled if cancellable else (lambda: None)
-    read = computed = 0
-    for chunk in chunks(ctx.collection.find(query, view.projection).batch_size(chunk_size), chunk_size):
-        check()
+    step = step_size(model, chunk_size)
+    counts = [0, 0]
+
+    def work(chunk: list[dict]) -> Iterator[list[Computed] | None]:
         todo = stale_inputs(ctx, view, chunk, version)
-        if todo:
-            check()
-            results = predict(ctx, model, model_row, todo)
-            check()  # a job cancelled while its model ran writes nothing more
-            write(results)
-        read += len(chunk)
-        computed += len(todo)
-        if on_chunk is not None:
-            on_chunk(len(chunk))
-    return read, computed
+        counts[0] += len(chunk)
+        counts[1] += len(todo)
+        if on_progress is not None:
+            on_progress(len(chunk) - len(todo))  # current outputs: done already
+        for batch in chunks(todo, step):
+            results = predict(ctx, model, model_row, batch, view.key)
+            if on_progress is not None:
+                on_progress(len(batch))
+            yield results
+
+    cursor = ctx.collection.find(query, view.projection).batch_size(chunk_size)
+    run_pipelined(chunks(cursor, chunk_size), work, write, check)
+    return counts[0], counts[1]
 
 
 @job_kind("model")
@@ -203,15 +210,9 @@ def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = 
     view = WatcherView.of(row)
     scope = {"_id": {"$in": list(ids)}} if ids is not None else {}
     total = ctx.collection.count_documents(and_(view.filter, scope)) if ids is None else len(ids)
-    done = 0
-
-    def progress(n: int) -> None:
-        nonlocal done
-        done += n
-        records.progress(ctx.jobs, job_id, done / total if total else 1.0)
-        ctx.log(f"{watcher}: {done}/{total} documents")
-
+    progress = Progress(ctx, total, watcher)
     read, computed = compute(ctx, view, model, model_row, model_row.get("version"), and_(view.filter, scope),
-                             chunk_size, lambda computed: write_outputs(ctx, view, computed), progress)
+                             chunk_size, lambda computed: write_outputs(ctx, view, computed), progress.advance)
+    progress.close()
     removed = remove_outputs(ctx, view, view.orphans(scope)) if settle and ids is not None else 0
     return {"computed": computed, "current": read - computed, "removed": removed, "path": view.path}

@@ -40,13 +40,13 @@ from ..store.watchers import active_watchers, and_
 from .kinds import job_kind
 from .outputs import (
     WatcherView,
-    chunks,
     fingerprints_without_output,
     predict,
     remove_outputs,
     stale_inputs,
     write_outputs,
 )
+from .pipeline import chunks
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:
     if todo:
         model = ctx.artifacts.get(model_row["artifact"])
         for part in chunks(todo, READ_CHUNK):
-            write_outputs(ctx, view, predict(ctx, model, model_row, part))
+            write_outputs(ctx, view, predict(ctx, model, model_row, part, view.key))
         report["outputs_computed"] += len(todo)
         ctx.log(f"{view.name}: recomputed {len(todo)} outputs that were missing or stale")
     removed = remove_outputs(ctx, view, view.orphans(scope))

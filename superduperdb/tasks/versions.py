@@ -56,12 +56,13 @@ from ..master.handle import master_for_job
 from ..store import records
 from ..store.bulk import set_fields
 from ..store.context import Context
-from ..store.layout import OUTPUTS
+from ..store.layout import OUTPUTS, model_field
 from ..store.metadata import utcnow
-from ..store.models import load_model
+from ..store.models import follow_parent, load_model
 from ..store.watchers import and_, load_filter
 from .kinds import job_kind
 from .outputs import WatcherView, compute, write_outputs
+from .pipeline import Progress
 from .reconcile import sweep
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class PromoteSpec:
 
 def staging_path(model: str, key: str) -> str:
     """Where a watcher's staged outputs live in a document (one field, no nesting left behind)."""
-    return f"{OUTPUTS}.{STAGING}:{model}:{key.replace('.', ':')}"
+    return f"{OUTPUTS}.{STAGING}:{model_field(model)}:{key.replace('.', ':')}"
 
 
 def resolve_versions(ctx: Context, spec: PromoteSpec) -> dict[str, int]:
@@ -149,7 +150,7 @@ def _catch_up(ctx: Context, job_id: str, rows: list[dict], models: dict, model_r
     query = {"kind": "model", "watcher": {"$in": names}, "_id": {"$ne": records.oid(job_id)},
              "started_at": {"$lt": flip},
              "$or": [{"status": "running"}, {"finished_at": {"$gte": started}}]}
-    jobs = list(ctx.jobs.find(query, {"watcher": 1, "ids": 1}))
+    jobs = list(ctx.jobs.find(query, {"watcher": 1, "id_range": 1}))
     if jobs:
         waiting = [j["_id"] for j in jobs] + [d["_id"] for d in ctx.jobs.find(
             {"depends_on": {"$in": [str(j["_id"]) for j in jobs]}}, {"_id": 1})]
@@ -161,18 +162,23 @@ def _catch_up(ctx: Context, job_id: str, rows: list[dict], models: dict, model_r
     for row in rows:
         mine = [j for j in jobs if j["watcher"] == row["name"]]
         view = WatcherView.of(row)
-        path, query = view.path, view.filter
-        ids: list | None = None
-        if not any(j.get("ids") is None for j in mine):
-            missing = [d["_id"] for d in ctx.collection.find(and_(query, {path: {"$exists": False}}), {"_id": 1})]
-            ids = list({i: None for i in [*(i for j in mine for i in j["ids"]), *missing]})
-            if not ids:
-                continue
-            query = and_(query, {"_id": {"$in": ids}})
+        query = view.filter
+        if all(j.get("id_range") for j in mine):
+            # The jobs' id ranges (a superset of their ids: documents already current are skipped by
+            # their fingerprints) and the documents without output. A job without a range (all
+            # documents, or ids that do not compare) leaves the whole filter to check.
+            query = and_(query, {"$or": [*({"_id": {"$gte": lo, "$lte": hi}} for lo, hi in (j["id_range"] for j in mine)),
+                                         {view.path: {"$exists": False}}]})
+        written: list = []
+
+        def write(computed: list, view: WatcherView = view, written: list = written) -> None:
+            write_outputs(ctx, view, computed)
+            written.extend(c.id for c in computed)
+
         total += compute(ctx, view, models[row["model"]], model_rows[row["model"]], versions[row["model"]], query,
-                         spec.chunk_size, lambda computed, view=view: write_outputs(ctx, view, computed),
-                         cancellable=False)[1]
-        _refresh(ctx, [i for i in indexes if i["watcher"] == row["name"]], ids)
+                         spec.chunk_size, write, cancellable=False)[1]
+        if written:
+            _refresh(ctx, [i for i in indexes if i["watcher"] == row["name"]], written)
     if total:
         ctx.log(f"caught up {total} documents written during the switch")
     return total
@@ -205,12 +211,10 @@ def promote(ctx: Context, job_id: str, spec: PromoteSpec) -> dict:
             if w["model"] in versions and (w.get("active") or w.get("awaiting_training"))]
     started = utcnow()
     totals = {r["name"]: ctx.collection.count_documents(load_filter(r.get("filter"))) for r in rows}
-    grand, done = sum(totals.values()) or 1, 0
+    progress = Progress(ctx, sum(totals.values()), "staged", scale=0.9)  # the rest: swap, switch, catch-up
 
     def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        records.progress(ctx.jobs, job_id, 0.9 * done / grand)
+        progress.advance(n)
         ctx.check_cancelled(TrainingCancelled)
 
     in_memory = sum(totals.values()) <= spec.memory_stage_limit
@@ -246,6 +250,7 @@ def promote(ctx: Context, job_id: str, spec: PromoteSpec) -> dict:
     flip = utcnow()
     for m, v in versions.items():
         ctx.metadata.update("models", m, {"$set": {"version": v, "artifact": refs[m], "promoted_at": flip}})
+        follow_parent(ctx.metadata, m, v, refs[m])  # its attribute models (m.attr) serve the same version
     for row in rows:
         if row.get("awaiting_training"):
             ctx.metadata.update("watchers", row["name"], {"$set": {"active": True}, "$unset": {"awaiting_training": ""}})

@@ -23,6 +23,8 @@ from bson.binary import Binary
 from ..errors import EncodingError
 
 CONTENT = "_content"
+#: MongoDB stores documents nested at most 100 levels deep.
+MAX_DEPTH = 100
 
 _NATIVE = (
     str, int, float, bool, type(None), bytes, Binary, bson.ObjectId, datetime.datetime,
@@ -48,11 +50,28 @@ class Encoder:
         self.fallback = fallback
         self.used: set[str] = set()
 
-    def encode(self, value: Any, path: str = "") -> Any:
-        if isinstance(value, Mapping):
-            return {k: self.encode(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.encode(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    def encode(self, value: Any, path: str = "", _open: tuple = ()) -> Any:
+        """``value`` with every typed value replaced by its stored form.
+
+        ``_open`` holds the ids of the containers being encoded around ``value``:
+        one seen again is a document that contains itself, refused with
+        :class:`EncodingError`, as is nesting deeper than BSON allows.
+        """
+        if isinstance(value, (Mapping, list, tuple)):
+            if id(value) in _open:
+                raise EncodingError(
+                    f"The document contains itself at {path or 'the top level'!r} (a reference cycle): "
+                    "a stored document must be a tree. Copy the value instead of referencing its container.",
+                    path=path, value_type=type(value).__qualname__)
+            if len(_open) >= MAX_DEPTH:
+                raise EncodingError(
+                    f"The document nests deeper than {MAX_DEPTH} levels at {path!r}, more than MongoDB stores. "
+                    "Flatten it, or store the deep part as a registered type.",
+                    path=path, value_type=type(value).__qualname__)
+            inner = (*_open, id(value))
+            if isinstance(value, Mapping):
+                return {k: self.encode(v, f"{path}.{k}" if path else str(k), inner) for k, v in value.items()}
+            return [self.encode(v, f"{path}[{i}]", inner) for i, v in enumerate(value)]
         if isinstance(value, _NATIVE):
             return value
         found = self.type_for(value)
@@ -94,17 +113,21 @@ def is_content(value: Any) -> bool:
     return isinstance(value, Mapping) and len(value) == 1 and isinstance(value.get(CONTENT), Mapping)
 
 
-def decode(value: Any, decode_one: Callable[[str, bytes], Any]) -> Any:
-    """Return a copy of ``value`` with every stored typed value decoded."""
+def decode(value: Any, decode_one: Callable[[str, bytes, str], Any], path: str = "") -> Any:
+    """Return a copy of ``value`` with every stored typed value decoded.
+
+    ``decode_one(type_name, data, path)`` decodes one value; ``path`` is its
+    dotted field path (``"a.b.0"``), for error messages.
+    """
     if isinstance(value, Mapping):
         if is_content(value):
             content = value[CONTENT]
             if "bytes" in content and "type" in content:
-                return decode_one(content["type"], bytes(content["bytes"]))
+                return decode_one(content["type"], bytes(content["bytes"]), path)
             return dict(value)
-        return {k: decode(v, decode_one) for k, v in value.items()}
+        return {k: decode(v, decode_one, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [decode(v, decode_one) for v in value]
+        return [decode(v, decode_one, f"{path}.{i}" if path else str(i)) for i, v in enumerate(value)]
     return value
 
 

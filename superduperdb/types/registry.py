@@ -11,9 +11,18 @@ import threading
 import time
 from typing import Any
 
-from ..errors import AlreadyRegisteredError, DecodingError, InUseError, NotRegisteredError, SuperDuperError
+from bson.binary import Binary
+
+from ..errors import (
+    AlreadyRegisteredError,
+    DecodingError,
+    InUseError,
+    NotRegisteredError,
+    SuperDuperError,
+    UnregisteredTypeError,
+)
 from .builtin import BUILTIN_TYPES
-from .encoding import Encoder, decode, has_content
+from .encoding import CONTENT, Encoder, decode, has_content
 
 REFRESH_SECONDS = 1.0
 
@@ -51,14 +60,24 @@ class TypeRegistry:
 
     # -- registration ------------------------------------------------------------
     def create(self, name: str, obj: Any, serializer: str | None = None) -> dict:
+        if not isinstance(name, str) or not name or "." in name or name.startswith("$"):
+            raise SuperDuperError(f"Type names must be non-empty strings without '.' or a leading '$', not {name!r}.",
+                                  name=name)
         if name in BUILTIN_TYPES:
             raise AlreadyRegisteredError("type", name)
         check_type_object(name, obj)
+        if not all(isinstance(c, type) for c in obj.types):
+            raise SuperDuperError(f"The 'types' of type {name!r} must be a tuple of classes, not {obj.types!r}.",
+                                  name=name)
         if self.metadata.exists("types", name):
             raise AlreadyRegisteredError("type", name)
         ref = self.artifacts.put(obj, serializer)
         classes = [f"{c.__module__}.{c.__qualname__}" for c in obj.types]
-        row = self.metadata.insert("types", {"name": name, "artifact": ref, "classes": classes, "in_use": False})
+        try:
+            row = self.metadata.insert("types", {"name": name, "artifact": ref, "classes": classes, "in_use": False})
+        except BaseException:  # the row was not written: neither is the artifact
+            drop_unreferenced(self.metadata, self.artifacts, ref)
+            raise
         with self._lock:
             self._user[name] = obj
         return row
@@ -103,7 +122,9 @@ class TypeRegistry:
             self._user = loaded
             self._loaded_at = time.monotonic()
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str, *, decoding: bool = False) -> Any:
+        """The type object called ``name`` (``decoding``: an unknown name raises
+        :class:`UnregisteredTypeError`, which is also a :class:`DecodingError`)."""
         if name == "pickle" and not self.pickle_fallback:
             raise DecodingError(
                 "This document holds a pickled value; unpickling runs code, so it is refused unless "
@@ -116,7 +137,8 @@ class TypeRegistry:
         if name not in self._user:
             self._refresh(force=True)
         if name not in self._user:
-            raise NotRegisteredError("type", name, self.names(), hint="Register it with create_type(name, obj).")
+            error = UnregisteredTypeError if decoding else NotRegisteredError
+            raise error("type", name, self.names(), hint="Register it with create_type(name, obj).")
         return self._user[name]
 
     def type_for(self, value: Any) -> tuple[str, Any] | None:
@@ -147,13 +169,73 @@ class TypeRegistry:
             self._mark_used(encoder.used)
         return out
 
-    def decode(self, doc: Any) -> Any:
+    def decode(self, doc: Any, errors: str = "raise") -> Any:
+        """A copy of ``doc`` with its stored typed values decoded.
+
+        Parameters
+        ----------
+        doc : Any
+            A document as stored (or any value read from the collection).
+        errors : {'raise', 'raw'}
+            A value that cannot be decoded raises :class:`DecodingError` (naming the
+            document's ``_id`` and the field), or, with ``'raw'``, is left as stored
+            (``{'_content': {...}}``) while the other fields are decoded.
+
+        Examples
+        --------
+        >>> registry.decode({"_id": 1, "x": {"_content": {"bytes": b"?", "type": "array"}}})   # doctest: +SKIP
+        Traceback (most recent call last):
+        DecodingError: Cannot decode the 'array' value at field 'x' of the document with _id 1 ...
+        """
         if not has_content(doc):
             return doc
-        return decode(doc, lambda name, data: self.get(name).decode(data))
+        document_id = doc.get("_id") if isinstance(doc, dict) else None
+
+        def decode_one(name: str, data: bytes, path: str) -> Any:
+            try:
+                return self.get(name, decoding=True).decode(data)
+            except Exception as exc:
+                if errors == "raw":
+                    return {CONTENT: {"bytes": Binary(data), "type": name}}
+                raise decoding_error(exc, name, path, document_id) from exc
+
+        return decode(doc, decode_one)
 
     def _mark_used(self, names: set[str]) -> None:
         for name in names - self._marked:
             if name not in BUILTIN_TYPES:
                 self.metadata.update("types", name, {"$set": {"in_use": True}})
             self._marked.add(name)
+
+
+def decoding_error(exc: Exception, type_name: str, field: str, document_id: Any) -> DecodingError:
+    """A :class:`DecodingError` (``exc`` itself when it is one) naming the document and the field."""
+    where = f"field {field or '(top level)'!r}" + (f" of the document with _id {document_id!r}" if document_id is not None else "")
+    hint = (" Read past it with find(..., decode_errors='skip') (leaves the document out) or 'raw' (leaves the "
+            "value as stored); find_one({'_id': ...}, raw=True) shows it as stored.")
+    attrs = {"document_id": document_id, "field": field, "type": type_name}
+    if isinstance(exc, DecodingError):
+        if "field" not in exc.__dict__ and exc.args:
+            exc.args = (f"{exc.args[0]} (At {where}.){hint}", *exc.args[1:])
+        exc.__dict__.update(attrs)
+        return exc
+    return DecodingError(
+        f"Cannot decode the {type_name!r} value at {where}: {type(exc).__name__}: {exc}. The stored bytes are "
+        f"not what type {type_name!r} wrote (corrupted, or written by another program).{hint}", **attrs)
+
+
+#: The metadata kinds whose rows point at artifacts.
+ARTIFACT_KINDS = ("models", "types", "metrics", "losses", "splitters")
+
+
+def drop_unreferenced(metadata: Any, artifacts: Any, ref: Any) -> None:
+    """Delete the artifact ``ref`` unless a registration still points at its bytes (artifacts are
+    shared by content: two registrations of the same bytes store them once). Used to undo a
+    registration whose row could not be written."""
+    digest = ref.get("hash") if isinstance(ref, dict) else None
+    if not digest:
+        return
+    query = {"$or": [{"artifact.hash": digest}, {"versions.artifact.hash": digest}]}
+    if any(metadata.table(kind).count_documents(query, limit=1) for kind in ARTIFACT_KINDS):
+        return
+    artifacts.delete(digest)

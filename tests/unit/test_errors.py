@@ -31,11 +31,15 @@ BUILTIN = {
     "AlreadyRegisteredError": ValueError,
     "JobError": RuntimeError,
     "JobFailedError": RuntimeError,
+    "JobNotFoundError": KeyError,
+    "DecodingError": ValueError,
+    "AuthenticationError": PermissionError,
 }
 
 # Errors whose constructor is not SuperDuperError's (message, **attrs).
 FACTORIES = {
     "NotRegisteredError": lambda cls: cls("model", "encodr", available=["encoder", "decoder"], hint="Register it."),
+    "UnregisteredTypeError": lambda cls: cls("type", "tensr", available=["tensor"], hint="Register it."),
     "AlreadyRegisteredError": lambda cls: cls("semantic index", "search"),
     "InUseError": lambda cls: cls("type", "point", ["documents in 'docs'", "model 'm'"]),
 }

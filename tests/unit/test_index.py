@@ -478,3 +478,42 @@ def test_real_background_rebuild_with_writes(blob_data):
     assert recall(index, ids[1000:], X[1000:], Q, "l2") >= 0.95
     assert index.rebuild(timeout=WAIT) and index.stats()["tail"] == 0
     assert recall(index, ids[1000:], X[1000:], Q, "l2") >= 0.95
+
+
+# -- custom (callable) measures: exact search only --------------------------------------------------
+def _neg_l1(Q, X):
+    return -np.abs(Q[:, None, :] - X[None, :, :]).sum(-1)
+
+
+def test_custom_measure_is_searched_exactly_without_a_graph():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5)).astype(np.float32)
+    index = VectorIndex(measure=_neg_l1, exact_threshold=50, rebuild_tail=50, background=False)
+    index.add(list(range(300)), X)
+    q = rng.normal(size=5).astype(np.float32)
+    truth = np.argsort(np.abs(X - q).sum(1), kind="stable")
+    ids, scores = index.search(q, 7)
+    assert ids == truth[:7].tolist()
+    np.testing.assert_allclose(scores, -np.abs(X[truth[:7]] - q).sum(1), rtol=1e-5)
+    cands = list(range(0, 300, 3))
+    ids, _ = index.search(q, 4, candidates=cands)
+    assert ids == [i for i in truth.tolist() if i % 3 == 0][:4]
+    assert index.rebuild(wait=True) and index.stats()["graph_size"] == 0  # compacted, no graph
+    assert index.stats()["measure"] == "_neg_l1"
+    idx, _ = exact_search(q, X, 3, _neg_l1)
+    assert idx[0].tolist() == truth[:3].tolist()
+
+
+def test_custom_measure_errors_are_clear():
+    index = VectorIndex(measure=lambda Q, X: np.zeros((1, 1)))
+    index.add(["a", "b"], np.eye(2))
+    with pytest.raises(SemanticIndexError, match=r"must return \(n, m\)"):
+        index.search([1, 0], 1)
+
+    def broken(Q, X):
+        raise RuntimeError("boom")
+
+    index = VectorIndex(measure=broken)
+    index.add(["a"], np.eye(1))
+    with pytest.raises(SemanticIndexError, match="boom"):
+        index.search([1], 1)

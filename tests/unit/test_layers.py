@@ -19,7 +19,7 @@ import superduperdb
 PACKAGE = Path(superduperdb.__file__).parent
 
 LAYERS = [
-    ("entry points", ["cli", "__main__", "__init__"]),
+    ("entry points", ["cli", "__main__", "__init__", "server"]),
     ("facade", ["client", "collection", "cursor", "results", "facade"]),
     ("services", ["services"]),
     ("client-side jobs", ["jobs", "cluster"]),

@@ -1,0 +1,238 @@
+"""The embedded store's client: mongomock's API on :mod:`.storage`'s indexed stores.
+
+What it adds to mongomock, so that the in-process default behaves (and scales)
+like a MongoDB server:
+
+* queries that pin ``_id``, or use a field that ``create_index`` indexed
+  (equality, ``$in``, ranges), read only the documents the index selects;
+* cursors iterate in linear time (mongomock re-slices its results on every
+  ``next``);
+* ``bulk_write`` runs ``UpdateOne``/``ReplaceOne`` (mongomock's raises
+  TypeError with pymongo >= 4.11) and reports pymongo's ``BulkWriteResult``;
+* ``gridfs.GridFSBucket`` works (it reads ``client.options``);
+* the 16 MiB document limit, as :class:`pymongo.errors.DocumentTooLarge`; an
+  update that fails leaves the document as it was.
+
+Every ``Database``/``Collection`` handle it gives out is of the classes below
+(mongomock builds its own classes by name, so each way in is overridden).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import mongomock
+from bson import BSON
+from mongomock import filtering
+from mongomock.collection import Cursor
+from pymongo.errors import DocumentTooLarge, OperationFailure, WriteError
+from pymongo.results import BulkWriteResult
+
+from .storage import IndexedServerStore
+
+# MongoDB's limit on the size of one BSON document.
+MAX_BSON_SIZE = 16 * 1024 * 1024
+# MongoDB's code for an update that cannot apply to a document (TypeMismatch).
+UPDATE_FAILED = 14
+
+
+def check_size(doc: dict) -> None:
+    """Raise :class:`DocumentTooLarge` if ``doc`` is over MongoDB's 16 MiB limit."""
+    size = len(BSON.encode(doc))
+    if size > MAX_BSON_SIZE:
+        raise DocumentTooLarge(
+            f"BSON document too large ({size} bytes) - the connected server supports BSON document "
+            f"sizes up to {MAX_BSON_SIZE} bytes. Store large values in GridFS or split the document.")
+
+
+# What mongomock raises where a server answers with an error of its own (an operator it cannot
+# evaluate on a value, a filter it cannot run): Python's errors, made pymongo's here.
+PYTHON_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError)
+# MongoDB's code for a valid operation the server cannot do (CommandNotSupported).
+NOT_SUPPORTED = 115
+
+
+@contextmanager
+def server_errors(error: type[OperationFailure], what: str) -> Iterator[None]:
+    """Raise ``error`` (pymongo's) for what mongomock raises as Python's errors inside the block.
+
+    An operation mongomock does not implement (``$where``, ``$text`` ...) raises
+    :class:`OperationFailure` saying so, with code 115 (CommandNotSupported).
+    """
+    try:
+        yield
+    except NotImplementedError as exc:
+        raise OperationFailure(f"{exc}: the embedded store (mongomock://) cannot do this; a MongoDB server can.",
+                               code=NOT_SUPPORTED) from exc
+    except PYTHON_ERRORS as exc:
+        code = UPDATE_FAILED if error is WriteError else 2  # TypeMismatch / BadValue
+        raise error(f"{what}: {type(exc).__name__}: {exc}", code=code) from exc
+
+
+def _as_server_errors(docs: Iterable[dict]) -> Iterator[dict]:
+    # mongomock applies filters lazily: errors arise while the documents are iterated.
+    with server_errors(OperationFailure, "Cannot run the filter"):
+        yield from docs
+
+
+class EmbeddedCursor(Cursor):
+    """mongomock's cursor, iterating its results in linear time."""
+
+    def __next__(self) -> dict:
+        results = self._compute_results(with_limit_and_skip=False)
+        if self._limit and self._emitted >= abs(self._limit):
+            raise StopIteration
+        position = (self._skip or 0) + self._emitted
+        if position >= len(results):
+            raise StopIteration
+        self._emitted += 1
+        return results[position]
+
+    next = __next__
+
+    def clone(self) -> EmbeddedCursor:
+        cursor = EmbeddedCursor(self.collection, self._spec, self._sort, self._projection, self._skip, self._limit)
+        cursor._factory = self._factory
+        return cursor
+
+
+class EmbeddedCollection(mongomock.Collection):
+    """A mongomock collection that uses the indexes of its store."""
+
+    def _iter_documents(self, filter: Any):
+        filter = {} if filter is None else filter  # gridfs's cursors pass None
+        with server_errors(OperationFailure, "Cannot run the filter"):
+            docs = self._store.matching(filter)
+            if docs is None:
+                return _as_server_errors(super()._iter_documents(filter))
+            if not docs:
+                filtering.filter_applies(filter, {})  # still refuse a malformed filter, as a scan would
+        return _as_server_errors(doc for doc in docs if filtering.filter_applies(filter, doc))
+
+    def _update(self, *args: Any, **kwargs: Any) -> dict:
+        with server_errors(WriteError, "Cannot apply the update"):
+            return super()._update(*args, **kwargs)
+
+    def find(self, filter: Any = None, projection: Any = None, skip: int = 0, limit: int = 0,
+             no_cursor_timeout: bool = False, cursor_type: Any = None, sort: Any = None,
+             allow_partial_results: bool = False, oplog_replay: bool = False, modifiers: Any = None,
+             batch_size: int = 0, manipulate: bool = True, collation: Any = None, session: Any = None,
+             max_time_ms: Any = None, allow_disk_use: bool = False, **kwargs: Any) -> EmbeddedCursor:
+        spec = {} if filter is None else filter
+        mongomock.collection.validate_is_mapping("filter", spec)
+        for kwarg, value in kwargs.items():
+            if value:
+                raise OperationFailure(f"Unrecognized field '{kwarg}'")
+        cursor = EmbeddedCursor(self, spec, sort, projection, skip, limit, collation=collation)
+        return cursor.max_time_ms(max_time_ms).allow_disk_use(allow_disk_use)
+
+    def _insert(self, data: Any, session: Any = None, ordered: bool = True) -> Any:
+        if isinstance(data, Mapping):
+            check_size(data)  # also refuses what BSON cannot encode, with bson's InvalidDocument
+        return super()._insert(data, session, ordered=ordered)
+
+    def _apply_update_document(self, existing_document: dict, spec: Any, document: Any, was_insert: bool) -> None:
+        self._guarded(super()._apply_update_document, existing_document, spec, document, was_insert)
+
+    def _apply_update_pipeline(self, existing_document: dict, pipeline: Any, session: Any) -> None:
+        self._guarded(super()._apply_update_pipeline, existing_document, pipeline, session)
+
+    def _guarded(self, apply, existing_document: dict, *args: Any) -> None:
+        # mongomock updates the stored document in place: restore it if the update fails, and
+        # index it again once it succeeded.
+        # mongomock raises Python's errors where the update cannot apply ($inc of a string ...):
+        # a server answers those with a WriteError.
+        before = copy.deepcopy(existing_document)
+        try:
+            apply(existing_document, *args)
+            check_size(existing_document)
+        except BaseException as exc:
+            existing_document.clear()
+            existing_document.update(before)
+            if isinstance(exc, PYTHON_ERRORS):
+                raise WriteError(f"Cannot apply the update: {exc}", code=UPDATE_FAILED) from exc
+            raise
+        finally:
+            self._store.reindex(existing_document)
+
+    def bulk_write(self, requests: list, ordered: bool = True, bypass_document_validation: bool = False,
+                   session: Any = None) -> BulkWriteResult:
+        from ..bulk import run_one_by_one
+
+        if session:
+            mongomock.collection.raise_not_implemented("session", "The embedded store has no sessions.")
+        return BulkWriteResult(run_one_by_one(self, list(requests), ordered), True)
+
+    def with_options(self, codec_options: Any = None, read_preference: Any = None, write_concern: Any = None,
+                     read_concern: Any = None) -> EmbeddedCollection:
+        other = super().with_options(codec_options, read_preference, write_concern, read_concern)
+        if other is self:
+            return self
+        return EmbeddedCollection(
+            self.database, self.name, write_concern=other._write_concern, read_concern=other._read_concern,
+            read_preference=other._read_preference, codec_options=other._codec_options, _db_store=self._db_store)
+
+
+class EmbeddedDatabase(mongomock.Database):
+    """A mongomock database whose collections are :class:`EmbeddedCollection` s."""
+
+    def get_collection(self, name: str, codec_options: Any = None, read_preference: Any = None,
+                       write_concern: Any = None, read_concern: Any = None) -> EmbeddedCollection:
+        if name not in self._collection_accesses:
+            self._ensure_valid_collection_name(name)
+            self._collection_accesses[name] = EmbeddedCollection(
+                self, name=name, read_preference=self.read_preference, codec_options=self._codec_options,
+                _db_store=self._store)
+        return super().get_collection(name, codec_options, read_preference, write_concern, read_concern)
+
+    def with_options(self, codec_options: Any = None, read_preference: Any = None, write_concern: Any = None,
+                     read_concern: Any = None) -> EmbeddedDatabase:
+        other = super().with_options(codec_options, read_preference, write_concern, read_concern)
+        if other is self:
+            return self
+        return EmbeddedDatabase(self._client, self.name, self._store, read_preference=other._read_preference,
+                                codec_options=other._codec_options, read_concern=other._read_concern)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """The part of :class:`pymongo.client_options.ClientOptions` an in-process store has."""
+
+    timeout: float | None = None
+
+
+class EmbeddedClient(mongomock.MongoClient):
+    """An in-process MongoDB stand-in: mongomock's API with indexes and linear cursors.
+
+    Examples
+    --------
+    >>> client = EmbeddedClient()
+    >>> docs = client.db.docs
+    >>> docs.create_index("lang")
+    'lang_1'
+    >>> _ = docs.insert_many([{"_id": i, "lang": "en" if i % 2 else "fr"} for i in range(6)])
+    >>> [d["_id"] for d in docs.find({"lang": "en", "_id": {"$in": [1, 2, 3]}})]
+    [1, 3]
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("_store", IndexedServerStore())
+        super().__init__(*args, **kwargs)
+
+    @property
+    def options(self) -> ClientOptions:
+        """What pymongo's ``MongoClient.options`` holds and its helpers read (GridFSBucket: ``timeout``)."""
+        return ClientOptions()
+
+    def get_database(self, name: str | None = None, codec_options: Any = None, read_preference: Any = None,
+                     write_concern: Any = None, read_concern: Any = None) -> EmbeddedDatabase:
+        if name is not None and name not in self._database_accesses:
+            self._database_accesses[name] = EmbeddedDatabase(
+                self, name, read_preference=read_preference or self.read_preference,
+                codec_options=codec_options or self._codec_options, _store=self._store[name],
+                read_concern=read_concern)
+        return super().get_database(name, codec_options, read_preference, write_concern, read_concern)

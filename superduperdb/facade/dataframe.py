@@ -268,7 +268,7 @@ def read_partition(target: Target, query: dict, projection: Any, options: dict, 
     from ..store.context import Context
 
     ctx = Context(target)
-    docs = (decode_raw(ctx.types, d) for d in ctx.collection.find(query, projection).sort("_id", 1))
+    docs = (decode_raw(ctx.types, d) for d in ctx.collection.find(query, projection))
     frame = to_frame(docs, models=ctx.metadata.names("models"), **options)
     return conform(frame, meta)
 
@@ -291,25 +291,27 @@ def conform(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
 def partition_queries(raw: Any, query: dict, partition_size: int) -> list[dict]:
     """Queries that split the documents matching ``query`` into ``_id`` ranges of ``partition_size``.
 
-    With ``_id`` values of one BSON type the partitions are ranges
-    (``$gte``/``$lt``, which MongoDB answers from its ``_id`` index); with
-    mixed types (ranges are type-bracketed in MongoDB), lists of ids.
+    Each partition is an inclusive ``_id`` range (``$gte``/``$lte``, which MongoDB
+    answers from its ``_id`` index); a partition whose ids are of several BSON
+    types (ranges compare within one type) is an ``$or`` of one range per type.
     """
     if not isinstance(partition_size, int) or isinstance(partition_size, bool) or partition_size < 1:
         raise QueryError(f"partition_size must be a positive integer, not {partition_size!r}.",
                          argument="partition_size")
+    from ..cursor import _bson_rank
+
     ids = [d["_id"] for d in raw.find(query, {"_id": 1}).sort("_id", 1)]
-    if not ids:
-        return []
-    chunks = [ids[i:i + partition_size] for i in range(0, len(ids), partition_size)]
-    if len({type(i) for i in ids}) > 1:
-        return [_and(query, {"_id": {"$in": chunk}}) for chunk in chunks]
     queries = []
-    for i, chunk in enumerate(chunks):
-        bounds: dict = {"$gte": chunk[0]}
-        if i + 1 < len(chunks):
-            bounds["$lt"] = chunks[i + 1][0]
-        queries.append(_and(query, {"_id": bounds}))
+    for start in range(0, len(ids), partition_size):
+        chunk = ids[start:start + partition_size]
+        runs: list[list] = []
+        for value in chunk:
+            if runs and _bson_rank(runs[-1][-1]) == _bson_rank(value):
+                runs[-1].append(value)
+            else:
+                runs.append([value])
+        ranges = [{"_id": {"$gte": run[0], "$lte": run[-1]}} for run in runs]
+        queries.append(_and(query, ranges[0] if len(ranges) == 1 else {"$or": ranges}))
     return queries
 
 

@@ -298,9 +298,10 @@ def partition_queries(raw: Any, query: dict, partition_size: int) -> list[dict]:
     if not isinstance(partition_size, int) or isinstance(partition_size, bool) or partition_size < 1:
         raise QueryError(f"partition_size must be a positive integer, not {partition_size!r}.",
                          argument="partition_size")
-    from ..cursor import _bson_rank
+    from ..cursor import _bson_rank, _sort_key
 
-    ids = [d["_id"] for d in raw.find(query, {"_id": 1}).sort("_id", 1)]
+    # Sorted here: a server sorts by _id from its index, but the embedded store would sort whole documents.
+    ids = sorted((d["_id"] for d in raw.find(query, {"_id": 1})), key=_sort_key)
     queries = []
     for start in range(0, len(ids), partition_size):
         chunk = ids[start:start + partition_size]

@@ -81,7 +81,7 @@ class DataFrameMixin:
             As :meth:`to_pandas`.
         meta : pandas.DataFrame, optional
             The columns and dtypes (an empty DataFrame). Default: those of the
-            first ``sample`` documents; fields that appear only later are left
+            first ``sample`` documents the query returns; fields that appear only later are left
             out (pass ``meta`` or a ``projection`` to choose the columns).
         sample : int
             How many documents the default ``meta`` looks at.
@@ -104,7 +104,7 @@ class DataFrameMixin:
         queries = dataframe.partition_queries(self._raw, query, partition_size)
         options = {"outputs": outputs, "output_names": output_names}
         if meta is None:
-            first = (self._decode(d) for d in self._raw.find(query, projection).sort("_id", 1).limit(sample))
+            first = (self._decode(d) for d in self._raw.find(query, projection).limit(sample))
             meta = dataframe.to_frame(first, models=self._model_names(), **options).iloc[:0]
         elif not dataframe.is_pandas(meta):
             raise QueryError(f"meta must be an empty pandas DataFrame, not a {type(meta).__name__}.", argument="meta")

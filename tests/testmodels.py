@@ -189,6 +189,8 @@ def negate(x):
 
 def halve(x):
     return x / 2
+
+
 class Projection:
     """A fixed random linear map ``x @ W`` (``d_in -> d_out``): a stand-in for a layer of an encoder chain."""
 
@@ -212,3 +214,13 @@ class Shift:
 
     def __call__(self, x):
         return float(x) + float(Path(self.path).read_text())
+
+
+def task_states(dask_scheduler, keys: list) -> dict:
+    """For ``dask_client.run_on_scheduler``: ``{key: (state, resource restrictions)}`` of ``keys``."""
+    out = {}
+    for key in keys:
+        ts = dask_scheduler.tasks.get(key)
+        if ts is not None:
+            out[key] = (ts.state, dict(ts.resource_restrictions or {}))
+    return out

@@ -124,12 +124,20 @@ def scheduler(config, host, port, dry_run, dask_args):
 @click.option("--master", is_flag=True, help="Be the master worker (resource MASTER=1, at master.host:master.port).")
 @click.option("--name", default=None, help="Worker name (default: Dask's; 'master' with --master).")
 @click.option("--nthreads", type=int, default=None, help="Threads (default: cluster.threads_per_worker).")
+@click.option("--gpu", "gpu", is_flag=True, help="Offer the resource GPU=1: the jobs of models on a CUDA device run here.")
+@click.option("--gpus", type=int, default=None, help="Offer GPU=N (implies --gpu).")
 @click.option("--dry-run", is_flag=True, help="Print the dask command instead of running it.")
 @click.argument("dask_args", nargs=-1, type=click.UNPROCESSED)
-def worker(config, master, name, nthreads, dry_run, dask_args):
-    """Run `dask worker` (a job-worker, or with --master the master) for the config's scheduler."""
+def worker(config, master, name, nthreads, gpu, gpus, dry_run, dask_args):
+    """Run `dask worker` (a job-worker, or with --master the master) for the config's scheduler.
+
+    With --gpu the worker offers the resource GPU=1, which the jobs of models on a CUDA device
+    request (give it as many threads as GPU jobs should run at once: --nthreads 1 is usual).
+    """
+    if gpus is not None and gpus < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--gpus")
     _, spec = _spec(config, threads_per_worker=nthreads)
-    _exec(spec.worker_command(master=master, name=name, extra=dask_args), dry_run)
+    _exec(spec.worker_command(master=master, name=name, gpu=gpus or int(gpu), extra=dask_args), dry_run)
 
 
 COMMANDS = (local_cluster, scheduler, worker)

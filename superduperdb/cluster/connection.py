@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +21,8 @@ from ..config import Config
 from ..errors import ClusterError
 
 logger = logging.getLogger(__name__)
+
+RESOURCES_TTL = 10.0  # seconds a look at which resources the workers offer is reused
 
 
 class Cluster:
@@ -39,6 +42,7 @@ class Cluster:
         self.address = config.cluster.address
         self._client = None
         self._local = None
+        self._offered: tuple[float, bool] | None = None  # (until, whether a worker offers job_resource)
 
     @property
     def inline(self) -> bool:
@@ -71,12 +75,13 @@ class Cluster:
                     "A local cluster with worker processes cannot share the in-process mongomock store. "
                     "Use a MongoDB server (mongodb://...), or cluster.processes: false.",
                 )
+            job_resource = self.config.cluster.job_resource
             self._local = distributed.LocalCluster(
                 n_workers=self.config.cluster.n_workers,
                 threads_per_worker=self.config.cluster.threads_per_worker,
                 processes=self.processes,
                 dashboard_address=":0",
-                resources=None,
+                resources={job_resource: self.config.cluster.threads_per_worker} if job_resource else None,
             )
             logger.info("started a local Dask cluster at %s (processes=%s)", self._local.scheduler_address, self.processes)
             return distributed.Client(self._local, timeout=timeout, set_as_default=False)
@@ -89,15 +94,35 @@ class Cluster:
                 address=self.address,
             ) from exc
 
-    def submit(self, fn: Callable, *args: Any, key: str, dependencies: Sequence[Any] = (), **kwargs: Any):
+    def job_resources(self) -> dict | None:
+        """What an ordinary job requests: ``{cluster.job_resource: 1}`` while some worker offers it, else None."""
+        name = self.config.cluster.job_resource
+        if not name:
+            return None
+        now = time.monotonic()
+        if self._offered is None or self._offered[0] < now:
+            workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+            offered = any((w.get("resources") or {}).get(name) for w in workers)
+            if not offered:
+                logger.warning("no worker offers the resource %s (cluster.job_resource): jobs run on any worker",
+                               name)
+            self._offered = (now + RESOURCES_TTL, offered)
+        return {name: 1} if self._offered[1] else None
+
+    def submit(self, fn: Callable, *args: Any, key: str, dependencies: Sequence[Any] = (),
+               resources: dict | None = None, **kwargs: Any):
         """Submit ``fn(*args, *dependency_results)`` under ``key`` (never cached: ``pure=False``).
 
         The task starts only after every dependency succeeded, and runs to the
         end whether or not anyone keeps the returned future (``fire_and_forget``):
-        a write whose result is dropped still gets its jobs done.
+        a write whose result is dropped still gets its jobs done. It runs on a
+        worker that offers ``resources`` (default: :meth:`job_resources`).
         """
         import distributed
 
+        resources = resources or self.job_resources()
+        if resources:
+            kwargs["resources"] = resources
         future = self.client.submit(fn, *args, *dependencies, key=key, pure=False, **kwargs)
         distributed.fire_and_forget(future)
         return future

@@ -22,6 +22,8 @@ config                 becomes
 ``master.host/port``   where the master worker listens (``dask worker --host
                        --worker-port --resources MASTER=1``)
 ``master.resource``    the resource name that marks the master worker
+``cluster.job_resource`` a resource (e.g. ``JOBS``) the job workers offer and
+                       ordinary jobs request, so none runs on the master worker
 ``cluster.n_workers``  how many job workers ``local-cluster`` starts
 ``mongodb.host/port``  the database (clients and jobs; not the cluster's business)
 ``redis``              ignored, with a warning (Dask replaces rq and redis)
@@ -112,6 +114,9 @@ class ClusterSpec:
     dashboard_address : str or None
         The scheduler's dashboard (``":8787"``); None: no dashboard. It is
         only served when bokeh is installed.
+    job_resource : str or None
+        A resource the job workers (not the master worker) offer, one per
+        thread, and ordinary jobs request (``cluster.job_resource``).
     """
 
     host: str = DEFAULT_HOST
@@ -122,6 +127,7 @@ class ClusterSpec:
     master_port: int | None = None
     resource: str = "MASTER"
     dashboard_address: str | None = DEFAULT_DASHBOARD
+    job_resource: str | None = None
 
     @classmethod
     def from_config(cls, cfg: Config, **overrides: Any) -> ClusterSpec:
@@ -135,6 +141,7 @@ class ClusterSpec:
             "master_host": cfg.master.host,
             "master_port": cfg.master.port,
             "resource": cfg.master.resource,
+            "job_resource": cfg.cluster.job_resource,
         }
         values.update({k: v for k, v in overrides.items() if v is not None or k == "dashboard_address"})
         spec = cls(**values)
@@ -170,8 +177,9 @@ class ClusterSpec:
         return "" if host in ALL_INTERFACES or host is None else host
 
     def worker_command(self, *, master: bool = False, name: str | None = None, nworkers: int = 1,
-                       scheduler_file: str | None = None, extra: Sequence[str] = ()) -> list[str]:
-        """``dask worker`` with the preload (``master``: the master worker, resource ``MASTER=1``)."""
+                       scheduler_file: str | None = None, gpu: int = 0, extra: Sequence[str] = ()) -> list[str]:
+        """``dask worker`` with the preload (``master``: the master worker, resource ``MASTER=1``;
+        ``gpu``: offers ``GPU=<gpu>``, for the jobs of models on a CUDA device)."""
         cmd = self._dask("worker")
         cmd += ["--scheduler-file", scheduler_file] if scheduler_file else [self.address]
         cmd += ["--preload", PRELOAD, "--nthreads", str(self.threads_per_worker), "--no-dashboard"]
@@ -183,8 +191,13 @@ class ClusterSpec:
         name = name or ("master" if master else None)
         if name:
             cmd += ["--name", name]
-        if master:
-            cmd += ["--resources", f"{self.resource}=1"]
-            if self.master_port:
-                cmd += ["--worker-port", str(self.master_port)]
+        resources = [f"{self.resource}=1"] if master else []
+        if self.job_resource and not master:
+            resources.append(f"{self.job_resource}={self.threads_per_worker}")
+        if gpu:
+            resources.append(f"GPU={int(gpu)}")
+        if resources:
+            cmd += ["--resources", " ".join(resources)]
+        if master and self.master_port:
+            cmd += ["--worker-port", str(self.master_port)]
         return cmd + list(extra)

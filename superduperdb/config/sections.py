@@ -83,6 +83,7 @@ class ClusterConfig(_Node):
     threads_per_worker: int = field(metadata={"min": 1})
     processes: bool | None
     timeout: float = field(metadata={"min": 0})
+    job_resource: str | None
 
 
 @_section("jobs")
@@ -116,6 +117,8 @@ class MasterConfig(_Node):
     exact_threshold: int = field(metadata={"min": 0})
     epsilon: float = field(metadata={"min": 0})
     warm_up: bool
+    snapshot_interval: float = field(metadata={"min": 0})
+    snapshot_changes: int = field(metadata={"min": 1})
 
 
 @_section("types")

@@ -73,6 +73,7 @@ class ModelsMixin:
         semantic_index: bool | str = False,
         measure: str | None = None,
         neighbourhoods: Any = (),
+        resources: Mapping[str, float] | None = None,
     ):
         """Register a model: a ``torch.nn.Module``, a scikit-learn estimator or a callable.
 
@@ -101,6 +102,11 @@ class ModelsMixin:
             The type that encodes the outputs (default: chosen per value).
         batch_size, device, method, method_kwargs
             See :class:`superduperdb.models.base.Model`.
+        resources : dict, optional
+            Dask worker resources the model's jobs request, e.g. ``{'GPU': 1}``.
+            Default: ``{'GPU': 1}`` when ``device`` is a CUDA device or the torch
+            module's parameters are on one (its jobs then run on workers started
+            with ``superduperdb worker --gpu``), else none.
         key : str, optional
             Shortcut: also :meth:`create_watcher` on ``key`` (with ``filter``,
             ``features``, ``active``), which starts a backfill job.
@@ -148,7 +154,7 @@ class ModelsMixin:
         model, row = services.models.check_new(
             name, object, preprocess=preprocess, postprocess=postprocess, type=type, batch_size=batch_size,
             device=device, method=method, method_kwargs=method_kwargs, preprocessor=preprocessor, forward=forward,
-            postprocessor=postprocessor)
+            postprocessor=postprocessor, resources=resources)
         if key is not None:
             # Check the watcher too before storing anything: all of it is registered, or none.
             watcher = services.watchers.check_new(name, key, filter=filter, features=features, active=active,

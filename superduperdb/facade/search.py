@@ -50,6 +50,41 @@ class SearchMixin:
                 services.watchers.delete(watcher["name"], force=True)
             raise
 
+    def search_many(self, likes: list, filter: dict | None = None, *, n: int = 10, projection: Any = None,
+                    semantic_index: str | None = None, similar_first: bool = False, raw: bool = False,
+                    features: dict | None = None) -> list[list[dict]]:
+        """``find(filter, like=like, n=n)`` for each of ``likes``, in one round trip to the master.
+
+        The query vectors are computed here, the master answers them all in one
+        call (``{'_id': x}`` likes are looked up in one call too) and the
+        result documents are read with one query, so a batch costs about as
+        much as one ``find(like=...)`` plus the search itself.
+
+        Parameters
+        ----------
+        likes : list of dict
+            Documents to search with, as for ``find(like=...)``.
+        filter, projection, n, semantic_index, similar_first, raw, features
+            As in :meth:`find` (the filter applies to every query).
+
+        Returns
+        -------
+        list of list of dict
+            For each like, in order, its documents, most similar first, each with ``_score``.
+
+        Examples
+        --------
+        >>> hits = docs.search_many([{"text": "arrays"}, {"text": "plots"}], n=3)   # doctest: +SKIP
+        >>> [[d["text"] for d in found] for found in hits]   # doctest: +SKIP
+        """
+        from ..services.checks import check_filter
+
+        filter = check_filter(filter)
+        found, _ = self._services.search.find_like_many(filter, likes, projection=projection, n=n,
+                                                        semantic_index=semantic_index, similar_first=similar_first)
+        transform = self._transform(raw=raw, features=features)
+        return [[transform(doc) for doc in docs] for docs in found]
+
     def list_semantic_indexes(self) -> list[str]:
         return self._metadata.names("semantic_indexes")
 

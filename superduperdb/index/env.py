@@ -34,6 +34,16 @@ DEFAULT_NUMBA_CACHE_DIR = os.path.join("~", ".cache", "superduperdb", "numba")
 _WARMED_UP = False
 
 
+def _default_cache_dirs() -> list[str]:
+    """Per-user places for numba's cache, best first: ``$XDG_CACHE_HOME`` or ``~/.cache``, then the temp dir."""
+    import tempfile
+
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    first = os.path.join(xdg, "superduperdb", "numba") if xdg else DEFAULT_NUMBA_CACHE_DIR
+    user = getattr(os, "getuid", lambda: "user")()
+    return [first, os.path.join(tempfile.gettempdir(), f"superduperdb-{user}", "numba")]
+
+
 def configure_numba_env(cache_dir: str | None = None) -> dict[str, str]:
     """Set the environment variables an index process needs, where unset.
 
@@ -48,7 +58,10 @@ def configure_numba_env(cache_dir: str | None = None) -> dict[str, str]:
     ----------
     cache_dir : str, optional
         Directory for numba's cache, used only when ``NUMBA_CACHE_DIR`` is not
-        already set. Default ``~/.cache/superduperdb/numba``.
+        already set. Default: per user, ``$XDG_CACHE_HOME/superduperdb/numba``
+        or ``~/.cache/superduperdb/numba`` (a temp dir of the user's if neither
+        can be created), so the compiled code is shared by every process of the
+        user on the machine and survives them.
 
     Returns
     -------
@@ -71,17 +84,24 @@ def configure_numba_env(cache_dir: str | None = None) -> dict[str, str]:
         )
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if not os.environ.get("NUMBA_CACHE_DIR"):
-        path = os.path.expanduser(cache_dir or DEFAULT_NUMBA_CACHE_DIR)
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError as exc:  # read-only home: numba falls back to __pycache__
-            logger.warning("Cannot create numba cache dir %s: %s", path, exc)
-        else:
-            os.environ["NUMBA_CACHE_DIR"] = path
+        for path in ([cache_dir] if cache_dir else _default_cache_dirs()):
+            path = os.path.expanduser(path)
+            try:
+                os.makedirs(path, exist_ok=True)
+            except OSError as exc:  # read-only home: try the next place, else numba uses __pycache__
+                logger.warning("Cannot create numba cache dir %s: %s", path, exc)
+            else:
+                os.environ["NUMBA_CACHE_DIR"] = path
+                break
     return {
         "OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"],
         "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", ""),
     }
+
+
+def is_warm() -> bool:
+    """Whether :func:`warm_up` has run in this process (graph queries then compile nothing)."""
+    return _WARMED_UP
 
 
 def warm_up(n_neighbors: int = 30, leaf_budget: int = 8, force: bool = False) -> float:

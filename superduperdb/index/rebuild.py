@@ -128,6 +128,8 @@ class RebuildMixin:
             self._vectors, self._sq, self._ids, self._alive, self._n = V, S, ids, alive, m + t
             self._row_of = row_of
             self._graph = graph
+            self.graph_enabled = True  # built in this process: its JIT is warm
+            self._pending_graph = None  # a restored graph over the old rows is of no use now
             self._graph_n = m if graph is not None else 0
             self._graph_dead = len(dead) if graph is not None else 0
             self._deleted = len(dead)

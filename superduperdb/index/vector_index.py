@@ -27,6 +27,7 @@ import numpy as np
 from superduperdb.errors import DimensionMismatchError, SemanticIndexError
 from superduperdb.index import search as _search
 from superduperdb.index.measures import check_measure, finalize_scores, prepare_queries, sqnorms
+from superduperdb.index.persist import PersistMixin
 from superduperdb.index.rebuild import RebuildMixin, _Build
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def _as_matrix(vectors: Any, what: str) -> np.ndarray:
     return X
 
 
-class VectorIndex(RebuildMixin):
+class VectorIndex(RebuildMixin, PersistMixin):
     """An in-memory vector index over arbitrary hashable ids.
 
     Exact numpy search while the index is small or has no graph; a pynndescent
@@ -286,7 +287,7 @@ class VectorIndex(RebuildMixin):
     def _view(self, epsilon: float | None) -> _search.View:
         return _search.View(
             self._vectors, self._sq, self._ids, self._alive, self._n, len(self._row_of),
-            self._graph, self._graph_n, self._graph_dead, self.measure,
+            self._graph if self.graph_enabled else None, self._graph_n, self._graph_dead, self.measure,
             self.epsilon if epsilon is None else float(epsilon),
         )  # fmt: skip
 
@@ -382,7 +383,8 @@ class VectorIndex(RebuildMixin):
                 "measure": self.measure_name,
                 "tail": self._n - self._graph_n,
                 "deleted": self._deleted,
-                "graph_size": self._graph_n,
+                "graph_size": self._graph_n if self._graph is not None else 0,
+                "graph_pending": self._pending_graph is not None,
                 "building": self._build is not None,
                 "last_build_seconds": self._last_build_seconds,
                 "builds": self._builds,

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..errors import JobCancelledError, JobFailedError, JobNotFoundError, JobTimeoutError
+from ..store.metadata import metadata_changed
 from ..store.records import CANCELLED, FAILED, FINAL, finish
 
 DEFAULT_TIMEOUT = 600.0
@@ -126,6 +127,9 @@ class Job:
         elif self._future is not None:
             self._wait_future(deadline)
         record = self._poll(deadline)
+        # A finished job may have changed metadata on a worker (a promoted model version, a new
+        # index uid): what this process cached from the metadata is re-read (services/search.py).
+        metadata_changed()
         _raise_for(record)
         return self
 

@@ -51,8 +51,10 @@ class JobService:
         return Job(job_id, self.table, future, default_timeout=self.scope.config.jobs.wait_timeout)
 
     # -- submitting -------------------------------------------------------------------
-    def submit(self, kind: str, params: dict, *, depends_on: Iterable[Job] = (), record: dict | None = None) -> Job:
-        """Create a job record and submit the job (or run it now, inline)."""
+    def submit(self, kind: str, params: dict, *, depends_on: Iterable[Job] = (), record: dict | None = None,
+               resources: dict | None = None) -> Job:
+        """Create a job record and submit the job (or run it now, inline) to a worker offering ``resources``
+        (default: ``cluster.job_resource`` where some worker offers it; ``{'GPU': 1}`` for a model on a GPU)."""
         depends_on = list(depends_on)
         job_id = records.new_job_id()
         key = None if self.cluster.inline else task_key(kind, job_id)
@@ -66,7 +68,8 @@ class JobService:
                 run_job(target, job_id, kind, params, inline=True)
             return self.job(job_id)
         futures = [j._future for j in depends_on if j._future is not None]
-        future = self.cluster.submit(run_job, target, job_id, kind, params, key=key, dependencies=futures)
+        future = self.cluster.submit(run_job, target, job_id, kind, params, key=key, dependencies=futures,
+                                     resources=resources)
         return self.job(job_id, future)
 
     def submit_watchers(self, ids: list | None, names: set[str] | None = None, *, download: bool = False,
@@ -93,7 +96,7 @@ class JobService:
             chunk_size = row.get("chunk_size") or self.scope.config.jobs.chunk_size  # create_model(max_chunk_size=)
             params = {"watcher": row["name"], "ids": ids, "chunk_size": chunk_size,
                       "settle": settle}
-            job = self.submit("model", params, depends_on=deps,
+            job = self.submit("model", params, depends_on=deps, resources=row.get("resources"),
                               record={"model": row["model"], "watcher": row["name"], **records.scope(ids)})
             by_watcher[row["name"]] = job
             jobs.append(job)

@@ -9,6 +9,10 @@ Per index it holds a :class:`~superduperdb.index.VectorIndex` (exact search +
 pynndescent graph rebuilt in the background). ``refresh(ids)`` re-reads those
 documents' outputs: present ones are upserted, missing ones removed, so
 inserts, updates and deletes all arrive the same way.
+
+Warm restarts (:mod:`.snapshots`): an index is loaded from its latest snapshot
+when there is one, then caught up with the documents' present fingerprints;
+snapshots are refreshed in a background thread.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from ..config import redact
 from ..errors import SemanticIndexError
 from ..index.env import configure_numba_env
 from ..store.context import Context, Target, worker_dask_client
-from ..store.layout import fingerprint_path, get_path, output_path
+from ..store.layout import MISSING, fingerprint_path, get_path, output_path
 from ..store.measures import load_measure
 from ..types import npy
+from . import snapshots
 from .sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
@@ -48,9 +53,20 @@ def indexed_path(row: dict) -> str:
 class _Loaded:
     """One index in memory, with the fingerprint of each vector (what its output was computed from)."""
 
-    def __init__(self, target: Target, row: dict, index: Any, seconds: float, fingerprints: dict) -> None:
+    def __init__(self, target: Target, row: dict, index: Any, seconds: float, fingerprints: dict,
+                 source: str = "database") -> None:
         self.target, self.row, self.index, self.load_seconds = target, row, index, seconds
         self.fingerprints = fingerprints
+        self.source = source  # "database" or "snapshot"
+        self.catch_up: dict | None = None  # what loading from a snapshot re-read
+        cfg = Context(target).config.master
+        self.snapshot_interval = float(cfg.snapshot_interval)
+        self.snapshot_changes = int(cfg.snapshot_changes)
+        self.changes = 0  # vectors upserted or removed since the last snapshot (under the fingerprints lock)
+        self.snapshot_due = source == "database"  # loaded the slow way: save one soon
+        self.snapshot_attempt = time.monotonic()
+        self.last_snapshot: dict | None = None
+        self.saving = threading.Lock()
 
 
 class Master:
@@ -79,7 +95,11 @@ class Master:
         self._loads_done = threading.Condition()
         self._warm_up = warm_up
         self._warm: threading.Thread | None = None
-        self._sweeper = Sweeper(sweep, worker_dask_client()) if sweep is not None else None
+        dask_client = worker_dask_client()
+        self._sweeper = Sweeper(sweep, dask_client) if sweep is not None else None
+        self._snapshotter = snapshots.Snapshotter(
+            self._due_snapshots, self._save_snapshot,
+            gone=lambda: dask_client is not None and dask_client.status in ("closing", "closed"))
 
     def _start_warm_up(self) -> None:
         with self._lock:
@@ -97,6 +117,21 @@ class Master:
             self._loads_done.wait_for(lambda: self._loading == 0)
         warm_up()
 
+    def _attach_graph_when_idle(self, index: Any, name: str) -> None:
+        """Install a restored graph (unpickling it imports numba: seconds), after the loads that started
+        this master, so that its first answers (exact meanwhile) do not wait for it (see WARM_UP_GRACE)."""
+        time.sleep(WARM_UP_GRACE)
+        with self._loads_done:
+            self._loads_done.wait_for(lambda: self._loading == 0)
+        start = time.perf_counter()
+        try:
+            attached = index.attach_pending_graph()
+        except Exception:  # noqa: BLE001 - the index answers exactly, and rebuilds as it grows
+            logger.exception("cannot attach the restored graph of index %r", name)
+            return
+        logger.info("restored graph of index %r %s in %.2f s", name, "attached" if attached else "dropped",
+                    time.perf_counter() - start)
+
     # -- loading ----------------------------------------------------------------------
     def _read(self, ctx: Context, row: dict, query: dict) -> tuple[list, list, list]:
         """``(ids, vectors, fingerprints)`` of the documents matching ``query`` that have an indexed output."""
@@ -106,32 +141,39 @@ class Master:
         for doc in cursor.batch_size(LOAD_CHUNK):
             value = get_path(doc, path)
             ids.append(doc["_id"])
-            fps.append(get_path(doc, fp_path))
+            fp = get_path(doc, fp_path)
+            fps.append(None if fp is MISSING else fp)  # no fingerprint: always re-read
             vector = _npy_vector(value)
             vectors.append(vector if vector is not None else _as_vector(ctx.types.decode(value)))
         return ids, vectors, fps
 
-    def _get(self, target: Target, row: dict) -> _Loaded:
+    def _get(self, target: Target, row: dict, use_snapshot: bool = True) -> _Loaded:
         key = index_key(target, row)
         with self._lock:
             loaded = self._indexes.get(key)
             if loaded is None:
-                loaded = self._load(target, row)
+                loaded = self._load(target, row, use_snapshot)
                 self._indexes[key] = loaded
+                self._snapshotter.start()
             return loaded
 
-    def _load(self, target: Target, row: dict) -> _Loaded:
+    def _load(self, target: Target, row: dict, use_snapshot: bool = True) -> _Loaded:
         from ..index import VectorIndex
 
         self._start_warm_up()
         start = time.perf_counter()
         ctx = Context(target)
         cfg = ctx.config.master
-        measure = load_measure(ctx.metadata, ctx.artifacts, row["measure"])  # a custom one: its callable
-        index = VectorIndex(measure=measure, exact_threshold=cfg.exact_threshold, epsilon=cfg.epsilon)
         with self._loads_done:
             self._loading += 1
         try:
+            if use_snapshot and cfg.snapshot_interval > 0:
+                loaded = self._load_snapshot(ctx, row)
+                if loaded is not None:
+                    loaded.load_seconds = time.perf_counter() - start
+                    return loaded
+            index = VectorIndex(measure=load_measure(ctx.metadata, ctx.artifacts, row["measure"]),  # a custom one: its callable
+                                exact_threshold=cfg.exact_threshold, epsilon=cfg.epsilon)
             ids, vectors, fps = self._read(ctx, row, {})
             if ids:
                 index.add(ids, vectors)
@@ -144,6 +186,87 @@ class Master:
                     target.collection, len(ids), seconds)
         return _Loaded(target, row, index, seconds, dict(zip(ids, fps)))
 
+    def _load_snapshot(self, ctx: Context, row: dict) -> _Loaded | None:
+        """The index from its latest snapshot, caught up with the documents (None: no usable snapshot)."""
+        from ..errors import SemanticIndexError
+        from ..index import VectorIndex
+
+        start = time.perf_counter()
+        payload = snapshots.load(ctx.artifacts, row)
+        if payload is None:
+            return None
+        cfg = ctx.config.master
+        index = VectorIndex(measure=load_measure(ctx.metadata, ctx.artifacts, row["measure"]),  # a custom one: its callable
+                                exact_threshold=cfg.exact_threshold, epsilon=cfg.epsilon)
+        try:
+            index.restore_state(payload["state"])
+        except SemanticIndexError as exc:
+            logger.warning("cannot restore the snapshot of index %r: %s; loading from the documents", row["name"], exc)
+            return None
+        if index.has_pending_graph:
+            threading.Thread(target=self._attach_graph_when_idle, args=(index, row["name"]),
+                             name="superduperdb-attach-graph", daemon=True).start()
+        restored = time.perf_counter() - start
+        loaded = _Loaded(ctx.target, row, index, restored, payload["fingerprints"], source="snapshot")
+        ids, fps = self._read_fingerprints(ctx, row)
+        changed = self._sync(loaded, ctx, ids, fps, None)
+        loaded.catch_up = {"upserted": changed["upserted"], "removed": changed["removed"],
+                           "snapshot_age_s": time.time() - payload["taken_at"], "restore_s": restored,
+                           "seconds": time.perf_counter() - start - restored}
+        loaded.changes = changed["upserted"] + changed["removed"]
+        logger.info("loaded index %r from its snapshot (%d vectors, %.0f s old) in %.2f s; caught up: %s",
+                    row["name"], len(index), loaded.catch_up["snapshot_age_s"], time.perf_counter() - start,
+                    loaded.catch_up)
+        return loaded
+
+    def _read_fingerprints(self, ctx: Context, row: dict) -> tuple[list, list]:
+        """``(ids, fingerprints)`` of every document with an indexed output (no vectors read)."""
+        path, fp_path = indexed_path(row), fingerprint_path(row["keys"][0], row["models"][0])
+        ids, fps = [], []
+        for doc in ctx.collection.find({path: {"$exists": True}}, {fp_path: 1}).batch_size(LOAD_CHUNK):
+            ids.append(doc["_id"])
+            fp = get_path(doc, fp_path)
+            fps.append(None if fp is MISSING else fp)
+        return ids, fps
+
+    # -- snapshots --------------------------------------------------------------------------
+    def _due_snapshots(self) -> list[str]:
+        now = time.monotonic()
+        with self._lock:
+            items = list(self._indexes.items())
+        due = []
+        for key, loaded in items:
+            if loaded.snapshot_interval <= 0 or loaded.saving.locked():
+                continue
+            since = now - loaded.snapshot_attempt
+            if since < snapshots.MIN_GAP or not (loaded.changes > 0 or loaded.snapshot_due):
+                continue
+            if loaded.snapshot_due or since >= loaded.snapshot_interval or loaded.changes >= loaded.snapshot_changes:
+                due.append(key)
+        return due
+
+    def _save_snapshot(self, key: str) -> dict | None:
+        with self._lock:
+            loaded = self._indexes.get(key)
+        if loaded is None:
+            return None
+        with loaded.saving:
+            loaded.snapshot_attempt = time.monotonic()
+            start = time.perf_counter()
+            with self._fingerprints_lock:  # the fingerprints first: see snapshots.dumps
+                fingerprints, changes = dict(loaded.fingerprints), loaded.changes
+            data = snapshots.dumps(loaded.index, fingerprints, loaded.row)
+            size = len(loaded.index)
+            snapshots.save(Context(loaded.target).artifacts, loaded.row, data, size=size)
+            with self._fingerprints_lock:
+                loaded.changes -= changes
+            loaded.snapshot_due = False
+            loaded.last_snapshot = {"at": time.time(), "vectors": size, "bytes": len(data),
+                                    "seconds": time.perf_counter() - start}
+            logger.info("saved a snapshot of index %r: %d vectors, %.1f MB in %.2f s", loaded.row["name"], size,
+                        len(data) / 1e6, loaded.last_snapshot["seconds"])
+            return loaded.last_snapshot
+
     # -- the actor's methods --------------------------------------------------------------
     def ping(self) -> float:
         return self.started_at
@@ -153,14 +276,15 @@ class Master:
         return {"started_at": self.started_at, "generation": self.generation}
 
     def ensure(self, target: Target, row: dict) -> dict:
-        """Load the index (from MongoDB) unless loaded; return its stats."""
+        """Load the index (from its snapshot, else from MongoDB) unless loaded; return its stats."""
         return self._stats(self._get(target, row))
 
     def refresh(self, target: Target, row: dict, ids: list) -> dict:
         """Re-read ``ids``: upsert those with outputs, remove the others."""
-        loaded = self._get(target, row)
-        ctx = Context(target)
-        found, vectors, fps = self._read(ctx, row, {"_id": {"$in": list(ids)}})
+        return self._refresh(self._get(target, row), Context(target), ids)
+
+    def _refresh(self, loaded: _Loaded, ctx: Context, ids: list) -> dict:
+        found, vectors, fps = self._read(ctx, loaded.row, {"_id": {"$in": list(ids)}})
         if found:
             loaded.index.add(found, vectors)
         present = set(found)
@@ -170,6 +294,7 @@ class Master:
             loaded.fingerprints.update(zip(found, fps))
             for i in gone:
                 loaded.fingerprints.pop(i, None)
+            loaded.changes += len(found) + removed
         return {"upserted": len(found), "removed": removed}
 
     def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None) -> dict:
@@ -180,14 +305,16 @@ class Master:
         the caller looked at those documents only). Returns the counts and the
         ids that changed.
         """
-        loaded = self._get(target, row)
+        return self._sync(self._get(target, row), Context(target), ids, fingerprints, within)
+
+    def _sync(self, loaded: _Loaded, ctx: Context, ids: list, fingerprints: list, within: list | None) -> dict:
         wanted = dict(zip(ids, fingerprints))
         with self._fingerprints_lock:
             held = loaded.fingerprints
             stale = [i for i, fp in wanted.items() if i not in held or held[i] != fp or fp is None]
             scope = held.keys() if within is None else (set(within) & held.keys())
             gone = [i for i in scope if i not in wanted]
-        changed = self.refresh(target, row, stale + gone) if stale or gone else {"upserted": 0, "removed": 0}
+        changed = self._refresh(loaded, ctx, stale + gone) if stale or gone else {"upserted": 0, "removed": 0}
         return {**changed, "changed": stale + gone}
 
     def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None) -> tuple[list, list]:
@@ -196,10 +323,30 @@ class Master:
         ids, scores = loaded.index.search(vector, n, candidates=candidates)
         return ids, [float(s) for s in scores]
 
+    def search_many(self, target: Target, row: dict, vectors: list, n: int,
+                    candidates: list | None = None) -> list[tuple[list, list]]:
+        """:meth:`search` for each of ``vectors`` (one call for the batch); ``(ids, scores)`` each."""
+        loaded = self._get(target, row)
+        if not len(vectors):
+            return []
+        found = loaded.index.search_batch(vectors, n, candidates=candidates)
+        return [(ids, [float(s) for s in scores]) for ids, scores in found]
+
     def vector_of(self, target: Target, row: dict, id: Any) -> Any:
         """The stored vector of document ``id`` (None if it has none)."""
         loaded = self._get(target, row)
         return loaded.index.get(id)
+
+    def vectors_of(self, target: Target, row: dict, ids: list) -> list:
+        """The stored vector of each of ``ids`` (None where it has none)."""
+        index = self._get(target, row).index
+        return [index.get(i) for i in ids]
+
+    def snapshot(self, target: Target, row: dict) -> dict:
+        """Save a snapshot of the index now (loading it first if needed); return what was written."""
+        loaded = self._get(target, row)
+        self._save_snapshot(index_key(target, row))
+        return dict(loaded.last_snapshot or {})
 
     def neighbours(self, target: Target, row: dict, ids: list | None, n: int) -> dict:
         """``{id: [the n nearest other ids]}`` for ``ids`` (None: every indexed id)."""
@@ -212,9 +359,9 @@ class Master:
         return out
 
     def reload(self, target: Target, row: dict) -> dict:
-        """Drop the index and load it again from MongoDB; return its stats."""
+        """Drop the index and load it again from MongoDB (not from a snapshot); return its stats."""
         self.drop(target, row)
-        return self.ensure(target, row)
+        return self._stats(self._get(target, row, use_snapshot=False))
 
     def watch(self, target: Target) -> None:
         """Sweep this collection every ``reconcile.interval`` seconds of its config (see :mod:`.sweeper`)."""
@@ -225,9 +372,13 @@ class Master:
         """The sweeper's watched collections and their last passes (empty without a sweeper)."""
         return self._sweeper.stats() if self._sweeper is not None else {}
 
-    def drop(self, target: Target, row: dict) -> bool:
+    def drop(self, target: Target, row: dict, forget: bool = False) -> bool:
+        """Forget the index in memory (``forget``: its snapshots too). Whether it was loaded."""
         with self._lock:
-            return self._indexes.pop(index_key(target, row), None) is not None
+            dropped = self._indexes.pop(index_key(target, row), None) is not None
+        if forget:
+            snapshots.delete(Context(target).artifacts, row)
+        return dropped
 
     def rebuild(self, target: Target, row: dict, wait: bool = True, timeout: float = 600.0) -> dict:
         """Build the graph now (``wait``: until it is swapped in)."""
@@ -243,7 +394,9 @@ class Master:
         t = loaded.target
         # Stats are returned by index jobs, whose records store them: the URI is shown redacted.
         return {"index": loaded.row["name"], "collection": f"{t.database}.{t.collection}", "uri": redact(t.uri),
-                "load_seconds": loaded.load_seconds,
+                "load_seconds": loaded.load_seconds, "source": loaded.source, "catch_up": loaded.catch_up,
+                "snapshot": loaded.last_snapshot, "changes_since_snapshot": loaded.changes,
+                "graph_enabled": loaded.index.graph_enabled,
                 "warm": self._warm is None or not self._warm.is_alive(), **loaded.index.stats()}
 
 

@@ -15,7 +15,9 @@ it is found (a job's fresh handle would otherwise call the dead worker and
 wait for Dask's connect timeout, 30 s, before replacing it). So with any
 number of clients there is one master, and every client ends up using it. A
 new master reloads its indexes from MongoDB on first use (the master is a
-cache) and is told again which collections to sweep.
+cache) and is told again which collections to sweep. A new master loads each
+index from its latest snapshot and catches up with the writes since
+(:mod:`.snapshots`), or from the documents when there is none.
 Inline clients (``cluster=None``) use a master in their own process.
 """
 
@@ -228,17 +230,30 @@ class MasterHandle:
         """The ``n`` nearest ids (among ``candidates`` if given) and their scores, best first."""
         return self._call("search", target, row, vector, n, candidates)
 
+    def search_many(self, target: Target, row: dict, vectors: list, n: int,
+                    candidates: list | None = None) -> list[tuple[list, list]]:
+        """:meth:`search` for each of ``vectors``, in one call to the master."""
+        return self._call("search_many", target, row, vectors, n, candidates)
+
     def vector_of(self, target: Target, row: dict, id: Any) -> Any:
         """The indexed vector of document ``id`` (None if it has none)."""
         return self._call("vector_of", target, row, id)
+
+    def vectors_of(self, target: Target, row: dict, ids: list) -> list:
+        """The indexed vector of each of ``ids`` (None where it has none), in one call."""
+        return self._call("vectors_of", target, row, list(ids))
+
+    def snapshot(self, target: Target, row: dict) -> dict:
+        """Save a snapshot of index ``row`` now (see :mod:`superduperdb.master.snapshots`); what was written."""
+        return self._call("snapshot", target, row)
 
     def neighbours(self, target: Target, row: dict, ids: list | None, n: int) -> dict:
         """``{id: [the n nearest other ids]}`` for ``ids`` (None: every indexed id)."""
         return self._call("neighbours", target, row, None if ids is None else list(ids), int(n))
 
-    def drop(self, target: Target, row: dict) -> bool:
-        """Forget index ``row`` (it reloads from MongoDB on next use)."""
-        return self._call("drop", target, row)
+    def drop(self, target: Target, row: dict, forget: bool = False) -> bool:
+        """Forget index ``row`` in memory (it loads again on next use); ``forget``: its snapshots too."""
+        return self._call("drop", target, row, forget)
 
     def rebuild(self, target: Target, row: dict, wait: bool = True, timeout: float = 600.0) -> dict:
         """Build the index's graph now (``wait``: until it is swapped in); return its stats."""

@@ -126,7 +126,7 @@ class IndexService:
             raise InUseError("semantic index", name, users)
         for r in self.metadata.list("neighbourhoods", {"semantic_index": name}):
             self.delete_neighbourhood(r["name"], force=True)
-        self.master.drop(self.scope.target, row)
+        self.master.drop(self.scope.target, row, forget=True)
         self.metadata.delete("semantic_indexes", name)
         if self.metadata.get_setting(DEFAULT_KEY) == name:
             remaining = self.metadata.names("semantic_indexes")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import AlreadyRegisteredError, InUseError, ModelError
 from ..models.base import Model
 from ..models.composite import check_part, composite_ref
+from ..models.resources import model_resources
 from ..store.layout import MISSING, model_input
 from ..store.metadata import utcnow
 from ..store.models import load_model
@@ -44,7 +45,7 @@ class ModelService:
     def check_new(self, name: str, object: Any = None, *, preprocess=None, postprocess=None, type: str | None = None,
                   batch_size: int = 32, device: Any = None, method: str | None = None,
                   method_kwargs: dict | None = None, preprocessor: str | None = None, forward: str | None = None,
-                  postprocessor: str | None = None) -> tuple[Model | None, dict]:
+                  postprocessor: str | None = None, resources: Mapping | None = None) -> tuple[Model | None, dict]:
         """Validate a new model (nothing is stored); return the wrapper and its row (without artifact).
 
         A model assembled from registered parts, or an attribute model
@@ -95,18 +96,24 @@ class ModelService:
         if object is None:
             raise ModelError(f"create_model({name!r}) needs the model object (or forward='<registered forward>', or "
                              "a name 'parent.attr' for an attribute of a registered model).", model=name)
+        requests = model_resources(object, device, resources)  # ModelError now, before anything is stored
         model = Model(object, preprocess=preprocess, postprocess=postprocess, batch_size=batch_size,
                       device=device, method=method, method_kwargs=method_kwargs, name=name)
         description = model.describe()  # validates the object, batch_size, method, hooks
-        return model, {"name": name, "version": 1, "type": type, **_plain(description)}
+        row = {"name": name, "version": 1, "type": type, **_plain(description)}
+        if requests:
+            row["resources"] = requests  # what its jobs request (GPU=1 ...)
+        return model, row
 
     def create(self, name: str, object: Any = None, *, preprocess=None, postprocess=None, type: str | None = None,
                batch_size: int = 32, device: Any = None, method: str | None = None,
                serializer: str | None = None, preprocessor: str | None = None, forward: str | None = None,
-               postprocessor: str | None = None, method_kwargs: dict | None = None) -> dict:
+               postprocessor: str | None = None, method_kwargs: dict | None = None,
+               resources: Mapping | None = None) -> dict:
         model, row = self.check_new(name, object, preprocess=preprocess, postprocess=postprocess, type=type,
                                     batch_size=batch_size, device=device, method=method, method_kwargs=method_kwargs,
-                                    preprocessor=preprocessor, forward=forward, postprocessor=postprocessor)
+                                    preprocessor=preprocessor, forward=forward, postprocessor=postprocessor,
+                                    resources=resources)
         return self.register(model, row, serializer)
 
     def register(self, model: Model | None, row: dict, serializer: str | None = None) -> dict:

@@ -11,7 +11,7 @@ trip as stored ones, so the indexed model sees the same values either way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CycleError
@@ -21,13 +21,18 @@ from ..store.watchers import watcher_name
 from ..types.encoding import CONTENT
 
 if TYPE_CHECKING:
+    from ..models.base import Model
     from .scope import Scope
 
+Loader = Callable[[str], "Model"]
 
-def query_input(scope: Scope, model: str, key: str, like: Mapping, _chain: tuple = ()) -> Any:
+
+def query_input(scope: Scope, model: str, key: str, like: Mapping, _chain: tuple = (),
+                load: Loader | None = None) -> Any:
     """What ``model`` reads on ``key`` for the ``like`` document (decoded), as its watcher would.
 
     Without a watcher ``<model>/<key>`` (a query-only model), the raw field.
+    ``load(name)`` loads a model (default: from the metadata, each time).
     """
     if (model, key) in _chain:
         raise CycleError(f"features form a cycle through model {model!r} on key {key!r}.")
@@ -38,17 +43,18 @@ def query_input(scope: Scope, model: str, key: str, like: Mapping, _chain: tuple
         doc = {k: scope.types.decode(v) for k, v in like.items() if k not in NOT_INPUT}
         for fkey, fmodel in features.items():
             if fkey in like:
-                doc[fkey] = upstream_output(scope, fmodel, fkey, like, chain)
+                doc[fkey] = upstream_output(scope, fmodel, fkey, like, chain, load)
         return doc
     if key in features:
-        return upstream_output(scope, features[key], key, like, chain)
+        return upstream_output(scope, features[key], key, like, chain, load)
     return scope.types.decode(like[key])
 
 
-def upstream_output(scope: Scope, model: str, key: str, like: Mapping, chain: tuple = ()) -> Any:
+def upstream_output(scope: Scope, model: str, key: str, like: Mapping, chain: tuple = (),
+                    load: Loader | None = None) -> Any:
     """``model``'s output on ``key`` of ``like``, as it would be stored and read back (encoded, then decoded)."""
-    value = query_input(scope, model, key, like, chain)
-    output = load_model(scope.metadata, scope.artifacts, model).predict([value])[0]
+    value = query_input(scope, model, key, like, chain, load)
+    output = _loader(scope, load)(model).predict([value])[0]
     row = scope.metadata.get("models", model)
     if row.get("type"):
         out_type = scope.types.get(row["type"])
@@ -58,7 +64,11 @@ def upstream_output(scope: Scope, model: str, key: str, like: Mapping, chain: tu
     return scope.types.decode(stored)
 
 
-def encode_query(scope: Scope, model: str, key: str, like: Mapping) -> Any:
+def encode_query(scope: Scope, model: str, key: str, like: Mapping, load: Loader | None = None) -> Any:
     """The vector ``model`` gives the ``like`` document on ``key`` (upstream models applied first)."""
-    value = query_input(scope, model, key, like)
-    return load_model(scope.metadata, scope.artifacts, model).predict([value])[0]
+    value = query_input(scope, model, key, like, load=load)
+    return _loader(scope, load)(model).predict([value])[0]
+
+
+def _loader(scope: Scope, load: Loader | None) -> Loader:
+    return load if load is not None else (lambda name: load_model(scope.metadata, scope.artifacts, name))

@@ -149,6 +149,8 @@ class Services:
         from .learning import LearningTaskService
 
         return LearningTaskService(self.scope, self.training)
+
+    @cached_property
     def measures(self) -> MeasureService:
         from .measures import MeasureService
 

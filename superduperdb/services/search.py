@@ -8,10 +8,19 @@
    filter (the original API's alternative order; may return fewer than ``n``).
 3. The documents are read from MongoDB and returned in similarity order, each
    with ``_score`` (higher is more similar).
+
+Index and model rows are kept for :data:`CACHE_TTL` seconds instead of being
+read from the metadata on every query; any metadata write in this process
+(registering or deleting a model or an index, a new model version) drops them
+at once, writes by other processes after at most ``CACHE_TTL``.
+:meth:`SearchService.find_like_many` answers several ``like`` documents with
+one call to the master and one read of the documents.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence, Set
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +30,36 @@ from ..config.secrets import redact_url
 from ..errors import DecodingError, SemanticIndexError
 from ..store.downloads import fetch as fetch_url
 from ..store.layout import CONTENT, LIKE
+from ..store.metadata import generation
+from ..store.models import load_model
 from .query_encoding import encode_query
 
 if TYPE_CHECKING:
     from .indexes import IndexService
     from .scope import Scope
+
+
+CACHE_TTL = 2.0  # seconds an index or model row read for a query is reused
+
+
+class _Recent:
+    """Values kept for ``ttl`` seconds, and only while this process wrote no metadata."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._items: dict[Any, tuple[float, int, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, load: Callable[[], Any]) -> Any:
+        now, current = time.monotonic(), generation()
+        with self._lock:
+            hit = self._items.get(key)
+        if hit is not None and hit[0] > now and hit[1] == current:
+            return hit[2]
+        value = load()  # errors (an unknown name) are not cached
+        with self._lock:
+            self._items[key] = (now + self.ttl, current, value)
+        return value
 
 
 class SearchService:
@@ -34,6 +68,15 @@ class SearchService:
     def __init__(self, scope: Scope, indexes: IndexService) -> None:
         self.scope = scope
         self.indexes = indexes
+        self._recent = _Recent(CACHE_TTL)
+
+    def index_row(self, name: str | None) -> dict:
+        """The row of semantic index ``name`` (None: the default), from the last seconds' reads."""
+        return self._recent.get(("index", name), lambda: self.indexes.get(name))
+
+    def model(self, name: str) -> Any:
+        """The loaded model ``name`` (its current version), from the last seconds' reads."""
+        return self._recent.get(("model", name), lambda: load_model(self.scope.metadata, self.scope.artifacts, name))
 
     def query_vector(self, row: dict, like: Mapping) -> Any:
         """The vector that represents the ``like`` document in index ``row``."""
@@ -52,7 +95,7 @@ class SearchService:
                     like = self._download(like)
                 else:
                     like = {**like, key: self._download(like[key])}
-                return encode_query(self.scope, model, key, like)  # follows the watcher's features chain
+                return encode_query(self.scope, model, key, like, load=self.model)  # follows the features chain
         raise SemanticIndexError(
             f"No model of index {row['name']!r} reads a field of like={list(like)}: it encodes queries from "
             f"the keys {row['keys']} (models {row['models']}). Use one of those keys, or {{'_id': id}}.",
@@ -83,27 +126,74 @@ class SearchService:
     def find_like(self, filter: dict, like: Mapping, *, projection: Any, n: int, semantic_index: str | None,
                   similar_first: bool) -> tuple[list[dict], str]:
         """The raw documents most similar to ``like`` (each with ``_score``), best first, and the index's name."""
-        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-            raise SemanticIndexError(f"n must be a positive integer, not {n!r}.")
-        row = self.indexes.get(semantic_index)
+        _check_n(n)
+        if isinstance(like, list):
+            raise SemanticIndexError("like= takes one document; for several, use "
+                                     "collection.search_many([{...}, {...}], n=...).")
+        row = self.index_row(semantic_index)
         vector = self.query_vector(row, like)
-        target, raw = self.scope.target, self.scope.raw
         encoded = self.scope.types.encode(filter, "filter", mark=False)
-        master = self.indexes.master
+        candidates = self._candidates(encoded, similar_first)
+        if candidates is not None and not candidates:
+            return [], row["name"]
+        ids, scores = self.indexes.master.search(self.scope.target, row, vector, n, candidates)
+        return self._fetch([(ids, scores)], encoded, projection)[0], row["name"]
+
+    def find_like_many(self, filter: dict, likes: Sequence[Mapping], *, projection: Any, n: int,
+                       semantic_index: str | None, similar_first: bool) -> tuple[list[list[dict]], str]:
+        """:meth:`find_like` for each of ``likes``: one call to the master, one read of the documents."""
+        _check_n(n)
+        if isinstance(likes, (Mapping, str, bytes)) or not isinstance(likes, Sequence):
+            raise SemanticIndexError(f"likes must be a list of documents such as [{{'text': 'a query'}}], not {likes!r}.")
+        if not likes:
+            return [], self.index_row(semantic_index)["name"]
+        row = self.index_row(semantic_index)
+        vectors = self.query_vectors(row, likes)
+        encoded = self.scope.types.encode(filter, "filter", mark=False)
+        candidates = self._candidates(encoded, similar_first)
+        if candidates is not None and not candidates:
+            return [[] for _ in likes], row["name"]
+        found = self.indexes.master.search_many(self.scope.target, row, vectors, n, candidates)
+        return self._fetch(found, encoded, projection), row["name"]
+
+    def query_vectors(self, row: dict, likes: Sequence[Mapping]) -> list:
+        """:meth:`query_vector` of each of ``likes`` (the ``{'_id': x}`` ones with one call to the master)."""
+        by_id = [i for i, like in enumerate(likes) if isinstance(like, Mapping) and "_id" in like]
+        stored = self.indexes.master.vectors_of(self.scope.target, row, [likes[i]["_id"] for i in by_id]) \
+            if by_id else []
+        vectors: list = [None] * len(likes)
+        for i, vector in zip(by_id, stored):
+            if vector is None:
+                raise SemanticIndexError(
+                    f"Document {likes[i]['_id']!r} has no vector in index {row['name']!r} (missing, or its outputs "
+                    "are not computed yet: wait on the insert's jobs).", index=row["name"])
+            vectors[i] = vector
+        for i, like in enumerate(likes):
+            if vectors[i] is None:
+                vectors[i] = self.query_vector(row, like)
+        return vectors
+
+    def _candidates(self, encoded: dict, similar_first: bool) -> list | None:
+        """The ids matching the filter, searched among (None: no filter, or similar first)."""
         if encoded and not similar_first:
-            candidates = [d["_id"] for d in raw.find(encoded, {"_id": 1})]
-            ids, scores = master.search(target, row, vector, n, candidates) if candidates else ([], [])
-        else:
-            ids, scores = master.search(target, row, vector, n, None)
-        query = {"_id": {"$in": list(ids)}}
+            return [d["_id"] for d in self.scope.raw.find(encoded, {"_id": 1})]
+        return None
+
+    def _fetch(self, found: list[tuple[list, list]], encoded: dict, projection: Any) -> list[list[dict]]:
+        """The documents of each ``(ids, scores)`` in that order, with ``_score`` (one read for all)."""
+        wanted = list(dict.fromkeys(i for ids, _ in found for i in ids))
+        query: dict = {"_id": {"$in": wanted}}
         if encoded:
             query = {"$and": [encoded, query]}
         fetch, drop_id = _with_id(projection)
-        found = {d["_id"]: d for d in raw.find(query, fetch)} if ids else {}
-        docs = [{**found[i], "_score": s} for i, s in zip(ids, scores) if i in found]
-        if drop_id:
-            docs = [{k: v for k, v in d.items() if k != "_id"} for d in docs]
-        return docs, row["name"]
+        docs = {d["_id"]: d for d in self.scope.raw.find(query, fetch)} if wanted else {}
+        out = []
+        for ids, scores in found:
+            hits = [{**docs[i], "_score": s} for i, s in zip(ids, scores) if i in docs]
+            if drop_id:
+                hits = [{k: v for k, v in d.items() if k != "_id"} for d in hits]
+            out.append(hits)
+        return out
 
     def join_neighbourhood(self, name: str, transform: Callable[[dict], Any], *, raw: bool = False,
                            decode_errors: str = "raise") -> Callable[[dict], Any]:
@@ -135,6 +225,11 @@ class SearchService:
             return doc
 
         return joined
+
+
+def _check_n(n: Any) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        raise SemanticIndexError(f"n must be a positive integer, not {n!r}.")
 
 
 def _with_id(projection: Any) -> tuple[Any, bool]:

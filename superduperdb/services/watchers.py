@@ -80,6 +80,8 @@ class WatcherService:
                 self.metadata.get("models", fmodel, hint=f"features={{{fkey!r}: {fmodel!r}}} names an unknown model.")
         row = {"name": name or watcher_name(model, key), "model": model, "key": key,
                "filter": stored_filter, "features": features, "active": active}
+        if model_row.get("resources"):
+            row["resources"] = model_row["resources"]  # what its jobs request (GPU=1 ...)
         if chunk_size is not None:
             row["chunk_size"] = chunk_size
         if self.metadata.exists("watchers", row["name"]):

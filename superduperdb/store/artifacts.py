@@ -112,6 +112,40 @@ class ArtifactStore:
             _cache_put(key, obj)
         return obj
 
+    # -- named files (latest version wins) -----------------------------------------------
+    def put_named(self, name: str, data: bytes, **info: Any) -> Any:
+        """Store ``data`` as a new version of the file ``name``; return its GridFS id.
+
+        The previous versions stay until :meth:`prune_named`: GridFS writes the
+        chunks first and the file document last, so a reader sees the old
+        version or the new one whole, never part of the new one.
+        """
+        return self._fs.put(data, filename=name, **info)
+
+    def get_named(self, name: str) -> tuple[bytes, dict] | None:
+        """The newest complete version of ``name`` and its file document (None if there is none)."""
+        try:
+            grid_out = self._fs.get_last_version(filename=name)
+        except gridfs.errors.NoFile:
+            return None
+        return grid_out.read(), dict(getattr(grid_out, "_file", {}) or {})
+
+    def info_named(self, name: str) -> dict | None:
+        """The file document of the newest version of ``name`` (without reading its bytes)."""
+        try:
+            return dict(self._fs.get_last_version(filename=name)._file)
+        except gridfs.errors.NoFile:
+            return None
+
+    def prune_named(self, name: str, keep: Any = None) -> int:
+        """Delete the versions of ``name`` other than the one with id ``keep`` (None: all); return how many."""
+        removed = 0
+        for grid_out in list(self._fs.find({"filename": name})):
+            if grid_out._id != keep:
+                self._fs.delete(grid_out._id)
+                removed += 1
+        return removed
+
     def delete(self, digest: str) -> None:
         for grid_out in self._fs.find({"filename": digest}):
             self._fs.delete(grid_out._id)

@@ -10,6 +10,7 @@ every process sees the same registrations.
 from __future__ import annotations
 
 import datetime
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,25 @@ SINGULAR = {
     "learning_tasks": "learning task",
     "measures": "measure",
 }
+
+
+_GENERATION = [0]
+_GENERATION_LOCK = threading.Lock()
+
+
+def generation() -> int:
+    """A number that changes whenever this process writes any metadata row (caches compare it)."""
+    return _GENERATION[0]
+
+
+def _changed() -> None:
+    with _GENERATION_LOCK:
+        _GENERATION[0] += 1
+
+
+def metadata_changed() -> None:
+    """Say that metadata may have changed elsewhere (a job this process waited for), so caches re-read it."""
+    _changed()
 
 
 def utcnow() -> datetime.datetime:
@@ -85,14 +105,18 @@ class MetadataStore:
             raise AlreadyRegisteredError(SINGULAR[kind], row["name"])
         row = {"created_at": utcnow(), **row}
         self.table(kind).insert_one(dict(row))
+        _changed()
         row.pop("_id", None)
         return row
 
     def update(self, kind: str, name: str, update: Mapping) -> None:
         self.table(kind).update_one({"name": name}, dict(update))
+        _changed()
 
     def delete(self, kind: str, name: str) -> bool:
-        return self.table(kind).delete_one({"name": name}).deleted_count > 0
+        deleted = self.table(kind).delete_one({"name": name}).deleted_count > 0
+        _changed()
+        return deleted
 
     def get_setting(self, key: str, default: Any = None) -> Any:
         row = self.table("meta").find_one({"name": key})
@@ -100,3 +124,4 @@ class MetadataStore:
 
     def set_setting(self, key: str, value: Any) -> None:
         self.table("meta").update_one({"name": key}, {"$set": {"value": value}}, upsert=True)
+        _changed()

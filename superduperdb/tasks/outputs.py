@@ -164,13 +164,14 @@ def predict(ctx: Context, model: Any, model_row: dict, todo: list[tuple[Any, Any
 
 def compute(ctx: Context, view: WatcherView, model: Any, model_row: dict, version: Any, query: dict,
             chunk_size: int, write: Callable[[list[Computed]], None], on_progress: Callable[[int], None] | None = None,
-            cancellable: bool = True) -> tuple[int, int]:
+            cancellable: bool = True, on_chunk: Callable[[], None] | None = None) -> tuple[int, int]:
     """Apply ``model`` to the stale inputs among the documents matching ``query``; ``write(computed)`` per batch.
 
     Chunks of ``chunk_size`` documents are read one ahead, each chunk's stale
     inputs go to the model in batches (:func:`~.pipeline.step_size`), and each
     batch's outputs are written while the model works on the next one
-    (:func:`~.pipeline.run_pipelined`). ``on_progress(n)`` counts documents done.
+    (:func:`~.pipeline.run_pipelined`). ``on_progress(n)`` counts documents done;
+    ``on_chunk()`` is called after each chunk's outputs are computed.
     ``cancellable``: stop (:class:`JobCancelledError`) when the job's record says cancelled.
     Returns ``(documents read, outputs computed)``.
     """
@@ -189,6 +190,8 @@ def compute(ctx: Context, view: WatcherView, model: Any, model_row: dict, versio
             if on_progress is not None:
                 on_progress(len(batch))
             yield results
+        if on_chunk is not None:
+            on_chunk()
 
     cursor = ctx.collection.find(query, view.projection).batch_size(chunk_size)
     run_pipelined(chunks(cursor, chunk_size), work, write, check)
@@ -212,7 +215,8 @@ def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = 
     total = ctx.collection.count_documents(and_(view.filter, scope)) if ids is None else len(ids)
     progress = Progress(ctx, total, watcher)
     read, computed = compute(ctx, view, model, model_row, model_row.get("version"), and_(view.filter, scope),
-                             chunk_size, lambda computed: write_outputs(ctx, view, computed), progress.advance)
+                             chunk_size, lambda computed: write_outputs(ctx, view, computed), progress.advance,
+                             on_chunk=progress.log)
     progress.close()
     removed = remove_outputs(ctx, view, view.orphans(scope)) if settle and ids is not None else 0
     return {"computed": computed, "current": read - computed, "removed": removed, "path": view.path}

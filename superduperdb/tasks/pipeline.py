@@ -102,7 +102,7 @@ class Progress:
     total : int
         How much work there is (documents).
     label : str
-        Names the work in the log line written by :meth:`close`.
+        Names the work in the log lines written by :meth:`log`.
     scale : float
         The share of the job's progress this work stands for (the record shows ``scale * done / total``).
     """
@@ -121,10 +121,13 @@ class Progress:
             self._write()
             self._written = now
 
-    def close(self) -> None:
-        """Record the final count and log it."""
-        self._write()
+    def log(self) -> None:
+        """Add a line with the count so far to the job's logs (once a chunk: not per batch)."""
         self.ctx.log(f"{self.label}: {self.done}/{self.total} documents")
+
+    def close(self) -> None:
+        """Record the final count (the log has it from the last chunk)."""
+        self._write()
 
     def _write(self) -> None:
         if self.ctx.job_id is not None:

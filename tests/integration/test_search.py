@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import bson
 import numpy as np
 import pytest
 import testmodels
+from waiting import poll
 
 import superduperdb
 from superduperdb.errors import DimensionMismatchError, InUseError, NotRegisteredError, SemanticIndexError
+from superduperdb.master.snapshots import snapshot_name
 
 WAIT = 120
 DIM = 8
@@ -160,6 +163,110 @@ def test_killed_master_recovers_with_same_results(client, indexed):
     after = [(d["i"], round(d["_score"], 5)) for d in coll.find({"group": 2}, like={"x": X[1]}, n=5)]
     assert after == before
     assert master.worker() is not None
+
+
+def test_search_many_answers_each_like_as_find_does(indexed):
+    coll, X = indexed
+    _id = coll.find_one({"i": 17})["_id"]
+    likes = [{"x": X[10] + 0.05}, {"_id": _id}, {"x": X[99]}]
+    batch = coll.search_many(likes, n=4)
+    assert [[d["i"] for d in docs] for docs in batch] == [ids_of(coll.find(like=like, n=4)) for like in likes]
+    assert batch[1][0]["i"] == 17 and isinstance(batch[0][0]["x"], np.ndarray)
+    assert all(d["_score"] >= e["_score"] for docs in batch for d, e in zip(docs, docs[1:]))
+    rows = np.array([i for i in range(len(X)) if i % 3 == 1])
+    filtered = coll.search_many([{"x": X[3]}, {"x": X[4]}], {"group": 1}, n=5, projection={"i": 1, "_id": 0})
+    assert [[d["i"] for d in docs] for docs in filtered] == [exact(X, X[3], rows, 5), exact(X, X[4], rows, 5)]
+    assert set(filtered[0][0]) == {"i", "_score"}
+    assert coll.search_many([], n=3) == []
+    assert coll.search_many([{"x": X[0]}], {"group": 99}, n=3) == [[]]
+
+
+def test_search_many_bad_input(indexed):
+    coll, X = indexed
+    with pytest.raises(SemanticIndexError, match="list of documents"):
+        coll.search_many({"x": X[0]})
+    with pytest.raises(SemanticIndexError, match="search_many"):
+        list(coll.find(like=[{"x": X[0]}, {"x": X[1]}]))
+    with pytest.raises(SemanticIndexError, match="positive"):
+        coll.search_many([{"x": X[0]}], n=0)
+    with pytest.raises(SemanticIndexError, match="no vector"):
+        coll.search_many([{"x": X[0]}, {"_id": bson.ObjectId()}])
+
+
+def test_query_rows_are_cached_briefly_and_dropped_on_registration_changes(indexed):
+    coll, X = indexed
+    coll.create_model("neg", testmodels.identity)
+    coll.create_semantic_index("second", models=["neg"], keys=["x"], measure="l2").wait(WAIT)
+    assert coll.find_one(like={"x": X[8]})["_score"] == pytest.approx(1.0, abs=1e-4)  # cosine: "vectors"
+    coll.semantic_index = "second"  # a change made here: seen at once
+    assert coll.find_one(like={"x": X[8]})["_score"] == pytest.approx(0.0, abs=1e-4)  # -L2 distance to itself
+    # another program switches the default back: seen once the short-lived cache expires
+    coll.raw.database[f"{coll.raw.name}._meta"].update_one({"name": "semantic_index"}, {"$set": {"value": "vectors"}})
+    poll(lambda: coll.find_one(like={"x": X[8]})["_score"] == pytest.approx(1.0, abs=1e-4), 10,
+         "the default index set by another program to be used")
+    coll.delete_semantic_index("second")
+    with pytest.raises(NotRegisteredError):
+        list(coll.find(like={"x": X[8]}, semantic_index="second"))
+
+
+def restart_master(client, master, target, row) -> None:
+    """A new master: its worker process killed (worker processes), else the index dropped from memory."""
+    if client.mode == "processes":
+        address = master.worker()
+        client.cluster.client.run(testmodels.exit_process, workers=[address], wait=False)
+        poll(lambda: address not in client.cluster.client.nthreads(), WAIT, "the master's worker to go")
+    else:
+        master.drop(target, row)
+
+
+def test_restarted_master_loads_the_snapshot_and_catches_up(client, indexed):
+    """A new master loads the index's snapshot and re-reads only what changed since: writes made
+    through the library (insert, update, delete) and behind its back (raw insert and delete)."""
+    coll, X = indexed
+    indexes = coll._services.indexes
+    master, row, target = indexes.master, indexes.get("vectors"), coll._services.scope.target
+    written = master.snapshot(target, row)
+    assert written["vectors"] == len(X) and written["bytes"] > len(X) * DIM * 4
+    q = np.full(DIM, 9.0, dtype="float32")
+    coll.insert_one({"x": q, "i": 1000, "group": 5}).jobs.wait(WAIT)
+    coll.update_one({"i": 5}, {"$set": {"x": -q}}).jobs.wait(WAIT)
+    coll.delete_one({"i": 3}).jobs.wait(WAIT)
+    raw = coll.raw  # another program: the master hears nothing of these
+    copy = raw.find_one({"i": 11})
+    copy.update(_id=bson.ObjectId(), i=2000)
+    raw.insert_one(copy)
+    gone = raw.find_one({"i": 9})["_id"]
+    raw.delete_one({"_id": gone})
+
+    restart_master(client, master, target, row)
+    assert coll.find_one(like={"x": q})["i"] == 1000
+    assert coll.find_one(like={"x": -q})["i"] == 5
+    assert sorted(ids_of(coll.find(like={"x": X[11]}, n=2))) == [11, 2000]
+    stats = [s for s in master.stats() if s["index"] == "vectors" and s["collection"].endswith(".docs")
+             and s["collection"].startswith(coll.database.name)][0]
+    assert stats["source"] == "snapshot", stats
+    assert {k: stats["catch_up"][k] for k in ("upserted", "removed")} == {"upserted": 3, "removed": 2}, stats
+    assert stats["size"] == len(X)
+    assert master.vector_of(target, row, gone) is None  # deleted behind its back: gone from the index too
+    expected = [i for i in exact(X, X[3], np.arange(len(X)), 12) if i not in (3, 5, 9)][:8]
+    assert ids_of(coll.find(like={"x": X[3]}, n=8)) == expected
+
+
+def test_unreadable_snapshot_falls_back_to_the_documents_and_deletion_removes_snapshots(indexed):
+    coll, X = indexed
+    indexes = coll._services.indexes
+    master, row, target = indexes.master, indexes.get("vectors"), coll._services.scope.target
+    master.snapshot(target, row)
+    artifacts = coll._services.scope.artifacts
+    assert artifacts.prune_named(snapshot_name(row)) >= 1
+    artifacts.put_named(snapshot_name(row), b"not a pickle")  # the only version cannot be read
+    master.drop(target, row)
+    assert ids_of(coll.find(like={"x": X[4]}, n=3)) == exact(X, X[4], np.arange(len(X)), 3)
+    stats = [s for s in master.stats() if s["index"] == "vectors"
+             and s["collection"] == f"{coll.database.name}.docs"][0]
+    assert stats["source"] == "database" and stats["size"] == len(X)
+    coll.delete_semantic_index("vectors")
+    assert artifacts.info_named(snapshot_name(row)) is None
 
 
 @pytest.mark.slow

@@ -403,6 +403,67 @@ def test_custom_builder_runs_instead_of_pynndescent(monkeypatch):
     assert index.stats()["builds"] == 1 and index.stats()["graph_size"] == 500
 
 
+# ---------------------------------------------------------------- snapshots (export_state / restore_state)
+class CountingGraph(ExactGraph):
+    """ExactGraph that counts its queries (to see whether searches use the graph)."""
+
+    queries = 0
+
+    def query(self, q, k, epsilon=0.2):
+        CountingGraph.queries += 1
+        return super().query(q, k, epsilon)
+
+
+def test_state_round_trip_keeps_rows_dead_rows_and_graph(monkeypatch):
+    monkeypatch.setattr(vi_module, "build_graph", lambda X, measure, **kw: CountingGraph(X, measure))
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 6)).astype(np.float32)
+    index = VectorIndex(measure="cosine", exact_threshold=50, rebuild_tail=10**9, background=False)
+    index.add(list(range(300)), X)
+    assert index.rebuild(timeout=WAIT)
+    index.remove([0, 1, 2])
+    index.add([3, 1000], X[:2] * 2)  # an upsert and an insert after the graph
+    ref = {i: X[i] for i in range(3, 300)} | {3: X[0] * 2, 1000: X[1] * 2}
+
+    state = pickle.loads(pickle.dumps(index.export_state()))
+    assert isinstance(state["graph"], bytes) and state["graph_n"] == 300
+    restored = VectorIndex(measure="cosine", exact_threshold=50, rebuild_tail=10**9, background=False)
+    assert restored.restore_state(state) == len(ref) == len(index)
+    stats = restored.stats()
+    assert stats["graph_pending"] and stats["graph_size"] == 0 and stats["deleted"] == index.stats()["deleted"]
+    before = CountingGraph.queries
+    check_exact(restored, ref, X[:5], "cosine")  # exact until the graph is attached
+    assert CountingGraph.queries == before
+    assert restored.attach_pending_graph()
+    assert restored.stats()["graph_size"] == 300 and not restored.stats()["graph_pending"]
+    check_exact(restored, ref, X[:5], "cosine")
+    assert CountingGraph.queries > before + 1  # now through the graph
+    assert restored.get(3).tolist() == pytest.approx((X[0] * 2).tolist()) and 0 not in restored
+
+
+def test_restore_refuses_a_non_empty_index_or_another_measure():
+    a = VectorIndex(measure="l2")
+    a.add(["x"], np.ones((1, 3)))
+    state = a.export_state()
+    with pytest.raises(SemanticIndexError, match="empty"):
+        a.restore_state(state)
+    with pytest.raises(SemanticIndexError, match="'l2' index"):
+        VectorIndex(measure="cosine").restore_state(state)
+    assert len(a) == 1
+
+
+def test_a_rebuild_before_the_restored_graph_is_attached_drops_it(fake_graph):
+    X = np.random.default_rng(6).normal(size=(200, 4)).astype(np.float32)
+    index = VectorIndex(measure="l2", exact_threshold=50, rebuild_tail=10**9, background=False)
+    index.add(list(range(200)), X)
+    assert index.rebuild(timeout=WAIT)
+    restored = VectorIndex(measure="l2", exact_threshold=50, rebuild_tail=10**9, background=False)
+    restored.restore_state(pickle.loads(pickle.dumps(index.export_state())))
+    assert restored.rebuild(timeout=WAIT)  # new rows, new graph
+    assert not restored.attach_pending_graph()
+    assert restored.stats()["graph_size"] == 200 and restored.stats()["builds"] == 1
+
+
 # ---------------------------------------------------------------- real pynndescent graphs (slow)
 @pytest.fixture(scope="module")
 def blob_data():
@@ -441,6 +502,17 @@ def test_graph_pickles(graph_indexes, blob_data):
     assert clone.size == graph.size == 10_000
     for q in Q[:10]:
         np.testing.assert_array_equal(clone.query(q, 10), graph.query(q, 10))
+
+
+@pytest.mark.slow
+def test_restored_real_graph_answers_as_the_original(graph_indexes, blob_data):
+    ids, _, Q = blob_data
+    index, _ = graph_indexes["cosine"]
+    restored = VectorIndex(measure="cosine", exact_threshold=1000, rebuild_tail=10**9)
+    restored.restore_state(pickle.loads(pickle.dumps(index.export_state())))
+    assert restored.attach_pending_graph() and restored.stats()["graph_size"] == 10_000
+    for q in Q[:20]:
+        assert restored.search(q, 10)[0] == index.search(q, 10)[0]
 
 
 @pytest.mark.slow

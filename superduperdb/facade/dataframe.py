@@ -81,15 +81,18 @@ def flatten_outputs(outputs: Mapping, models: Iterable[str]) -> Iterable[tuple[s
     """``(key, model, output)`` for every output in a document's ``_outputs``.
 
     A key may be a dotted path (``_outputs.a.b.model``); a level is an output
-    when its name is a registered model's (model names have no dots), else
-    at depth two (outputs of a model deleted since).
+    when its name is a registered model's as stored (``parent/attr`` for the
+    attribute model ``parent.attr``), else at depth two (outputs of a model
+    deleted since).
     """
-    models = set(models)
+    from ..store.layout import model_field
+
+    fields = {model_field(m): m for m in models}  # an attribute model 'clip.text' is stored as 'clip/text'
 
     def walk(node: Mapping, prefix: tuple) -> Iterable[tuple[str, str, Any]]:
         for name, value in node.items():
-            if prefix and (name in models or not isinstance(value, Mapping)):
-                yield ".".join(prefix), name, value
+            if prefix and (name in fields or not isinstance(value, Mapping)):
+                yield ".".join(prefix), fields.get(name, name), value
             elif isinstance(value, Mapping):
                 yield from walk(value, (*prefix, name))
 

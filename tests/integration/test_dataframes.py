@@ -278,3 +278,14 @@ def test_apply_model_batch_keeps_order_across_chunks_and_records(docs):
     out = docs.apply_model("ident", filter={}, key="i", progress=False)
     assert out.tolist() == list(range(700))
     assert out.index.tolist() == [d["_id"] for d in docs.find({}, {"_id": 1}, sort=[("_id", 1)])]
+
+
+def test_attribute_model_outputs_are_named_by_the_model(docs):
+    twotower = pytest.importorskip("twotower")
+    docs.insert_many([{"x": x, "i": i} for i, x in enumerate(np.random.default_rng(3).normal(size=(4, 8)).astype("float32"))])
+    docs.create_model("tt", twotower.TwoTower())
+    docs.create_watcher("tt.image", "x").wait(WAIT)
+    df = docs.to_pandas({}, sort=[("i", 1)])
+    assert "tt.image(x)" in df.columns and isinstance(df["tt.image(x)"][0], np.ndarray)
+    batch = docs.apply_model("tt.image", filter={}, key="x")
+    np.testing.assert_allclose(np.stack(batch.tolist()), np.stack(df["tt.image(x)"].tolist()), rtol=1e-5, atol=1e-6)

@@ -5,7 +5,8 @@ fingerprint (as a watcher's ``model`` job would, so a watcher created later
 finds them current); ``write=False`` leaves the documents alone and puts the
 encoded outputs in ``<collection>._applied`` (one record per chunk, tagged with
 the job's id), which the client reads back as a pandas Series and deletes.
-Progress is counted after every chunk of a few model batches (and recorded at a bounded rate).
+Progress is counted after every chunk of a few model batches (recorded at a bounded rate), with a
+log line per chunk.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def apply_model(ctx: Context, job_id: str, model: str, key: str, filter: dict | 
         done += len(chunk)
         applied += len(items)
         progress.advance(len(chunk))
+        progress.log()
     progress.close()
     return {"applied": applied, "skipped": done - applied, "write": write,
             "path": view.path if write else f"{ctx.target.collection}.{SCRATCH}"}

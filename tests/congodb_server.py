@@ -39,7 +39,7 @@ CONGODB_DIR = Path(__file__).resolve().parent / "congodb"
 INSTALL_SCRIPT = CONGODB_DIR / "install.sh"
 SERVER_SCRIPT = CONGODB_DIR / "server.mjs"
 # The install directory name carries the patch level; keep in sync with congodb/install.sh.
-INSTALL_MARKER = CONGODB_DIR / "smartmongo" / "2.2.0-p1" / "INSTALL_OK"
+INSTALL_MARKER = CONGODB_DIR / "smartmongo" / "2.2.0-p2" / "INSTALL_OK"
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_START_TIMEOUT = 30.0

@@ -224,3 +224,19 @@ def task_states(dask_scheduler, keys: list) -> dict:
         if ts is not None:
             out[key] = (ts.state, dict(ts.resource_restrictions or {}))
     return out
+
+
+class Ballast:
+    """A model that carries ``size`` incompressible bytes (as big as a real one: MiniLM is 91 MB
+    stored) and answers with their SHA-256, so a test can tell that a worker loaded all of them."""
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.payload = np.random.default_rng(seed).bytes(size)
+
+    def digest(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.payload).hexdigest()
+
+    def __call__(self, x):
+        return f"{x}:{self.digest()}"

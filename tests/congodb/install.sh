@@ -23,7 +23,7 @@ set -euo pipefail
 
 readonly VERSION="2.2.0"
 readonly PACKAGE="@push.rocks/smartmongo@${VERSION}"
-readonly INSTALL_NAME="${VERSION}-p1"
+readonly INSTALL_NAME="${VERSION}-p2"
 readonly DEPS=(
   "bson@^6.10.0"
   "mingo@^7.2.0"
@@ -131,6 +131,16 @@ const storage = new MemoryStorageAdapter();
 await storage.insertOne('db', 'c', { _id: 'key' });
 if ((await storage.findAll('db', 'c'))[0]._id !== 'key') {
   throw new Error('patch check failed: a string _id is not kept');
+}
+// Replies over 17 MB encode, and cursor batches stop at 16 MiB.
+const wire = await import('$stage/package/dist_ts/congodb/server/WireProtocol.js');
+const chunks = Array.from({ length: 80 }, (_, n) =>
+  ({ n, data: new plugins.bson.Binary(Buffer.alloc(255 * 1024)) }));
+if (wire.WireProtocol.encodeOpMsgResponse(1, { ok: 1, chunks }).length < 20e6) {
+  throw new Error('patch check failed: a 20 MB reply does not encode');
+}
+if (wire.batchEnd(chunks, 0, 101) !== 64 || wire.batchEnd(chunks, 79, 0) !== 80) {
+  throw new Error('patch check failed: cursor batches are not bounded by bytes');
 }
 console.log('ok');
 "

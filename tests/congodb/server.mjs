@@ -16,7 +16,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const CONGODB_INDEX = fileURLToPath(
-  new URL('./smartmongo/2.2.0-p1/package/dist_ts/congodb/index.js', import.meta.url),
+  new URL('./smartmongo/2.2.0-p2/package/dist_ts/congodb/index.js', import.meta.url),
 );
 const STOP_GRACE_MS = 2000;
 

@@ -6,7 +6,7 @@ operations that do *not* behave like real MongoDB are marked ``xfail(strict=True
 real-MongoDB behaviour and document the quirk, so the suite stays green while CongoDB is what
 it is, and turns red (XPASS) if a new CongoDB version fixes one of them.
 
-``tests/congodb/install.sh`` patches CongoDB (``tests/congodb/patches/``) for two bugs that the
+``tests/congodb/install.sh`` patches CongoDB (``tests/congodb/patches/``) for bugs that the
 tests here guard against:
 
 * every update with operators (``$set``, ``$push``, ...) rewrote the *whole* document through a
@@ -14,12 +14,16 @@ tests here guard against:
   it into a plain sub-document (e.g. ``{'sub_type': 0, 'buffer': {'0': 97}, 'position': 1}``);
 * every ``_id`` was coerced to an ObjectId (a string ``_id`` was rejected, an integer one
   silently became an unrelated ObjectId); now an ``_id`` of any type but array round-trips.
+* a reply over 17 MB failed to encode and was answered to request 0 (pymongo: ``ProtocolError:
+  Got response id 0 but expected ...``), e.g. reading a GridFS file of more than ~17 MB; batches
+  are now bounded at 16 MiB as in mongod, and a large message is received in linear time.
 """
 
 from __future__ import annotations
 
 import datetime
 import itertools
+import random
 import re
 import shutil
 import statistics
@@ -717,6 +721,27 @@ def test_gridfs_string_key_as_filename(db: Database[Doc]) -> None:
     fs.delete(found._id)
     assert not fs.exists(filename="artifact-1")
     assert db["docs._artifacts.chunks"].count_documents({}) == 0
+
+
+def test_replies_over_16_mib_come_in_batches(db: Database[Doc]) -> None:
+    """Like mongod, a batch holds at most 16 MiB of documents, so no reply is too big to send."""
+    mib = 1024 * 1024
+    db.big.insert_many([{"i": i, "data": Binary(bytes([i]) * mib)} for i in range(24)])
+    first = db.command("find", "big", sort={"i": 1})["cursor"]
+    sizes = [len(bson.encode(d)) for d in first["firstBatch"]]
+    assert 1 <= len(sizes) < 24 and sum(sizes) <= 16 * mib
+    assert first["id"] != 0  # the rest is left for getMore
+    got = [(d["i"], d["data"]) for d in db.big.find().sort("i", 1)]
+    assert got == [(i, bytes([i]) * mib) for i in range(24)]
+
+
+def test_gridfs_file_as_big_as_a_real_model(db: Database[Doc]) -> None:
+    """all-MiniLM-L6-v2 is 91 MB stored: stock CongoDB failed to read it back (ProtocolError)."""
+    fs = gridfs.GridFS(db, collection="docs._artifacts")
+    data = random.Random(0).randbytes(91_000_000)
+    file_id = fs.put(data, filename="model")
+    assert fs.get_last_version("model").read() == data
+    fs.delete(file_id)
 
 
 def test_gridfs_bucket(db: Database[Doc]) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import results
 from .cursor import SKIP, Cursor, ListSource, check_features, substitute_features
 from .errors import DECODE_ERRORS, DecodingError, QueryError, unknown_name
+from .facade.frames import DataFrameMixin
 from .facade.models import ModelsMixin
 from .facade.search import SearchMixin
 from .facade.training import TrainingMixin
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Collection(ModelsMixin, SearchMixin, TrainingMixin):
+class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
     """A MongoDB collection with types, models, watchers, jobs and semantic search.
 
     Obtained from a database: ``client.my_db.my_collection`` or
@@ -111,6 +112,9 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
             doc.pop(FINGERPRINTS, None)
         return doc
 
+    def _model_names(self) -> list[str]:
+        return self._metadata.names("models")
+
     def _transform(self, *, raw: bool = False, features: Mapping | None = None, decode_errors: str = "raise"):
         check_decode_errors(decode_errors)
         features = check_features(features)
@@ -146,9 +150,20 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
     ) -> results.InsertManyResult:
         """Insert documents; watchers' jobs are submitted for all of them at once.
 
+        ``documents`` may be a list of dicts, a pandas DataFrame (one document
+        per row; a missing cell, NaN/None/NaT, is a missing field; numpy scalars
+        are stored as numbers) or a Dask DataFrame (each partition inserted by a
+        worker, see :meth:`from_dask`).
+
         If the write partly fails (``BulkWriteError``), the documents it did
         write still get their jobs before the error is raised.
         """
+        from .facade import dataframe
+
+        if dataframe.is_dask(documents):
+            return self.from_dask(documents, refresh=refresh)
+        if dataframe.is_pandas(documents):
+            documents = dataframe.frame_documents(documents)
         raw, jobs = self._services.writes.insert_many(documents, ordered, args, kwargs, refresh)
         return results.InsertManyResult(list(raw.inserted_ids), raw.acknowledged, jobs)
 
@@ -234,9 +249,10 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
             source = ListSource([], **_like_options(filter, projection, args, kwargs))  # checked before searching
             source.documents, index = self._services.search.find_like(
                 filter, like, projection=projection, n=n, semantic_index=semantic_index, similar_first=similar_first)
-            return Cursor(source, transform, f"{self.full_name} like={list(like)} n={n} index={index!r}")
+            return Cursor(source, transform, f"{self.full_name} like={list(like)} n={n} index={index!r}",
+                          self._model_names)
         source = self._raw.find(self._types.encode(filter, "filter", mark=False), projection, *args, **kwargs)
-        return Cursor(source, transform, f"{self.full_name} filter={filter!r}")
+        return Cursor(source, transform, f"{self.full_name} filter={filter!r}", self._model_names)
 
     def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> dict | None:
         """The first document :meth:`find` would return, or ``None``."""
@@ -266,7 +282,7 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin):
             raise QueryError("pipeline must be a list of stages such as [{'$match': {...}}].", argument="pipeline")
         transform = self._transform(raw=raw, decode_errors=decode_errors)
         source = self._raw.aggregate(self._types.encode(pipeline, "pipeline"), *args, **kwargs)
-        return Cursor(source, transform, f"{self.full_name} aggregate")
+        return Cursor(source, transform, f"{self.full_name} aggregate", self._model_names)
 
     # -- updating -------------------------------------------------------------------
     def update_one(self, filter: Mapping, update: Mapping, *args: Any, refresh: bool = True, **kwargs: Any):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Iterator, Mapping
+from itertools import islice
 from typing import Any
 
 _CHAINING = (
@@ -33,10 +34,12 @@ class Cursor:
         Shown by ``repr``.
     """
 
-    def __init__(self, source: Any, transform: Callable[[dict], dict], description: str = "") -> None:
+    def __init__(self, source: Any, transform: Callable[[dict], dict], description: str = "",
+                 models: Callable[[], list[str]] | None = None) -> None:
         self._source = source
         self._transform = transform
         self._description = description
+        self._models = models
         self._iterator: Iterator | None = None
 
     # -- pymongo's chaining modifiers -------------------------------------------------
@@ -100,7 +103,37 @@ class Cursor:
 
     def clone(self) -> Cursor:
         source = self._source.clone() if hasattr(self._source, "clone") else self._source
-        return Cursor(source, self._transform, self._description)
+        return Cursor(source, self._transform, self._description, self._models)
+
+    def to_pandas(self, *, outputs: str = "columns", output_names: str | Callable[[str, str], str] = "{model}({key})"):
+        """The remaining documents as a :class:`pandas.DataFrame`, one row each (consumes the cursor).
+
+        Parameters
+        ----------
+        outputs : {'columns', 'nested', 'drop'}
+            Model outputs as their own columns (default), as the ``_outputs``
+            dict column, or left out.
+        output_names : str or callable
+            Names of output columns: a format string with ``{model}`` and
+            ``{key}`` (default ``'{model}({key})'``, e.g. ``minilm(text)``) or a
+            callable ``(model, key) -> str``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Arrays and tensors are object columns of numpy arrays; ``like=``
+            results keep their ``_score`` column.
+
+        Examples
+        --------
+        >>> docs.find({}, {"_id": 0}).to_pandas()      # doctest: +SKIP
+           x  length(text)
+        0  1             5
+        """
+        from .facade.dataframe import to_frame
+
+        models = self._models() if self._models is not None else []
+        return to_frame(self, models=models, outputs=outputs, output_names=output_names)
 
     def __enter__(self) -> Cursor:
         return self
@@ -112,8 +145,21 @@ class Cursor:
     def __repr__(self) -> str:
         return f"<superduperdb.Cursor {self._description}>"
 
-    def _repr_html_(self) -> str:
-        return f"<code>{html.escape(repr(self))}</code>"
+    def _repr_html_(self, rows: int = 10) -> str:
+        """The first ``rows`` documents as a table (read from a clone: iterating this cursor is unaffected)."""
+        from .facade.render import cursor_html
+
+        caption = html.escape(repr(self))
+        if not hasattr(self._source, "clone"):  # e.g. an aggregation: showing it would consume it
+            return f"<code>{caption}</code>"
+        clone = self.clone()
+        try:
+            docs = list(islice(clone, rows + 1))
+        finally:
+            if hasattr(clone._source, "close"):
+                clone._source.close()
+        models = self._models() if self._models is not None else []
+        return cursor_html(docs, rows=rows, caption=caption, models=models)
 
 
 #: What a transform returns for a document that ``decode_errors='skip'`` leaves out.

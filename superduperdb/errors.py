@@ -289,5 +289,9 @@ class QueryError(SuperDuperError, TypeError):
     """A filter, update or query argument has the wrong shape."""
 
 
+class MissingColumnError(SuperDuperError, KeyError):
+    """A DataFrame has no column of that name (``.column``, ``.columns``)."""
+
+
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, BaseException)] + [
     "suggest", "unknown_name", "DECODE_ERRORS"]

@@ -42,7 +42,10 @@ def _spec(config: str | None, **overrides):
 @click.option("--log-dir", type=click.Path(file_okay=False), default=None,
               help="Write each component's log to DIR/<name>.log (default: this terminal).")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the cluster to start.")
-def local_cluster(n_workers, threads_per_worker, config, host, port, dashboard_address, no_master, log_dir, timeout):
+@click.option("-v", "--verbose", count=True, help="Show the components' Dask logs (INFO) in this terminal.")
+@click.pass_context
+def local_cluster(ctx, n_workers, threads_per_worker, config, host, port, dashboard_address, no_master, log_dir,
+                  timeout, verbose):
     """Start a scheduler, N job workers and a master worker here; stop them on Ctrl-C.
 
     The processes are the ones a real deployment runs (`dask scheduler` and
@@ -60,7 +63,11 @@ def local_cluster(n_workers, threads_per_worker, config, host, port, dashboard_a
     cfg, spec = _spec(config, host=host, port=port, n_workers=n_workers,
                       threads_per_worker=threads_per_worker, dashboard_address=dashboard_address)
     uri = redact(uri_from_config(cfg))  # printed only: the workers get the real one from each job
-    cluster = ProcessCluster(spec, log_dir=log_dir, master=not no_master)
+    from .logs import quiet_dask, verbosity
+
+    # Quiet by default: Dask's INFO lines bury the summary. With --log-dir the files keep them all.
+    env = quiet_dask(verbosity(ctx, verbose)) if log_dir is None else {}
+    cluster = ProcessCluster(spec, log_dir=log_dir, env=env, master=not no_master)
     try:
         cluster.start(timeout=timeout)
     except ClusterError as exc:

@@ -23,9 +23,18 @@ QUERIES = [
 @click.option("--n", "n", default=None, type=int, help="How many paragraphs (default: all, about 1,850).")
 @click.option("--uri", default="mongomock://demo", show_default=True, help="Database URI.")
 @click.option("--cluster", default="local", show_default=True, help="'local', a scheduler address, or 'inline'.")
-def demo(n: int | None, uri: str, cluster: str) -> None:
+@click.option("-v", "--verbose", count=True, help="Show Dask's logs (INFO) too.")
+@click.pass_context
+def demo(ctx: click.Context, n: int | None, uri: str, cluster: str, verbose: int) -> None:
     """Embed numpy's docs with MiniLM on a Dask cluster, then search them."""
     import superduperdb
+
+    from .logs import quiet_dask, verbosity
+
+    quiet_dask(verbosity(ctx, verbose))
+    import distributed  # noqa: F401  (configures its loggers on import: quieten them after)
+
+    quiet_dask(verbosity(ctx, verbose))
     from superduperdb.datasets import numpy_docstrings
     from superduperdb.models.text import load_minilm
 

@@ -234,12 +234,72 @@ class ModelsMixin:
         (which also deletes its watchers and their outputs)."""
         self._services.models.delete(name, force=force)
 
-    def apply_model(self, name: str, inputs: list, *, key: str | None = None) -> list:
-        """Apply a registered model ad hoc (in this process) to inputs, or to documents' ``key``.
+    def apply_model(self, name: str, inputs: Any = None, *, key: str | None = None, filter: Mapping | None = None,
+                    write: bool = False, wait: bool = True, timeout: float | None = None,
+                    progress: bool | None = None) -> Any:
+        """Apply a registered model: ad hoc to inputs here, or in batch to the collection on the cluster.
 
-        ``name`` may be an attribute model ``'parent.attr'`` of a registered model.
+        Parameters
+        ----------
+        name : str
+            The model (an attribute model ``'parent.attr'`` of a registered model too).
+        inputs : list, pandas.DataFrame or pandas.Series, optional
+            Ad hoc, in this process: a list of inputs (or of documents, with
+            ``key``) gives a list of outputs; a DataFrame (``key`` names the
+            column) or a Series gives a Series of outputs aligned to its index.
+            Omitted: apply the model to the documents matching ``filter``, as a
+            job on the cluster.
+        key : str, optional
+            The column of a DataFrame, the field of documents; required for
+            DataFrames and for the batch form.
+        filter : dict, optional
+            The batch form: which documents (default: all).
+        write : bool
+            The batch form: ``False`` returns the outputs as a Series indexed
+            by ``_id``; ``True`` stores them at ``_outputs.<key>.<name>`` (no
+            watcher is created; later writes do not update them) and returns
+            the job.
+        wait, timeout, progress
+            The batch form: wait for the job (``write=False`` always waits),
+            how long, and whether to show a progress bar (as :meth:`Job.wait`).
+
+        Returns
+        -------
+        list, pandas.Series or Job
+
+        Raises
+        ------
+        QueryError
+            A DataFrame without ``key``, the batch form without ``key``, or
+            ``filter``/``write`` together with ``inputs``.
+        MissingColumnError
+            The DataFrame has no column ``key``.
+
+        Examples
+        --------
+        >>> docs.apply_model("length", ["a", "abc"])                            # doctest: +SKIP
+        [1, 3]
+        >>> docs.apply_model("length", df, key="text")                          # doctest: +SKIP
+        >>> docs.apply_model("length", filter={"lang": "en"}, key="text")       # doctest: +SKIP
+        >>> docs.apply_model("length", key="text", write=True).result()         # doctest: +SKIP
         """
-        return self._services.models.apply(name, inputs, key=key)
+        from ..errors import QueryError
+        from . import dataframe
+
+        if inputs is None:
+            return self._apply_batch(name, key, filter, write, wait, timeout, progress)
+        if filter is not None or write:
+            raise QueryError("filter= and write= apply the model to the collection's documents on the cluster: "
+                             "pass them without inputs, e.g. apply_model(name, filter={...}, key='x').",
+                             argument="inputs")
+        found = dataframe.apply_inputs(inputs, key)
+        if found is None:
+            return self._services.models.apply(name, inputs, key=key)
+        values, index = found
+        column = key if key is not None else getattr(inputs, "name", None)
+        outputs = self._services.models.apply(name, values)
+        label = dataframe.column_namer(dataframe.OUTPUT_COLUMN)(name, column) if column is not None else name
+        return dataframe.series(outputs, index, label)
 
     def refresh_model(self, name: str):
         """Recompute every output of a model now (its active watchers'), even those that are current.

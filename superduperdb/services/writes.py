@@ -37,6 +37,17 @@ def written_by(error: BulkWriteError, count: int, ordered: bool) -> list[int]:
     return [i for i in range(count) if i not in failed]
 
 
+def new_fold(config: Any) -> str | None:
+    """``'train'`` or ``'valid'`` for a new document under ``config`` (None if folds are off).
+
+    Also used where documents are inserted on the workers (``insert_many`` of a Dask DataFrame).
+    """
+    data = config.data
+    if not data.assign_folds:
+        return None
+    return "valid" if random.random() < data.valid_probability else "train"
+
+
 class WriteService:
     """pymongo's writes on the raw collection, with types encoded and jobs submitted."""
 
@@ -49,10 +60,7 @@ class WriteService:
     # -- folds -------------------------------------------------------------------------
     def new_fold(self) -> str | None:
         """``'train'`` or ``'valid'`` (the original SuperDuperDB's split), or None if folds are off."""
-        data = self.scope.config.data
-        if not data.assign_folds:
-            return None
-        return "valid" if random.random() < data.valid_probability else "train"
+        return new_fold(self.scope.config)
 
     def prepare(self, document: Any, path: str) -> dict:
         """Give a document to insert an ``_id`` (on the caller's dict too, as pymongo) and a ``_fold``."""

@@ -24,7 +24,7 @@ import pymongo.errors
 from ..errors import JobCancelledError
 from ..store import records
 from ..store.context import Context, Target
-from . import download, index, outputs, reconcile, training, validation, versions  # noqa: F401  (they register the job kinds)
+from . import apply, download, index, outputs, reconcile, training, validation, versions  # noqa: F401  (they register the job kinds)
 from .kinds import KINDS
 
 logger = logging.getLogger(__name__)

@@ -74,7 +74,10 @@ class Encoder:
             return [self.encode(v, f"{path}[{i}]", inner) for i, v in enumerate(value)]
         if isinstance(value, _NATIVE):
             return value
-        found = self.type_for(value) or self.fallback
+        found = self.type_for(value)
+        if found is None and _numpy_scalar(value):
+            return self.encode(_scalar(value), path)  # np.int64(3) -> 3, as BSON has no numpy scalars
+        found = found or self.fallback
         if found is None:
             raise EncodingError(
                 f"Cannot store the {type(value).__module__}.{type(value).__qualname__} at "
@@ -93,6 +96,17 @@ class Encoder:
             ) from exc
         self.used.add(name)
         return {CONTENT: {"bytes": Binary(data), "type": name}}
+
+
+def _numpy_scalar(value: Any) -> bool:
+    return type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item")
+
+
+def _scalar(value: Any) -> Any:
+    """A numpy scalar as the Python value BSON stores (datetime64 as a datetime)."""
+    if type(value).__name__ == "datetime64":
+        return value.astype("datetime64[us]").item()
+    return value.item()
 
 
 def is_content(value: Any) -> bool:

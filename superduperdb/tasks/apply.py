@@ -1,0 +1,71 @@
+"""The ``apply`` job: apply a model to the documents matching a query, without a watcher.
+
+``write=True`` stores each output at ``_outputs.<key>.<model>`` with its
+fingerprint (as a watcher's ``model`` job would, so a watcher created later
+finds them current); ``write=False`` leaves the documents alone and puts the
+encoded outputs in ``<collection>._applied`` (one record per chunk, tagged with
+the job's id), which the client reads back as a pandas Series and deletes.
+Progress is counted after every chunk of a few model batches (recorded at a bounded rate), with a
+log line per chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bson import ObjectId
+
+from ..store.context import Context
+from ..store.layout import MISSING, fingerprint, fingerprint_path, model_input, output_path, pending_download
+from .kinds import job_kind
+from .outputs import Computed, WatcherView, encode_outputs, write_outputs
+from .pipeline import Progress, chunks
+
+logger = logging.getLogger(__name__)
+SCRATCH = "_applied"
+RECORD = 256
+
+
+def scratch(ctx_db: Any, collection: str) -> Any:
+    """The raw ``<collection>._applied`` collection (the outputs of ``write=False`` jobs)."""
+    return ctx_db[f"{collection}.{SCRATCH}"]
+
+
+@job_kind("apply")
+def apply_model(ctx: Context, job_id: str, model: str, key: str, filter: dict | None = None, write: bool = False,
+                chunk_size: int = 5000) -> dict:
+    """Apply ``model`` to ``key`` of every document matching ``filter`` (an encoded query)."""
+    model_row = ctx.metadata.get("models", model)
+    obj = ctx.artifacts.get(model_row["artifact"])
+    version = model_row.get("version")
+    query = dict(filter or {})
+    view = WatcherView(f"apply:{model}", model, key, {}, query, output_path(key, model), fingerprint_path(key, model))
+    size = max(1, min(chunk_size, 4 * int(model_row.get("batch_size") or 32)))
+    projection = None if key == "_base" else {key: 1}
+    total = ctx.collection.count_documents(query)
+    out = scratch(ctx.db, ctx.target.collection)
+    progress = Progress(ctx, total, f"apply {model} to {key}")
+    done = applied = 0
+    for n, chunk in enumerate(chunks(ctx.collection.find(query, projection).sort("_id", 1), size)):
+        ctx.check_cancelled()
+        items = [(d["_id"], value) for d in chunk
+                 if (value := model_input(d, key, {})) is not MISSING and not pending_download(value)]
+        if items:
+            outputs = encode_outputs(ctx, model_row, obj.predict([ctx.types.decode(x) for _, x in items]))
+            ctx.check_cancelled()
+            if write:
+                write_outputs(ctx, view, [Computed(i, x, fingerprint(version, x), y)
+                                          for (i, x), y in zip(items, outputs)])
+            else:  # records of at most RECORD outputs, well below MongoDB's 16 MB per document
+                for start in range(0, len(items), RECORD):
+                    out.insert_one({"job": ObjectId(job_id), "n": n, "part": start,
+                                    "ids": [i for i, _ in items[start:start + RECORD]],
+                                    "outputs": outputs[start:start + RECORD]})
+        done += len(chunk)
+        applied += len(items)
+        progress.advance(len(chunk))
+        progress.log()
+    progress.close()
+    return {"applied": applied, "skipped": done - applied, "write": write,
+            "path": view.path if write else f"{ctx.target.collection}.{SCRATCH}"}

@@ -48,7 +48,10 @@ class _ThreadStream(io.TextIOBase):
         self.fallback.flush()
 
     def isatty(self) -> bool:
-        return self.fallback.isatty()
+        try:
+            return self.fallback.isatty()
+        except ValueError:  # the real stream was closed (at interpreter exit)
+            return False
 
     def __getattr__(self, name: str) -> Any:
         # Everything else (ipykernel's set_parent, encoding, fileno ...) is the real stream's.

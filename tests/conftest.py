@@ -90,3 +90,17 @@ def mode_client(request):
     client.mode = request.param
     yield client
     client.close()
+
+
+@pytest.fixture
+def coll(client, unique_name):
+    """A fresh collection, dropped afterwards, on the module's ``client`` fixture (a
+    :func:`mode_client` unless the module defines ``client`` itself)."""
+    yield client[unique_name].docs
+    client.drop_database(unique_name)
+
+
+@pytest.fixture(scope="module")
+def client(mode_client):
+    """The module's client: :func:`mode_client` (each cluster mode) unless the module overrides it."""
+    return mode_client

@@ -50,11 +50,6 @@ def client(store, request):
     client.close()
 
 
-@pytest.fixture
-def coll(client, unique_name):
-    yield client[unique_name].docs
-    client.drop_database(unique_name)
-
 
 def vec(seed) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=DIM).astype("float32")

@@ -173,17 +173,6 @@ def test_cursor_html_shows_first_rows_compactly_without_consuming(docs):
 
 
 # -- Dask and batch jobs, in every cluster mode --------------------------------------------------------
-@pytest.fixture(scope="module")
-def client(mode_client):
-    return mode_client
-
-
-@pytest.fixture
-def coll(client, unique_name):
-    yield client[unique_name].docs
-    client.drop_database(unique_name)
-
-
 def _compute(client, ddf):
     return ddf.compute(scheduler="sync" if client.mode == "inline" else client.cluster.client)
 

@@ -28,17 +28,6 @@ from superduperdb.errors import (
 WAIT = 120
 
 
-@pytest.fixture(scope="module")
-def client(mode_client):
-    return mode_client
-
-
-@pytest.fixture
-def coll(client, unique_name):
-    yield client[unique_name].docs
-    client.drop_database(unique_name)
-
-
 def vectors(n, seed=0):
     return np.random.default_rng(seed).normal(size=(n, 4)).astype("float32")
 

@@ -26,17 +26,6 @@ from superduperdb.errors import (
 WAIT = 120
 
 
-@pytest.fixture(scope="module")
-def client(mode_client):
-    return mode_client
-
-
-@pytest.fixture
-def coll(client, unique_name):
-    yield client[unique_name].docs
-    client.drop_database(unique_name)
-
-
 def vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, d)).astype("float32")
 

@@ -30,17 +30,6 @@ WAIT = 300
 N_DIGITS = 600
 
 
-@pytest.fixture(scope="module")
-def client(mode_client):
-    return mode_client
-
-
-@pytest.fixture
-def coll(client, unique_name):
-    yield client[unique_name].docs
-    client.drop_database(unique_name)
-
-
 def insert_digits(coll, n):
     data = load_digits()
     coll.insert_many([{"img": x.reshape(8, 8), "label": int(y), "_fold": "valid" if i % 5 == 0 else "train"}

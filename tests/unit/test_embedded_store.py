@@ -14,7 +14,7 @@ import gridfs
 import mongomock
 import pymongo
 import pytest
-from bson import ObjectId
+from bson import Int64, ObjectId
 from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError, WriteError
 
@@ -156,6 +156,51 @@ def test_indexed_answers_equal_scanned_answers(seed):
             assert _answer(fast, filter) == expected, filter
             checked += isinstance(expected, list) and bool(expected)
     assert checked > 50  # the comparison saw real answers, not only empty ones
+
+
+def test_long_id_in_lists_answer_as_mongomock():
+    ids = [*range(40), 2.5, "7", "x", ObjectId(), {"k": 1}, {"k": 2}, Int64(50)]  # Int64(50) == 50
+    fast, slow = EmbeddedClient().db.c, mongomock.MongoClient().db.c
+    for coll in (fast, slow):
+        coll.insert_many([{"_id": i, "lang": "en" if j % 3 else "fr"} for j, i in enumerate(ids)])
+        coll.create_index("lang")
+    wanted = [1.0, 2, "7", 7.0, 2.5, ids[43], {"k": 1}, True, False, -0.0, None, "nope", *range(30, 36)]
+    for filter in ({"_id": {"$in": wanted}}, {"_id": {"$in": [50, *range(20)]}}, {"_id": {"$in": wanted}, "lang": "fr"},
+                   {"_id": {"$in": wanted[:9] + [{"k": 2}]}}, {"_id": {"$in": list(range(100))}},
+                   {"_id": {"$in": list(range(12))}, "lang": {"$in": ["en"]}}):
+        expected = [d["_id"] for d in slow.find(filter)]
+        assert [d["_id"] for d in fast.find(filter)] == expected, filter
+        assert expected  # a real answer
+    assert fast.count_documents({"_id": {"$in": list(range(20, 60))}}) == 21  # 20..39 and Int64(50)
+
+
+def test_reads_while_another_thread_updates_in_place():
+    # mongomock updates stored documents in place; a cursor copying one at the same time
+    # used to fail with "dictionary changed size during iteration" (a model job reading a
+    # chunk while another writes outputs).
+    import threading
+
+    coll = EmbeddedClient().db.c
+    coll.insert_many([{"_id": i, "a": i, **{f"k{j}": j for j in range(40)}} for i in range(1000)])
+    stop = threading.Event()
+    rounds = [0]
+
+    def write() -> None:
+        while not stop.is_set():
+            for i in range(0, 1000, 7):
+                coll.update_one({"_id": i}, {"$set": {f"new{rounds[0]}": i}})
+            rounds[0] += 1
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        for _ in range(15):
+            assert len(list(coll.find({}, {"a": 1, "k3": 1}))) == 1000
+            assert all(len(doc) >= 42 for doc in coll.find({}))
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert rounds[0] > 0 and not writer.is_alive()
 
 
 def test_lookups_use_the_indexes():

@@ -73,10 +73,18 @@ def server_errors(error: type[OperationFailure], what: str) -> Iterator[None]:
         raise error(f"{what}: {type(exc).__name__}: {exc}", code=code) from exc
 
 
-def _as_server_errors(docs: Iterable[dict]) -> Iterator[dict]:
-    # mongomock applies filters lazily: errors arise while the documents are iterated.
+def _as_server_errors(docs: Iterable[dict], lock: Any) -> Iterator[dict]:
+    # mongomock applies filters lazily: errors arise while the documents are iterated. Each
+    # document is tested under the lock that in-place updates hold (see EmbeddedCursor).
+    docs = iter(docs)
     with server_errors(OperationFailure, "Cannot run the filter"):
-        yield from docs
+        while True:
+            with lock:
+                try:
+                    doc = next(docs)
+                except StopIteration:
+                    return
+            yield doc
 
 
 class EmbeddedCursor(Cursor):
@@ -90,6 +98,13 @@ class EmbeddedCursor(Cursor):
     _lazy: Iterator[dict] | None = None
     _lazy_results: list[dict] | None = None
     _lazy_factory: Any = None
+
+    def _compute_results(self, with_limit_and_skip: bool = False) -> list:
+        # The results are copies of the stored documents, made here: not while another thread
+        # updates one of them in place (mongomock's updates do), or the copy fails with
+        # "dictionary changed size during iteration".
+        with self.collection._store.documents_lock:
+            return super()._compute_results(with_limit_and_skip)
 
     def __next__(self) -> dict:
         if self._limit and self._emitted >= abs(self._limit):
@@ -108,7 +123,8 @@ class EmbeddedCursor(Cursor):
             self._lazy, self._lazy_results, self._lazy_factory = iter(self._factory()), [], self._factory
         while len(self._lazy_results) < n and self._lazy is not None:
             try:
-                doc = next(self._lazy)
+                with self.collection._store.documents_lock:  # the copy is made here: see _compute_results
+                    doc = next(self._lazy)
             except StopIteration:
                 self._lazy = None
                 break
@@ -133,13 +149,14 @@ class EmbeddedCollection(mongomock.Collection):
         with server_errors(OperationFailure, "Cannot run the filter"):
             found = self._store.matching(filter)
             if found is None:
-                return _as_server_errors(super()._iter_documents(filter))
+                return _as_server_errors(super()._iter_documents(filter), self._store.documents_lock)
             docs, residual = found
             if not docs:
                 filtering.filter_applies(filter, {})  # still refuse a malformed filter, as a scan would
         if not residual:
             return iter(docs)
-        return _as_server_errors(doc for doc in docs if filtering.filter_applies(residual, doc))
+        return _as_server_errors((doc for doc in docs if filtering.filter_applies(residual, doc)),
+                                 self._store.documents_lock)
 
     def _update(self, *args: Any, **kwargs: Any) -> dict:
         with server_errors(WriteError, "Cannot apply the update"):
@@ -174,6 +191,10 @@ class EmbeddedCollection(mongomock.Collection):
         # index it again once it succeeded.
         # mongomock raises Python's errors where the update cannot apply ($inc of a string ...):
         # a server answers those with a WriteError.
+        with self._store.documents_lock:
+            self._guarded_locked(apply, existing_document, *args)
+
+    def _guarded_locked(self, apply, existing_document: dict, *args: Any) -> None:
         before = copy.deepcopy(existing_document)
         try:
             apply(existing_document, *args)

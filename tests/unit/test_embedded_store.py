@@ -15,6 +15,7 @@ import mongomock
 import pymongo
 import pytest
 from bson import ObjectId
+from bson.int64 import Int64
 from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError, WriteError
 
@@ -81,13 +82,20 @@ def _condition(rng: random.Random):
 def _filter(rng: random.Random, n: int) -> dict:
     parts = [{rng.choice(FIELDS): _condition(rng)} for _ in range(rng.randrange(1, 3))]
     if rng.random() < 0.3:
-        parts.append({"_id": rng.choice([rng.randrange(n), {"$in": [rng.randrange(n) for _ in range(5)]}])})
+        parts.append({"_id": rng.choice([rng.randrange(n), {"$in": [rng.randrange(n) for _ in range(5)]},
+                                         {"$in": _long_in(rng, n)}])})
     if rng.random() < 0.3:
         return {"$and": parts}
     merged: dict = {}
     for part in parts:
         merged.update(part)
     return merged
+
+
+def _long_in(rng: random.Random, n: int) -> list:
+    """An ``$in`` long enough for the store's set lookup (some over 30% of the collection: a scan)."""
+    values: list = [rng.randrange(n) for _ in range(rng.choice([12, 70]))]
+    return values + rng.choice([[], [2.0, "3", float("nan")], [{"k": 1}], [True], [ObjectId()]])
 
 
 def _update(rng: random.Random):
@@ -156,6 +164,22 @@ def test_indexed_answers_equal_scanned_answers(seed):
             assert _answer(fast, filter) == expected, filter
             checked += isinstance(expected, list) and bool(expected)
     assert checked > 50  # the comparison saw real answers, not only empty ones
+
+
+def test_long_id_in_lists_answer_as_mongomock():
+    ids = [*range(40), 2.5, "7", "x", ObjectId(), {"k": 1}, {"k": 2}, Int64(50)]  # Int64(50) == 50
+    fast, slow = EmbeddedClient().db.c, mongomock.MongoClient().db.c
+    for coll in (fast, slow):
+        coll.insert_many([{"_id": i, "lang": "en" if j % 3 else "fr"} for j, i in enumerate(ids)])
+        coll.create_index("lang")
+    wanted = [1.0, 2, "7", 7.0, 2.5, ids[43], {"k": 1}, True, False, -0.0, None, "nope", *range(30, 36)]
+    for filter in ({"_id": {"$in": wanted}}, {"_id": {"$in": [50, *range(20)]}}, {"_id": {"$in": wanted}, "lang": "fr"},
+                   {"_id": {"$in": wanted[:9] + [{"k": 2}]}}, {"_id": {"$in": list(range(100))}},
+                   {"_id": {"$in": list(range(12))}, "lang": {"$in": ["en"]}}):
+        expected = [d["_id"] for d in slow.find(filter)]
+        assert [d["_id"] for d in fast.find(filter)] == expected, filter
+        assert expected  # a real answer
+    assert fast.count_documents({"_id": {"$in": list(range(20, 60))}}) == 21  # 20..39 and Int64(50)
 
 
 def test_lookups_use_the_indexes():

@@ -182,6 +182,35 @@ def test_long_id_in_lists_answer_as_mongomock():
     assert fast.count_documents({"_id": {"$in": list(range(20, 60))}}) == 21  # 20..39 and Int64(50)
 
 
+def test_reads_while_another_thread_updates_in_place():
+    # mongomock updates stored documents in place; a cursor copying one at the same time
+    # used to fail with "dictionary changed size during iteration" (a model job reading a
+    # chunk while another writes outputs).
+    import threading
+
+    coll = EmbeddedClient().db.c
+    coll.insert_many([{"_id": i, "a": i, **{f"k{j}": j for j in range(40)}} for i in range(1000)])
+    stop = threading.Event()
+    rounds = [0]
+
+    def write() -> None:
+        while not stop.is_set():
+            for i in range(0, 1000, 7):
+                coll.update_one({"_id": i}, {"$set": {f"new{rounds[0]}": i}})
+            rounds[0] += 1
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        for _ in range(15):
+            assert len(list(coll.find({}, {"a": 1, "k3": 1}))) == 1000
+            assert all(len(doc) >= 42 for doc in coll.find({}))
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert rounds[0] > 0 and not writer.is_alive()
+
+
 def test_lookups_use_the_indexes():
     coll = EmbeddedClient().db.c
     coll.insert_many([{"_id": i, "lang": "en" if i % 10 else "fr", "n": i} for i in range(1000)])

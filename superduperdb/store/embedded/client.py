@@ -51,6 +51,13 @@ def check_size(doc: dict) -> None:
 class EmbeddedCursor(Cursor):
     """mongomock's cursor, iterating its results in linear time."""
 
+    def _compute_results(self, with_limit_and_skip: bool = False) -> list:
+        # The results are copies of the stored documents, made here: not while another thread
+        # updates one of them in place (mongomock's updates do), or the copy fails with
+        # "dictionary changed size during iteration".
+        with self.collection._store.documents_lock:
+            return super()._compute_results(with_limit_and_skip)
+
     def __next__(self) -> dict:
         results = self._compute_results(with_limit_and_skip=False)
         if self._limit and self._emitted >= abs(self._limit):
@@ -148,6 +155,10 @@ class EmbeddedCollection(mongomock.Collection):
         # index it again once it succeeded.
         # mongomock raises Python's errors where the update cannot apply ($inc of a string ...):
         # a server answers those with a WriteError.
+        with self._store.documents_lock:
+            self._guarded_locked(apply, existing_document, *args)
+
+    def _guarded_locked(self, apply, existing_document: dict, *args: Any) -> None:
         before = copy.deepcopy(existing_document)
         try:
             apply(existing_document, *args)

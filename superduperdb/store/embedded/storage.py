@@ -10,6 +10,7 @@ found through an index come back in the same (natural) order as a scan's.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -32,6 +33,9 @@ class IndexedCollectionStore(CollectionStore):
         self._fields: dict[str, FieldIndex] = {}
         self._order: dict[Any, int] = {}
         self._next = 0
+        # Held while a stored document is changed in place (mongomock's updates) and while a
+        # cursor copies stored documents into its results, so neither sees the other half done.
+        self.documents_lock = threading.RLock()
 
     # -- writes: every change of a stored document passes here (or through reindex) --
     def __setitem__(self, key: Any, doc: dict) -> None:

@@ -59,8 +59,8 @@ import numpy as np  # noqa: E402
 
 logger = logging.getLogger("bench.ingest")
 
-TARGET_RATIO = 0.8
-TARGET_P50_MS = 300.0
+TARGET_RATIO = 0.9  # issue 11: >= 0.9 against the hand-written loop on CPU
+TARGET_P50_MS = 50.0  # issue 11: single insert -> output p50 <= 50 ms at 20k documents
 MLP_IN = 64
 OUT_DIM = 384
 

@@ -364,6 +364,9 @@ def insert_stream(coll: Any, fresh: np.ndarray, first_id: int, args: argparse.Na
                 docs = list(coll.find(like={"_id": _id}, n=1))
             except SemanticIndexError:
                 docs = []
+            except Exception as exc:  # noqa: BLE001 - e.g. a master call that timed out: reported, not fatal
+                errors.append(f"find(like={{'_id': {_id}}}): {exc!r}")
+                docs = []
             now = time.perf_counter()
             if docs and docs[0]["_id"] == _id:
                 latencies[_id] = now - t0

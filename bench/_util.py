@@ -1,9 +1,9 @@
 """Shared helpers of the benchmark scripts (not part of the library).
 
 * percentiles, timers and JSON output under ``bench/results/``;
-* environment facts recorded with every result (CPU count, load, versions);
-* :func:`enable_mongomock_id_index`: an opt-in emulation of MongoDB's ``_id``
-  index for the in-process mongomock stand-in (see below).
+* environment facts recorded with every result (CPU count, load, versions).
+
+The benchmarks measure the library as users run it: nothing here changes the store.
 """
 
 from __future__ import annotations
@@ -116,114 +116,6 @@ def fmt(value: Any, unit: str = "", digits: int = 1) -> str:
     if isinstance(value, float):
         return f"{value:,.{digits}f}{unit}"
     return f"{value}{unit}"
-
-
-# ---------------------------------------------------------------------------------------
-# mongomock: an opt-in _id index
-# ---------------------------------------------------------------------------------------
-_PATCHED = False
-
-
-def _id_keys(filter: Any) -> tuple[list, dict] | None:
-    """``(ids, rest)`` when a filter pins ``_id`` (``{'_id': v}``, ``{'_id': {'$in': [...]}}``,
-    or either inside a top-level ``$and``): the ids, and the filter without that
-    condition. None when the filter does not pin ``_id``."""
-    if not isinstance(filter, dict):
-        return None
-    if "_id" in filter:
-        spec = filter["_id"]
-        if isinstance(spec, dict):
-            if set(spec) == {"$in"} and isinstance(spec["$in"], (list, tuple)):
-                values = list(spec["$in"])
-            elif set(spec) == {"$eq"}:
-                values = [spec["$eq"]]
-            else:
-                return None
-        elif isinstance(spec, list):
-            return None
-        else:
-            values = [spec]
-        if not all(_hashable_scalar(v) for v in values):
-            return None
-        return values, {k: v for k, v in filter.items() if k != "_id"}
-    parts = filter.get("$and")
-    if isinstance(parts, list):
-        for i, part in enumerate(parts):
-            found = _id_keys(part)
-            if found is not None:
-                values, rest_part = found
-                others = [p for j, p in enumerate(parts) if j != i] + ([rest_part] if rest_part else [])
-                rest = {k: v for k, v in filter.items() if k != "$and"}
-                if others:
-                    rest["$and"] = others
-                return values, rest
-    return None
-
-
-def _hashable_scalar(value: Any) -> bool:
-    if isinstance(value, (dict, list)):
-        return False
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
-
-
-def enable_mongomock_id_index() -> bool:
-    """Make mongomock answer filters that pin ``_id`` by dictionary lookup.
-
-    mongomock scans every document for every query (``find_one({'_id': x})``
-    over 20k documents ~0.15 s here, ``_id $in`` of 1000 ids ~14 s), where
-    MongoDB uses its ``_id`` index. This patch looks the pinned ids up in
-    mongomock's own ``_id``-keyed store and then applies the full filter to
-    those documents only, so results are the same (``$in`` results come back in
-    the order of the ``$in`` list rather than in insertion order: MongoDB does
-    not promise an order either). It affects every mongomock client in the
-    process, so the library and the hand-written baselines both get it.
-    Returns True if it was applied now.
-    """
-    global _PATCHED
-    if _PATCHED:
-        return False
-    from mongomock import collection as mcoll
-    from mongomock.filtering import filter_applies
-
-    original = mcoll.Collection._iter_documents
-
-    def _iter_documents(self, filter):
-        found = _id_keys(filter)
-        if found is None:
-            return original(self, filter)
-        keys, rest = found
-        store = self._store
-        seen, docs = set(), []
-        for key in keys:
-            if key in seen:
-                continue
-            seen.add(key)
-            try:
-                doc = store[key]
-            except KeyError:
-                continue
-            docs.append(doc)
-        return (doc for doc in docs if not rest or filter_applies(rest, doc))
-
-    def __next__(self):
-        results = self._compute_results(with_limit_and_skip=False)
-        if self._limit and self._emitted >= abs(self._limit):
-            raise StopIteration()
-        position = (self._skip or 0) + self._emitted
-        if position >= len(results):
-            raise StopIteration()
-        self._emitted += 1
-        return results[position]
-
-    mcoll.Collection._iter_documents = _iter_documents
-    mcoll.Cursor.__next__ = __next__
-    mcoll.Cursor.next = __next__
-    _PATCHED = True
-    return True
 
 
 def find_one_probe(raw: Any, samples: int = 20, stride: int = 50) -> dict:

@@ -325,9 +325,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "client_config": config},
         "environment": {**_util.environment(), "loadavg_at_start": env.get("loadavg_at_start")},
         "store_notes": [
-            "The store as installed: stock mongomock (no _id index, no cursor fix): every query scans every "
-            "document, every write by _id too, and iterating a cursor copies its result list per document "
-            "(reading N documents is O(N^2)). The pass and the baseline read through the same store.",
+            "The store as installed: the library's embedded store (superduperdb.store.embedded), nothing "
+            "patched. The pass and the baseline read through the same store.",
         ] if mongomock else ["MongoDB-wire server at --uri."],
         "consistent": {
             "documents": args.n, "build": built, "index_load": index_load,

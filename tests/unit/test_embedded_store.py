@@ -81,13 +81,20 @@ def _condition(rng: random.Random):
 def _filter(rng: random.Random, n: int) -> dict:
     parts = [{rng.choice(FIELDS): _condition(rng)} for _ in range(rng.randrange(1, 3))]
     if rng.random() < 0.3:
-        parts.append({"_id": rng.choice([rng.randrange(n), {"$in": [rng.randrange(n) for _ in range(5)]}])})
+        parts.append({"_id": rng.choice([rng.randrange(n), {"$in": [rng.randrange(n) for _ in range(5)]},
+                                         {"$in": _long_in(rng, n)}])})
     if rng.random() < 0.3:
         return {"$and": parts}
     merged: dict = {}
     for part in parts:
         merged.update(part)
     return merged
+
+
+def _long_in(rng: random.Random, n: int) -> list:
+    """An ``$in`` long enough for the store's set lookup (some over 30% of the collection: a scan)."""
+    values: list = [rng.randrange(n) for _ in range(rng.choice([12, 70]))]
+    return values + rng.choice([[], [2.0, "3", float("nan")], [{"k": 1}], [True], [ObjectId()]])
 
 
 def _update(rng: random.Random):

@@ -105,6 +105,8 @@ class ReconcileConfig(_Node):
     interval: float = field(metadata={"min": 0})
     batch_size: int = field(metadata={"min": 1})
     lost_after: float = field(metadata={"min": 0})
+    defer: float = field(metadata={"min": 0})
+    max_defer: float = field(metadata={"min": 0})
 
 
 @_section("master")

@@ -19,7 +19,9 @@ library, another program, a write whose jobs were lost):
    ``failed`` ("lost"); their documents were repaired by the steps above.
 
 Triggers: ``Collection.reconcile()`` (a ``reconcile`` job), and the master's
-periodic sweep (:func:`sweep`, every ``reconcile.interval`` seconds).
+periodic sweep (:func:`sweep`, every ``reconcile.interval`` seconds), which waits
+while model jobs younger than ``reconcile.defer`` seconds are in flight (they are
+writing the outputs it would compute), at most ``reconcile.max_defer`` seconds in a row.
 """
 
 from __future__ import annotations
@@ -164,8 +166,36 @@ def reconcile_job(ctx: Context, job_id: str, ids: list | None = None) -> dict:
     return reconcile_pass(ctx, ids, worker_dask_client())
 
 
+DEFERRING_SINCE = "reconcile.deferring_since"
+
+
 def _sweep_task(target: Target, ids: list | None = None) -> dict:
-    return reconcile_pass(Context(target), ids, worker_dask_client())
+    ctx, dask_client = Context(target), worker_dask_client()
+    if ids is None and _defer(ctx):
+        # This program's own jobs are writing the outputs now; only lost jobs are looked for.
+        return {**{k: 0 for k in REPORT_KEYS}, "jobs_lost": mark_lost_jobs(ctx, dask_client), "deferred": 1}
+    report = reconcile_pass(ctx, ids, dask_client)
+    if ids is None and ctx.metadata.get_setting(DEFERRING_SINCE) is not None:
+        ctx.metadata.set_setting(DEFERRING_SINCE, None)
+    return report
+
+
+def _defer(ctx: Context) -> bool:
+    """Whether a periodic full pass waits: model jobs younger than ``reconcile.defer`` seconds are
+    in flight, and passes have not waited ``reconcile.max_defer`` seconds already."""
+    cfg = ctx.config.reconcile
+    if not cfg.defer:
+        return False
+    now = utcnow()
+    recent = {"kind": "model", "status": {"$in": [records.PENDING, records.RUNNING]},
+              "created_at": {"$gt": now - datetime.timedelta(seconds=cfg.defer)}}
+    if not ctx.jobs.count_documents(recent, limit=1):
+        return False
+    since = ctx.metadata.get_setting(DEFERRING_SINCE)
+    if since is None:
+        ctx.metadata.set_setting(DEFERRING_SINCE, now)
+        return True
+    return now - since.replace(tzinfo=None) < datetime.timedelta(seconds=cfg.max_defer)
 
 
 def sweep(target: Target, dask_client: Any = None, ids: list | None = None) -> dict:

@@ -192,6 +192,35 @@ def test_the_sweep_repairs_writes_of_another_program_by_itself(store, request, u
         sweeping.close()
 
 
+@pytest.mark.slow
+def test_the_sweep_waits_while_this_programs_jobs_write_then_repairs(store, request, unique_name):
+    """A sweep during a backfill would compute the same outputs twice: it waits for the jobs
+    (reconcile.defer), then repairs what another program wrote meanwhile."""
+    if store != "embedded":
+        pytest.skip("one store is enough: the deferral reads only job records")
+    sweeping = connect(store, lambda: request.getfixturevalue("server_uri"),
+                       {"master.warm_up": False, "reconcile.interval": 0.5, "reconcile.defer": 60})
+    sweeping.store = store
+    try:
+        coll = sweeping[unique_name].docs
+        coll.insert_many([{"x": float(i)} for i in range(150)])
+        backfill = coll.create_model("slow", testmodels.Sleepy(0.05), key="x")  # ~8 s of work
+        key = f"{coll.database.name}.{coll.name}"
+        stats = lambda: coll._services.indexes.master.reconciler().get(key, {})  # noqa: E731
+        poll(lambda: (stats().get("report") or {}).get("deferred") == 1, WAIT, "a sweep to wait for the backfill")
+        assert backfill.status != "success"  # it waited while the jobs ran
+        plain, other = plain_collection(sweeping, coll)
+        plain.insert_one({"x": 1000.0})  # another program: no job
+        backfill.wait(WAIT)
+        poll(lambda: output(coll, coll.find_one({"x": 1000.0})["_id"], model="slow") == 1000.0, WAIT,
+             "the sweep to repair the other program's write once the jobs are done")
+        if other is not None:
+            other.close()
+    finally:
+        sweeping.drop_database(unique_name)
+        sweeping.close()
+
+
 # -- the write paths, one by one ------------------------------------------------------------------
 def test_unset_of_the_watched_key_removes_the_output_and_the_vector(coll):
     indexed(coll)

@@ -83,6 +83,9 @@ def resolve_attribute(obj: Any, path: str) -> tuple[Any, str | None]:
     owner = obj
     parts = path.split(".")
     for i, part in enumerate(parts):
+        if part.startswith("_"):  # no private or dunder attributes (__init__, _modules ...)
+            raise ModelError(f"An attribute model names a public attribute, not {part!r} (in {path!r}).",
+                             attribute=path)
         if not hasattr(owner, part):
             where = ".".join(parts[:i]) or "the model"
             own = [*vars(type(owner)), *getattr(owner, "_modules", {}), *getattr(owner, "__dict__", {})]

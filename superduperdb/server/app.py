@@ -120,6 +120,9 @@ def create_app(collection_of: Callable[[str, str], Any], *, username: str | None
         database, collection, model = names
         try:
             coll = collection_of(database, collection)
+            # Only registered models: a request never registers one (not even an attribute model
+            # 'parent.attr', which apply_model in a client would register on first use).
+            await _run(lambda: coll._metadata.get("models", model, hint="Register it from a client first."))
             outputs = await _run(lambda: coll.apply_model(model, body["inputs"], key=key))
         except NotRegisteredError as exc:
             return error(404, type(exc).__name__, str(exc))
@@ -129,7 +132,7 @@ def create_app(collection_of: Callable[[str, str], Any], *, username: str | None
             return error(422, type(exc).__name__, f"Model {model!r} failed on these inputs: {exc}")
         try:
             return JSONResponse({"outputs": jsonable(outputs)})
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # ValueError: NaN or infinity, which JSON cannot hold
             logger.error("model %r: %s", model, exc)
             return error(500, "OutputNotSerializable", str(exc))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -91,6 +92,27 @@ def test_unknown_model_and_bad_input(served):
     assert r.json()["error"] == "ValueError" and "cannot handle 1" in r.json()["message"]
     with pytest.raises(ModelError, match="422"):
         apply_model(server.url, db, "docs", "fail", [1], username=USER, password=PASSWORD)
+
+
+def test_requests_never_register_models_or_reach_private_attributes(served):
+    """A request names a registered model only: no attribute model 'ident.__init__' is made on the way."""
+    server, db = served
+    for name in ("ident.__call__", "ident.__init__", "norm._private"):
+        r = httpx.post(f"{server.url}/apply_model", json=body(db, name, [[1]]), auth=(USER, PASSWORD))
+        assert r.status_code == 404, name
+    r = httpx.get(f"{server.url}/models/{db}/docs", auth=(USER, PASSWORD))
+    assert r.json() == {"models": ["fail", "ident", "norm"]}  # nothing registered by the requests
+
+
+def test_outputs_json_cannot_hold_are_a_500(served):
+    server, db = served
+    client = superduperdb.connect(f"mongomock://{db}", cluster=None)  # the served store (in-process)
+    client[db].docs.create_model("log", math.log)
+    r = httpx.post(f"{server.url}/apply_model", json=body(db, "log", [0.5]), auth=(USER, PASSWORD))
+    assert r.status_code == 200
+    client[db].docs.create_model("inf", float)
+    r = httpx.post(f"{server.url}/apply_model", json=body(db, "inf", ["inf"]), auth=(USER, PASSWORD))
+    assert r.status_code == 500 and r.json()["error"] == "OutputNotSerializable"
 
 
 def test_half_configured_auth_is_refused(unique_name):

@@ -52,7 +52,7 @@ class PersistMixin:
         with self._lock:
             n = self._n
             state = {
-                "format": FORMAT, "measure": self.measure, "dim": self.dim, "n": n,
+                "format": FORMAT, "measure": self.measure_name, "dim": self.dim, "n": n,  # a name: never a callable
                 "vectors": self._vectors[:n], "sq": self._sq[:n], "ids": self._ids[:n].tolist(),
                 "alive": self._alive[:n].copy(), "graph": self._graph, "graph_n": self._graph_n,
                 "graph_dead": self._graph_dead, "deleted": self._deleted,
@@ -75,8 +75,9 @@ class PersistMixin:
         """
         if state.get("format") != FORMAT:
             raise SemanticIndexError(f"Unknown index state format {state.get('format')!r} (expected {FORMAT}).")
-        if state["measure"] != self.measure:
-            raise SemanticIndexError(f"The state is of a {state['measure']!r} index, this index is {self.measure!r}.")
+        if state["measure"] != self.measure_name:
+            raise SemanticIndexError(f"The state is of a {state['measure']!r} index, this index is "
+                                     f"{self.measure_name!r}.")
         n = int(state["n"])
         ids = np.empty(n, object)
         ids[:] = state["ids"]

@@ -576,6 +576,20 @@ def test_custom_measure_is_searched_exactly_without_a_graph():
     assert idx[0].tolist() == truth[:3].tolist()
 
 
+def test_custom_measure_snapshot_holds_its_name_not_the_callable():
+    """A snapshot must pickle with plain pickle, whatever the measure's function (a notebook lambda)."""
+    X = np.random.default_rng(1).normal(size=(40, 4)).astype(np.float32)
+    index = VectorIndex(measure=lambda Q, Y: -np.abs(Q[:, None, :] - Y[None, :, :]).sum(-1), background=False)
+    index.add(list(range(40)), X)
+    state = pickle.loads(pickle.dumps(index.export_state()))
+    assert state["measure"] == "<lambda>"
+    restored = VectorIndex(measure=index.measure, background=False)
+    assert restored.restore_state(state) == 40
+    assert restored.search(X[3], 1)[0] == [3]
+    with pytest.raises(SemanticIndexError, match="cosine"):
+        VectorIndex(measure="cosine", background=False).restore_state(state)
+
+
 def test_custom_measure_errors_are_clear():
     index = VectorIndex(measure=lambda Q, X: np.zeros((1, 1)))
     index.add(["a", "b"], np.eye(2))

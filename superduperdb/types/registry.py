@@ -225,7 +225,14 @@ def decoding_error(exc: Exception, type_name: str, field: str, document_id: Any)
 
 
 #: The metadata kinds whose rows point at artifacts.
-ARTIFACT_KINDS = ("models", "types", "metrics", "losses", "splitters")
+ARTIFACT_KINDS = ("models", "types", "metrics", "losses", "splitters", "measures", "preprocessors", "forwards",
+                  "postprocessors", "learning_tasks")
+# Where a row keeps the hash of an artifact it uses: its own, its versions', and the parts of a
+# composite model (models.composite) or a learning task's trainer.
+ARTIFACT_HASH_PATHS = ("artifact.hash", "versions.artifact.hash", "artifact.forward.hash", "artifact.preprocess.hash",
+                       "artifact.postprocess.hash", "versions.artifact.forward.hash",
+                       "versions.artifact.preprocess.hash", "versions.artifact.postprocess.hash", "trainer.hash",
+                       "objective.hash")
 
 
 def drop_unreferenced(metadata: Any, artifacts: Any, ref: Any) -> None:
@@ -235,7 +242,7 @@ def drop_unreferenced(metadata: Any, artifacts: Any, ref: Any) -> None:
     digest = ref.get("hash") if isinstance(ref, dict) else None
     if not digest:
         return
-    query = {"$or": [{"artifact.hash": digest}, {"versions.artifact.hash": digest}]}
+    query = {"$or": [{path: digest} for path in ARTIFACT_HASH_PATHS]}
     if any(metadata.table(kind).count_documents(query, limit=1) for kind in ARTIFACT_KINDS):
         return
     artifacts.delete(digest)

@@ -109,8 +109,8 @@ def serve(client: Any = None, *, host: str | None = None, port: int | None = Non
     cfg = client.config.serve
     host = cfg.host if host is None else host
     port = cfg.port if port is None else port
-    if username is None and password is None:
-        username, password = cfg.username, cfg.password
+    username = cfg.username if username is None else username
+    password = cfg.password if password is None else password
     if (username is None) != (password is None):
         raise ConfigError("Give the model server both a username and a password (serve.username, serve.password), "
                           "or neither.", key="serve.password")

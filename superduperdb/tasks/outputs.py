@@ -193,8 +193,8 @@ def compute(ctx: Context, view: WatcherView, model: Any, model_row: dict, versio
         if on_chunk is not None:
             on_chunk()
 
-    cursor = ctx.collection.find(query, view.projection).batch_size(chunk_size)
-    run_pipelined(chunks(cursor, chunk_size), work, write, check)
+    with ctx.collection.find(query, view.projection).batch_size(chunk_size) as cursor:  # closed on errors too
+        run_pipelined(chunks(cursor, chunk_size), work, write, check)
     return counts[0], counts[1]
 
 

@@ -120,6 +120,13 @@ def test_half_configured_auth_is_refused(unique_name):
     with pytest.raises(ConfigError, match="both a username and a password"):
         superduperdb.serve(client, port=0, username=USER, block=False)
     client.close()
+    # Each of the two may come from the config: the username given here, the password configured.
+    client = superduperdb.connect(f"mongomock://{unique_name}", cluster=None, config={"serve.password": PASSWORD})
+    client[unique_name].docs.create_model("ident", testmodels.identity)
+    with superduperdb.serve(client, host="127.0.0.1", port=0, username=USER, block=False) as server:
+        r = httpx.post(f"{server.url}/apply_model", json=body(unique_name), auth=(USER, PASSWORD))
+        assert r.status_code == 200
+    client.close()
 
 
 def _free_port() -> int:

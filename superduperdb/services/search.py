@@ -28,6 +28,7 @@ from bson.binary import Binary
 
 from ..config.secrets import redact_url
 from ..errors import DecodingError, SemanticIndexError
+from ..store.downloads import download_settings
 from ..store.downloads import fetch as fetch_url
 from ..store.layout import CONTENT, LIKE
 from ..store.metadata import generation
@@ -111,7 +112,8 @@ class SearchService:
                 if not isinstance(type_name, str):
                     raise SemanticIndexError(f"The type of a URL in like must be a type name, not {type_name!r}.")
                 try:
-                    data = fetch_url(url)
+                    settings = download_settings(self.scope.metadata, self.scope.config)  # the collection's
+                    data = fetch_url(url, settings.timeout, settings.headers)
                 except Exception as exc:
                     raise SemanticIndexError(
                         f"Could not download {redact_url(str(url))!r} for like=: {redact_url(str(exc))}. Check the "

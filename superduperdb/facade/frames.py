@@ -186,12 +186,13 @@ class DataFrameMixin:
                              f"apply_model({name!r}, filter={{}}, key='text').", argument="key")
         if not isinstance(key, str) or not key or key.startswith("$"):
             raise QueryError(f"key must be a field name such as 'text', not {key!r}.", argument="key")
-        self._services.models.ensure(name)  # NotRegisteredError here, not on a worker ('parent.attr' registered)
+        model_row = self._services.models.ensure(name)  # NotRegisteredError here, not on a worker ('parent.attr' registered)
         query = self._query(filter)
         jobs = self._services.jobs
         params = {"model": name, "key": key, "filter": query, "write": bool(write),
                   "chunk_size": self._services.scope.config.jobs.chunk_size}
-        job = jobs.submit("apply", params, record={"model": name, "field": key, "write": bool(write)})
+        job = jobs.submit("apply", params, record={"model": name, "field": key, "write": bool(write)},
+                          resources=model_row.get("resources"))  # a model on a GPU: a GPU worker
         if write:
             if wait:
                 job.wait(timeout, progress=progress)

@@ -90,7 +90,11 @@ class ModelService:
             self._part("forwards", forward, hint.format("forward", "module"))
             if object is not None:
                 check_part("forward", object)
-            return None, {"name": name, "type": type, "composite": {
+            if parent is not None:  # an attribute of a model on a GPU runs where its parent does
+                requests = dict(self.metadata.get("models", parent).get("resources") or {})
+            else:
+                requests = model_resources(object, device, resources) or {}
+            return None, {"name": name, "type": type, **({"resources": requests} if requests else {}), "composite": {
                 "object": object, "parent": parent, "forward": forward, "preprocessor": preprocessor,
                 "postprocessor": postprocessor, "options": options}}
         if object is None:
@@ -122,7 +126,7 @@ class ModelService:
         if composite is not None:
             return self._create_composite(row["name"], composite["object"], composite["parent"], composite["forward"],
                                           composite["preprocessor"], composite["postprocessor"],
-                                          composite["options"], row["type"], serializer)
+                                          composite["options"], row["type"], serializer, row.get("resources"))
         ref = self.artifacts.put(model, serializer)
         row = {**row, "artifact": ref, "versions": [{"version": 1, "artifact": ref, "created_at": utcnow(), "metrics": {}}]}
         try:
@@ -141,7 +145,7 @@ class ModelService:
 
     def _create_composite(self, name: str, object: Any, parent: str | None, forward: str | None,
                           preprocessor: str | None, postprocessor: str | None, options: dict, type: str | None,
-                          serializer: str | None) -> dict:
+                          serializer: str | None, resources: dict | None = None) -> dict:
         hint = "Register it with create_{}(name, {})."
         pre = self._part("preprocessors", preprocessor, hint.format("preprocessor", "callable"))
         post = self._part("postprocessors", postprocessor, hint.format("postprocessor", "callable"))
@@ -165,6 +169,8 @@ class ModelService:
         description = self.artifacts.get(ref).describe()  # resolves it now: a missing attribute fails here
         row = {"name": name, "version": version, "artifact": ref, "type": type, **_plain(description), **extra,
                "versions": [{"version": version, "artifact": ref, "created_at": utcnow(), "metrics": {}}]}
+        if resources:
+            row["resources"] = resources  # what its jobs request (GPU=1 ...)
         return self.metadata.insert("models", row)
 
     def _part(self, kind: str, name: str | None, hint: str) -> dict | None:

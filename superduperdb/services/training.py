@@ -330,8 +330,11 @@ class TrainingService:
 
         jobs = self.jobs
         models = list(dict.fromkeys(spec.models))
+        requested: dict = {}  # what the models' jobs request (GPU=1 ...): training them needs it too
+        for model in models:
+            requested.update((self.metadata.find_one("models", model) or {}).get("resources") or {})
         train = jobs.submit(kind, {"spec": spec}, record={"model": models[0], "models": models, "metrics": [],
-                                                             **record})
+                                                             **record}, resources=requested or None)
         promote = jobs.submit("promote", {"spec": PromoteSpec(from_job=train.id)}, depends_on=[train],
                               record={"model": models[0], "models": models, "training_job": train.id})
         return JobGroup([train, promote, *self._after_promote(set(models), promote)])

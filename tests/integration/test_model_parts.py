@@ -104,6 +104,18 @@ def test_attribute_model_bad_input_is_refused_clearly(docs):
     assert docs.list_models() == before
 
 
+def test_attribute_models_request_their_parents_resources(docs):
+    """A tower of a model on a GPU runs where its parent does: its jobs request the same resources."""
+    docs.create_model("tt", twotower.TwoTower(), resources={"GPU": 1})
+    docs.create_model("tt.text")
+    assert docs._metadata.get("models", "tt.text")["resources"] == {"GPU": 1}
+    docs.create_model("plain", twotower.TwoTower())
+    docs.create_model("plain.text")
+    assert "resources" not in docs._metadata.get("models", "plain.text")
+    with pytest.raises(ModelError, match="public attribute"):
+        docs.apply_model("plain.__init__", [1])
+
+
 def test_models_assembled_from_shared_parts(docs):
     docs.insert_many([{"x": i} for i in range(5)])
     docs.create_preprocessor("inc", testmodels.increment)

@@ -153,22 +153,21 @@ class MiniLM(Workload):
         return coll.create_model(self.name, self.model, key=self.field, batch_size=batch_size)
 
 
-class Identity(Workload):
-    """``numpy.asarray`` on a stored 384-d float32 vector: the job path without a model cost."""
+class VectorWorkload(Workload):
+    """Documents ``{'i', 'x'}`` with a random float32 vector of ``dim`` stored as an array."""
 
-    name, field = "ident", "x"
+    name, field, dim = "", "x", OUT_DIM
 
     def __init__(self, seed: int = 0) -> None:
-        self.model = np.asarray
         self.rng = np.random.default_rng(seed)
         self._x: np.ndarray | None = None
 
     def prepare(self, n: int) -> None:
-        self._x = self.rng.standard_normal((n, OUT_DIM)).astype(np.float32)
+        self._x = self.rng.standard_normal((n, self.dim)).astype(np.float32)
 
     def x(self, i: int) -> np.ndarray:
         if self._x is None or i >= len(self._x):
-            return np.random.default_rng(i).standard_normal(OUT_DIM).astype(np.float32)
+            return np.random.default_rng(i).standard_normal(self.dim).astype(np.float32)
         return self._x[i]
 
     def doc(self, i: int) -> dict:
@@ -181,6 +180,16 @@ class Identity(Workload):
 
     def baseline_input(self, value: Any) -> np.ndarray:
         return npy_load(bytes(value["_content"]["bytes"]))
+
+
+class Identity(VectorWorkload):
+    """``numpy.asarray`` on a stored 384-d float32 vector: the job path without a model cost."""
+
+    name = "ident"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.model = np.asarray
 
     def baseline_predict(self, inputs: list, batch_size: int) -> np.ndarray:
         return np.stack([np.asarray(x) for x in inputs])
@@ -189,37 +198,17 @@ class Identity(Workload):
         return coll.create_model(self.name, np.asarray, key=self.field, batch_size=batch_size)
 
 
-class TorchMLP(Workload):
-    name, field = "mlp", "x"
+class TorchMLP(VectorWorkload):
+    name, dim = "mlp", MLP_IN
 
     def __init__(self, seed: int = 0) -> None:
         import torch
 
+        super().__init__(seed)
         torch.manual_seed(seed)
         self.torch = torch
         self.model = torch.nn.Sequential(torch.nn.Linear(MLP_IN, 512), torch.nn.ReLU(), torch.nn.Linear(512, OUT_DIM))
         self.model.eval()
-        self.rng = np.random.default_rng(seed)
-        self._x: np.ndarray | None = None
-
-    def prepare(self, n: int) -> None:
-        self._x = self.rng.standard_normal((n, MLP_IN)).astype(np.float32)
-
-    def x(self, i: int) -> np.ndarray:
-        if self._x is None or i >= len(self._x):
-            return np.random.default_rng(i).standard_normal(MLP_IN).astype(np.float32)
-        return self._x[i]
-
-    def doc(self, i: int) -> dict:
-        return {"i": i, "x": self.x(i).copy()}
-
-    def raw_doc(self, i: int) -> dict:
-        from bson.binary import Binary
-
-        return {"i": i, "x": {"_content": {"bytes": Binary(npy_bytes(self.x(i))), "type": "array"}}}
-
-    def baseline_input(self, value: Any) -> np.ndarray:
-        return npy_load(bytes(value["_content"]["bytes"]))
 
     def baseline_predict(self, inputs: list, batch_size: int) -> np.ndarray:
         torch = self.torch

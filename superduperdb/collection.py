@@ -241,6 +241,7 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
         if similar_join:
             transform = self._services.search.join_neighbourhood(similar_join, transform, raw=raw,
                                                                  decode_errors=decode_errors)
+        preview = transform
         if download:
             transform = self._services.downloads.on_read(transform)
             if like is not None:
@@ -250,9 +251,9 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
             source.documents, index = self._services.search.find_like(
                 filter, like, projection=projection, n=n, semantic_index=semantic_index, similar_first=similar_first)
             return Cursor(source, transform, f"{self.full_name} like={list(like)} n={n} index={index!r}",
-                          self._model_names)
+                          self._model_names, preview)
         source = self._raw.find(self._types.encode(filter, "filter", mark=False), projection, *args, **kwargs)
-        return Cursor(source, transform, f"{self.full_name} filter={filter!r}", self._model_names)
+        return Cursor(source, transform, f"{self.full_name} filter={filter!r}", self._model_names, preview)
 
     def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> dict | None:
         """The first document :meth:`find` would return, or ``None``."""

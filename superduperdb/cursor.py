@@ -35,9 +35,10 @@ class Cursor:
     """
 
     def __init__(self, source: Any, transform: Callable[[dict], dict], description: str = "",
-                 models: Callable[[], list[str]] | None = None) -> None:
+                 models: Callable[[], list[str]] | None = None, preview: Callable[[dict], dict] | None = None) -> None:
         self._source = source
         self._transform = transform
+        self._preview = preview  # what _repr_html_ shows documents with (e.g. without downloading their URLs)
         self._description = description
         self._models = models
         self._iterator: Iterator | None = None
@@ -103,7 +104,7 @@ class Cursor:
 
     def clone(self) -> Cursor:
         source = self._source.clone() if hasattr(self._source, "clone") else self._source
-        return Cursor(source, self._transform, self._description, self._models)
+        return Cursor(source, self._transform, self._description, self._models, self._preview)
 
     def to_pandas(self, *, outputs: str = "columns", output_names: str | Callable[[str, str], str] = "{model}({key})"):
         """The remaining documents as a :class:`pandas.DataFrame`, one row each (consumes the cursor).
@@ -153,6 +154,8 @@ class Cursor:
         if not hasattr(self._source, "clone"):  # e.g. an aggregation: showing it would consume it
             return f"<code>{caption}</code>"
         clone = self.clone()
+        if self._preview is not None:
+            clone._transform = self._preview  # showing a cursor has no side effects (find(download=True))
         try:
             docs = list(islice(clone, rows + 1))
         finally:

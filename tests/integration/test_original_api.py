@@ -214,6 +214,15 @@ def test_find_download_fetches_and_stores_results(docs, http, tmp_path):
     assert "error" in doc["f"]["_content"] and "error" in docs.find_one({"_id": bad}, raw=True)["f"]["_content"]
 
 
+def test_showing_a_download_cursor_downloads_nothing(docs, tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"alpha")
+    docs.insert_one(url_doc((tmp_path / "a.txt").as_uri(), i=0), refresh=False)
+    cursor = docs.find({}, download=True)
+    assert "<table" in cursor._repr_html_()  # a notebook shows it
+    assert "bytes" not in docs.find_one({"i": 0}, raw=True)["f"]["_content"]  # and nothing was fetched
+    assert [d["f"] for d in cursor] == [b"alpha"]  # iterating it does fetch
+
+
 def test_like_document_urls_are_downloaded_before_encoding(docs, tmp_path):
     X = vectors(10, 4, seed=9)
     docs.insert_many([{"x": x, "i": i} for i, x in enumerate(X)])

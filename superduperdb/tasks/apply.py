@@ -19,7 +19,7 @@ from bson import ObjectId
 from ..store.context import Context
 from ..store.layout import MISSING, fingerprint, fingerprint_path, model_input, output_path, pending_download
 from .kinds import job_kind
-from .outputs import Computed, WatcherView, encode_outputs, write_outputs
+from .outputs import WatcherView, predict, write_outputs
 from .pipeline import Progress, chunks
 
 logger = logging.getLogger(__name__)
@@ -49,19 +49,18 @@ def apply_model(ctx: Context, job_id: str, model: str, key: str, filter: dict | 
     done = applied = 0
     for n, chunk in enumerate(chunks(ctx.collection.find(query, projection).sort("_id", 1), size)):
         ctx.check_cancelled()
-        items = [(d["_id"], value) for d in chunk
+        items = [(d["_id"], value, fingerprint(version, value) if write else "") for d in chunk
                  if (value := model_input(d, key, {})) is not MISSING and not pending_download(value)]
         if items:
-            outputs = encode_outputs(ctx, model_row, obj.predict([ctx.types.decode(x) for _, x in items]))
+            computed = predict(ctx, obj, model_row, items, key)  # an undecodable input names its document
             ctx.check_cancelled()
             if write:
-                write_outputs(ctx, view, [Computed(i, x, fingerprint(version, x), y)
-                                          for (i, x), y in zip(items, outputs)])
+                write_outputs(ctx, view, computed)
             else:  # records of at most RECORD outputs, well below MongoDB's 16 MB per document
-                for start in range(0, len(items), RECORD):
+                for start in range(0, len(computed), RECORD):
+                    part = computed[start:start + RECORD]
                     out.insert_one({"job": ObjectId(job_id), "n": n, "part": start,
-                                    "ids": [i for i, _ in items[start:start + RECORD]],
-                                    "outputs": outputs[start:start + RECORD]})
+                                    "ids": [c.id for c in part], "outputs": [c.output for c in part]})
         done += len(chunk)
         applied += len(items)
         progress.advance(len(chunk))

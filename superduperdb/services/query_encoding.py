@@ -11,8 +11,8 @@ trip as stored ones, so the indexed model sees the same values either way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import CycleError
 from ..store.layout import NOT_INPUT
@@ -24,38 +24,59 @@ if TYPE_CHECKING:
     from ..models.base import Model
     from .scope import Scope
 
-Loader = Callable[[str], "Model"]
+
+class Source(Protocol):
+    """Where query encoding reads models and metadata rows (the search service's short-lived cache)."""
+
+    def model(self, name: str) -> Model: ...
+
+    def row(self, kind: str, name: str) -> dict | None: ...
+
+
+class Direct:
+    """A :class:`Source` that reads the metadata each time."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    def model(self, name: str) -> Model:
+        return load_model(self.scope.metadata, self.scope.artifacts, name)
+
+    def row(self, kind: str, name: str) -> dict | None:
+        return self.scope.metadata.find_one(kind, name)
 
 
 def query_input(scope: Scope, model: str, key: str, like: Mapping, _chain: tuple = (),
-                load: Loader | None = None) -> Any:
+                source: Source | None = None) -> Any:
     """What ``model`` reads on ``key`` for the ``like`` document (decoded), as its watcher would.
 
     Without a watcher ``<model>/<key>`` (a query-only model), the raw field.
-    ``load(name)`` loads a model (default: from the metadata, each time).
+    ``source`` gives models and rows (default: read from the metadata each time).
     """
+    source = source or Direct(scope)
     if (model, key) in _chain:
         raise CycleError(f"features form a cycle through model {model!r} on key {key!r}.")
     chain = (*_chain, (model, key))
-    row = scope.metadata.find_one("watchers", watcher_name(model, key))
+    row = source.row("watchers", watcher_name(model, key))
     features = dict((row or {}).get("features") or {})
     if key == "_base":
         doc = {k: scope.types.decode(v) for k, v in like.items() if k not in NOT_INPUT}
         for fkey, fmodel in features.items():
             if fkey in like:
-                doc[fkey] = upstream_output(scope, fmodel, fkey, like, chain, load)
+                doc[fkey] = upstream_output(scope, fmodel, fkey, like, chain, source)
         return doc
     if key in features:
-        return upstream_output(scope, features[key], key, like, chain, load)
+        return upstream_output(scope, features[key], key, like, chain, source)
     return scope.types.decode(like[key])
 
 
 def upstream_output(scope: Scope, model: str, key: str, like: Mapping, chain: tuple = (),
-                    load: Loader | None = None) -> Any:
+                    source: Source | None = None) -> Any:
     """``model``'s output on ``key`` of ``like``, as it would be stored and read back (encoded, then decoded)."""
-    value = query_input(scope, model, key, like, chain, load)
-    output = _loader(scope, load)(model).predict([value])[0]
-    row = scope.metadata.get("models", model)
+    source = source or Direct(scope)
+    value = query_input(scope, model, key, like, chain, source)
+    output = source.model(model).predict([value])[0]
+    row = source.row("models", model) or scope.metadata.get("models", model)  # (get: NotRegisteredError)
     if row.get("type"):
         out_type = scope.types.get(row["type"])
         stored = {CONTENT: {"bytes": out_type.encode(output), "type": row["type"]}}
@@ -64,11 +85,7 @@ def upstream_output(scope: Scope, model: str, key: str, like: Mapping, chain: tu
     return scope.types.decode(stored)
 
 
-def encode_query(scope: Scope, model: str, key: str, like: Mapping, load: Loader | None = None) -> Any:
+def encode_query(scope: Scope, model: str, key: str, like: Mapping, source: Source | None = None) -> Any:
     """The vector ``model`` gives the ``like`` document on ``key`` (upstream models applied first)."""
-    value = query_input(scope, model, key, like, load=load)
-    return _loader(scope, load)(model).predict([value])[0]
-
-
-def _loader(scope: Scope, load: Loader | None) -> Loader:
-    return load if load is not None else (lambda name: load_model(scope.metadata, scope.artifacts, name))
+    source = source or Direct(scope)
+    return source.model(model).predict([query_input(scope, model, key, like, source=source)])[0]

@@ -79,6 +79,10 @@ class SearchService:
         """The loaded model ``name`` (its current version), from the last seconds' reads."""
         return self._recent.get(("model", name), lambda: load_model(self.scope.metadata, self.scope.artifacts, name))
 
+    def row(self, kind: str, name: str) -> dict | None:
+        """Metadata row ``name`` of ``kind`` (None: none), from the last seconds' reads."""
+        return self._recent.get((kind, name), lambda: self.scope.metadata.find_one(kind, name))
+
     def query_vector(self, row: dict, like: Mapping) -> Any:
         """The vector that represents the ``like`` document in index ``row``."""
         if not isinstance(like, Mapping) or not like:
@@ -96,7 +100,7 @@ class SearchService:
                     like = self._download(like)
                 else:
                     like = {**like, key: self._download(like[key])}
-                return encode_query(self.scope, model, key, like, load=self.model)  # follows the features chain
+                return encode_query(self.scope, model, key, like, source=self)  # follows the features chain
         raise SemanticIndexError(
             f"No model of index {row['name']!r} reads a field of like={list(like)}: it encodes queries from "
             f"the keys {row['keys']} (models {row['models']}). Use one of those keys, or {{'_id': id}}.",

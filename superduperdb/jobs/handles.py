@@ -9,6 +9,7 @@ polling there. Every wait has a timeout; none blocks forever.
 from __future__ import annotations
 
 import html
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from ..errors import JobCancelledError, JobFailedError, JobNotFoundError, JobTimeoutError
 from ..store.metadata import metadata_changed
 from ..store.records import CANCELLED, FAILED, FINAL, finish
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 600.0
 
@@ -131,7 +134,18 @@ class Job:
         # index uid): what this process cached from the metadata is re-read (services/search.py).
         metadata_changed()
         _raise_for(record)
+        self._tell_failed(record)
         return self
+
+    def _tell_failed(self, record: dict) -> None:
+        """One line when the job succeeded but set documents aside (the model raised on them)."""
+        failed = (record.get("result") or {}).get("failed") if isinstance(record.get("result"), dict) else None
+        if failed and not getattr(self, "_told", False):
+            self._told = True
+            model = record.get("model")
+            logger.warning("job %s (%s%s): %d document(s) failed and got no output; list_errors(%s) shows them",
+                           self.id, record.get("kind"), f", model {model!r}" if model else "", failed,
+                           repr(model) if model else "")
 
     def _wait_future(self, deadline: float) -> None:
         import distributed

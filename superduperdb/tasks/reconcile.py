@@ -9,7 +9,10 @@ library, another program, a write whose jobs were lost):
    recomputed (at most ``reconcile.batch_size`` per watcher and pass; the
    report's ``remaining`` says how many wait for the next pass); outputs of
    documents that left the filter or lost the watched key are removed. Only
-   inputs and fingerprints are read, never the outputs themselves.
+   inputs and fingerprints are read, never the outputs themselves. A document
+   the model raises on is recorded (``list_errors()``) and logged once; it is
+   not tried again until its input or the model's version changes
+   (:mod:`superduperdb.store.failures`).
 2. **Indexes**: the master is given the (id, fingerprint) of every indexed
    output and re-reads what differs, forgets what is gone (``Master.sync``).
 3. **Neighbourhoods**: lists that name a document no longer indexed, indexed
@@ -41,9 +44,10 @@ from ..store.metadata import utcnow
 from ..store.watchers import active_watchers, and_
 from .kinds import job_kind
 from .outputs import (
+    FailureLog,
     WatcherView,
     fingerprints_without_output,
-    predict,
+    predict_each,
     remove_outputs,
     stale_inputs,
     write_outputs,
@@ -53,7 +57,8 @@ from .pipeline import chunks
 logger = logging.getLogger(__name__)
 
 READ_CHUNK = 5000
-REPORT_KEYS = ("documents_checked", "outputs_computed", "outputs_removed", "remaining", "index_upserted",
+REPORT_KEYS = ("documents_checked", "outputs_computed", "outputs_failed", "outputs_removed", "remaining",
+               "index_upserted",
                "index_removed", "neighbour_lists", "jobs_lost")
 
 
@@ -76,11 +81,12 @@ def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:
     model_row = ctx.metadata.get("models", row["model"])
     version = model_row.get("version")
     todo: list = []
+    failures = FailureLog(ctx, view, model_row)
     without_output = fingerprints_without_output(ctx, view, scope)
     cursor = ctx.collection.find(and_(view.filter, scope), view.projection).batch_size(READ_CHUNK)
     for chunk in chunks(cursor, READ_CHUNK):
         report["documents_checked"] += len(chunk)
-        todo += stale_inputs(ctx, view, chunk, version, without_output)
+        todo += stale_inputs(ctx, view, chunk, version, without_output, failures.known(chunk))
     limit = ctx.config.reconcile.batch_size
     if len(todo) > limit:
         report["remaining"] += len(todo) - limit
@@ -88,9 +94,14 @@ def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:
     if todo:
         model = ctx.artifacts.get(model_row["artifact"])
         for part in chunks(todo, READ_CHUNK):
-            write_outputs(ctx, view, predict(ctx, model, model_row, part, view.key))
-        report["outputs_computed"] += len(todo)
-        ctx.log(f"{view.name}: recomputed {len(todo)} outputs that were missing or stale")
+            computed, failed = predict_each(ctx, model, model_row, part, view.key)
+            write_outputs(ctx, view, computed)
+            failures.succeeded(computed)
+            failures.add(failed)
+        report["outputs_computed"] += len(todo) - failures.count
+        report["outputs_failed"] += failures.count
+        ctx.log(f"{view.name}: recomputed {len(todo) - failures.count} outputs that were missing or stale"
+                + (f" ({failures.count} documents failed: list_errors())" if failures.count else ""))
     removed = remove_outputs(ctx, view, view.orphans(scope))
     if removed:
         report["outputs_removed"] += removed

@@ -15,7 +15,17 @@ from typing import Any
 
 from .config import Config, redact, resolve_config
 from .errors import ConfigError
-from .store.backends import open_client, scheme_of, uri_from_config, uri_of_client
+from .store.backends import (
+    folder_uri,
+    hold_folder,
+    looks_like_path,
+    open_client,
+    release_folder,
+    scheme_of,
+    storage_of,
+    uri_from_config,
+    uri_of_client,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +88,11 @@ class SuperDuperClient:
     ----------
     host : str or client, optional
         A URI (``mongodb://host:port/``, ``mongodb+srv://...``,
-        ``mongomock://<name>``), a host name, or an existing pymongo /
-        mongomock client to wrap. Default: from the config, else the embedded
-        ``mongomock://default``.
+        ``file:///path/to/folder``, ``mongomock://<name>``), a folder path
+        (``"./my-data"``, ``"/abs/path"``, ``"~/data"`` or an existing folder:
+        the embedded store kept in that folder, see below), a host name, or an
+        existing pymongo / mongomock client to wrap. Default: from the config,
+        else the embedded ``mongomock://default``, which is in memory only.
     port : int, optional
         With a host name.
     cluster : str or None, optional
@@ -91,6 +103,18 @@ class SuperDuperClient:
         Config overrides, nested or dotted (``{"jobs.chunk_size": 100}``).
     **pymongo_kwargs
         Passed to :class:`pymongo.MongoClient`.
+
+    Notes
+    -----
+    The embedded store has two forms. ``mongomock://<name>`` keeps everything
+    in this process's memory: it is gone when the process exits (``repr``
+    says so). A folder (``connect("./my-data")``) keeps documents, metadata,
+    job records, model artifacts and index snapshots on disk: a restarted
+    kernel or another program opening the folder later sees everything. One
+    process opens a folder at a time (a second gets
+    :class:`~superduperdb.errors.StoreLockedError`); a killed process loses
+    nothing it acknowledged, a power cut at most ``mongodb.flush_interval``
+    seconds of writes. Several processes at once need a MongoDB server.
 
     Examples
     --------
@@ -119,6 +143,8 @@ class SuperDuperClient:
         elif host is not None:
             if "://" in host:
                 overrides["mongodb.uri"] = host
+            elif looks_like_path(host):
+                overrides["mongodb.uri"] = folder_uri(host)
             else:
                 overrides["mongodb.host"] = host
                 if port is not None:
@@ -132,7 +158,10 @@ class SuperDuperClient:
         scheme_of(uri)
         self._validate_cluster(self.config.cluster.address)
         self._raw = wrapped if wrapped is not None else open_client(uri, self.config, **pymongo_kwargs)
-        self._owns_raw = wrapped is None and not uri.startswith("mongomock://")
+        self._owns_raw = wrapped is None and not uri.startswith(("mongomock://", "file://"))
+        self._folder_uri = uri if uri.startswith("file://") else None
+        if self._folder_uri is not None:
+            hold_folder(uri)  # the last client to close releases the folder
         self._databases: dict[str, Database] = {}
         self._cluster = None
         self._lock = threading.Lock()
@@ -177,6 +206,12 @@ class SuperDuperClient:
         return redact(uri_from_config(self.config))
 
     @property
+    def storage(self) -> str:
+        """Where the data lives, in words: ``"in memory: gone when this process exits"`` (``mongomock://``),
+        ``"folder '/path': kept on disk"`` (``file://``), or ``"MongoDB server"``."""
+        return storage_of(uri_from_config(self.config))
+
+    @property
     def raw(self) -> Any:
         """The underlying pymongo / mongomock client."""
         return self._raw
@@ -200,6 +235,9 @@ class SuperDuperClient:
             cluster.close()
         if self._owns_raw:
             self._raw.close()
+        folder, self._folder_uri = self._folder_uri, None
+        if folder is not None:
+            release_folder(folder)
 
     def __enter__(self) -> SuperDuperClient:
         return self
@@ -208,10 +246,12 @@ class SuperDuperClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SuperDuperClient({self.uri!r}, cluster={redact(self.config.cluster.address)!r})"
+        storage = self.storage
+        note = "" if storage == "MongoDB server" else f", storage={storage!r}"
+        return f"SuperDuperClient({self.uri!r}, cluster={redact(self.config.cluster.address)!r}{note})"
 
     def _repr_html_(self) -> str:
-        return (f"<b>SuperDuperClient</b> <code>{html.escape(self.uri)}</code> "
+        return (f"<b>SuperDuperClient</b> <code>{html.escape(self.uri)}</code> ({html.escape(self.storage)}) "
                 f"cluster <code>{html.escape(str(redact(self.config.cluster.address)))}</code>")
 
 
@@ -221,7 +261,9 @@ def connect(uri: str | None = None, *, cluster: Any = UNSET, **kwargs: Any) -> S
     Parameters
     ----------
     uri : str, optional
-        ``mongodb://...``, ``mongodb+srv://...`` or ``mongomock://<name>``.
+        ``mongodb://...``, ``mongodb+srv://...``, a folder (``"./my-data"`` or
+        ``file:///path``: the embedded store, kept on disk there) or
+        ``mongomock://<name>`` (the embedded store in memory only).
         Default: from the config, else ``mongomock://default``.
     cluster : str or None, optional
         See :class:`SuperDuperClient`.

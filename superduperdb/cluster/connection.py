@@ -4,9 +4,9 @@
 
 * ``None``: no cluster; jobs run inline in the calling process (debugging).
 * ``"local"``: a :class:`distributed.LocalCluster` owned by the client and
-  closed with it. With the in-process mongomock store its workers are threads
-  of this process (they must share the store); with a server URI they are
-  separate processes.
+  closed with it. With the embedded store (``mongomock://`` in memory, or a
+  ``file://`` folder) its workers are threads of this process (they must share
+  the store); with a server URI they are separate processes.
 * ``"tcp://host:8786"``: an existing scheduler (``dask scheduler`` CLI).
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import ClusterError
+from ..store.backends import in_process_uri, storage_of
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Cluster:
         configured = self.config.cluster.processes
         if configured is not None:
             return configured
-        return not self.uri.startswith("mongomock://")
+        return not in_process_uri(self.uri)
 
     @property
     def client(self):
@@ -70,10 +71,11 @@ class Cluster:
 
         timeout = self.config.cluster.timeout
         if self.address == "local":
-            if self.processes and self.uri.startswith("mongomock://"):
+            if self.processes and in_process_uri(self.uri):
                 raise ClusterError(
-                    "A local cluster with worker processes cannot share the in-process mongomock store. "
-                    "Use a MongoDB server (mongodb://...), or cluster.processes: false.",
+                    f"A local cluster with worker processes cannot share the embedded store ({storage_of(self.uri)}): "
+                    "it lives in this process. Use cluster.processes: false (worker threads), or a MongoDB "
+                    "server (mongodb://...) for worker processes.",
                 )
             job_resource = self.config.cluster.job_resource
             self._local = distributed.LocalCluster(

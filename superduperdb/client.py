@@ -8,9 +8,11 @@ other pymongo client or database method passes through.
 
 from __future__ import annotations
 
+import atexit
 import html
 import logging
 import threading
+import weakref
 from typing import Any
 
 from .config import Config, redact, resolve_config
@@ -36,6 +38,39 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+
+# Clients not closed yet: at interpreter exit each finishes its jobs and closes (see _close_at_exit).
+_OPEN: weakref.WeakSet = weakref.WeakSet()
+_HOOKED = [False]
+
+
+def _close_at_exit() -> None:
+    for client in list(_OPEN):
+        try:
+            client._exit()
+        except Exception as exc:  # noqa: BLE001 - never let one client's failure keep the others open
+            logger.warning("closing %r at exit failed: %s: %s", client, type(exc).__name__, exc)
+
+
+def _hook_exit() -> None:
+    """Run :func:`_close_at_exit` before the interpreter stops its thread pools.
+
+    ``concurrent.futures`` refuses new work once ``threading`` starts shutting down
+    (before ``atexit`` handlers run): a job still running then fails with "cannot
+    schedule new futures after shutdown". ``threading._register_atexit`` runs first.
+    """
+    if _HOOKED[0]:
+        return
+    _HOOKED[0] = True
+    import concurrent.futures.thread  # noqa: F401 - registers its own hook first, so that ours runs before it
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise AttributeError
+        register(_close_at_exit)
+    except (AttributeError, RuntimeError):  # pragma: no cover - other Pythons, or already shutting down
+        atexit.register(_close_at_exit)
 
 
 class Database:
@@ -165,6 +200,8 @@ class SuperDuperClient:
         self._databases: dict[str, Database] = {}
         self._cluster = None
         self._lock = threading.Lock()
+        _OPEN.add(self)
+        _hook_exit()
         logger.debug("connected to %s (cluster %s)", self.uri, redact(self.config.cluster.address))
 
     @staticmethod
@@ -227,8 +264,25 @@ class SuperDuperClient:
                 self._cluster = Cluster(self.config, self.uri)
             return self._cluster
 
+    def _exit(self) -> None:
+        """At interpreter exit: give the local cluster's jobs up to ``jobs.exit_timeout`` seconds, then
+        close quietly (a script that ends without ``close()`` prints only its own output)."""
+        from .cluster.connection import quiet_distributed
+
+        cluster = self._cluster
+        if cluster is not None and not cluster.inline:
+            timeout = self.config.jobs.exit_timeout
+            left = cluster.drain(timeout)
+            if left:
+                logger.warning("%d job(s) did not finish within jobs.exit_timeout (%g s) and were stopped with the "
+                               "cluster; the reconciler redoes their work next time (call result.jobs.wait() or "
+                               "client.close() to wait for them)", left, timeout)
+        with quiet_distributed():
+            self.close()
+
     def close(self) -> None:
         """Close the cluster this client started and the database connection."""
+        _OPEN.discard(self)
         with self._lock:
             cluster, self._cluster = self._cluster, None
         if cluster is not None:

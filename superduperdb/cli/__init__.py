@@ -90,9 +90,17 @@ def config_command(as_json: bool) -> None:
 def serve_command(host: str | None, port: int | None, uri: str | None) -> None:
     """Serve registered models over HTTP (POST /apply_model), with basic auth from
     serve.username / serve.password (set the password with SUPERDUPERDB_SERVE__PASSWORD)."""
-    from ..config import redact
+    from ..config import redact, resolve_config
     from ..server import serve
+    from ..store.backends import uri_from_config
 
+    target = uri if uri is not None else uri_from_config(resolve_config())
+    if target.startswith("mongomock://"):
+        raise click.ClickException(
+            f"{redact(target)} is the embedded store in memory: this new process would serve an empty store, "
+            "not the one of your notebook or script. Serve a folder store (--uri ./my-data, the folder given to "
+            "superduperdb.connect('./my-data'), once that client is closed) or a MongoDB server "
+            "(--uri mongodb://host:27017/, or mongodb.uri in the config).")
     click.echo(f"model server on http://{host or '(serve.host)'}:{port if port is not None else '(serve.port)'} "
                f"for {redact(uri) if uri else 'mongodb.uri of the config'}; Ctrl-C stops it")
     serve(uri, host=host, port=port, block=True)

@@ -8,13 +8,21 @@
   ``file://`` folder) its workers are threads of this process (they must share
   the store); with a server URI they are separate processes.
 * ``"tcp://host:8786"``: an existing scheduler (``dask scheduler`` CLI).
+
+At interpreter exit (a script that never called ``client.close()``), a local
+cluster first gets up to ``jobs.exit_timeout`` seconds to finish the jobs
+this process submitted (:meth:`Cluster.drain`), then closes with Dask's
+shutdown chatter silenced (:func:`quiet_distributed`). Jobs on a remote
+scheduler need no wait: they run on whether or not this process lives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..config import Config
@@ -24,6 +32,24 @@ from ..store.backends import in_process_uri, storage_of
 logger = logging.getLogger(__name__)
 
 RESOURCES_TTL = 10.0  # seconds a look at which resources the workers offer is reused
+
+
+@contextlib.contextmanager
+def quiet_distributed() -> Iterator[None]:
+    """Dask's loggers at ERROR inside the block: closing a cluster whose workers hold results or
+    run actors logs warnings ("Removing worker ... lose already computed task(s)", "Async
+    instruction ... ended with CancelledError") that say nothing to the user of a script ending."""
+    loggers = [logging.getLogger("distributed")] + [
+        logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+        if name.startswith(("distributed.", "tornado"))]
+    levels = [(lg, lg.level) for lg in loggers]
+    for lg, _ in levels:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in levels:
+            lg.setLevel(level)
 
 
 class Cluster:
@@ -44,6 +70,8 @@ class Cluster:
         self._client = None
         self._local = None
         self._offered: tuple[float, bool] | None = None  # (until, whether a worker offers job_resource)
+        self._inflight: set = set()  # futures of jobs submitted to the local cluster, until they finish
+        self._inflight_lock = threading.Lock()
 
     @property
     def inline(self) -> bool:
@@ -127,7 +155,30 @@ class Cluster:
             kwargs["resources"] = resources
         future = self.client.submit(fn, *args, *dependencies, key=key, pure=False, **kwargs)
         distributed.fire_and_forget(future)
+        if self._local is not None:  # drained before the local cluster closes at exit
+            with self._inflight_lock:
+                self._inflight.add(future)
+            future.add_done_callback(self._finished)
         return future
+
+    def _finished(self, future: Any) -> None:
+        with self._inflight_lock:
+            self._inflight.discard(future)
+
+    def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the jobs submitted to the local cluster from this process;
+        return how many are still unfinished (they stop with the cluster; the reconciler redoes their work)."""
+        import distributed
+
+        with self._inflight_lock:
+            pending = [f for f in self._inflight if not f.done()]
+        if not pending or timeout <= 0:
+            return len(pending)
+        try:
+            distributed.wait(pending, timeout=timeout)
+        except (distributed.TimeoutError, TimeoutError):
+            pass
+        return sum(1 for f in pending if not f.done())
 
     def workers(self) -> list[str]:
         return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
@@ -135,6 +186,8 @@ class Cluster:
     def close(self) -> None:
         client, self._client = self._client, None
         local, self._local = self._local, None
+        with self._inflight_lock:
+            self._inflight.clear()
         if client is not None:
             client.close()
         if local is not None:

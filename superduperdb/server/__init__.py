@@ -8,7 +8,7 @@ process; it needs no Dask cluster. HTTP basic auth is on when
 ``serve.username`` and ``serve.password`` are set (the password is never
 logged or shown).
 
-Needs the ``serve`` extra: ``pip install 'superduperdb[serve]'`` (Starlette and Uvicorn).
+Needs the ``serve`` extra: ``pip install -e '.[serve]'`` in the clone (Starlette and Uvicorn).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def serve(client: Any = None, *, host: str | None = None, port: int | None = Non
 
         from .app import create_app
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ConfigError(f"The model server needs the serve extra: pip install 'superduperdb[serve]' ({exc}).") from None
+        raise ConfigError(f"The model server needs the serve extra: pip install -e '.[serve]' in the clone of superduperdb ({exc}).") from None
     from ..client import SuperDuperClient
 
     owns = not isinstance(client, SuperDuperClient)

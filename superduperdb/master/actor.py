@@ -62,6 +62,9 @@ class _Loaded:
         cfg = Context(target).config.master
         self.snapshot_interval = float(cfg.snapshot_interval)
         self.snapshot_changes = int(cfg.snapshot_changes)
+        # The JIT warm-up starts once the index holds this many vectors: a graph is built only past
+        # exact_threshold, so a small index (searched exactly) never pays ~45 s of compilation.
+        self.warm_at = float(cfg.warm_up_at) * int(cfg.exact_threshold)
         self.changes = 0  # vectors upserted or removed since the last snapshot (under the fingerprints lock)
         self.snapshot_due = source == "database"  # loaded the slow way: save one soon
         self.snapshot_attempt = time.monotonic()
@@ -75,7 +78,8 @@ class Master:
     Parameters
     ----------
     warm_up : bool
-        Compile pynndescent's JIT in a background thread once the first index loads.
+        Compile pynndescent's JIT in a background thread once an index approaches
+        ``master.exact_threshold`` (``master.warm_up_at`` of it), ahead of its first graph build.
     sweep : callable, optional
         ``sweep(target, dask_client) -> report``: one reconcile pass over a
         collection, run every ``reconcile.interval`` seconds for each watched
@@ -107,6 +111,11 @@ class Master:
                 self._warm = threading.Thread(target=self._warm_up_when_idle, name="superduperdb-jit-warm-up",
                                               daemon=True)
                 self._warm.start()
+
+    def _maybe_warm_up(self, loaded: _Loaded) -> None:
+        """Start the warm-up once ``loaded`` has grown to ``master.warm_up_at`` of the exact threshold."""
+        if self._warm_up and self._warm is None and len(loaded.index) >= loaded.warm_at:
+            self._start_warm_up()
 
     def _warm_up_when_idle(self) -> None:
         """Compile pynndescent's JIT, after the loads that created this master (see WARM_UP_GRACE)."""
@@ -155,12 +164,12 @@ class Master:
                 loaded = self._load(target, row, use_snapshot)
                 self._indexes[key] = loaded
                 self._snapshotter.start()
+                self._maybe_warm_up(loaded)
             return loaded
 
     def _load(self, target: Target, row: dict, use_snapshot: bool = True) -> _Loaded:
         from ..index import VectorIndex
 
-        self._start_warm_up()
         start = time.perf_counter()
         ctx = Context(target)
         cfg = ctx.config.master
@@ -287,6 +296,7 @@ class Master:
         found, vectors, fps = self._read(ctx, loaded.row, {"_id": {"$in": list(ids)}})
         if found:
             loaded.index.add(found, vectors)
+            self._maybe_warm_up(loaded)
         present = set(found)
         gone = [i for i in ids if i not in present]
         removed = loaded.index.remove(gone) if gone else 0
@@ -397,7 +407,17 @@ class Master:
                 "load_seconds": loaded.load_seconds, "source": loaded.source, "catch_up": loaded.catch_up,
                 "snapshot": loaded.last_snapshot, "changes_since_snapshot": loaded.changes,
                 "graph_enabled": loaded.index.graph_enabled,
-                "warm": self._warm is None or not self._warm.is_alive(), **loaded.index.stats()}
+                "warm": self._warm is None or not self._warm.is_alive(), "jit": self._jit_state(),
+                **loaded.index.stats()}
+
+    def _jit_state(self) -> str:
+        """pynndescent's JIT in this master: ``'not needed yet'`` (no index near the exact threshold),
+        ``'compiling'`` (the warm-up runs), ``'compiled'``, or ``'off'`` (``master.warm_up: false``)."""
+        if not self._warm_up:
+            return "off"
+        if self._warm is None:
+            return "not needed yet"
+        return "compiling" if self._warm.is_alive() else "compiled"
 
 
 def _npy_vector(value: Any) -> Any:

@@ -73,3 +73,15 @@ def test_the_readme_snippet_run_as_a_script_prints_only_its_results(tmp_path):
     assert done.stderr == "", done.stderr
     lines = done.stdout.splitlines()
     assert lines and all(re.fullmatch(r"-?[0-9.]+(e-?[0-9]+)? [A-Za-z ]+", line) for line in lines), lines
+
+
+@pytest.mark.slow
+def test_the_demo_says_how_long_it_takes_and_counts_paragraphs(tmp_path):
+    done = subprocess.run([str(Path(sys.executable).parent / "superduperdb"), "demo", "--n", "40"], cwd=tmp_path,
+                          env=ENV, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"about \d+ (seconds|minutes) on \d+ idle CPU core", done.stdout)
+    assert "superduperdb demo --n 300" in done.stdout
+    # The bar counts paragraphs, batch by batch (32, 40), with a rate in paragraphs per second.
+    assert "32/40" in done.stderr and "40/40" in done.stderr and "paragraph/s" in done.stderr
+    assert "demo finished" in done.stdout

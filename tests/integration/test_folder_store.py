@@ -197,8 +197,9 @@ def test_a_torn_journal_tail_is_dropped_and_reported(tmp_path, caplog):
     assert good == size  # the tail was cut before the new record was appended
 
 
-def test_the_journal_is_compacted_into_a_snapshot(tmp_path, monkeypatch):
-    from superduperdb.store.embedded import folder as folder_module
+def test_the_journal_is_compacted_into_a_snapshot(tmp_path):
+    from superduperdb.store.embedded import EmbeddedClient
+    from superduperdb.store.embedded.folder import Folder
 
     folder = tmp_path / "compact"
     client = superduperdb.connect(str(folder), cluster=None)
@@ -208,16 +209,14 @@ def test_the_journal_is_compacted_into_a_snapshot(tmp_path, monkeypatch):
         docs.update_many({}, {"$inc": {"n": 1}})
     docs.raw.create_index("i")
     client.close()
-    monkeypatch.setattr(folder_module, "COMPACT_BYTES", 1)  # compact at the next open, whatever the size
-    client = superduperdb.connect(str(folder), cluster=None)
+    store = EmbeddedClient(folder=Folder(folder, compact_bytes=1))  # compact at this open, whatever the size
     assert (folder / "snapshot.bson").exists() and [p.name for p in folder.glob("journal-*.log")] == ["journal-1.log"]
-    assert client.db.docs.count_documents({"n": 5}) == 50
-    assert "i_1" in client.db.docs.index_information()
-    client.db.docs.insert_one({"i": 50})
-    client.close()
-    monkeypatch.setattr(folder_module, "COMPACT_BYTES", 16 * 1024 * 1024)
-    client = superduperdb.connect(str(folder), cluster=None)
-    assert client.db.docs.count_documents({}) == 51
+    assert store.db.docs.count_documents({"n": 5}) == 50
+    assert "i_1" in store.db.docs.index_information()
+    store.db.docs.insert_one({"i": 50})
+    store.close()
+    client = superduperdb.connect(str(folder), cluster=None)  # the snapshot, then the new journal
+    assert client.db.docs.count_documents({}) == 51 and client.db.docs.count_documents({"n": 5}) == 50
     client.close()
 
 

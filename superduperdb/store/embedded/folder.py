@@ -122,9 +122,13 @@ class Folder:
         The folder (created if missing).
     flush_interval : float
         Seconds between ``fsync`` s of the journal (0: after every write).
+    compact_bytes : int
+        When the folder opens, a journal larger than this and than the snapshot is
+        compacted into a new snapshot (default :data:`COMPACT_BYTES`).
     """
 
-    def __init__(self, path: str | os.PathLike, flush_interval: float = 1.0) -> None:
+    def __init__(self, path: str | os.PathLike, flush_interval: float = 1.0,
+                 compact_bytes: int = COMPACT_BYTES) -> None:
         import filelock
 
         self.path = Path(path).expanduser().resolve()
@@ -133,6 +137,7 @@ class Folder:
                                    "will hold) the store, e.g. superduperdb.connect('./my-data').", path=str(self.path))
         self.path.mkdir(parents=True, exist_ok=True)
         self.flush_interval = flush_interval
+        self.compact_bytes = compact_bytes
         self._lock = filelock.FileLock(str(self.path / "LOCK"), thread_local=False)
         try:
             self._lock.acquire(timeout=0)
@@ -207,7 +212,7 @@ class Folder:
             if stale != journal:
                 stale.unlink()  # left by a compaction that was interrupted after its rename
         (self.path / f"{SNAPSHOT}.tmp").unlink(missing_ok=True)
-        if journal_size > max(COMPACT_BYTES, snap_size):
+        if journal_size > max(self.compact_bytes, snap_size):
             self.compact(dump)
         self._open_journal()
         return replayed

@@ -36,15 +36,16 @@ RESOURCES_TTL = 10.0  # seconds a look at which resources the workers offer is r
 
 @contextlib.contextmanager
 def quiet_distributed() -> Iterator[None]:
-    """Dask's loggers at ERROR inside the block: closing a cluster whose workers hold results or
+    """Dask's loggers silenced inside the block: closing a cluster whose workers hold results or
     run actors logs warnings ("Removing worker ... lose already computed task(s)", "Async
-    instruction ... ended with CancelledError") that say nothing to the user of a script ending."""
+    instruction ... ended with CancelledError") and, when the script ends on an error, the
+    client's failed reconnections: none of it says anything to the user of a script ending."""
     loggers = [logging.getLogger("distributed")] + [
         logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
         if name.startswith(("distributed.", "tornado"))]
     levels = [(lg, lg.level) for lg in loggers]
     for lg, _ in levels:
-        lg.setLevel(logging.ERROR)
+        lg.setLevel(logging.CRITICAL)
     try:
         yield
     finally:

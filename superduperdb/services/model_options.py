@@ -94,6 +94,7 @@ def check_index_options(services: Services, name: str, key: str | None, semantic
         return None, "cosine", []
     if key is None:
         raise SemanticIndexError("semantic_index needs key=...: the field whose outputs are indexed.")
+    services.indexes.check_keys_present([key])
     index = name if semantic_index is True else semantic_index
     if not isinstance(index, str) or not index:
         raise SemanticIndexError(f"semantic_index must be True or an index name, not {semantic_index!r}.")

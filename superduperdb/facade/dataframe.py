@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingColumnError, QueryError
-from ..store.layout import FINGERPRINTS, OUTPUTS
+from ..store.layout import FINGERPRINTS, FOLD, OUTPUTS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,14 +99,20 @@ def flatten_outputs(outputs: Mapping, models: Iterable[str]) -> Iterable[tuple[s
     return walk(outputs, ())
 
 
-def row(doc: Mapping, models: Iterable[str], outputs: str, name: Callable[[str, str], str]) -> dict:
-    """One decoded document as a DataFrame row (see the module's docstring)."""
+# The library's bookkeeping in a document: left out of DataFrames and notebook tables unless asked.
+BOOKKEEPING = (FINGERPRINTS, FOLD)
+
+
+def row(doc: Mapping, models: Iterable[str], outputs: str, name: Callable[[str, str], str],
+        bookkeeping: bool = False) -> dict:
+    """One decoded document as a DataFrame row (see the module's docstring); ``bookkeeping``
+    keeps the ``_fold`` a document got for training (fingerprints are never shown)."""
     out: dict = {}
     nested = None
     for field, value in doc.items():
         if field == OUTPUTS:
             nested = value
-        elif field != FINGERPRINTS:
+        elif field != FINGERPRINTS and (bookkeeping or field not in BOOKKEEPING):
             out[field] = cell(value)
     if nested is not None and outputs == "nested":
         out[OUTPUTS] = nested
@@ -123,7 +129,7 @@ def row(doc: Mapping, models: Iterable[str], outputs: str, name: Callable[[str, 
 
 def to_frame(docs: Iterable[Mapping], *, models: Iterable[str] = (), outputs: str = "columns",
              output_names: str | Callable[[str, str], str] = OUTPUT_COLUMN,
-             columns: list[str] | None = None) -> pd.DataFrame:
+             columns: list[str] | None = None, bookkeeping: bool = False) -> pd.DataFrame:
     """A DataFrame of decoded documents, one row each.
 
     Parameters
@@ -139,6 +145,8 @@ def to_frame(docs: Iterable[Mapping], *, models: Iterable[str] = (), outputs: st
         ``{key}`` (default ``'{model}({key})'``) or ``(model, key) -> str``.
     columns : list of str, optional
         Columns of an empty result (the columns the caller expects).
+    bookkeeping : bool
+        Keep the ``_fold`` column (the library's training split); default: left out.
 
     Examples
     --------
@@ -152,7 +160,7 @@ def to_frame(docs: Iterable[Mapping], *, models: Iterable[str] = (), outputs: st
     check_outputs_mode(outputs)
     namer = column_namer(output_names)
     models = list(models)
-    rows = [row(d, models, outputs, namer) for d in docs]
+    rows = [row(d, models, outputs, namer, bookkeeping) for d in docs]
     if not rows:
         return pd.DataFrame(columns=list(columns or []))
     return pd.DataFrame.from_records(rows, columns=_columns(rows))
@@ -350,9 +358,8 @@ def _and(query: dict, extra: dict) -> dict:
 
 def insert_partition(target: Target, frame: pd.DataFrame) -> dict:
     """Insert one partition of a Dask DataFrame (on a worker); ``{'ids', 'urls'}`` for the client's jobs."""
-    from ..services.writes import new_fold
     from ..store.context import Context
-    from ..store.layout import FOLD, find_urls
+    from ..store.layout import find_urls
 
     if len(frame) == 0:
         return {"ids": [], "urls": False}
@@ -361,9 +368,7 @@ def insert_partition(target: Target, frame: pd.DataFrame) -> dict:
     ctx = Context(target)
     documents = frame_documents(frame)
     for doc in documents:
-        doc.setdefault("_id", ObjectId())
-        if FOLD not in doc and (fold := new_fold(ctx.config)) is not None:
-            doc[FOLD] = fold
+        doc.setdefault("_id", ObjectId())  # no _fold: given when training first needs one (store/folds.py)
     encoded = ctx.types.encode_many(documents)
     ctx.collection.insert_many(encoded, ordered=True)
     return {"ids": [d["_id"] for d in encoded], "urls": any(find_urls(d) for d in encoded)}

@@ -3,14 +3,14 @@
 Every write encodes typed values, plans the jobs its changes imply
 (:mod:`superduperdb.jobs.planner`), writes, and submits those jobs for every
 document it actually wrote, also when it partly failed (the error is raised
-after). Documents keep their ``_fold`` through replacements and get one on
-upserts; an upsert's new ``_id`` is known (``$setOnInsert``) so its outputs are
-computed like an insert's.
+after). Writes add no ``_fold``: documents get one when training first needs
+it (:mod:`superduperdb.store.folds`), and keep it through replacements. An
+upsert's new ``_id`` is known (``$setOnInsert``) so its outputs are computed
+like an insert's.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -37,17 +37,6 @@ def written_by(error: BulkWriteError, count: int, ordered: bool) -> list[int]:
     return [i for i in range(count) if i not in failed]
 
 
-def new_fold(config: Any) -> str | None:
-    """``'train'`` or ``'valid'`` for a new document under ``config`` (None if folds are off).
-
-    Also used where documents are inserted on the workers (``insert_many`` of a Dask DataFrame).
-    """
-    data = config.data
-    if not data.assign_folds:
-        return None
-    return "valid" if random.random() < data.valid_probability else "train"
-
-
 class WriteService:
     """pymongo's writes on the raw collection, with types encoded and jobs submitted."""
 
@@ -57,20 +46,12 @@ class WriteService:
         self._watch = watch
         self._watched = False
 
-    # -- folds -------------------------------------------------------------------------
-    def new_fold(self) -> str | None:
-        """``'train'`` or ``'valid'`` (the original SuperDuperDB's split), or None if folds are off."""
-        return new_fold(self.scope.config)
-
     def prepare(self, document: Any, path: str) -> dict:
-        """Give a document to insert an ``_id`` (on the caller's dict too, as pymongo) and a ``_fold``."""
+        """Give a document to insert an ``_id`` (on the caller's dict too, as pymongo)."""
         if not isinstance(document, Mapping):
             raise QueryError(f"{path} must be a dict, not a {type(document).__name__}.", argument=path)
-        if isinstance(document, dict):
-            if "_id" not in document:
-                document["_id"] = ObjectId()
-            if FOLD not in document and (fold := self.new_fold()) is not None:
-                document[FOLD] = fold
+        if isinstance(document, dict) and "_id" not in document:
+            document["_id"] = ObjectId()
         return document
 
     def _first_write(self) -> None:
@@ -109,21 +90,12 @@ class WriteService:
         return raw, self.jobs.on_insert(list(raw.inserted_ids), encoded) if refresh else None
 
     # -- updates -----------------------------------------------------------------------
-    def _upsert_fold(self, update: Any, kwargs: dict) -> Any:
-        """An operator update that gives an upserted document a ``_fold`` (unless it sets one)."""
-        keys = changed_keys(update)
-        if not kwargs.get("upsert") or keys is None or FOLD in keys or (fold := self.new_fold()) is None:
-            return update
-        on_insert = dict(update.get("$setOnInsert") or {})
-        on_insert.setdefault(FOLD, fold)
-        return {**update, "$setOnInsert": on_insert}
-
     def _keep_fold(self, filter: dict, replacement: dict, kwargs: dict) -> dict:
-        """A replacement keeps the replaced document's ``_fold`` (an upserted one gets a new one)."""
-        if FOLD in replacement or self.new_fold() is None:
+        """A replacement keeps the replaced document's ``_fold``, if it has one (folds never change)."""
+        if FOLD in replacement or not self.scope.config.data.assign_folds:
             return replacement
         old = self.scope.raw.find_one(filter, {FOLD: 1}, sort=kwargs.get("sort"))
-        fold = (old or {}).get(FOLD) if old is not None else (self.new_fold() if kwargs.get("upsert") else None)
+        fold = (old or {}).get(FOLD)
         return {**replacement, FOLD: fold} if fold is not None else replacement
 
     def update(self, method: str, filter: Any, update: Any, args: tuple, kwargs: dict,
@@ -131,7 +103,7 @@ class WriteService:
         """``update_one``/``update_many``: the raw result and the jobs."""
         self._first_write()
         filter = self.scope.types.encode(check_filter(filter), "filter")
-        update = self._upsert_fold(self.scope.types.encode(check_update(update), "update"), kwargs)
+        update = self.scope.types.encode(check_update(update), "update")
         plan = self.jobs.plan_update(filter, update, many=method == "update_many", sort=kwargs.get("sort")) \
             if refresh else None
         raw = getattr(self.scope.raw, method)(filter, update, *args, **kwargs)
@@ -166,7 +138,7 @@ class WriteService:
             return doc
         upsert_id = None
         if method == "find_one_and_update":
-            second = self._upsert_fold(types.encode(check_update(second), "update"), kwargs)
+            second = types.encode(check_update(second), "update")
             keys = changed_keys(second)
             if kwargs.get("upsert") and "_id" not in filter and keys is not None and "_id" not in keys:
                 upsert_id = ObjectId()  # so that an upserted document's id is known, whatever is returned

@@ -194,7 +194,8 @@ class SuperDuperClient:
         self._validate_cluster(self.config.cluster.address)
         self._raw = wrapped if wrapped is not None else open_client(uri, self.config, **pymongo_kwargs)
         self._owns_raw = wrapped is None and not uri.startswith(("mongomock://", "file://"))
-        self._folder_uri = uri if uri.startswith("file://") else None
+        # A folder this client opened is held (and released on close); a client passed in stays the caller's.
+        self._folder_uri = uri if uri.startswith("file://") and wrapped is None else None
         if self._folder_uri is not None:
             hold_folder(uri)  # the last client to close releases the folder
         self._databases: dict[str, Database] = {}

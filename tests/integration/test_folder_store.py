@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import superduperdb
-from superduperdb.errors import ClusterError, StoreLockedError
+from superduperdb.errors import ClusterError, StoreFolderError
 from superduperdb.store.embedded.folder import read_records
 
 WAIT = 180
@@ -235,7 +235,7 @@ def test_in_memory_says_what_it_is_and_worker_processes_refuse_embedded_stores(t
 def test_a_file_is_not_a_folder(tmp_path):
     path = tmp_path / "file.txt"
     path.write_text("x")
-    with pytest.raises(StoreLockedError.__mro__[1], match="is a file, not a folder"):
+    with pytest.raises(StoreFolderError, match="is a file, not a folder"):
         superduperdb.connect(f"file://{path}", cluster=None)
 
 
@@ -245,3 +245,24 @@ def test_folder_paths_and_uris(tmp_path, monkeypatch):
     assert client.uri == f"file://{tmp_path / 'rel-data'}"
     client.close()
     assert Path("rel-data/LOCK").exists()
+
+
+def test_serve_refuses_the_in_memory_store_and_info_says_where_the_data_lives(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from superduperdb.cli import main
+
+    for name in [k for k in os.environ if k.startswith("SUPERDUPERDB_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    refused = CliRunner().invoke(main, ["serve", "--port", "0", "--uri", "mongomock://served"])
+    assert refused.exit_code != 0
+    assert "embedded store in memory" in refused.output and "--uri ./my-data" in refused.output
+    refused = CliRunner().invoke(main, ["serve", "--port", "0"])  # the default config: in memory too
+    assert refused.exit_code != 0 and "mongomock://default" in refused.output
+    info = CliRunner().invoke(main, ["info", "--json"])
+    assert json.loads(info.output)["database"]["storage"] == "in memory: gone when this process exits"
+    monkeypatch.setenv("SUPERDUPERDB_MONGODB__URI", f"file://{tmp_path / 'data'}")
+    info = CliRunner().invoke(main, ["info", "--json"])
+    assert json.loads(info.output)["database"]["storage"] == f"folder '{tmp_path / 'data'}': kept on disk"

@@ -152,7 +152,8 @@ class Folder:
              "since": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}))
         self.generation = 0
         self._fd: int | None = None
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # appends
+        self._sync_lock = threading.Lock()  # fsync and close: the descriptor stays open during a sync
         self._dirty = False
         self._closed = False
         self._flusher: threading.Thread | None = None
@@ -262,11 +263,13 @@ class Folder:
                 os.fsync(self._fd)
 
     def flush(self) -> None:
-        """``fsync`` the journal now."""
-        with self._write_lock:
-            if self._fd is not None and self._dirty:
-                os.fsync(self._fd)
-                self._dirty = False
+        """``fsync`` the journal now. Writers go on meanwhile: a sync of a large journal can take a
+        while on a busy disk, and appends must not wait for it (only :meth:`close` does)."""
+        with self._sync_lock:
+            with self._write_lock:
+                fd, dirty, self._dirty = self._fd, self._dirty, False
+            if fd is not None and dirty:
+                os.fsync(fd)
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.flush_interval):
@@ -281,7 +284,7 @@ class Folder:
             return
         self._closed = True
         self._stop.set()
-        with self._write_lock:
+        with self._sync_lock, self._write_lock:
             if self._fd is not None:
                 os.fsync(self._fd)
                 os.close(self._fd)

@@ -199,6 +199,10 @@ def predict_each(ctx: Context, model: Any, model_row: dict, todo: list[tuple[Any
     return computed, failed
 
 
+# A job logs its first failed documents one line each, the rest in one line per batch.
+LOGGED_FAILURES = 20
+
+
 class FailureLog:
     """A job's failed documents: recorded in ``<collection>._errors`` and logged, once each.
 
@@ -231,9 +235,15 @@ class FailureLog:
         self.count += len(failed)
         failure_records.record(self.table, self.view.name, self.view.model, self.view.key,
                                self.model_row.get("version"), failed, self.ctx.job_id)
-        for f in failed:
+        shown = max(0, LOGGED_FAILURES - (self.count - len(failed)))  # one line each, up to a bound per job
+        for f in failed[:shown]:
             message = (f"{self.view.name}: model {self.view.model!r} failed on document {f.id!r} "
                        f"({type(f.error).__name__}: {f.error}); recorded in list_errors()")
+            self.ctx.log(message)
+            logger.warning("%s", message)
+        if len(failed) > shown:
+            message = (f"{self.view.name}: model {self.view.model!r} failed on {len(failed) - shown} more "
+                       "document(s); list_errors() has them all")
             self.ctx.log(message)
             logger.warning("%s", message)
 

@@ -224,6 +224,14 @@ class FailureLog:
             return {}
         return failure_records.known(self.table, self.view.name, [d["_id"] for d in docs])
 
+    def forget_gone(self) -> int:
+        """Remove the records of documents that no longer exist (deleted since they failed); return how many."""
+        if not self._before:
+            return 0
+        known = list(failure_records.known(self.table, self.view.name))
+        present = {d["_id"] for d in self.ctx.collection.find({"_id": {"$in": known}}, {"_id": 1})}
+        return failure_records.clear(self.table, self.view.name, [i for i in known if i not in present])
+
     def succeeded(self, computed: list[Computed]) -> None:
         if self._before and computed:
             failure_records.clear(self.table, self.view.name, [c.id for c in computed])

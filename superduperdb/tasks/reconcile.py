@@ -82,6 +82,8 @@ def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:
     version = model_row.get("version")
     todo: list = []
     failures = FailureLog(ctx, view, model_row)
+    if not scope:
+        failures.forget_gone()  # a deleted document leaves list_errors() at the next full pass
     without_output = fingerprints_without_output(ctx, view, scope)
     cursor = ctx.collection.find(and_(view.filter, scope), view.projection).batch_size(READ_CHUNK)
     for chunk in chunks(cursor, READ_CHUNK):

@@ -86,7 +86,7 @@ class IndexService:
             raise AlreadyRegisteredError("semantic index", name)
         from .models import ensure_model
 
-        self.check_keys_present(keys)
+        self.check_keys_present(keys[:1])  # the indexed key (the others only encode queries)
         for model in models:
             ensure_model(self.scope, model)  # 'parent.attr' of a registered parent is registered now
         return models, keys

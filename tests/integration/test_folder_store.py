@@ -83,7 +83,7 @@ READ = """
 """
 
 
-@pytest.mark.parametrize("cluster", ["inline", "local"])
+@pytest.mark.parametrize("cluster", ["inline", pytest.param("local", marks=pytest.mark.slow)])
 def test_a_folder_store_survives_a_new_process(tmp_path, cluster):
     folder = tmp_path / "my-data"
     wrote = run_script(WRITE, str(folder), cluster)

@@ -67,11 +67,16 @@ def run_one_by_one(raw: Any, ops: list, ordered: bool) -> dict:
                 method = raw.delete_one if isinstance(op, DeleteOne) else raw.delete_many
                 counts["nRemoved"] += method(op._filter).deleted_count
             else:
+                filter = op._filter
+                if getattr(op, "_sort", None) is not None:  # UpdateOne/ReplaceOne(sort=): the document it picks
+                    from .writes import pin
+
+                    filter = pin(raw, filter, op._sort)
                 if isinstance(op, ReplaceOne):
-                    res = raw.replace_one(op._filter, op._doc, upsert=bool(op._upsert))
+                    res = raw.replace_one(filter, op._doc, upsert=bool(op._upsert))
                 else:
                     method = raw.update_one if isinstance(op, UpdateOne) else raw.update_many
-                    res = method(op._filter, op._doc, upsert=bool(op._upsert))
+                    res = method(filter, op._doc, upsert=bool(op._upsert))
                 counts["nMatched"] += res.matched_count
                 counts["nModified"] += res.modified_count
                 if res.upserted_id is not None:

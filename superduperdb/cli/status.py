@@ -75,12 +75,13 @@ def _scheduler_info(address: str, timeout: float, resource: str) -> tuple[dict[s
     try:
         import distributed
 
-        from ..cluster.report import process_report
+        from ..store.dispatch import run
+        from ..tasks.report import process_report
 
         with distributed.Client(address, timeout=timeout, set_as_default=False) as client:
             workers = client.scheduler_info(n_workers=-1)["workers"]
             try:
-                reports = client.run(process_report, on_error="return")
+                reports = run(client, process_report, on_error="return")
             except Exception:  # an old worker without superduperdb: still list the workers
                 reports = {}
             cluster = {

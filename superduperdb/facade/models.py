@@ -284,6 +284,7 @@ class ModelsMixin:
         >>> docs.apply_model("length", key="text", write=True).result()         # doctest: +SKIP
         """
         from ..errors import QueryError
+        from ..store import frames
         from . import dataframe
 
         if inputs is None:
@@ -298,7 +299,7 @@ class ModelsMixin:
         values, index = found
         column = key if key is not None else getattr(inputs, "name", None)
         outputs = self._services.models.apply(name, values)
-        label = dataframe.column_namer(dataframe.OUTPUT_COLUMN)(name, column) if column is not None else name
+        label = frames.column_namer(frames.OUTPUT_COLUMN)(name, column) if column is not None else name
         return dataframe.series(outputs, index, label)
 
     def refresh_model(self, name: str):

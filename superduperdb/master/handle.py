@@ -134,11 +134,12 @@ class MasterHandle:
                     return actor, generation  # another client replaced it first: use that one
             except KeyError:
                 generation = 0
+            from ..store.dispatch import submit
             from .actor import Master
 
             generation += 1
             worker = self._pick_worker()
-            future = client.submit(Master, self.warm_up, self.sweep, generation, actor=True, workers=[worker],
+            future = submit(client, Master, self.warm_up, self.sweep, generation, actor=True, workers=[worker],
                                    allow_other_workers=False, key=f"superduperdb-master-{uuid.uuid4().hex}", pure=False)
             with client.as_current():
                 actor = future.result(timeout=self.timeout)

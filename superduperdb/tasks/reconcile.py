@@ -36,6 +36,7 @@ from ..master.handle import master_for_job
 from ..store import records
 from ..store.bulk import set_fields
 from ..store.context import Context, Target, worker_dask_client
+from ..store.dispatch import run_on_scheduler, submit
 from ..store.layout import fingerprint_path, get_path, neighbourhood_path, output_path
 from ..store.metadata import utcnow
 from ..store.watchers import active_watchers, and_
@@ -136,7 +137,8 @@ def _neighbourhood(ctx: Context, index: dict, hood: dict, changed: list, scope: 
     report["neighbour_lists"] += len(redo)
 
 
-def _known_keys(dask_scheduler: Any, keys: list) -> list:
+def known_keys(dask_scheduler: Any, keys: list) -> list:
+    """Which of ``keys`` the scheduler knows (run on the scheduler)."""
     return [k for k in keys if k in dask_scheduler.tasks]
 
 
@@ -149,7 +151,7 @@ def mark_lost_jobs(ctx: Context, dask_client: Any) -> int:
                                "created_at": {"$lt": cutoff}}, {"key": 1}))
     if not rows:
         return 0
-    known = set(dask_client.run_on_scheduler(_known_keys, keys=[r["key"] for r in rows]))
+    known = set(run_on_scheduler(dask_client, known_keys, keys=[r["key"] for r in rows]))
     lost = [r for r in rows if r["key"] not in known]
     for r in lost:
         records.finish(ctx.jobs, str(r["_id"]), records.FAILED,
@@ -205,7 +207,7 @@ def sweep(target: Target, dask_client: Any = None, ids: list | None = None) -> d
         return _sweep_task(target, ids)
     import distributed
 
-    future = dask_client.submit(_sweep_task, target, ids, key=f"superduperdb-sweep-{uuid.uuid4().hex}", pure=False)
+    future = submit(dask_client, _sweep_task, target, ids, key=f"superduperdb-sweep-{uuid.uuid4().hex}", pure=False)
     distributed.fire_and_forget(future)
     timeout = Context(target).config.cluster.timeout * 20
     return future.result(timeout=timeout)

@@ -38,7 +38,7 @@ import testmodels
 from waiting import poll
 
 import superduperdb
-from superduperdb.cluster.report import process_report
+from superduperdb.tasks.report import process_report
 from superduperdb.cluster.spec import PRELOAD
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

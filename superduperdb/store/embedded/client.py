@@ -182,7 +182,10 @@ class EmbeddedCollection(mongomock.Collection):
              max_time_ms: Any = None, allow_disk_use: bool = False, **kwargs: Any) -> EmbeddedCursor:
         spec = {} if filter is None else filter
         mongomock.collection.validate_is_mapping("filter", spec)
-        check_skip(skip, "skip must be an instance of int")
+        if not isinstance(skip, int) or isinstance(skip, bool):
+            raise TypeError("skip must be an instance of int")
+        if skip < 0:  # a server refuses it when the query runs
+            raise OperationFailure(f"skip value must be non-negative, but received: {skip}", code=2)
         for kwarg, value in kwargs.items():
             if value:
                 raise OperationFailure(f"Unrecognized field '{kwarg}'")

@@ -153,37 +153,11 @@ class DataFrameMixin:
     def _apply_batch(self, name: str, key: str | None, filter: Mapping | None, write: bool, wait: bool,
                      timeout: float | None, progress: bool | None):
         """``apply_model(name, filter=..., key=..., write=...)``: an ``apply`` job (see ModelsMixin.apply_model)."""
-        if key is None:
-            raise QueryError("apply_model on the collection needs key= (the field to apply the model to), e.g. "
-                             f"apply_model({name!r}, filter={{}}, key='text').", argument="key")
-        if not isinstance(key, str) or not key or key.startswith("$"):
-            raise QueryError(f"key must be a field name such as 'text', not {key!r}.", argument="key")
-        model_row = self._services.models.ensure(name)  # NotRegisteredError here, not on a worker ('parent.attr' registered)
-        query = self._query(filter)
-        jobs = self._services.jobs
-        params = {"model": name, "key": key, "filter": query, "write": bool(write),
-                  "chunk_size": self._services.scope.config.jobs.chunk_size}
-        job = jobs.submit("apply", params, record={"model": name, "field": key, "write": bool(write)},
-                          resources=model_row.get("resources"))  # a model on a GPU: a GPU worker
+        found = self._services.models.apply_batch(name, key, filter, write, wait, timeout, progress)
         if write:
-            if wait:
-                job.wait(timeout, progress=progress)
-            return job
-        table = self._database._raw[f"{self.name}._applied"]
-        from bson import ObjectId
-
-        try:
-            job.wait(timeout, progress=progress)
-            parts = list(table.find({"job": ObjectId(job.id)}).sort([("n", 1), ("part", 1)]))
-        except BaseException:
-            if not job.done():
-                job.cancel()
-            raise
-        finally:
-            table.delete_many({"job": ObjectId(job.id)})
-        ids = [i for p in parts for i in p["ids"]]
-        values = [v for p in parts for v in self._types.decode(p["outputs"])]
+            return found
         import pandas as pd
 
+        ids, values = found
         return dataframe.series(values, pd.Index(ids, name="_id", dtype=object),
                                 frames.column_namer(frames.OUTPUT_COLUMN)(name, key))

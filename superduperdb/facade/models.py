@@ -144,32 +144,12 @@ class ModelsMixin:
         >>> docs.create_forward("encoder", encoder)         # doctest: +SKIP
         >>> docs.create_model("enc", preprocessor="tokenize", forward="encoder")   # doctest: +SKIP
         """
-        from ..services import model_options as options
-
-        services = self._services
-        options.check_watch_options(key, max_chunk_size, process_docs)
-        batch_size = options.loader_batch_size(loader_kwargs, batch_size)
-        index, measure, hoods = options.check_index_options(services, name, key, semantic_index, measure,
-                                                            neighbourhoods)
-        model, row = services.models.check_new(
-            name, object, preprocess=preprocess, postprocess=postprocess, type=type, batch_size=batch_size,
-            device=device, method=method, method_kwargs=method_kwargs, preprocessor=preprocessor, forward=forward,
-            postprocessor=postprocessor, resources=resources)
-        if key is not None:
-            # Check the watcher too before storing anything: all of it is registered, or none.
-            watcher = services.watchers.check_new(name, key, filter=filter, features=features, active=active,
-                                                  model_row=row, model_object=object, chunk_size=max_chunk_size)
-        stored = services.models.register(model, row, serializer)
-        if key is None:
-            return stored
-        try:
-            jobs = services.watchers.register(watcher, backfill=process_docs)
-        except BaseException:
-            services.models.unregister(name)
-            raise
-        if index is not None:
-            jobs += options.register_index(services, name, key, index, measure, hoods, after=jobs)
-        return jobs
+        return self._services.registrations.create_model(
+            name, object, preprocess=preprocess, postprocess=postprocess, preprocessor=preprocessor, forward=forward,
+            postprocessor=postprocessor, type=type, batch_size=batch_size, device=device, method=method,
+            method_kwargs=method_kwargs, serializer=serializer, key=key, filter=filter, features=features,
+            active=active, max_chunk_size=max_chunk_size, process_docs=process_docs, loader_kwargs=loader_kwargs,
+            semantic_index=semantic_index, measure=measure, neighbourhoods=neighbourhoods, resources=resources)
 
     # -- parts of models --------------------------------------------------------------
     def create_preprocessor(self, name: str, object: Any, *, serializer: str | None = None) -> dict:

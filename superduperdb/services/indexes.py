@@ -15,6 +15,7 @@ querying an image index). A neighbourhood row in ``<coll>._neighbourhoods``::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bson import ObjectId
@@ -25,7 +26,7 @@ from ..jobs.handles import JobGroup
 from ..master.handle import MasterHandle
 from ..store.layout import neighbourhood_path
 from ..store.watchers import watcher_name
-from ..tasks.reconcile import sweep
+from ..tasks.reconcile import master_handle
 
 if TYPE_CHECKING:
     from ..jobs.service import JobService
@@ -35,10 +36,11 @@ DEFAULT_KEY = "semantic_index"
 
 
 class IndexService:
-    def __init__(self, scope: Scope, jobs: JobService) -> None:
+    def __init__(self, scope: Scope, jobs: JobService, ensure_model: Callable[[str], dict]) -> None:
         self.scope = scope
         self.metadata = scope.metadata
         self.jobs = jobs
+        self.ensure_model = ensure_model  # a model's row ('parent.attr' of a registered parent registered now)
         self._master: MasterHandle | None = None
         self._watching = False
 
@@ -48,8 +50,7 @@ class IndexService:
         """The cluster's master (in this process when jobs run inline)."""
         if self._master is None:
             cluster = self.scope.cluster
-            self._master = MasterHandle.from_config(None if cluster.inline else cluster.client, self.scope.config,
-                                                    sweep=sweep)
+            self._master = master_handle(None if cluster.inline else cluster.client, self.scope.config)
         return self._master
 
     def watch_collection(self) -> None:
@@ -84,10 +85,8 @@ class IndexService:
                                                   "create_measure(name, callable) first."), measure=measure, valid=valid)
         if self.metadata.exists("semantic_indexes", name):
             raise AlreadyRegisteredError("semantic index", name)
-        from .models import ensure_model
-
         for model in models:
-            ensure_model(self.scope, model)  # 'parent.attr' of a registered parent is registered now
+            self.ensure_model(model)
         return models, keys
 
     def create(self, name: str, models: list[str], keys: list[str], measure: str, after: JobGroup) -> JobGroup:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AlreadyRegisteredError, InUseError, ModelError
+from ..errors import AlreadyRegisteredError, InUseError, ModelError, QueryError
 from ..models.base import Model
 from ..models.composite import check_part, composite_ref
 from ..models.resources import model_resources
@@ -29,18 +29,21 @@ from ..store.models import load_model
 from ..types.registry import drop_unreferenced
 
 if TYPE_CHECKING:
+    from ..jobs.handles import Job
+    from ..jobs.service import JobService
     from .indexes import IndexService
     from .scope import Scope
     from .watchers import WatcherService
 
 
 class ModelService:
-    def __init__(self, scope: Scope, watchers: WatcherService, indexes: IndexService) -> None:
+    def __init__(self, scope: Scope, watchers: WatcherService, indexes: IndexService, jobs: JobService) -> None:
         self.scope = scope
         self.metadata = scope.metadata
         self.artifacts = scope.artifacts
         self.watchers = watchers
         self.indexes = indexes
+        self.jobs = jobs
 
     def check_new(self, name: str, object: Any = None, *, preprocess=None, postprocess=None, type: str | None = None,
                   batch_size: int = 32, device: Any = None, method: str | None = None,
@@ -244,6 +247,43 @@ class ModelService:
                 self.watchers.delete(w["name"], force=True)
         self.metadata.delete("models", name)
 
+    def apply_batch(self, name: str, key: Any, filter: Any, write: bool, wait: bool, timeout: float | None,
+                    progress: bool | None) -> Job | tuple[list, list]:
+        """``apply_model(name, filter=..., key=..., write=...)``: an ``apply`` job on the cluster.
+
+        ``write=True``: the job (waited for if ``wait``). ``write=False``: waits, and
+        returns ``(ids, decoded outputs)`` read from the job's parts (then deleted).
+        """
+        from bson import ObjectId
+
+        if key is None:
+            raise QueryError("apply_model on the collection needs key= (the field to apply the model to), e.g. "
+                             f"apply_model({name!r}, filter={{}}, key='text').", argument="key")
+        if not isinstance(key, str) or not key or key.startswith("$"):
+            raise QueryError(f"key must be a field name such as 'text', not {key!r}.", argument="key")
+        model_row = self.ensure(name)  # NotRegisteredError here, not on a worker ('parent.attr' registered)
+        query = self.scope.query(filter)
+        params = {"model": name, "key": key, "filter": query, "write": bool(write),
+                  "chunk_size": self.scope.config.jobs.chunk_size}
+        job = self.jobs.submit("apply", params, record={"model": name, "field": key, "write": bool(write)},
+                               resources=model_row.get("resources"))  # a model on a GPU: a GPU worker
+        if write:
+            if wait:
+                job.wait(timeout, progress=progress)
+            return job
+        table = self.scope.table("_applied")
+        try:
+            job.wait(timeout, progress=progress)
+            parts = list(table.find({"job": ObjectId(job.id)}).sort([("n", 1), ("part", 1)]))
+        except BaseException:
+            if not job.done():
+                job.cancel()
+            raise
+        finally:
+            table.delete_many({"job": ObjectId(job.id)})
+        ids = [i for p in parts for i in p["ids"]]
+        return ids, [v for p in parts for v in self.scope.types.decode(p["outputs"])]
+
     def apply(self, name: str, inputs: list, key: str | None = None) -> list:
         """The model's outputs on ``inputs``, or on each document's ``key`` (``'a.b'`` reads
         ``doc['a']['b']``, ``'_base'`` the whole document, as a watcher does)."""
@@ -269,12 +309,6 @@ class ModelService:
                 values.append(value)
             inputs = values
         return model.predict(inputs)
-
-
-def ensure_model(scope: Scope, name: str) -> dict:
-    """The row of model ``name``, registering an attribute model ``parent.attr`` on first use
-    (for the services that only read models: watchers, indexes, search)."""
-    return ModelService(scope, None, None).ensure(name)  # type: ignore[arg-type]
 
 
 def _plain(description: dict) -> dict:

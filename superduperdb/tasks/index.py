@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..master.handle import master_for_job
 from ..store.bulk import set_fields
 from ..store.context import Context
 from ..store.layout import neighbourhood_path
 from .kinds import job_kind
-from .reconcile import sweep
+from .reconcile import master_for_job
 
 
 @job_kind("index")
 def update_index(ctx: Context, job_id: str, index: str, ids: list | None = None) -> dict:
     """Bring the master's copy of ``index`` up to date for ``ids`` (None: reload it all)."""
     row = ctx.metadata.get("semantic_indexes", index)
-    with master_for_job(ctx.config, sweep) as master:
+    with master_for_job(ctx.config) as master:
         if ids is None:
             return master.reload(ctx.target, row)
         return master.refresh(ctx.target, row, ids)
@@ -37,7 +36,7 @@ def update_neighbourhood(ctx: Context, job_id: str, neighbourhood: str, ids: lis
         ids = list(dict.fromkeys([*ids, *naming]))
     if ids is not None and not ids:
         return {"documents": 0}
-    with master_for_job(ctx.config, sweep) as master:
+    with master_for_job(ctx.config) as master:
         lists: dict[Any, list] = master.neighbours(ctx.target, row, ids, hood["n"])
     set_fields(ctx.collection, ((_id, {"$set": {path: neighbours}}) for _id, neighbours in lists.items()))
     return {"documents": len(lists)}

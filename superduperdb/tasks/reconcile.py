@@ -26,19 +26,22 @@ writing the outputs it would compute), at most ``reconcile.max_defer`` seconds i
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import uuid
 from collections import Counter
 from typing import Any
 
-from ..master.handle import master_for_job
+from ..master import handle
+from ..master.handle import MasterHandle
 from ..store import records
 from ..store.bulk import set_fields
 from ..store.context import Context, Target, worker_dask_client
 from ..store.dispatch import run_on_scheduler, submit
-from ..store.layout import fingerprint_path, get_path, neighbourhood_path, output_path
+from ..store.layout import get_path, neighbourhood_path
 from ..store.metadata import utcnow
+from ..store.semantic_indexes import IndexView
 from ..store.watchers import active_watchers, and_
 from .kinds import job_kind
 from .outputs import (
@@ -99,10 +102,10 @@ def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:
 
 
 def _index(ctx: Context, index: dict, scope: dict, ids: list | None, report: Counter) -> list:
-    path = output_path(index["keys"][0], index["models"][0])
-    fp_path = fingerprint_path(index["keys"][0], index["models"][0])
-    found = list(ctx.collection.find(and_(scope, {path: {"$exists": True}}), {fp_path: 1}).batch_size(READ_CHUNK))
-    with master_for_job(ctx.config, sweep) as master:
+    view = IndexView.of(index)
+    fp_path = view.fingerprint_path
+    found = list(ctx.collection.find(and_(scope, view.has_output), {fp_path: 1}).batch_size(READ_CHUNK))
+    with master_for_job(ctx.config) as master:
         result = master.sync(ctx.target, index, [d["_id"] for d in found], [get_path(d, fp_path) for d in found],
                              within=ids)
     report["index_upserted"] += result["upserted"]
@@ -112,7 +115,7 @@ def _index(ctx: Context, index: dict, scope: dict, ids: list | None, report: Cou
 
 def _neighbourhood(ctx: Context, index: dict, hood: dict, changed: list, scope: dict, report: Counter) -> None:
     path = neighbourhood_path(hood["name"])
-    out_path = output_path(index["keys"][0], index["models"][0])
+    out_path = IndexView.of(index).path
     lists = {d["_id"]: get_path(d, path) or []
              for d in ctx.collection.find(and_(scope, {path: {"$exists": True}}), {path: 1})}
     checked = {d["_id"] for d in ctx.collection.find(and_(scope, {out_path: {"$exists": True}}), {"_id": 1})}
@@ -131,7 +134,7 @@ def _neighbourhood(ctx: Context, index: dict, hood: dict, changed: list, scope: 
         ctx.collection.update_many({"_id": {"$in": gone}}, {"$unset": {path: ""}})
     keep = [i for i in redo if i in indexed]
     if keep:
-        with master_for_job(ctx.config, sweep) as master:
+        with master_for_job(ctx.config) as master:
             fresh = master.neighbours(ctx.target, index, keep, hood["n"])
         set_fields(ctx.collection, ((_id, {"$set": {path: n}}) for _id, n in fresh.items()))
     report["neighbour_lists"] += len(redo)
@@ -211,3 +214,16 @@ def sweep(target: Target, dask_client: Any = None, ids: list | None = None) -> d
     distributed.fire_and_forget(future)
     timeout = Context(target).config.cluster.timeout * 20
     return future.result(timeout=timeout)
+
+
+# -- the one factory of master handles --------------------------------------------------------------
+def master_handle(dask_client: Any, config: Any) -> MasterHandle:
+    """The cluster's master (``dask_client`` None: this process's), whoever asks first creating it
+    with its reconciler (:func:`sweep`). The one way to a master: the client's services and the jobs."""
+    return MasterHandle.from_config(dask_client, config, sweep=sweep)
+
+
+def master_for_job(config: Any) -> contextlib.AbstractContextManager[MasterHandle]:
+    """The master, seen from a job (:func:`superduperdb.master.handle.master_for_job`), with its reconciler."""
+    return handle.master_for_job(config, sweep)
+

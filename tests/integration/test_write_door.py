@@ -17,7 +17,7 @@ from pymongo import InsertOne, ReplaceOne, ReturnDocument, UpdateOne
 from waiting import poll
 
 import superduperdb
-from superduperdb.master.handle import MasterHandle
+from superduperdb.tasks.reconcile import master_handle
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +159,7 @@ def test_every_write_verb_has_the_master_sweep_its_collection(connect, backend):
     program = connect(cluster="local", **{"reconcile.interval": 0})
     for verb, write in VERBS.items():
         write(program[name][verb])
-    master = MasterHandle.from_config(program.cluster.client, program.config)
+    master = master_handle(program.cluster.client, program.config)
     watched = master.reconciler()
     assert sorted(k.split(".", 1)[1] for k in watched if k.startswith(f"{name}.")) == sorted(VERBS)
     poll(lambda: all(r["status"] in ("success", "failed") for verb in VERBS for r in program[name][verb].list_jobs()),

@@ -259,8 +259,8 @@ def test_only_worker_floor_code_reaches_the_cluster(cluster_client, unique_name)
     import testmodels
     from waiting import poll
 
-    from superduperdb.master.handle import MasterHandle
     from superduperdb.store.dispatch import run
+    from superduperdb.tasks.reconcile import master_handle
     from superduperdb.tasks.report import process_report
 
     coll = cluster_client[unique_name].docs
@@ -275,7 +275,7 @@ def test_only_worker_floor_code_reaches_the_cluster(cluster_client, unique_name)
     coll.to_dask(partition_size=4).compute(scheduler=dask_client)
     coll.from_dask(dd.from_pandas(pd.DataFrame({"x": [20, 21]}), npartitions=2)).jobs.wait(60)
     run(dask_client, process_report)
-    master = MasterHandle.from_config(dask_client, cluster_client.config)
+    master = master_handle(dask_client, cluster_client.config)
     poll(lambda: master.reconciler().get(f"{unique_name}.docs", {}).get("report"), 60, "a periodic sweep")
 
     seen = submitted_code(dask_client)

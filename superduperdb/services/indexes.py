@@ -24,7 +24,9 @@ from ..errors import AlreadyRegisteredError, InUseError, SemanticIndexError, unk
 from ..index.measures import MEASURES
 from ..jobs.handles import JobGroup
 from ..master.handle import MasterHandle
+from ..store.bulk import unset_everywhere
 from ..store.layout import neighbourhood_path
+from ..store.semantic_indexes import DEFAULT_KEY, forget
 from ..store.watchers import watcher_name
 from ..tasks.reconcile import master_handle
 
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
     from ..jobs.service import JobService
     from .scope import Scope
 
-DEFAULT_KEY = "semantic_index"
 
 
 class IndexService:
@@ -99,8 +100,9 @@ class IndexService:
         try:
             if setting is None or setting.get("value") is None:
                 self.metadata.set_setting(DEFAULT_KEY, name)
-            return JobGroup([self.jobs.submit("index", {"index": name, "ids": None}, depends_on=list(after),
-                                              record={"index": name})])
+            # "registering": should this first load fail, the job unregisters the index.
+            return JobGroup([self.jobs.submit("index", {"index": name, "ids": None, "registering": True},
+                                              depends_on=list(after), record={"index": name})])
         except BaseException:  # register nothing
             self.metadata.delete("semantic_indexes", name)
             if setting is None:
@@ -126,10 +128,7 @@ class IndexService:
         for r in self.metadata.list("neighbourhoods", {"semantic_index": name}):
             self.delete_neighbourhood(r["name"], force=True)
         self.master.drop(self.scope.target, row, forget=True)
-        self.metadata.delete("semantic_indexes", name)
-        if self.metadata.get_setting(DEFAULT_KEY) == name:
-            remaining = self.metadata.names("semantic_indexes")
-            self.metadata.set_setting(DEFAULT_KEY, remaining[0] if remaining else None)
+        forget(self.metadata, name)
 
     def set_default(self, name: str) -> None:
         self.metadata.get("semantic_indexes", name)
@@ -161,5 +160,5 @@ class IndexService:
         raw = self.scope.raw
         if not force and raw.count_documents({path: {"$exists": True}}, limit=1):
             raise InUseError("neighbourhood", name, [f"its neighbour lists at {path} (force=True removes them)"])
-        raw.update_many({path: {"$exists": True}}, {"$unset": {path: ""}})
+        unset_everywhere(raw, [path])  # and an empty _like
         self.metadata.delete("neighbourhoods", name)

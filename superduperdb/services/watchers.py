@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AlreadyRegisteredError, InUseError, ModelError, QueryError
 from ..jobs.handles import JobGroup
+from ..store.bulk import unset_everywhere
 from ..store.layout import OUTPUTS, fingerprint_path
 from ..store.models import load_model
 from ..store.watchers import (
@@ -144,6 +145,5 @@ class WatcherService:
         for reader in readers:
             if self.metadata.exists("watchers", reader["name"]):
                 self.delete(reader["name"], force=True)
-        self.scope.raw.update_many({"$or": [{path: {"$exists": True}}, {fp_path: {"$exists": True}}]},
-                                   {"$unset": {path: "", fp_path: ""}})
+        unset_everywhere(self.scope.raw, [path, fp_path])  # and the empty _outputs.<key> it leaves
         self.metadata.delete("watchers", name)

@@ -91,4 +91,20 @@ def run_one_by_one(raw: Any, ops: list, ordered: bool) -> dict:
     return counts
 
 
+def unset_everywhere(raw: Any, paths: list[str]) -> int:
+    """``$unset`` ``paths`` in every document that has one, and the parents they leave empty.
+
+    Derived fields nest (``_outputs.<key>.<model>``, ``_like.<name>``): removing the
+    last model's output of a key leaves ``_outputs.<key>: {}``, then ``_outputs: {}``.
+    Those are removed too, deepest first, so the documents read as if the paths had
+    never been written. Returns how many documents lost a path.
+    """
+    modified = raw.update_many({"$or": [{p: {"$exists": True}} for p in paths]},
+                               {"$unset": {p: "" for p in paths}}).modified_count
+    parents = {".".join(p.split(".")[:i]) for p in paths for i in range(1, p.count(".") + 1)}
+    for parent in sorted(parents, key=lambda p: -p.count(".")):
+        raw.update_many({parent: {}}, {"$unset": {parent: ""}})
+    return modified
+
+
 OPERATIONS = (InsertOne, UpdateOne, UpdateMany, ReplaceOne, DeleteOne, DeleteMany)

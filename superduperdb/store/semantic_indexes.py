@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .layout import fingerprint_path, output_path
+
+DEFAULT_KEY = "semantic_index"  # the setting that names the default index of find(like=...)
 
 
 @dataclass(frozen=True)
@@ -48,3 +51,19 @@ class IndexView:
     def has_output(self) -> dict:
         """A query for the documents that have an indexed output."""
         return {self.path: {"$exists": True}}
+
+
+def forget(metadata: Any, name: str) -> None:
+    """Remove the registration of index ``name``: its row, its neighbourhoods' rows, and the default
+    setting where it named it (the next index, if any, becomes the default).
+
+    The client's ``delete_semantic_index`` and an index job whose first load failed (so the index
+    is not left registered, failing every later write's job) both end here.
+    """
+    for hood in metadata.names("neighbourhoods", {"semantic_index": name}):
+        metadata.delete("neighbourhoods", hood)
+    metadata.delete("semantic_indexes", name)
+    if metadata.get_setting(DEFAULT_KEY) == name:
+        remaining = metadata.names("semantic_indexes")
+        metadata.set_setting(DEFAULT_KEY, remaining[0] if remaining else None)
+

@@ -48,6 +48,7 @@ from .outputs import (
     WatcherView,
     fingerprints_without_output,
     predict,
+    recompute_outputs,
     remove_outputs,
     stale_inputs,
     write_outputs,
@@ -62,11 +63,15 @@ REPORT_KEYS = ("documents_checked", "outputs_computed", "outputs_removed", "rema
 
 
 def reconcile_pass(ctx: Context, ids: list | None = None, dask_client: Any = None) -> dict:
-    """One pass over the collection (only ``ids``, if given); returns what it repaired, by kind and count."""
+    """One pass over the collection (only ``ids``, if given); returns what it repaired, by kind and count.
+
+    ``dask_client``: the cluster the pass runs on (None: inline), asked about lost job
+    records, and given the outputs of models that request worker resources to compute.
+    """
     report: Counter = Counter({k: 0 for k in REPORT_KEYS})
     scope = {"_id": {"$in": list(ids)}} if ids is not None else {}
     for row in active_watchers(ctx.metadata):
-        _outputs(ctx, row, scope, report)
+        _outputs(ctx, row, scope, report, dask_client)
     for index in ctx.metadata.list("semantic_indexes"):
         changed = _index(ctx, index, scope, ids, report)
         for hood in ctx.metadata.list("neighbourhoods", {"semantic_index": index["name"]}):
@@ -75,7 +80,7 @@ def reconcile_pass(ctx: Context, ids: list | None = None, dask_client: Any = Non
     return dict(report)
 
 
-def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:
+def _outputs(ctx: Context, row: dict, scope: dict, report: Counter, dask_client: Any = None) -> None:
     view = WatcherView.of(row)
     model_row = ctx.metadata.get("models", row["model"])
     version = model_row.get("version")
@@ -89,16 +94,33 @@ def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:
     if len(todo) > limit:
         report["remaining"] += len(todo) - limit
         todo = todo[:limit]
-    if todo:
+    if todo and row.get("resources") and dask_client is not None:
+        # The model requests worker resources (a GPU ...): compute where its own jobs would.
+        report["outputs_computed"] += _elsewhere(ctx, row, [i for i, _, _ in todo])
+    elif todo:
         model = ctx.artifacts.get(model_row["artifact"])
         for part in chunks(todo, READ_CHUNK):
             write_outputs(ctx, view, predict(ctx, model, model_row, part, view.key))
         report["outputs_computed"] += len(todo)
-        ctx.log(f"{view.name}: recomputed {len(todo)} outputs that were missing or stale")
+    if todo:
+        ctx.log(f"{view.name}: recomputed {len(todo)} outputs that were missing or stale"
+                + (f" (on a worker offering {row['resources']})" if row.get("resources") and dask_client else ""))
     removed = remove_outputs(ctx, view, view.orphans(scope))
     if removed:
         report["outputs_removed"] += removed
         ctx.log(f"{view.name}: removed {removed} outputs of documents the watcher no longer covers")
+
+
+def _elsewhere(ctx: Context, row: dict, ids: list) -> int:
+    """:func:`~.outputs.recompute_outputs` of ``ids`` on a worker offering the watcher's resources (waited for,
+    with this task seceded from its worker's thread pool meanwhile, so that it cannot block that worker)."""
+    from distributed import worker_client
+
+    with worker_client() as client:
+        future = submit(client, recompute_outputs, ctx.target, row["name"], ids,
+                        row.get("chunk_size") or ctx.config.jobs.chunk_size, resources=row["resources"],
+                        key=f"superduperdb-recompute-{uuid.uuid4().hex}", pure=False)
+        return future.result(timeout=ctx.config.jobs.wait_timeout)
 
 
 def _index(ctx: Context, index: dict, scope: dict, ids: list | None, report: Counter) -> list:

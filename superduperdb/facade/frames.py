@@ -151,9 +151,10 @@ class DataFrameMixin:
 
     # -- models applied in batch ---------------------------------------------------------------
     def _apply_batch(self, name: str, key: str | None, filter: Mapping | None, write: bool, wait: bool,
-                     timeout: float | None, progress: bool | None):
+                     timeout: float | None, progress: bool | None, registered_only: bool = False):
         """``apply_model(name, filter=..., key=..., write=...)``: an ``apply`` job (see ModelsMixin.apply_model)."""
-        found = self._services.models.apply_batch(name, key, filter, write, wait, timeout, progress)
+        found = self._services.models.apply_batch(name, key, filter, write, wait, timeout, progress,
+                                                  registered_only)
         if write:
             return found
         import pandas as pd

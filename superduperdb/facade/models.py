@@ -216,7 +216,7 @@ class ModelsMixin:
 
     def apply_model(self, name: str, inputs: Any = None, *, key: str | None = None, filter: Mapping | None = None,
                     write: bool = False, wait: bool = True, timeout: float | None = None,
-                    progress: bool | None = None) -> Any:
+                    progress: bool | None = None, registered_only: bool = False) -> Any:
         """Apply a registered model: ad hoc to inputs here, or in batch to the collection on the cluster.
 
         Parameters
@@ -242,6 +242,11 @@ class ModelsMixin:
         wait, timeout, progress
             The batch form: wait for the job (``write=False`` always waits),
             how long, and whether to show a progress bar (as :meth:`Job.wait`).
+        registered_only : bool
+            Apply only a model registered as ``name``: an attribute model
+            ``'parent.attr'`` that is not registered yet raises
+            :class:`NotRegisteredError` instead of being registered on first
+            use (the model server applies models this way).
 
         Returns
         -------
@@ -268,17 +273,17 @@ class ModelsMixin:
         from . import dataframe
 
         if inputs is None:
-            return self._apply_batch(name, key, filter, write, wait, timeout, progress)
+            return self._apply_batch(name, key, filter, write, wait, timeout, progress, registered_only)
         if filter is not None or write:
             raise QueryError("filter= and write= apply the model to the collection's documents on the cluster: "
                              "pass them without inputs, e.g. apply_model(name, filter={...}, key='x').",
                              argument="inputs")
         found = dataframe.apply_inputs(inputs, key)
         if found is None:
-            return self._services.models.apply(name, inputs, key=key)
+            return self._services.models.apply(name, inputs, key=key, registered_only=registered_only)
         values, index = found
         column = key if key is not None else getattr(inputs, "name", None)
-        outputs = self._services.models.apply(name, values)
+        outputs = self._services.models.apply(name, values, registered_only=registered_only)
         label = frames.column_namer(frames.OUTPUT_COLUMN)(name, column) if column is not None else name
         return dataframe.series(outputs, index, label)
 

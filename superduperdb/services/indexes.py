@@ -118,7 +118,7 @@ class IndexService:
                 raise SemanticIndexError(
                     f"{self.scope.full_name} has no semantic index. Create one with "
                     "create_semantic_index(name, models=[...], keys=[...]).")
-        return self.metadata.get("semantic_indexes", name, hint="Create it with create_semantic_index.")
+        return self.metadata.get("semantic_indexes", name)
 
     def delete(self, name: str, force: bool = False) -> None:
         row = self.metadata.get("semantic_indexes", name)

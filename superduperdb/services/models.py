@@ -87,10 +87,9 @@ class ModelService:
             if parent is not None:
                 self.metadata.get("models", parent, hint=f"{name!r} is an attribute of model {parent!r}, "
                                                          "which must be registered first.")
-            hint = "Register it with create_{}(name, {})."
-            self._part("preprocessors", preprocessor, hint.format("preprocessor", "callable"))
-            self._part("postprocessors", postprocessor, hint.format("postprocessor", "callable"))
-            self._part("forwards", forward, hint.format("forward", "module"))
+            self._part("preprocessors", preprocessor)
+            self._part("postprocessors", postprocessor)
+            self._part("forwards", forward)
             if object is not None:
                 check_part("forward", object)
             if parent is not None:  # an attribute of a model on a GPU runs where its parent does
@@ -149,9 +148,8 @@ class ModelService:
     def _create_composite(self, name: str, object: Any, parent: str | None, forward: str | None,
                           preprocessor: str | None, postprocessor: str | None, options: dict, type: str | None,
                           serializer: str | None, resources: dict | None = None) -> dict:
-        hint = "Register it with create_{}(name, {})."
-        pre = self._part("preprocessors", preprocessor, hint.format("preprocessor", "callable"))
-        post = self._part("postprocessors", postprocessor, hint.format("postprocessor", "callable"))
+        pre = self._part("preprocessors", preprocessor)
+        post = self._part("postprocessors", postprocessor)
         extra: dict = {"parts": {"preprocessor": preprocessor, "forward": forward, "postprocessor": postprocessor}}
         version = 1
         if parent is not None:
@@ -163,7 +161,7 @@ class ModelService:
             base, attribute, version = parent_row["artifact"], name.split(".", 1)[1], parent_row.get("version", 1)
             extra = {**extra, "parent": parent, "attribute": attribute}
         elif forward is not None:
-            base, attribute = self._part("forwards", forward, hint.format("forward", "module")), None
+            base, attribute = self._part("forwards", forward), None
         else:
             check_part("forward", object)
             base, attribute = self.artifacts.put(object, serializer), None
@@ -176,8 +174,8 @@ class ModelService:
             row["resources"] = resources  # what its jobs request (GPU=1 ...)
         return self.metadata.insert("models", row)
 
-    def _part(self, kind: str, name: str | None, hint: str) -> dict | None:
-        return None if name is None else self.metadata.get(kind, name, hint=hint)["artifact"]
+    def _part(self, kind: str, name: str | None) -> dict | None:
+        return None if name is None else self.metadata.get(kind, name)["artifact"]
 
     def ensure(self, name: str) -> dict:
         """The row of model ``name``; an unregistered ``parent.attr`` of a registered parent is registered now."""
@@ -189,7 +187,7 @@ class ModelService:
                 return self.create(name)
             except AlreadyRegisteredError:  # registered concurrently
                 return self.metadata.get("models", name)
-        return self.metadata.get("models", name, hint="Register it with create_model(name, object) first.")
+        return self.metadata.get("models", name)
 
     # -- parts ------------------------------------------------------------------------------------
     def create_part(self, kind: str, name: str, obj: Any, serializer: str | None = None) -> dict:
@@ -248,7 +246,7 @@ class ModelService:
         self.metadata.delete("models", name)
 
     def apply_batch(self, name: str, key: Any, filter: Any, write: bool, wait: bool, timeout: float | None,
-                    progress: bool | None) -> Job | tuple[list, list]:
+                    progress: bool | None, registered_only: bool = False) -> Job | tuple[list, list]:
         """``apply_model(name, filter=..., key=..., write=...)``: an ``apply`` job on the cluster.
 
         ``write=True``: the job (waited for if ``wait``). ``write=False``: waits, and
@@ -261,7 +259,7 @@ class ModelService:
                              f"apply_model({name!r}, filter={{}}, key='text').", argument="key")
         if not isinstance(key, str) or not key or key.startswith("$"):
             raise QueryError(f"key must be a field name such as 'text', not {key!r}.", argument="key")
-        model_row = self.ensure(name)  # NotRegisteredError here, not on a worker ('parent.attr' registered)
+        model_row = self.row(name, registered_only)  # NotRegisteredError here, not on a worker
         query = self.scope.query(filter)
         params = {"model": name, "key": key, "filter": query, "write": bool(write),
                   "chunk_size": self.scope.config.jobs.chunk_size}
@@ -284,16 +282,22 @@ class ModelService:
         ids = [i for p in parts for i in p["ids"]]
         return ids, [v for p in parts for v in self.scope.types.decode(p["outputs"])]
 
-    def apply(self, name: str, inputs: list, key: str | None = None) -> list:
+    def row(self, name: str, registered_only: bool = False) -> dict:
+        """The row of model ``name``: :meth:`ensure` (``'parent.attr'`` registered on first use), or with
+        ``registered_only`` only a registered one (:class:`NotRegisteredError` otherwise)."""
+        return self.metadata.get("models", name) if registered_only else self.ensure(name)
+
+    def apply(self, name: str, inputs: list, key: str | None = None, registered_only: bool = False) -> list:
         """The model's outputs on ``inputs``, or on each document's ``key`` (``'a.b'`` reads
-        ``doc['a']['b']``, ``'_base'`` the whole document, as a watcher does)."""
+        ``doc['a']['b']``, ``'_base'`` the whole document, as a watcher does); ``registered_only``:
+        see :meth:`row`."""
         if isinstance(inputs, (str, bytes, Mapping)) or not isinstance(inputs, Iterable):
             raise ModelError(f"inputs must be a list of inputs (or of documents, with key=...), not "
                              f"{type(inputs).__name__}: use [x] for a single input.", model=name, argument="inputs")
         if key is not None and (not isinstance(key, str) or not key):
             raise ModelError(f"key must be a field name such as 'text' or 'a.b', not {key!r}.", model=name,
                              argument="key")
-        self.ensure(name)
+        self.row(name, registered_only)
         model = self.load(name)
         inputs = list(inputs)
         if key is not None:

@@ -301,3 +301,77 @@ def test_the_worker_floor_checks_can_fail(cluster_client):
     assert not off_the_worker_floor(submitted_code(dask_client))
     dask_client.submit(to_frame, [], pure=False).result(timeout=60)  # around the submission point
     assert off_the_worker_floor(submitted_code(dask_client)) == ["superduperdb.store.frames.to_frame"]
+
+
+# -- nothing outside the facade reaches into a Collection's private parts ------------------------------
+FACADE = ("client", "collection", "cursor", "results", "facade")
+
+
+def collection_private_names() -> set[str]:
+    """The private attributes and methods of a Collection (``_services``, ``_metadata``, ``_query`` ...)."""
+    from superduperdb.collection import Collection
+
+    coll = superduperdb.connect("mongomock://layers-private", cluster=None).db.docs
+    names = {n for klass in Collection.__mro__ if klass.__module__.startswith("superduperdb") for n in vars(klass)}
+    names |= set(vars(coll))
+    return {n for n in names if n.startswith("_") and not n.startswith("__") and n != "_repr_html_"}
+
+
+def private_reaches(names: set[str]) -> list[str]:
+    """``module:line attribute`` for every ``<not self>.<a Collection private name>`` outside the facade."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_name(path)
+        if top(module) in FACADE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Attribute):
+                continue
+            own = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls") or (
+                isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)
+                and node.value.func.id == "super")
+            if node.attr in names and not own:
+                found.append(f"{module}:{node.lineno} .{node.attr}")
+    return found
+
+
+def test_no_private_collection_reach_outside_the_facade():
+    """The server, the CLI and the services use the Collection's public API (the facade delegates down,
+    nothing reaches up into it): e.g. apply_model(..., registered_only=True), not coll._metadata."""
+    assert not private_reaches(collection_private_names()), private_reaches(collection_private_names())
+
+
+def test_the_private_reach_check_can_fail(tmp_path, monkeypatch):
+    fake = tmp_path / "superduperdb"
+    (fake / "server").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "server" / "__init__.py").write_text("")
+    (fake / "server" / "app.py").write_text("def f(coll):\n    return coll._metadata.get('models', 'm')\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
+    assert private_reaches({"_metadata"}) == ["server.app:2 ._metadata"]
+
+
+# -- every job kind is registered where kinds are looked up ---------------------------------------------
+def declared_kinds() -> dict[str, str]:
+    """``{kind: module}`` of every ``@job_kind("...")`` in the package."""
+    kinds = {}
+    for path in sorted((PACKAGE / "tasks").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "job_kind":
+                kinds[node.args[0].value] = module_name(path)
+    return kinds
+
+
+def test_every_job_kind_is_registered_by_the_runner():
+    """A fresh worker process that imports the runner knows every kind (the 'learn' kind was registered
+    only as a side effect of unpickling its parameters)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, superduperdb.tasks.runner; from superduperdb.tasks.kinds import KINDS; "
+            "print(json.dumps(sorted(KINDS)))")
+    known = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                      timeout=120).stdout)
+    assert sorted(declared_kinds()) == known
+    assert {"model", "index", "learn", "train", "promote"} <= set(known)

@@ -13,4 +13,7 @@ What a worker says about itself (``superduperdb info``) runs on the workers, so 
 lives with the other worker code, in :mod:`superduperdb.tasks.report`.
 
 Nothing here is imported by ``import superduperdb``.
+
+Floor: client-side jobs (with ``jobs``). May import ``tasks``, ``master``, ``store``, pure
+compute and the leaves; never ``services`` or the facade.
 """

@@ -375,3 +375,18 @@ def test_every_job_kind_is_registered_by_the_runner():
                                       timeout=120).stdout)
     assert sorted(declared_kinds()) == known
     assert {"model", "index", "learn", "train", "promote"} <= set(known)
+
+
+def test_every_package_says_its_floor():
+    """Each package's docstring says what its floor holds and what it may import (the map in the house)."""
+    silent = [module_name(p) for p in sorted(PACKAGE.rglob("__init__.py")) if p.parent != PACKAGE
+              and "Floor:" not in (ast.get_docstring(ast.parse(p.read_text())) or "")]
+    assert not silent, f"packages whose docstring does not say their floor: {silent}"
+
+
+def test_the_readme_layout_names_every_module():
+    """The README's layout lists every room: each module of the package is named there."""
+    layout = (PACKAGE.parent / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    unnamed = [module_name(p) for p in sorted(PACKAGE.rglob("*.py")) if p.name != "__init__.py"
+               and p.stem not in layout and p.stem != "__main__"]
+    assert not unnamed, f"modules the README's layout does not name: {unnamed}"

@@ -123,9 +123,9 @@ class Job:
         """Wait until the job has finished; return ``self``.
 
         ``progress=None`` shows a progress bar (tqdm.auto) in notebooks and
-        terminals once the job has run for a second; ``True``/``False`` force it.
-        ``on_line(line)`` is called with each log line of the job as it arrives
-        (``Collection.watch_job`` logs them).
+        terminals once the job has run for a second; ``True`` shows it at once,
+        ``False`` never. ``on_line(line)`` is called with each log line of the job
+        as it arrives (``Collection.watch_job`` logs them).
 
         Raises
         ------
@@ -139,10 +139,11 @@ class Job:
         """
         timeout = self._default_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        after = 1.0 if progress is None else 0.0
         if progress is None:
             progress = interactive()
         if progress or on_line is not None:
-            record = self._poll(deadline, bar=progress, on_line=on_line)
+            record = self._poll(deadline, bar_after=after if progress else None, on_line=on_line)
         else:
             if self._future is not None:
                 self._wait_future(deadline)
@@ -163,9 +164,10 @@ class Job:
         except Exception:  # noqa: S110 - the record (read next) says what happened
             pass
 
-    def _poll(self, deadline: float, bar: bool = False, on_line: Callable[[str], Any] | None = None) -> dict:
-        """Read the record until it is final (or the deadline passes, or the task is lost); optionally
-        draw a bar, and hand each new log line to ``on_line``."""
+    def _poll(self, deadline: float, bar_after: float | None = None,
+              on_line: Callable[[str], Any] | None = None) -> dict:
+        """Read the record until it is final (or the deadline passes, or the task is lost); draw a bar
+        once ``bar_after`` seconds have passed (None: no bar), and hand each new log line to ``on_line``."""
         delay, start, shown, seen = 0.005, time.monotonic(), None, 0
         lost = _LostTask(self._task_known)
         try:
@@ -176,6 +178,10 @@ class Job:
                     for line in lines[seen:]:
                         on_line(line)
                     seen = len(lines)
+                if bar_after is not None and shown is None and time.monotonic() - start >= bar_after:
+                    from tqdm.auto import tqdm
+
+                    shown = tqdm(total=100, unit="%", desc=f"{record.get('kind')} {record.get('model') or ''}".strip())
                 if shown is not None:
                     shown.n = int(100 * float(record.get("progress") or 0.0))
                     shown.refresh()
@@ -188,10 +194,6 @@ class Job:
                            "died and Dask gave up on it, or the cluster restarted); the reconciler repairs its "
                            "documents (coll.reconcile() does it now)")
                     return self.record()
-                if bar and shown is None and time.monotonic() - start > 1.0:
-                    from tqdm.auto import tqdm
-
-                    shown = tqdm(total=100, unit="%", desc=f"{record.get('kind')} {record.get('model') or ''}".strip())
                 if time.monotonic() >= deadline:
                     raise self._timeout_error(deadline)
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))

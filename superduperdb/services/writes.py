@@ -38,6 +38,14 @@ after ``Folds`` and before ``Jobs`` (``before`` stamps the operations;
 ``after`` records the deleted ids); counters of writes and jobs go last
 (``after`` reads ``write.ran()`` and ``write.jobs``). A rule about new documents
 that must also hold for ``from_dask`` goes into :func:`~superduperdb.store.writes.prepare_new`.
+A rule is a small class; for example one that counts what was written::
+
+    class CountWrites(WriteRule):
+        def __init__(self, counter):
+            self.counter = counter
+
+        def after(self, write):
+            self.counter.labels(verb=write.verb).inc(len(write.ran()))
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ if TYPE_CHECKING:
     from .scope import Scope
 
 __all__ = ["Op", "Write", "WriteRule", "WriteService", "written_by"]
+
 
 @cache
 def _signature(method: str) -> inspect.Signature:

@@ -76,9 +76,26 @@ def _signature(method: str) -> inspect.Signature:
     return inspect.signature(getattr(pymongo.collection.Collection, method))
 
 
+@cache
+def _keywords(method: str, leading: int) -> tuple[frozenset, bool]:
+    """The names pymongo's ``Collection.<method>`` takes after its ``leading`` arguments, and whether
+    it takes any keyword (``**kwargs``)."""
+    params = list(_signature(method).parameters.values())[1 + leading:]
+    return (frozenset(p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD),
+            any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params))
+
+
 def call_options(method: str, leading: int, args: tuple, kwargs: dict) -> dict:
     """pymongo's keyword arguments of ``Collection.<method>`` from a call's extra positional and
-    keyword arguments (after its ``leading`` ones); a name pymongo does not know raises its ``TypeError``."""
+    keyword arguments (after its ``leading`` ones); a name pymongo does not know raises its ``TypeError``.
+
+    >>> call_options("update_one", 2, (True,), {"hint": "x_1"})
+    {'upsert': True, 'hint': 'x_1'}
+    """
+    if not args:  # the common case, without binding (a write's own cost matters: insert_one in a loop)
+        names, any_keyword = _keywords(method, leading)
+        if any_keyword or names.issuperset(kwargs):
+            return dict(kwargs)
     bound = _signature(method).bind(None, *([None] * leading), *args, **kwargs).arguments
     names = list(_signature(method).parameters)[1 + leading:]
     options: dict = {}

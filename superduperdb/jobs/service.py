@@ -175,20 +175,18 @@ class JobService:
         store named), get their watchers' jobs, which settle each document.
         ``deleted``: ids the indexes and neighbour lists must forget.
         """
-        group = JobGroup()
-        new = list(dict.fromkeys(new))
+        jobs: list[Job] = []
         if new:
-            group += self.submit_watchers(new, download=download)
+            jobs += self.submit_watchers(list(dict.fromkeys(new)), download=download)
         plans = list(plans)
         if plans:
             ids = list(dict.fromkeys([*(i for p in plans for i in p.ids), *changed]))
             if ids:
-                group += self.submit_watchers(ids, set().union(*(p.watchers for p in plans)),
-                                              download=any(p.download for p in plans), settle=True)
-        deleted = list(dict.fromkeys(deleted))
+                jobs += self.submit_watchers(ids, set().union(*(p.watchers for p in plans)),
+                                             download=any(p.download for p in plans), settle=True)
         if deleted:
-            group += self.after_delete(deleted)
-        return group
+            jobs += self.after_delete(list(dict.fromkeys(deleted)))
+        return JobGroup(jobs)
 
     def after_delete(self, ids: list) -> JobGroup:
         """Index updates that forget the deleted ``ids``, then neighbour lists that named them."""

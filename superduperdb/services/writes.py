@@ -123,7 +123,7 @@ class WriteService:
     def __init__(self, scope: Scope, jobs: JobService, watch: Callable[[], None]) -> None:
         self.scope = scope
         self.jobs = jobs
-        self._rules: list[WriteRule] | None = None
+        self._hooks: tuple[list, list] | None = None  # the rules' own before and after methods, in order
         self._watch = watch
 
     def rules(self) -> list[WriteRule]:
@@ -146,10 +146,13 @@ class WriteService:
         ``BulkWriteError``, a failed partition), ``store`` records what ran in
         ``write.executed``; the rules' ``after`` still run, then the error is raised.
         """
-        if self._rules is None:
-            self._rules = self.rules()
-        for rule in self._rules:
-            rule.before(write)
+        if self._hooks is None:
+            made = self.rules()
+            self._hooks = ([r.before for r in made if type(r).before is not WriteRule.before],
+                           [r.after for r in made if type(r).after is not WriteRule.after])
+        before, after = self._hooks
+        for hook in before:
+            hook(write)
         error: BaseException | None = None
         try:
             store(write)
@@ -157,8 +160,8 @@ class WriteService:
             if write.executed is None:  # nothing is known to have been written
                 raise
             error = exc
-        for rule in self._rules:
-            rule.after(write)
+        for hook in after:
+            hook(write)
         if error is not None:
             raise error
         return write

@@ -278,7 +278,7 @@ class SuperDuperClient:
                 logger.warning("%d job(s) did not finish within jobs.exit_timeout (%g s) and were stopped with the "
                                "cluster; the reconciler redoes their work next time (call result.jobs.wait() or "
                                "client.close() to wait for them)", left, timeout)
-        with quiet_distributed():
+        with quiet_distributed(restore=False):  # the process ends: nothing of Dask's is worth showing now
             self.close()
 
     def close(self) -> None:

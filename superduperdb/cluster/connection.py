@@ -35,11 +35,13 @@ RESOURCES_TTL = 10.0  # seconds a look at which resources the workers offer is r
 
 
 @contextlib.contextmanager
-def quiet_distributed() -> Iterator[None]:
+def quiet_distributed(restore: bool = True) -> Iterator[None]:
     """Dask's loggers silenced inside the block: closing a cluster whose workers hold results or
     run actors logs warnings ("Removing worker ... lose already computed task(s)", "Async
     instruction ... ended with CancelledError") and, when the script ends on an error, the
-    client's failed reconnections: none of it says anything to the user of a script ending."""
+    client's failed reconnections: none of it says anything to the user of a script ending.
+    ``restore=False`` (at interpreter exit) leaves them silenced: the cluster's comms finish
+    closing in the background after the block ("Batched Comm Closed ...")."""
     loggers = [logging.getLogger("distributed")] + [
         logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
         if name.startswith(("distributed.", "tornado"))]
@@ -49,7 +51,7 @@ def quiet_distributed() -> Iterator[None]:
     try:
         yield
     finally:
-        for lg, level in levels:
+        for lg, level in levels if restore else ():
             lg.setLevel(level)
 
 
@@ -94,6 +96,16 @@ class Cluster:
         if self._client is None:
             self._client = self._connect()
         return self._client
+
+    @property
+    def connected(self) -> bool:
+        """Whether this handle has connected to its cluster (never connects)."""
+        return self._client is not None
+
+    @property
+    def scheduler_address(self) -> str:
+        """The address of the scheduler (connects first)."""
+        return self.client.scheduler.address
 
     def _connect(self):
         import distributed
@@ -151,10 +163,12 @@ class Cluster:
         """
         import distributed
 
+        from ..store.dispatch import submit
+
         resources = resources or self.job_resources()
         if resources:
             kwargs["resources"] = resources
-        future = self.client.submit(fn, *args, *dependencies, key=key, pure=False, **kwargs)
+        future = submit(self.client, fn, *args, *dependencies, key=key, pure=False, **kwargs)
         distributed.fire_and_forget(future)
         if self._local is not None:  # drained before the local cluster closes at exit
             with self._inflight_lock:

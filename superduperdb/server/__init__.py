@@ -9,6 +9,8 @@ process; it needs no Dask cluster. HTTP basic auth is on when
 logged or shown).
 
 Needs the ``serve`` extra: ``pip install -e '.[serve]'`` in the clone (Starlette and Uvicorn).
+
+Floor: entry points (the top). May import anything; nothing in the package imports it.
 """
 
 from __future__ import annotations

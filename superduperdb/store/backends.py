@@ -227,6 +227,10 @@ def open_client(uri: str, cfg: Config, **pymongo_kwargs: Any) -> Any:
 
 def uri_of_client(client: Any) -> str:
     """The URI that reopens an existing pymongo or mongomock client."""
+    if isinstance(client, pymongo.MongoClient):  # (its attribute ``folder`` is a database of that name)
+        nodes = client.topology_description.server_descriptions() or {}
+        hosts = ",".join(f"{h}:{p}" for h, p in nodes) or "localhost:27017"
+        return f"mongodb://{hosts}/"
     if getattr(client, "folder", None) is not None:
         uri = folder_uri(client.folder.path)
         with _MOCKS_LOCK:
@@ -234,10 +238,6 @@ def uri_of_client(client: Any) -> str:
         return uri
     if _is_mongomock_client(client):
         return register_mongomock(client)
-    if isinstance(client, pymongo.MongoClient):
-        nodes = client.topology_description.server_descriptions() or {}
-        hosts = ",".join(f"{h}:{p}" for h, p in nodes) or "localhost:27017"
-        return f"mongodb://{hosts}/"
     raise InvalidURIError(
         f"Cannot wrap a {type(client).__name__}: pass a URI, a pymongo.MongoClient or a mongomock.MongoClient.",
         uri=None,

@@ -38,6 +38,7 @@ from ..store.bulk import set_fields
 from ..store.context import Context, Target, worker_dask_client
 from ..store.layout import fingerprint_path, get_path, neighbourhood_path, output_path
 from ..store.metadata import utcnow
+from ..store.models import model_identity
 from ..store.watchers import active_watchers, and_
 from .kinds import job_kind
 from .outputs import (
@@ -86,7 +87,7 @@ def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:
         report["remaining"] += len(todo) - limit
         todo = todo[:limit]
     if todo:
-        model = ctx.artifacts.get(model_row["artifact"])
+        model = ctx.artifacts.get(model_row["artifact"], model_identity(model_row))
         for part in chunks(todo, READ_CHUNK):
             write_outputs(ctx, view, predict(ctx, model, model_row, part, view.key))
         report["outputs_computed"] += len(todo)

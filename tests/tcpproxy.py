@@ -46,6 +46,7 @@ class TcpProxy:
         self._cut = False
         self._flowing = threading.Event()
         self._flowing.set()
+        self.held = 0  # chunks received and not forwarded while held
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._open: dict[int, tuple[socket.socket, socket.socket]] = {}
@@ -154,8 +155,11 @@ class TcpProxy:
                 data = src.recv(CHUNK)
                 if not data:
                     break
-                while not self._flowing.wait(ACCEPT_TICK) and not self._closing.is_set():
-                    pass
+                if not self._flowing.is_set():
+                    with self._lock:
+                        self.held += 1
+                    while not self._flowing.wait(ACCEPT_TICK) and not self._closing.is_set():
+                        pass
                 dst.sendall(data)
         except OSError:
             pass

@@ -36,8 +36,15 @@ class ModelServer:
     Usable as a context manager, which stops it on exit.
     """
 
-    def __init__(self, server: Any, thread: threading.Thread, client: Any, owns_client: bool) -> None:
+    def __init__(self, server: Any, thread: threading.Thread, client: Any, owns_client: bool,
+                 catalog: Catalog | None = None) -> None:
         self._server, self._thread, self._client, self._owns_client = server, thread, client, owns_client
+        self._catalog = catalog
+
+    @property
+    def open_collections(self) -> int:
+        """How many collections the server holds open (at most ``OPEN_COLLECTIONS``, the most recently used)."""
+        return len(self._catalog.collections) if self._catalog is not None else 0
 
     @property
     def port(self) -> int:
@@ -195,7 +202,8 @@ def serve(client: Any = None, *, host: str | None = None, port: int | None = Non
         keyfile = cfg.ssl_keyfile if ssl_keyfile is None else ssl_keyfile
         insecure = cfg.insecure if insecure is None else insecure
         _check(host, username, password, certfile, keyfile, insecure)
-        app = create_app(Catalog(client), username=username, password=password, max_body_bytes=cfg.max_body_bytes,
+        catalog = Catalog(client)
+        app = create_app(catalog, username=username, password=password, max_body_bytes=cfg.max_body_bytes,
                          body_timeout=cfg.body_timeout, max_failed_logins=cfg.max_failed_logins,
                          failed_login_window=cfg.failed_login_window, https=certfile is not None)
     except BaseException:
@@ -222,7 +230,7 @@ def serve(client: Any = None, *, host: str | None = None, port: int | None = Non
                 client.close()
             raise ConfigError(f"The model server could not listen on {host}:{port} (see the log).", key="serve.port")
         time.sleep(0.01)
-    handle = ModelServer(server, thread, client, owns)
+    handle = ModelServer(server, thread, client, owns, catalog)
     logger.info("model server listening on %s", handle.url)
     return handle
 

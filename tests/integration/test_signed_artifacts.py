@@ -13,7 +13,6 @@ the database, job records or shown.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import uuid
 
@@ -21,7 +20,7 @@ import gridfs
 import numpy as np
 import pytest
 import testmodels
-from canary import canary_pickle
+from canary import canary_pickle, plant, point_model_at
 from click.testing import CliRunner
 
 import superduperdb
@@ -54,22 +53,6 @@ def client(request):
 def coll(client, unique_name):
     yield client[unique_name].docs
     client.drop_database(unique_name)
-
-
-def plant(coll, data: bytes, serializer: str = "pickle") -> dict:
-    """What someone with write access (and no key) can do: store bytes in the artifact bucket."""
-    digest = hashlib.sha256(data).hexdigest()
-    fs = gridfs.GridFS(coll.raw.database, collection=f"{coll.name}._artifacts")
-    if not fs.exists(filename=digest):
-        fs.put(data, filename=digest)
-    return {"hash": digest, "serializer": serializer, "size": len(data)}
-
-
-def point_model_at(coll, model: str, ref: dict) -> None:
-    models = coll.raw.database[f"{coll.name}._models"]
-    row = models.find_one({"name": model})
-    versions = [{**v, "artifact": ref} if v["version"] == row["version"] else v for v in row["versions"]]
-    models.update_one({"name": model}, {"$set": {"artifact": ref, "versions": versions}})
 
 
 def failed_job_error(result) -> JobFailedError:

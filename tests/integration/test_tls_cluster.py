@@ -20,17 +20,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import testmodels
+from canary import canary_pickle, plant, point_model_at
 from certs import make_certs
 from click.testing import CliRunner
 from waiting import poll
 
 import superduperdb
 from superduperdb.cli import main
-from superduperdb.errors import ClusterError, ConfigError
+from superduperdb.errors import ClusterError, ConfigError, JobFailedError
 
 pytestmark = pytest.mark.integration
 
 WAIT = 120
+KEY = "tls-cluster-artifact-key"
 TESTS = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -121,6 +123,7 @@ def test_scheduler_and_worker_commands_carry_the_tls_options(certs, tmp_path, mo
 def test_local_cluster_command_with_tls_runs_the_scenario(server_uri, unique_name, certs, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERDUPERDB_") or k.startswith("SUPERDUPERDB_TEST_")}
     env.update(certs.env(), SUPERDUPERDB_MASTER__WARM_UP="false", PYTHONUNBUFFERED="1",
+               SUPERDUPERDB_SECURITY__ARTIFACT_KEY=KEY,
                PYTHONPATH=os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p))
     out = tmp_path / "local-cluster.out"
     with open(out, "wb") as stdout:
@@ -148,6 +151,17 @@ def test_local_cluster_command_with_tls_runs_the_scenario(server_uri, unique_nam
             "try:\n    c.cluster.client\nexcept ClusterError as e:\n    print('refused:', e)\n"
             "    sys.exit(3)\n")], env=plain, capture_output=True, text=True, timeout=120)
         assert refused.returncode == 3 and "refused:" in refused.stdout, refused.stdout + refused.stderr
+        # On this cluster too, a planted artifact is refused by the workers and its canary never runs.
+        client = superduperdb.connect(server_uri, cluster=addr, config={**certs.config(), "security.artifact_key": KEY})
+        try:
+            coll = client[unique_name].docs
+            canary = tmp_path / "canary"
+            point_model_at(coll, "shout", plant(coll, canary_pickle(str(canary))))
+            with pytest.raises(JobFailedError, match="ArtifactIntegrityError"):
+                coll.insert_one({"x": np.zeros(8, dtype="float32"), "text": "planted"}).jobs.wait(WAIT)
+            assert not canary.exists()
+        finally:
+            client.close()
     finally:
         launcher.send_signal(signal.SIGTERM)
         try:

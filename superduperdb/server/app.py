@@ -127,13 +127,19 @@ def name_problem(database: Any, collection: Any) -> str | None:
     return None
 
 
-def _database_down(exc: BaseException) -> bool:
+def _database_down(exc: BaseException | None) -> bool:
     """Whether ``exc`` says the database cannot be reached (a 503, not the model's fault)."""
     import pymongo.errors
 
     from ..errors import ConnectionFailure
 
-    return isinstance(exc, (pymongo.errors.ConnectionFailure, ConnectionFailure))
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:  # also when the library wrapped pymongo's error
+        if isinstance(exc, (pymongo.errors.ConnectionFailure, ConnectionFailure)):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class Collections:

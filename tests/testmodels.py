@@ -253,3 +253,8 @@ class Towers:
 
     def size(self, batch):
         return [-len(s) for s in batch]
+
+
+def which_worker(x) -> str:
+    """Where the model ran: ``'gpu'`` on a worker whose environment says so (see test_gpu_workers), else ``'other'``."""
+    return "gpu" if os.environ.get("SUPERDUPERDB_TEST_GPU_WORKER") else "other"

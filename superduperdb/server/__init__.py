@@ -12,6 +12,8 @@ unless ``serve.insecure`` (``--insecure``). Its limits (request size, body
 timeout, failed logins per address) are in :mod:`superduperdb.server.limits`.
 
 Needs the ``serve`` extra: ``pip install 'superduperdb[serve]'`` (Starlette and Uvicorn).
+
+Floor: entry points (the top). May import anything; nothing in the package imports it.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ class Catalog:
             raise NotRegisteredError("model", model, metadata.names("models"),
                                      hint="The server applies registered models only: register it (an attribute "
                                           "model 'parent.attr' too) from a client first.")
-        return self.collections.get(database, collection).apply_model(model, inputs, key=key)
+        # registered_only: also if the model was deleted since the check above.
+        return self.collections.get(database, collection).apply_model(model, inputs, key=key, registered_only=True)
 
 
 def _loopback(host: str) -> bool:

@@ -201,12 +201,12 @@ class ArtifactStore:
 
     def _load(self, ref: Mapping) -> Any:
         """The object of ``ref`` (cached), its signature already checked; composite parts by digest only."""
+        from ..models.composite import build, is_composite
         from ..models.serialize import loads
 
         key = (ref["hash"], ref["serializer"])
         obj = _cache_get(key, checked=self.signed)
-        if obj is None and ref["serializer"] == "composite":  # built from other artifacts, each loaded once
-            from ..models.composite import build
+        if obj is None and is_composite(ref):  # built from other artifacts, each loaded once
 
             obj = build(ref, self._load)
             _cache_put(key, obj, checked=self.signed)

@@ -22,6 +22,7 @@ from ..errors import ClusterError
 
 logger = logging.getLogger(__name__)
 
+OBSERVE = "superduperdb.cluster.observe"  # the scheduler's preload of a local cluster
 RESOURCES_TTL = 10.0  # seconds a look at which resources the workers offer is reused
 
 
@@ -82,6 +83,8 @@ class Cluster:
                 processes=self.processes,
                 dashboard_address=":0",
                 resources={job_resource: self.config.cluster.threads_per_worker} if job_resource else None,
+                # superduperdb's gauges on the scheduler's /metrics and its dashboard page (docs/operations.md)
+                scheduler_kwargs={"preload": [OBSERVE]} if self.config.metrics.enabled else None,
             )
             logger.info("started a local Dask cluster at %s (processes=%s)", self._local.scheduler_address, self.processes)
             return distributed.Client(self._local, timeout=timeout, set_as_default=False)

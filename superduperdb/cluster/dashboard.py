@@ -1,0 +1,233 @@
+"""The "superduperdb" page of the Dask dashboard (``/superduperdb``), made with Bokeh as Dask's pages are.
+
+Added by :func:`add_page` when the scheduler runs the preload and serves its
+dashboard (bokeh installed: ``pip install 'superduperdb[dashboard]'``); a
+link to it joins the navigation bar of every Dask page. It shows, refreshed
+every second from what the scheduler knows (:func:`.observe.cluster_report`):
+
+* the master (worker, generation, age of its report) and the job queue;
+* jobs by collection and kind: pending, running, success, failed, cancelled;
+* the latest errors (failed jobs, newest first);
+* the lag of each watcher over time (documents), and now (documents, seconds);
+* the indexes: vectors, graph, tail, shards, snapshot age, catch-up;
+* query latency over time (mean per refresh), and per index.
+
+Nothing here reads MongoDB: the master's report arrives with its worker's
+heartbeats, so an open page costs the cluster nothing but this drawing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from .observe import STATUSES, cluster_report
+
+logger = logging.getLogger(__name__)
+
+PATH = "/superduperdb"
+NAME = "superduperdb"
+REFRESH_MS = 1000
+HISTORY = 600  # points kept per line: ten minutes at one a second
+
+
+def add_page(scheduler: Any) -> bool:
+    """Serve the page on the scheduler's dashboard and link it from Dask's navigation bar.
+
+    Returns False (and adds nothing) when the scheduler serves no dashboard
+    (bokeh missing, or ``--no-dashboard``). Call it on the scheduler's event
+    loop (a preload's ``dask_setup`` is).
+    """
+    applications = getattr(getattr(scheduler, "http_application", None), "applications", None)
+    if not applications:
+        return False
+    if any(getattr(app, "_superduperdb", False) for app in applications):
+        return True
+    try:
+        from distributed.dashboard.core import BokehApplication
+        from distributed.dashboard.scheduler import template_variables
+        from tornado.ioloop import IOLoop
+    except ImportError:  # a bokeh that this Dask does not support: Dask runs without a dashboard too
+        return False
+    variables = template_variables(scheduler)  # memoized: the dict Dask's own pages draw their navigation from
+    if NAME not in variables["pages"]:
+        variables["pages"].append(NAME)
+    prefix = getattr(applications[0], "prefix", "") or ""
+    app = BokehApplication({PATH: page}, scheduler, prefix=prefix, template_variables=variables)
+    app._superduperdb = True
+    scheduler.http_application.add_application(app)
+    app.initialize(IOLoop.current())
+    app.start()
+    logger.info("superduperdb page on the dashboard at %s%s", prefix.rstrip("/"), PATH)
+    return True
+
+
+def page(scheduler: Any, extra: dict, doc: Any) -> None:
+    """The Bokeh document of one browser session."""
+    from distributed.dashboard.components.scheduler import BOKEH_THEME, env
+
+    view = Page(scheduler)
+    view.update()
+    doc.title = "Dask: superduperdb"
+    doc.add_root(view.root)
+    doc.add_periodic_callback(view.update, REFRESH_MS)
+    doc.template = env.get_template("simple.html")
+    doc.template_variables.update(extra)
+    doc.theme = BOKEH_THEME
+
+
+def _table(columns: list[tuple[str, str]], height: int, name: str) -> tuple[Any, Any]:
+    from bokeh.models import ColumnDataSource, DataTable, TableColumn
+
+    source = ColumnDataSource({field: [] for field, _ in columns})
+    table = DataTable(source=source, columns=[TableColumn(field=f, title=t) for f, t in columns], height=height,
+                      index_position=None, sizing_mode="stretch_width", name=name)
+    return source, table
+
+
+def _lines(title: str, y_label: str, name: str) -> tuple[Any, Any]:
+    from bokeh.models import ColumnDataSource
+    from bokeh.plotting import figure
+
+    source = ColumnDataSource({"xs": [], "ys": [], "name": [], "color": []})
+    fig = figure(title=title, x_axis_type="datetime", height=260, sizing_mode="stretch_width", name=name,
+                 tools="pan,wheel_zoom,box_zoom,reset")
+    fig.multi_line(xs="xs", ys="ys", line_color="color", legend_field="name", line_width=2, source=source)
+    fig.yaxis.axis_label = y_label
+    fig.legend.location = "top_left"
+    return source, fig
+
+
+def _ago(seconds: float | None) -> str:
+    return "" if seconds is None else str(datetime.timedelta(seconds=int(max(seconds, 0))))
+
+
+class Page:
+    """The page's widgets, and :meth:`update`, which refills them from the scheduler's report."""
+
+    def __init__(self, scheduler: Any) -> None:
+        from bokeh.layouts import column, row
+        from bokeh.models import Div
+        from bokeh.palettes import Category10_10
+
+        self.scheduler = scheduler
+        self.palette = Category10_10
+        self.header = Div(text="", sizing_mode="stretch_width", name="superduperdb-header")
+        self.jobs, jobs_table = _table([("collection", "collection"), ("kind", "kind"),
+                                        *[(s, s) for s in STATUSES], ("queued", "on the scheduler")],
+                                       200, "superduperdb-jobs")
+        self.errors, errors_table = _table([("when", "failed at"), ("collection", "collection"), ("kind", "kind"),
+                                            ("on", "on"), ("job_id", "job"), ("error", "error")],
+                                           200, "superduperdb-errors")
+        self.lag_lines, lag_figure = _lines("Lag per watcher", "documents not yet computed", "superduperdb-lag")
+        self.watchers, watchers_table = _table([("collection", "collection"), ("watcher", "watcher"),
+                                                ("lag_documents", "lag (documents)"), ("lag_seconds", "lag (s)"),
+                                                ("pending", "pending jobs"), ("running", "running jobs")],
+                                               160, "superduperdb-watchers")
+        self.indexes, indexes_table = _table([("collection", "collection"), ("index", "index"),
+                                              ("vectors", "vectors"), ("graph", "graph"), ("tail", "tail"),
+                                              ("shards", "shards"), ("snapshot_age", "snapshot age"),
+                                              ("catch_up", "catch-up"), ("queries", "queries"),
+                                              ("latency_ms", "mean latency (ms)")],
+                                             160, "superduperdb-indexes")
+        self.latency_lines, latency_figure = _lines("Query latency per index (mean over each second)", "ms",
+                                                    "superduperdb-latency")
+        self.root = column(self.header, row(jobs_table, errors_table, sizing_mode="stretch_width"), lag_figure,
+                           watchers_table, indexes_table, latency_figure, sizing_mode="stretch_width")
+        self._lag: dict[str, tuple[deque, deque]] = {}
+        self._latency: dict[str, tuple[deque, deque]] = {}
+        self._queries: dict[str, tuple[int, float]] = {}
+
+    # -- refreshing ---------------------------------------------------------------------------------
+    def update(self) -> None:
+        try:
+            report = cluster_report(self.scheduler)
+            self._update(report)
+        except Exception:  # noqa: BLE001 - keep the page alive; the next tick tries again
+            logger.exception("could not refresh the superduperdb page")
+
+    def _update(self, report: dict) -> None:
+        master = report.get("master") or {}
+        now, queue = report["at"], report["queue"]
+        self.header.text = self._header(master, queue, report["workers"], now)
+        collections = master.get("collections") or []
+        jobs: dict[str, list] = {k: [] for k in ("collection", "kind", *STATUSES, "queued")}
+        errors: dict[str, list] = {k: [] for k in ("when", "collection", "kind", "on", "job_id", "error")}
+        watchers: dict[str, list] = {k: [] for k in ("collection", "watcher", "lag_documents", "lag_seconds",
+                                                     "pending", "running")}
+        for c in collections:
+            name = f"{c['database']}.{c['collection']}"
+            for kind, by_status in sorted((c.get("jobs") or {}).items()):
+                jobs["collection"].append(name)
+                jobs["kind"].append(kind)
+                for status in STATUSES:
+                    jobs[status].append(by_status.get(status, 0))
+                jobs["queued"].append(queue.get(kind, 0))
+            for e in c.get("errors") or []:
+                errors["when"].append(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])) if e.get("at")
+                                      else "")
+                errors["collection"].append(name)
+                for key in ("kind", "on", "job_id", "error"):
+                    errors[key].append(str(e.get(key) or ""))
+            for w in c.get("watchers") or []:
+                label = f"{name} {w['watcher']}"
+                watchers["collection"].append(name)
+                watchers["watcher"].append(w["watcher"])
+                watchers["lag_documents"].append(int(round(w["lag_documents"])))
+                watchers["lag_seconds"].append(round(w["lag_seconds"], 1))
+                watchers["pending"].append(w.get("pending", 0))
+                watchers["running"].append(w.get("running", 0))
+                self._point(self._lag, label, now, w["lag_documents"])
+        self.jobs.data, self.errors.data, self.watchers.data = jobs, errors, watchers
+        self.indexes.data = self._index_rows(master.get("indexes") or [], now)
+        self.lag_lines.data = self._line_data(self._lag)
+        self.latency_lines.data = self._line_data(self._latency)
+
+    def _header(self, master: dict, queue: dict, workers: int, now: float) -> str:
+        waiting = sum(queue.values())
+        if not master:
+            state = ("no master reports yet (it starts when a client first writes to a collection with "
+                     "watchers, or uses a semantic index)")
+        else:
+            state = (f"master generation {master.get('generation')} on {master.get('worker')}, up "
+                     f"{_ago(now - master['started_at']) if master.get('started_at') else '?'}, report "
+                     f"{max(now - master.get('at', now), 0):.1f} s old")
+        return (f"<h3 style='margin:4px 0'>superduperdb</h3><p style='margin:2px 0'>{state}; {workers} workers; "
+                f"{waiting} job tasks not finished on the scheduler</p>")
+
+    def _index_rows(self, indexes: list[dict], now: float) -> dict:
+        rows: dict[str, list] = {k: [] for k in ("collection", "index", "vectors", "graph", "tail", "shards",
+                                                 "snapshot_age", "catch_up", "queries", "latency_ms")}
+        for i in indexes:
+            name = f"{i['database']}.{i['collection']}"
+            count = sum(int(v[0]) for v in i["queries"].values())
+            seconds = sum(float(v[1]) for v in i["queries"].values())
+            key = f"{name} {i['index']}"
+            before = self._queries.get(key)
+            if before is not None and count > before[0]:
+                self._point(self._latency, key, now, 1000 * (seconds - before[1]) / (count - before[0]))
+            self._queries[key] = (count, seconds)
+            rows["collection"].append(name)
+            rows["index"].append(i["index"])
+            for field in ("vectors", "graph", "tail", "shards"):
+                rows[field].append(i.get(field))
+            rows["snapshot_age"].append(_ago(i.get("snapshot_age_s")) or "none yet")
+            rows["catch_up"].append("" if i.get("catch_up_rows") is None
+                                    else f"{i['catch_up_rows']} rows in {i.get('catch_up_s') or 0:.2f} s")
+            rows["queries"].append(count)
+            rows["latency_ms"].append(round(1000 * seconds / count, 3) if count else None)
+        return rows
+
+    @staticmethod
+    def _point(series: dict, label: str, at: float, value: float) -> None:
+        xs, ys = series.setdefault(label, (deque(maxlen=HISTORY), deque(maxlen=HISTORY)))
+        xs.append(at * 1000)
+        ys.append(value)
+
+    def _line_data(self, series: dict) -> dict:
+        names = sorted(series)
+        return {"xs": [list(series[n][0]) for n in names], "ys": [list(series[n][1]) for n in names],
+                "name": names, "color": [self.palette[k % len(self.palette)] for k in range(len(names))]}

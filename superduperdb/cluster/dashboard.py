@@ -19,23 +19,28 @@ heartbeats, so an open page costs the cluster nothing but this drawing.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from .observe import STATUSES, cluster_report
+from ..store.records import CANCELLED, FAILED, PENDING, RUNNING, SUCCESS
 
 logger = logging.getLogger(__name__)
 
+STATUSES = (PENDING, RUNNING, SUCCESS, FAILED, CANCELLED)
 PATH = "/superduperdb"
 NAME = "superduperdb"
 REFRESH_MS = 1000
 HISTORY = 600  # points kept per line: ten minutes at one a second
 
 
-def add_page(scheduler: Any) -> bool:
+def add_page(scheduler: Any, report: Callable[[Any], dict]) -> bool:
     """Serve the page on the scheduler's dashboard and link it from Dask's navigation bar.
+
+    ``report(scheduler)`` is what the page shows (:func:`.observe.cluster_report`).
 
     Returns False (and adds nothing) when the scheduler serves no dashboard
     (bokeh missing, or ``--no-dashboard``). Call it on the scheduler's event
@@ -56,7 +61,7 @@ def add_page(scheduler: Any) -> bool:
     if NAME not in variables["pages"]:
         variables["pages"].append(NAME)
     prefix = getattr(applications[0], "prefix", "") or ""
-    app = BokehApplication({PATH: page}, scheduler, prefix=prefix, template_variables=variables)
+    app = BokehApplication({PATH: functools.partial(page, report)}, scheduler, prefix=prefix, template_variables=variables)
     app._superduperdb = True
     scheduler.http_application.add_application(app)
     app.initialize(IOLoop.current())
@@ -65,11 +70,11 @@ def add_page(scheduler: Any) -> bool:
     return True
 
 
-def page(scheduler: Any, extra: dict, doc: Any) -> None:
+def page(report: Callable[[Any], dict], scheduler: Any, extra: dict, doc: Any) -> None:
     """The Bokeh document of one browser session."""
     from distributed.dashboard.components.scheduler import BOKEH_THEME, env
 
-    view = Page(scheduler)
+    view = Page(scheduler, report)
     view.update()
     doc.title = "Dask: superduperdb"
     doc.add_root(view.root)
@@ -108,20 +113,20 @@ def _ago(seconds: float | None) -> str:
 class Page:
     """The page's widgets, and :meth:`update`, which refills them from the scheduler's report."""
 
-    def __init__(self, scheduler: Any) -> None:
+    def __init__(self, scheduler: Any, report: Callable[[Any], dict]) -> None:
         from bokeh.layouts import column, row
         from bokeh.models import Div
         from bokeh.palettes import Category10_10
 
-        self.scheduler = scheduler
+        self.scheduler, self.report = scheduler, report
         self.palette = Category10_10
         self.header = Div(text="", sizing_mode="stretch_width", name="superduperdb-header")
         self.jobs, jobs_table = _table([("collection", "collection"), ("kind", "kind"),
                                         *[(s, s) for s in STATUSES], ("queued", "on the scheduler")],
-                                       200, "superduperdb-jobs")
+                                       140, "superduperdb-jobs")
         self.errors, errors_table = _table([("when", "failed at"), ("collection", "collection"), ("kind", "kind"),
                                             ("on", "on"), ("job_id", "job"), ("error", "error")],
-                                           200, "superduperdb-errors")
+                                           140, "superduperdb-errors")
         self.lag_lines, lag_figure = _lines("Lag per watcher", "documents not yet computed", "superduperdb-lag")
         self.watchers, watchers_table = _table([("collection", "collection"), ("watcher", "watcher"),
                                                 ("lag_documents", "lag (documents)"), ("lag_seconds", "lag (s)"),
@@ -144,8 +149,7 @@ class Page:
     # -- refreshing ---------------------------------------------------------------------------------
     def update(self) -> None:
         try:
-            report = cluster_report(self.scheduler)
-            self._update(report)
+            self._update(self.report(self.scheduler))
         except Exception:  # noqa: BLE001 - keep the page alive; the next tick tries again
             logger.exception("could not refresh the superduperdb page")
 

@@ -31,12 +31,13 @@ from typing import Any
 from .. import metrics
 from ..master.monitor import HEARTBEAT_KEY
 from ..metrics import Sample
+from ..store import records
 
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "superduperdb-"
 NOT_FINISHED = ("waiting", "queued", "no-worker", "processing")
-STATUSES = ("pending", "running", "success", "failed", "cancelled")
+STATUSES = (records.PENDING, records.RUNNING, records.SUCCESS, records.FAILED, records.CANCELLED)
 NOT_JOBS = ("master", "sweep")  # task prefixes that are not job kinds
 
 
@@ -121,7 +122,7 @@ def install(scheduler: Any) -> None:
         logger.info("prometheus_client is not installed: no superduperdb metrics on the scheduler's /metrics")
     from .dashboard import add_page
 
-    add_page(scheduler)
+    add_page(scheduler, cluster_report)
 
 
 def dask_setup(scheduler: Any) -> None:

@@ -97,6 +97,15 @@ class Cluster:
                 address=self.address,
             ) from exc
 
+    @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard's address (``.../status``; the superduperdb page is ``.../superduperdb``),
+        None when jobs run inline or the scheduler serves no dashboard."""
+        if self.inline:
+            return None
+        return self.client.dashboard_link if self.client.scheduler_info().get("services", {}).get("dashboard") \
+            else None
+
     def job_resources(self) -> dict | None:
         """What an ordinary job requests: ``{cluster.job_resource: 1}`` while some worker offers it, else None."""
         name = self.config.cluster.job_resource

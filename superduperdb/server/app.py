@@ -12,6 +12,11 @@ Endpoints (JSON in and out):
     → ``{"models": [...]}``.
 ``GET /health``
     → ``{"status": "ok"}`` (the only endpoint without authentication).
+``GET /metrics``
+    → this process's Prometheus metrics in the text format, among them
+    ``superduperdb_server_requests_total{endpoint, code}`` and
+    ``superduperdb_server_request_duration_seconds{endpoint}``
+    (``docs/operations.md``); scrape it with the server's basic auth.
 
 Errors come back as ``{"error": "<type>", "message": "..."}``: 401 (missing or
 wrong credentials, with ``WWW-Authenticate: Basic``), 404 (unknown model,
@@ -26,9 +31,11 @@ import base64
 import binascii
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import metrics
 from ..errors import NotRegisteredError, SuperDuperError
 
 logger = logging.getLogger(__name__)
@@ -72,8 +79,9 @@ def create_app(collection_of: Callable[[str, str], Any], *, username: str | None
                password: str | None = None) -> Any:
     """The Starlette application; ``collection_of(database, collection)`` gives a :class:`Collection`."""
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     def error(status: int, kind: str, message: str, **headers: str) -> JSONResponse:
@@ -136,11 +144,55 @@ def create_app(collection_of: Callable[[str, str], Any], *, username: str | None
             logger.error("model %r: %s", model, exc)
             return error(500, "OutputNotSerializable", str(exc))
 
+    async def prometheus(request: Request) -> Response:
+        if (refused := authorised(request)) is not None:
+            return refused
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     return Starlette(routes=[
         Route("/health", health, methods=["GET"]),
         Route("/models/{database}/{collection}", list_models, methods=["GET"]),
         Route("/apply_model", apply_model, methods=["POST"]),
-    ])
+        Route("/metrics", prometheus, methods=["GET"]),
+    ], middleware=[Middleware(_Measured)])
+
+
+ENDPOINTS = ("/health", "/apply_model", "/metrics")
+
+
+def endpoint_of(path: str) -> str:
+    """The endpoint a request path names, as a metric label (bounded: never the path's own values).
+
+    >>> endpoint_of("/models/db/docs"), endpoint_of("/apply_model"), endpoint_of("/nope")
+    ('/models/{database}/{collection}', '/apply_model', 'other')
+    """
+    if path in ENDPOINTS:
+        return path
+    return "/models/{database}/{collection}" if path.startswith("/models/") else "other"
+
+
+class _Measured:
+    """ASGI middleware: every answered request counted by endpoint and status code, and timed
+    (``superduperdb_server_requests_total``, ``superduperdb_server_request_duration_seconds``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, code = time.perf_counter(), [500]
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                code[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            metrics.observe_request(endpoint_of(scope.get("path", "")), code[0], time.perf_counter() - start)
 
 
 async def _run(fn: Callable[[], Any]) -> Any:

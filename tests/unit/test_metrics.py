@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import doctest
+import json
 import re
 import subprocess
 import sys
@@ -40,10 +41,17 @@ def test_every_metric_is_prefixed_and_documented():
         assert m.type in ("gauge", "counter", "histogram")
         assert (m.type == "counter") == m.name.endswith("_total"), m.name
         assert f"`{m.name}`" in text, f"docs/operations.md does not describe {m.name}"
-    grafana = (REPO / "deploy" / "grafana" / "superduperdb.json").read_text()
+
+
+def test_the_grafana_dashboard_plots_defined_metrics():
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "superduperdb.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {re.sub(r"_(bucket|count|sum)$", "", n) for e in exprs for n in re.findall(r"superduperdb_[a-z_]+", e)}
+    assert used <= set(metrics.BY_NAME), used - set(metrics.BY_NAME)
     for name in ("superduperdb_jobs", "superduperdb_outputs_lag_documents", "superduperdb_index_vectors",
-                 "superduperdb_query_duration_seconds_bucket", "superduperdb_job_duration_seconds_bucket"):
-        assert name in grafana, f"the Grafana dashboard does not plot {name}"
+                 "superduperdb_query_duration_seconds", "superduperdb_job_duration_seconds",
+                 "superduperdb_queue_depth", "superduperdb_index_snapshot_age_seconds"):
+        assert name in used, f"the Grafana dashboard does not plot {name}"
 
 
 def test_import_superduperdb_does_not_import_prometheus_client():

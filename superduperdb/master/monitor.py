@@ -79,6 +79,7 @@ class Monitor:
         self._targets, self._indexes, self._reconciler, self._info = targets, indexes, reconciler, info
         self._report: dict = {}
         self._refreshed = float("-inf")
+        self._interval = DEFAULT_INTERVAL  # of the last refresh: payload() must not look at the targets
         self._refreshing = threading.Lock()
         self._queries: dict[tuple[str, str, str], list[float]] = {}  # (db.coll, index, plan) -> [count, s]
         self._queries_lock = threading.Lock()
@@ -112,8 +113,11 @@ class Monitor:
         return min(intervals, default=DEFAULT_INTERVAL)
 
     def payload(self, worker: Any = None) -> dict:
-        """The latest report, at once; a refresh starts in a thread when it is older than the interval."""
-        if time.monotonic() - self._refreshed >= self.interval() and self._refreshing.acquire(blocking=False):
+        """The latest report, at once; a refresh starts in a thread when it is older than the interval.
+
+        Runs on the worker's event loop: it takes no lock that a load of an index may hold.
+        """
+        if time.monotonic() - self._refreshed >= self._interval and self._refreshing.acquire(blocking=False):
             self._refreshed = time.monotonic()
             threading.Thread(target=self._refresh_once, name="superduperdb-monitor", daemon=True).start()
         return self._report
@@ -154,6 +158,7 @@ class Monitor:
             queries = {k: list(v) for k, v in self._queries.items()}
         indexes = [self._index(s, queries, now) for s in self._indexes()]
         self._report = {"at": now, **self._info(), "collections": collections, "indexes": indexes}
+        self._interval = self.interval()
 
     @staticmethod
     def _index(stats: dict, queries: dict, now: float) -> dict:

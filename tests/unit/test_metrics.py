@@ -167,3 +167,40 @@ def test_status_text_agrees_with_the_report():
     (index,) = [line.split() for line in text.splitlines() if line.strip().startswith("idx")]
     assert index[:5] == ["idx", "40", "0", "40", "1"] and index[-2:] == ["4", "5.00"]
     assert "reconciler  every 10 s" in text
+
+
+def test_status_command_without_a_cluster_reads_the_job_records(unique_name, monkeypatch):
+    """``superduperdb status`` on a config without a standing cluster: the job records say what there is."""
+    import json as json_
+
+    import testmodels
+    from click.testing import CliRunner
+
+    from superduperdb.cli import main
+
+    monkeypatch.setenv("SUPERDUPERDB_MONGODB__URI", f"mongomock://{unique_name}")
+    monkeypatch.setenv("SUPERDUPERDB_CLUSTER__ADDRESS", "local")
+    client = superduperdb.connect(f"mongomock://{unique_name}", cluster=None)
+    coll = client[unique_name].docs
+    coll.create_model("ident", testmodels.identity, key="x")
+    coll.insert_many([{"x": [float(i)]} for i in range(12)] + [{"y": 1}])
+    fail = client[unique_name].other
+    fail.create_model("fail", testmodels.fail, key="x")
+    fail.insert_one({"x": [1.0]})
+    try:
+        out = CliRunner().invoke(main, ["status", "--json", "-d", unique_name])
+        assert out.exit_code == 0, out.output
+        report = json_.loads(out.output)
+        by_name = {c["collection"]: c for c in report["collections"]}
+        assert set(by_name) == {"docs", "other"} and report["master"] is None
+        (w,) = by_name["docs"]["watchers"]
+        assert w["documents"] == 12 and w["outputs"] == 12 == coll.count_documents({"_outputs.x.ident": {"$exists": 1}})
+        assert w["lag_documents"] == 0 and by_name["docs"]["jobs"] == {"model": {"success": 2}}
+        (e,) = by_name["other"]["errors"]
+        assert e["kind"] == "model" and e["on"] == "fail/x" and e["error"]
+        text = CliRunner().invoke(main, ["status", "-d", f"{unique_name}.docs"]).output
+        assert f"{unique_name}.docs" in text and f"{unique_name}.other" not in text
+        (row,) = [line.split() for line in text.splitlines() if line.strip().startswith("ident/x")]
+        assert row[:4] == ["ident/x", "12", "12", "0"]
+    finally:
+        client.close()

@@ -67,6 +67,7 @@ class Cluster:
         return self._client
 
     def _connect(self):
+        import dask
         import distributed
 
         timeout = self.config.cluster.timeout
@@ -84,7 +85,8 @@ class Cluster:
                 dashboard_address=":0",
                 resources={job_resource: self.config.cluster.threads_per_worker} if job_resource else None,
                 # superduperdb's gauges on the scheduler's /metrics and its dashboard page (docs/operations.md)
-                scheduler_kwargs={"preload": [OBSERVE]} if self.config.metrics.enabled else None,
+                scheduler_kwargs={"preload": [*dask.config.get("distributed.scheduler.preload", []), OBSERVE]}
+                if self.config.metrics.enabled else None,
             )
             logger.info("started a local Dask cluster at %s (processes=%s)", self._local.scheduler_address, self.processes)
             return distributed.Client(self._local, timeout=timeout, set_as_default=False)

@@ -8,7 +8,8 @@ every second from what the scheduler knows (:func:`.observe.cluster_report`):
 * the master (worker, generation, age of its report) and the job queue;
 * jobs by collection and kind: pending, running, success, failed, cancelled;
 * the latest errors (failed jobs, newest first);
-* the lag of each watcher over time (documents), and now (documents, seconds);
+* the lag of each watcher over the last ten minutes (documents; sampled every second by the
+  scheduler, so the page shows them as soon as it opens), and now (documents, seconds);
 * the indexes: vectors, graph, tail, shards, snapshot age, catch-up;
 * query latency over time (mean per refresh), and per index.
 
@@ -22,7 +23,6 @@ import datetime
 import functools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -34,13 +34,13 @@ STATUSES = (PENDING, RUNNING, SUCCESS, FAILED, CANCELLED)
 PATH = "/superduperdb"
 NAME = "superduperdb"
 REFRESH_MS = 1000
-HISTORY = 600  # points kept per line: ten minutes at one a second
 
 
-def add_page(scheduler: Any, report: Callable[[Any], dict]) -> bool:
+def add_page(scheduler: Any, report: Callable[[Any], dict], history: Any) -> bool:
     """Serve the page on the scheduler's dashboard and link it from Dask's navigation bar.
 
-    ``report(scheduler)`` is what the page shows (:func:`.observe.cluster_report`).
+    ``report(scheduler)`` is what the page shows (:func:`.observe.cluster_report`), ``history``
+    the lines it draws (:class:`.observe.History`).
 
     Returns False (and adds nothing) when the scheduler serves no dashboard
     (bokeh missing, or ``--no-dashboard``). Call it on the scheduler's event
@@ -61,7 +61,7 @@ def add_page(scheduler: Any, report: Callable[[Any], dict]) -> bool:
     if NAME not in variables["pages"]:
         variables["pages"].append(NAME)
     prefix = getattr(applications[0], "prefix", "") or ""
-    app = BokehApplication({PATH: functools.partial(page, report)}, scheduler, prefix=prefix, template_variables=variables)
+    app = BokehApplication({PATH: functools.partial(page, report, history)}, scheduler, prefix=prefix, template_variables=variables)
     app._superduperdb = True
     scheduler.http_application.add_application(app)
     app.initialize(IOLoop.current())
@@ -70,11 +70,11 @@ def add_page(scheduler: Any, report: Callable[[Any], dict]) -> bool:
     return True
 
 
-def page(report: Callable[[Any], dict], scheduler: Any, extra: dict, doc: Any) -> None:
+def page(report: Callable[[Any], dict], history: Any, scheduler: Any, extra: dict, doc: Any) -> None:
     """The Bokeh document of one browser session."""
     from distributed.dashboard.components.scheduler import BOKEH_THEME, env
 
-    view = Page(scheduler, report)
+    view = Page(scheduler, report, history)
     view.update()
     doc.title = "Dask: superduperdb"
     doc.add_root(view.root)
@@ -113,12 +113,12 @@ def _ago(seconds: float | None) -> str:
 class Page:
     """The page's widgets, and :meth:`update`, which refills them from the scheduler's report."""
 
-    def __init__(self, scheduler: Any, report: Callable[[Any], dict]) -> None:
+    def __init__(self, scheduler: Any, report: Callable[[Any], dict], history: Any) -> None:
         from bokeh.layouts import column, row
         from bokeh.models import Div
         from bokeh.palettes import Category10_10
 
-        self.scheduler, self.report = scheduler, report
+        self.scheduler, self.report, self.history = scheduler, report, history
         self.palette = Category10_10
         self.header = Div(text="", sizing_mode="stretch_width", name="superduperdb-header")
         self.jobs, jobs_table = _table([("collection", "collection"), ("kind", "kind"),
@@ -142,9 +142,6 @@ class Page:
                                                     "superduperdb-latency")
         self.root = column(self.header, row(jobs_table, errors_table, sizing_mode="stretch_width"), lag_figure,
                            watchers_table, indexes_table, latency_figure, sizing_mode="stretch_width")
-        self._lag: dict[str, tuple[deque, deque]] = {}
-        self._latency: dict[str, tuple[deque, deque]] = {}
-        self._queries: dict[str, tuple[int, float]] = {}
 
     # -- refreshing ---------------------------------------------------------------------------------
     def update(self) -> None:
@@ -177,18 +174,16 @@ class Page:
                 for key in ("kind", "on", "job_id", "error"):
                     errors[key].append(str(e.get(key) or ""))
             for w in c.get("watchers") or []:
-                label = f"{name} {w['watcher']}"
                 watchers["collection"].append(name)
                 watchers["watcher"].append(w["watcher"])
                 watchers["lag_documents"].append(int(round(w["lag_documents"])))
                 watchers["lag_seconds"].append(round(w["lag_seconds"], 1))
                 watchers["pending"].append(w.get("pending", 0))
                 watchers["running"].append(w.get("running", 0))
-                self._point(self._lag, label, now, w["lag_documents"])
         self.jobs.data, self.errors.data, self.watchers.data = jobs, errors, watchers
         self.indexes.data = self._index_rows(master.get("indexes") or [], now)
-        self.lag_lines.data = self._line_data(self._lag)
-        self.latency_lines.data = self._line_data(self._latency)
+        self.lag_lines.data = self._line_data(self.history.lag)
+        self.latency_lines.data = self._line_data(self.history.latency)
 
     def _header(self, master: dict, queue: dict, workers: int, now: float) -> str:
         waiting = sum(queue.values())
@@ -209,11 +204,6 @@ class Page:
             name = f"{i['database']}.{i['collection']}"
             count = sum(int(v[0]) for v in i["queries"].values())
             seconds = sum(float(v[1]) for v in i["queries"].values())
-            key = f"{name} {i['index']}"
-            before = self._queries.get(key)
-            if before is not None and count > before[0]:
-                self._point(self._latency, key, now, 1000 * (seconds - before[1]) / (count - before[0]))
-            self._queries[key] = (count, seconds)
             rows["collection"].append(name)
             rows["index"].append(i["index"])
             for field in ("vectors", "graph", "tail", "shards"):
@@ -224,12 +214,6 @@ class Page:
             rows["queries"].append(count)
             rows["latency_ms"].append(round(1000 * seconds / count, 3) if count else None)
         return rows
-
-    @staticmethod
-    def _point(series: dict, label: str, at: float, value: float) -> None:
-        xs, ys = series.setdefault(label, (deque(maxlen=HISTORY), deque(maxlen=HISTORY)))
-        xs.append(at * 1000)
-        ys.append(value)
 
     def _line_data(self, series: dict) -> dict:
         names = sorted(series)

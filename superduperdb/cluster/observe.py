@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from .. import metrics
@@ -39,6 +40,8 @@ KEY_PREFIX = "superduperdb-"
 NOT_FINISHED = ("waiting", "queued", "no-worker", "processing")
 STATUSES = (records.PENDING, records.RUNNING, records.SUCCESS, records.FAILED, records.CANCELLED)
 NOT_JOBS = ("master", "sweep")  # task prefixes that are not job kinds
+SAMPLE_MS = 1000  # the history's sampling period
+HISTORY = 600  # samples kept per line: ten minutes
 
 
 def master_report(scheduler: Any) -> dict | None:
@@ -111,8 +114,50 @@ def samples(report: dict) -> list[Sample]:
     return out
 
 
-def install(scheduler: Any) -> None:
-    """Serve the gauges on this scheduler's ``/metrics`` and add the dashboard page (with bokeh)."""
+class History:
+    """The last ``size`` samples (one a second) of each watcher's lag and each index's query latency.
+
+    Kept by the scheduler, so that the page shows the last minutes as soon as it opens.
+    ``lag`` and ``latency`` map a label (``"db.coll watcher"``, ``"db.coll index"``) to
+    ``(times in ms since the epoch, values)``; latency is the mean (ms) of the queries answered
+    since the previous sample (none: no point).
+    """
+
+    def __init__(self, size: int = HISTORY) -> None:
+        self.size = size
+        self.lag: dict[str, tuple[deque, deque]] = {}
+        self.latency: dict[str, tuple[deque, deque]] = {}
+        self._queries: dict[str, tuple[int, float]] = {}
+
+    def _point(self, series: dict, label: str, at: float, value: float) -> None:
+        xs, ys = series.setdefault(label, (deque(maxlen=self.size), deque(maxlen=self.size)))
+        xs.append(at * 1000)
+        ys.append(value)
+
+    def record(self, report: dict) -> None:
+        master = report.get("master") or {}
+        now = report["at"]
+        for c in master.get("collections") or []:
+            for w in c.get("watchers") or []:
+                self._point(self.lag, f"{c['database']}.{c['collection']} {w['watcher']}", now, w["lag_documents"])
+        for i in master.get("indexes") or []:
+            label = f"{i['database']}.{i['collection']} {i['index']}"
+            count = sum(int(v[0]) for v in i["queries"].values())
+            seconds = sum(float(v[1]) for v in i["queries"].values())
+            before = self._queries.get(label)
+            if before is not None and count > before[0]:
+                self._point(self.latency, label, now, 1000 * (seconds - before[1]) / (count - before[0]))
+            self._queries[label] = (count, seconds)
+
+
+def install(scheduler: Any) -> History:
+    """Serve the gauges on this scheduler's ``/metrics``, keep the :class:`History` (sampled every
+    second on the scheduler's event loop: in-memory only) and add the dashboard page (with bokeh).
+    Call it on the scheduler's event loop (a preload's ``dask_setup`` is)."""
+    from tornado.ioloop import PeriodicCallback
+
+    from .dashboard import add_page
+
     def source() -> list[Sample]:
         if getattr(scheduler.status, "name", "") in ("closing", "closed"):
             return []
@@ -120,9 +165,19 @@ def install(scheduler: Any) -> None:
 
     if not metrics.register_source("scheduler", source):
         logger.info("prometheus_client is not installed: no superduperdb metrics on the scheduler's /metrics")
-    from .dashboard import add_page
+    history = History()
 
-    add_page(scheduler, cluster_report)
+    def sample() -> None:
+        try:
+            history.record(cluster_report(scheduler))
+        except Exception:  # noqa: BLE001 - a bad report must not stop the sampling
+            logger.exception("could not sample the superduperdb history")
+
+    callback = PeriodicCallback(sample, SAMPLE_MS)
+    scheduler.periodic_callbacks["superduperdb-history"] = callback  # stopped with the scheduler
+    callback.start()
+    add_page(scheduler, cluster_report, history)
+    return history
 
 
 def dask_setup(scheduler: Any) -> None:

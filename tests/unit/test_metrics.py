@@ -204,3 +204,18 @@ def test_status_command_without_a_cluster_reads_the_job_records(unique_name, mon
         assert row[:4] == ["ident/x", "12", "12", "0"]
     finally:
         client.close()
+
+
+def test_history_keeps_the_lag_and_the_latency_of_new_queries():
+    from superduperdb.cluster.observe import History
+
+    history = History(size=3)
+    for k, lag in enumerate([120.0, 60.0, 10.0, 0.0]):
+        report = _report(lag)
+        report["at"] = 1000.0 + k
+        report["master"]["indexes"][0]["queries"] = {"exact": [4 + 2 * k, 0.02 + 0.004 * k], "graph": [1, 0.001]}
+        history.record(report)
+    xs, ys = history.lag["db.docs m/x"]
+    assert list(ys) == [60.0, 10.0, 0.0] and list(xs) == [1_001_000.0, 1_002_000.0, 1_003_000.0]  # the last 3
+    (times, means) = history.latency["db.docs idx"]
+    assert len(means) == 3 and all(m == pytest.approx(2.0) for m in means)  # 2 queries in 4 ms each second

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import html
 import logging
 import time
 from collections.abc import Callable
@@ -84,13 +85,38 @@ def page(report: Callable[[Any], dict], history: Any, scheduler: Any, extra: dic
     doc.theme = BOKEH_THEME
 
 
-def _table(columns: list[tuple[str, str]], height: int, name: str) -> tuple[Any, Any]:
-    from bokeh.models import ColumnDataSource, DataTable, TableColumn
+TABLE_STYLE = ("<style>table.sddb{border-collapse:collapse;font-size:12px;margin:4px 0 10px 0}"
+               "table.sddb th,table.sddb td{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right}"
+               "table.sddb th{font-weight:600;border-bottom:1px solid #999}"
+               "table.sddb td.text,table.sddb th.text{text-align:left}"
+               "table.sddb caption{text-align:left;font-weight:600;padding:2px 0}</style>")
 
-    source = ColumnDataSource({field: [] for field, _ in columns})
-    table = DataTable(source=source, columns=[TableColumn(field=f, title=t) for f, t in columns], height=height,
-                      index_position=None, sizing_mode="stretch_width", name=name)
-    return source, table
+
+class _Table:
+    """A table drawn as HTML in a Bokeh ``Div`` (its text is in the page, and it redraws when its rows change:
+    a Bokeh ``DataTable`` does not redraw when only the values of its rows change)."""
+
+    def __init__(self, title: str, columns: list[tuple[str, str]], name: str, text: tuple[str, ...] = ()) -> None:
+        from bokeh.models import Div
+
+        self.title, self.columns, self.text = title, columns, set(text)
+        self.div = Div(text="", sizing_mode="stretch_width", name=name)
+        self.show({field: [] for field, _ in columns})
+
+    def show(self, data: dict[str, list]) -> None:
+        def cell(tag: str, field: str, value: Any) -> str:
+            kind = ' class="text"' if field in self.text else ""
+            return f"<{tag}{kind}>{html.escape('' if value is None else str(value))}</{tag}>"
+
+        head = "".join(cell("th", f, title) for f, title in self.columns)
+        count = len(data[self.columns[0][0]])
+        rows = "".join("<tr>" + "".join(cell("td", f, data[f][k]) for f, _ in self.columns) + "</tr>"
+                       for k in range(count))
+        empty = "" if count else f'<tr><td class="text" colspan="{len(self.columns)}">(none)</td></tr>'
+        text = (f'{TABLE_STYLE}<table class="sddb"><caption>{html.escape(self.title)}</caption>'
+                f"<thead><tr>{head}</tr></thead><tbody>{rows}{empty}</tbody></table>")
+        if text != self.div.text:
+            self.div.text = text
 
 
 def _lines(title: str, y_label: str, name: str) -> tuple[Any, Any]:
@@ -121,27 +147,26 @@ class Page:
         self.scheduler, self.report, self.history = scheduler, report, history
         self.palette = Category10_10
         self.header = Div(text="", sizing_mode="stretch_width", name="superduperdb-header")
-        self.jobs, jobs_table = _table([("collection", "collection"), ("kind", "kind"),
-                                        *[(s, s) for s in STATUSES], ("queued", "on the scheduler")],
-                                       140, "superduperdb-jobs")
-        self.errors, errors_table = _table([("when", "failed at"), ("collection", "collection"), ("kind", "kind"),
-                                            ("on", "on"), ("job_id", "job"), ("error", "error")],
-                                           140, "superduperdb-errors")
+        self.jobs = _Table("Jobs", [("collection", "collection"), ("kind", "kind"), *[(s, s) for s in STATUSES],
+                                    ("queued", "tasks on the scheduler")], "superduperdb-jobs", ("collection", "kind"))
+        self.errors = _Table("Latest errors", [("when", "failed at"), ("collection", "collection"), ("kind", "kind"),
+                                               ("on", "on"), ("job_id", "job"), ("error", "error")],
+                             "superduperdb-errors", ("when", "collection", "kind", "on", "job_id", "error"))
         self.lag_lines, lag_figure = _lines("Lag per watcher", "documents not yet computed", "superduperdb-lag")
-        self.watchers, watchers_table = _table([("collection", "collection"), ("watcher", "watcher"),
-                                                ("lag_documents", "lag (documents)"), ("lag_seconds", "lag (s)"),
-                                                ("pending", "pending jobs"), ("running", "running jobs")],
-                                               160, "superduperdb-watchers")
-        self.indexes, indexes_table = _table([("collection", "collection"), ("index", "index"),
-                                              ("vectors", "vectors"), ("graph", "graph"), ("tail", "tail"),
-                                              ("shards", "shards"), ("snapshot_age", "snapshot age"),
-                                              ("catch_up", "catch-up"), ("queries", "queries"),
-                                              ("latency_ms", "mean latency (ms)")],
-                                             160, "superduperdb-indexes")
+        self.watchers = _Table("Watchers", [("collection", "collection"), ("watcher", "watcher"),
+                                            ("lag_documents", "lag (documents)"), ("lag_seconds", "lag (s)"),
+                                            ("pending", "pending jobs"), ("running", "running jobs")],
+                               "superduperdb-watchers", ("collection", "watcher"))
+        self.indexes = _Table("Indexes", [("collection", "collection"), ("index", "index"), ("vectors", "vectors"),
+                                          ("graph", "graph"), ("tail", "tail"), ("shards", "shards"),
+                                          ("snapshot_age", "snapshot age"), ("catch_up", "catch-up"),
+                                          ("queries", "queries"), ("latency_ms", "mean latency (ms)")],
+                              "superduperdb-indexes", ("collection", "index"))
         self.latency_lines, latency_figure = _lines("Query latency per index (mean over each second)", "ms",
                                                     "superduperdb-latency")
-        self.root = column(self.header, row(jobs_table, errors_table, sizing_mode="stretch_width"), lag_figure,
-                           watchers_table, indexes_table, latency_figure, sizing_mode="stretch_width")
+        self.root = column(self.header, row(self.jobs.div, self.errors.div, sizing_mode="stretch_width"),
+                           lag_figure, row(self.watchers.div, self.indexes.div, sizing_mode="stretch_width"),
+                           latency_figure, sizing_mode="stretch_width")
 
     # -- refreshing ---------------------------------------------------------------------------------
     def update(self) -> None:
@@ -180,10 +205,14 @@ class Page:
                 watchers["lag_seconds"].append(round(w["lag_seconds"], 1))
                 watchers["pending"].append(w.get("pending", 0))
                 watchers["running"].append(w.get("running", 0))
-        self.jobs.data, self.errors.data, self.watchers.data = jobs, errors, watchers
-        self.indexes.data = self._index_rows(master.get("indexes") or [], now)
-        self.lag_lines.data = self._line_data(self.history.lag)
-        self.latency_lines.data = self._line_data(self.history.latency)
+        from distributed.dashboard.utils import update  # as Dask's pages do: in place, unless unchanged
+
+        self.jobs.show(jobs)
+        self.errors.show(errors)
+        self.watchers.show(watchers)
+        self.indexes.show(self._index_rows(master.get("indexes") or [], now))
+        update(self.lag_lines, self._line_data(self.history.lag))
+        update(self.latency_lines, self._line_data(self.history.latency))
 
     def _header(self, master: dict, queue: dict, workers: int, now: float) -> str:
         waiting = sum(queue.values())

@@ -241,7 +241,7 @@ def test_the_page_in_a_browser(cluster, ingested):
         # jobs: model and index rows with nothing pending, running or failed
         assert f"{name}.docs model 0 0 {N // BATCH + 1} 0 0" in text
         # the watcher's row: lag 0 documents, 0 s, no jobs pending or running
-        assert f"{name}.docs gate/x 0 0 0 0" in text
+        assert f"{name}.docs gate/x 0 0.0 0 0" in text
         # the lag chart (drawn on a canvas: read its data from the page's Bokeh document) ends at 0
         lines = browser.execute_script(LAG_LINES)
         assert lines[f"{name}.docs gate/x"] == 0, lines

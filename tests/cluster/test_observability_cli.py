@@ -220,7 +220,7 @@ def _browser():
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
-def test_the_page_in_a_browser(cluster, ingested):
+def test_the_page_in_a_browser(cluster, ingested, server_uri):
     name, _ = ingested
     browser = _browser()
     try:
@@ -232,11 +232,11 @@ def test_the_page_in_a_browser(cluster, ingested):
         link[0].click()
         poll(lambda: browser.current_url.endswith("/superduperdb"), WAIT, "the page to open")
 
-        def shown():
+        def shown_with(part: str) -> str | None:
             text = browser.execute_script(PAGE_TEXT)
-            return text if f"{name}.docs idx {N} " in text else None
+            return text if part in text else None
 
-        text = poll(shown, WAIT, "the page to show the index")
+        text = poll(lambda: shown_with(f"{name}.docs idx {N} "), WAIT, "the page to show the index")
         assert "master generation 1" in text
         # jobs: model and index rows with nothing pending, running or failed
         assert f"{name}.docs model 0 0 {N // BATCH + 1} 0 0" in text
@@ -245,6 +245,15 @@ def test_the_page_in_a_browser(cluster, ingested):
         # the lag chart (drawn on a canvas: read its data from the page's Bokeh document) ends at 0
         lines = browser.execute_script(LAG_LINES)
         assert lines[f"{name}.docs gate/x"] == 0, lines
+        # live: a write made while the page is open shows up on it without a reload
+        client = superduperdb.connect(server_uri, cluster=cluster.address)
+        try:
+            xs = np.random.default_rng(1).normal(size=(BATCH, 4)).astype("float32")
+            client[name].docs.insert_many([{"x": x, "i": N + k} for k, x in enumerate(xs)]).jobs.wait(WAIT)
+        finally:
+            client.close()
+        text = poll(lambda: shown_with(f"{name}.docs idx {N + BATCH} "), WAIT, "the page to show the new vectors")
+        assert f"{name}.docs model 0 0 {N // BATCH + 2} 0 0" in text
         if os.environ.get("SUPERDUPERDB_TEST_SCREENSHOT"):
             time.sleep(3)  # let the lag chart draw a few points for the picture (not a synchronisation)
             browser.save_screenshot(os.environ["SUPERDUPERDB_TEST_SCREENSHOT"])

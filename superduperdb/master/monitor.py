@@ -84,6 +84,7 @@ class Monitor:
         self._queries: dict[tuple[str, str, str], list[float]] = {}  # (db.coll, index, plan) -> [count, s]
         self._queries_lock = threading.Lock()
         self._enabled: dict[tuple, tuple[bool, float]] = {}  # per target: (metrics.enabled, metrics.interval)
+        self._contexts: dict[tuple, Context] = {}  # per target: its stores, opened once (config resolved once)
 
     # -- queries --------------------------------------------------------------------------------
     def query(self, target: Target, index: str, plan: str, seconds: float, count: int = 1) -> None:
@@ -102,9 +103,15 @@ class Monitor:
         key = _key(target)
         found = self._enabled.get(key)
         if found is None:
-            cfg = Context(target).config.metrics
+            cfg = self._context(target).config.metrics
             found = self._enabled[key] = (bool(cfg.enabled), float(cfg.interval))
         return found
+
+    def _context(self, target: Target) -> Context:
+        key = _key(target)
+        if key not in self._contexts:
+            self._contexts[key] = Context(target)
+        return self._contexts[key]
 
     # -- the report -------------------------------------------------------------------------------
     def interval(self) -> float:
@@ -138,6 +145,7 @@ class Monitor:
             self._refreshing.release()
 
     def _refresh(self) -> None:
+        start = time.perf_counter()
         sweeps = self._reconciler()
         collections = []
         seen: set[tuple] = set()
@@ -147,7 +155,7 @@ class Monitor:
             seen.add(_key(target))
             name = f"{target.database}.{target.collection}"
             try:
-                entry = collection_report(Context(target).db, target.collection)
+                entry = collection_report(self._context(target).db, target.collection)
             except Exception as exc:  # noqa: BLE001 - the database away: say so, report the rest
                 entry = {"database": target.database, "collection": target.collection,
                          "error": f"{type(exc).__name__}: {exc}"}
@@ -157,7 +165,8 @@ class Monitor:
         with self._queries_lock:
             queries = {k: list(v) for k, v in self._queries.items()}
         indexes = [self._index(s, queries, now) for s in self._indexes()]
-        self._report = {"at": now, **self._info(), "collections": collections, "indexes": indexes}
+        self._report = {"at": now, **self._info(), "collections": collections, "indexes": indexes,
+                        "refresh_s": time.perf_counter() - start, "interval_s": self._interval}
         self._interval = self.interval()
 
     @staticmethod

@@ -506,7 +506,8 @@ def metrics_round(args: argparse.Namespace, work: Workload, enabled: bool) -> di
 def _metrics_work(dask_scheduler: Any = None) -> dict:
     """On the scheduler: the master's last report refresh (seconds, and its share of its interval) and
     the time the scheduler takes to turn a report into its gauges."""
-    from superduperdb.cluster.observe import cluster_report, samples
+    from superduperdb.cluster.observe import samples
+    from superduperdb.tasks.report import cluster_report
 
     t0 = time.perf_counter()
     report = cluster_report(dask_scheduler)

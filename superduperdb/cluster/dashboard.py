@@ -3,7 +3,7 @@
 Added by :func:`add_page` when the scheduler runs the preload and serves its
 dashboard (bokeh installed: ``pip install 'superduperdb[dashboard]'``); a
 link to it joins the navigation bar of every Dask page. It shows, refreshed
-every second from what the scheduler knows (:func:`.observe.cluster_report`):
+every second from what the scheduler knows (:func:`superduperdb.tasks.report.cluster_report`):
 
 * the master (worker, generation, age of its report) and the job queue;
 * jobs by collection and kind: pending, running, success, failed, cancelled;
@@ -40,7 +40,7 @@ REFRESH_MS = 1000
 def add_page(scheduler: Any, report: Callable[[Any], dict], history: Any) -> bool:
     """Serve the page on the scheduler's dashboard and link it from Dask's navigation bar.
 
-    ``report(scheduler)`` is what the page shows (:func:`.observe.cluster_report`), ``history``
+    ``report(scheduler)`` is what the page shows (:func:`superduperdb.tasks.report.cluster_report`), ``history``
     the lines it draws (:class:`.observe.History`).
 
     Returns False (and adds nothing) when the scheduler serves no dashboard

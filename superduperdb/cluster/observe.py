@@ -16,8 +16,9 @@ What the scheduler knows:
   ``superduperdb-<kind>-<job id>``) not yet finished, counted from Dask's
   task prefixes (no scan of the tasks).
 
-:func:`cluster_report` puts both together (``superduperdb status`` runs it on
-the scheduler); :func:`samples` turns it into the gauges of
+:func:`superduperdb.tasks.report.cluster_report` puts both together
+(``superduperdb status`` runs it on the scheduler, so it lives with the other
+code that runs on the cluster); :func:`samples` turns it into the gauges of
 :mod:`superduperdb.metrics.definitions` served by the scheduler, evaluated at
 each scrape; :mod:`.dashboard` draws it at ``/superduperdb``.
 """
@@ -25,55 +26,19 @@ each scrape; :mod:`.dashboard` draws it at ``/superduperdb``.
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from typing import Any
 
 from .. import metrics
-from ..master.monitor import HEARTBEAT_KEY
 from ..metrics import Sample
 from ..store import records
+from ..tasks.report import cluster_report
 
 logger = logging.getLogger(__name__)
 
-KEY_PREFIX = "superduperdb-"
-NOT_FINISHED = ("waiting", "queued", "no-worker", "processing")
 STATUSES = (records.PENDING, records.RUNNING, records.SUCCESS, records.FAILED, records.CANCELLED)
-NOT_JOBS = ("master", "sweep")  # task prefixes that are not job kinds
 SAMPLE_MS = 1000  # the history's sampling period
 HISTORY = 600  # samples kept per line: ten minutes
-
-
-def master_report(scheduler: Any) -> dict | None:
-    """The newest report a master sent with its worker's heartbeats (None: no master reports)."""
-    newest = None
-    for ws in list(scheduler.workers.values()):
-        report = (ws.metrics or {}).get(HEARTBEAT_KEY)
-        if report and (newest is None or report.get("at", 0) > newest.get("at", 0)):
-            newest = {**report, "worker": ws.address}
-    return newest
-
-
-def queue_depth(scheduler: Any) -> dict[str, int]:
-    """``{kind: tasks not finished}`` of superduperdb jobs on this scheduler."""
-    out: dict[str, int] = {}
-    for name, prefix in list(scheduler.task_prefixes.items()):
-        if name.startswith(KEY_PREFIX):
-            kind = name[len(KEY_PREFIX):]
-            if kind not in NOT_JOBS and "-" not in kind:
-                out[kind] = sum(prefix.states.get(state, 0) for state in NOT_FINISHED)
-    return out
-
-
-def cluster_report(dask_scheduler: Any = None) -> dict:
-    """The master's report, the queue and the workers, as the scheduler sees them now.
-
-    Runs on the scheduler (``client.run_on_scheduler(cluster_report)``).
-    """
-    if dask_scheduler is None:
-        raise ValueError("cluster_report runs on the scheduler: client.run_on_scheduler(cluster_report)")
-    return {"at": time.time(), "master": master_report(dask_scheduler), "queue": queue_depth(dask_scheduler),
-            "workers": len(dask_scheduler.workers)}
 
 
 def samples(report: dict) -> list[Sample]:

@@ -26,8 +26,9 @@ from ..config import redact
 from ..errors import SemanticIndexError
 from ..index.env import configure_numba_env
 from ..store.context import Context, Target, worker_dask_client
-from ..store.layout import MISSING, fingerprint_path, get_path, output_path
+from ..store.layout import MISSING, get_path
 from ..store.measures import load_measure
+from ..store.semantic_indexes import IndexView
 from ..types import npy
 from . import snapshots
 from .monitor import Monitor, attach_to_worker, plan_of
@@ -43,24 +44,25 @@ WARM_UP_GRACE = 1.0
 
 
 def index_key(target: Target, row: dict) -> str:
-    return f"{target.uri}|{target.database}|{target.collection}|{row['name']}|{row['uid']}"
-
-
-def indexed_path(row: dict) -> str:
-    """Where the indexed outputs of semantic index ``row`` are stored."""
-    return output_path(row["keys"][0], row["models"][0])
+    """``uri|database|collection|name|uid``: one loaded index (a re-created index has a new uid)."""
+    return f"{target.key}|{row['name']}|{row['uid']}"
 
 
 class _Loaded:
-    """One index in memory, with the fingerprint of each vector (what its output was computed from)."""
+    """One index in memory, with the fingerprint of each vector (what its output was computed from).
 
-    def __init__(self, target: Target, row: dict, index: Any, seconds: float, fingerprints: dict,
+    It holds the one :class:`Context` of its collection (its database handle and
+    resolved config), opened when the index loads and used by every call on it.
+    """
+
+    def __init__(self, ctx: Context, row: dict, index: Any, seconds: float, fingerprints: dict,
                  source: str = "database") -> None:
-        self.target, self.row, self.index, self.load_seconds = target, row, index, seconds
+        self.ctx, self.target, self.row, self.index, self.load_seconds = ctx, ctx.target, row, index, seconds
+        self.view = IndexView.of(row)
         self.fingerprints = fingerprints
         self.source = source  # "database" or "snapshot"
         self.catch_up: dict | None = None  # what loading from a snapshot re-read
-        cfg = Context(target).config.master
+        cfg = ctx.config.master
         self.snapshot_interval = float(cfg.snapshot_interval)
         self.snapshot_changes = int(cfg.snapshot_changes)
         self.changes = 0  # vectors upserted or removed since the last snapshot (under the fingerprints lock)
@@ -102,7 +104,7 @@ class Master:
         self._snapshotter = snapshots.Snapshotter(
             self._due_snapshots, self._save_snapshot,
             gone=lambda: dask_client is not None and dask_client.status in ("closing", "closed"))
-        self._monitor = Monitor(self._targets, self.stats, self.reconciler, self.info)
+        self._monitor = Monitor(self._targets, self.stats, self.reconciler, self.info, held=self._held_contexts)
         attach_to_worker(self._monitor)  # the report travels with the worker's heartbeats (see .monitor)
 
     def _start_warm_up(self) -> None:
@@ -139,9 +141,10 @@ class Master:
     # -- loading ----------------------------------------------------------------------
     def _read(self, ctx: Context, row: dict, query: dict) -> tuple[list, list, list]:
         """``(ids, vectors, fingerprints)`` of the documents matching ``query`` that have an indexed output."""
-        path, fp_path = indexed_path(row), fingerprint_path(row["keys"][0], row["models"][0])
+        view = IndexView.of(row)
+        path, fp_path = view.path, view.fingerprint_path
         ids, vectors, fps = [], [], []
-        cursor = ctx.collection.find({"$and": [query, {path: {"$exists": True}}]}, {path: 1, fp_path: 1})
+        cursor = ctx.collection.find({"$and": [query, view.has_output]}, {path: 1, fp_path: 1})
         for doc in cursor.batch_size(LOAD_CHUNK):
             value = get_path(doc, path)
             ids.append(doc["_id"])
@@ -188,7 +191,7 @@ class Master:
         seconds = time.perf_counter() - start
         logger.info("loaded index %r of %s.%s: %d vectors in %.2f s", row["name"], target.database,
                     target.collection, len(ids), seconds)
-        return _Loaded(target, row, index, seconds, dict(zip(ids, fps)))
+        return _Loaded(ctx, row, index, seconds, dict(zip(ids, fps)))
 
     def _load_snapshot(self, ctx: Context, row: dict) -> _Loaded | None:
         """The index from its latest snapshot, caught up with the documents (None: no usable snapshot)."""
@@ -211,10 +214,10 @@ class Master:
             threading.Thread(target=self._attach_graph_when_idle, args=(index, row["name"]),
                              name="superduperdb-attach-graph", daemon=True).start()
         restored = time.perf_counter() - start
-        loaded = _Loaded(ctx.target, row, index, restored, payload["fingerprints"], source="snapshot")
+        loaded = _Loaded(ctx, row, index, restored, payload["fingerprints"], source="snapshot")
         loaded.taken_at = payload["taken_at"]
         ids, fps = self._read_fingerprints(ctx, row)
-        changed = self._sync(loaded, ctx, ids, fps, None)
+        changed = self._sync(loaded, ids, fps, None)
         loaded.catch_up = {"upserted": changed["upserted"], "removed": changed["removed"],
                            "snapshot_age_s": time.time() - payload["taken_at"], "restore_s": restored,
                            "seconds": time.perf_counter() - start - restored}
@@ -226,9 +229,10 @@ class Master:
 
     def _read_fingerprints(self, ctx: Context, row: dict) -> tuple[list, list]:
         """``(ids, fingerprints)`` of every document with an indexed output (no vectors read)."""
-        path, fp_path = indexed_path(row), fingerprint_path(row["keys"][0], row["models"][0])
+        view = IndexView.of(row)
+        fp_path = view.fingerprint_path
         ids, fps = [], []
-        for doc in ctx.collection.find({path: {"$exists": True}}, {fp_path: 1}).batch_size(LOAD_CHUNK):
+        for doc in ctx.collection.find(view.has_output, {fp_path: 1}).batch_size(LOAD_CHUNK):
             ids.append(doc["_id"])
             fp = get_path(doc, fp_path)
             fps.append(None if fp is MISSING else fp)
@@ -262,7 +266,7 @@ class Master:
                 fingerprints, changes = dict(loaded.fingerprints), loaded.changes
             data = snapshots.dumps(loaded.index, fingerprints, loaded.row)
             size = len(loaded.index)
-            snapshots.save(Context(loaded.target).artifacts, loaded.row, data, size=size)
+            snapshots.save(loaded.ctx.artifacts, loaded.row, data, size=size)
             with self._fingerprints_lock:
                 loaded.changes -= changes
             loaded.snapshot_due = False
@@ -287,10 +291,10 @@ class Master:
 
     def refresh(self, target: Target, row: dict, ids: list) -> dict:
         """Re-read ``ids``: upsert those with outputs, remove the others."""
-        return self._refresh(self._get(target, row), Context(target), ids)
+        return self._refresh(self._get(target, row), ids)
 
-    def _refresh(self, loaded: _Loaded, ctx: Context, ids: list) -> dict:
-        found, vectors, fps = self._read(ctx, loaded.row, {"_id": {"$in": list(ids)}})
+    def _refresh(self, loaded: _Loaded, ids: list) -> dict:
+        found, vectors, fps = self._read(loaded.ctx, loaded.row, {"_id": {"$in": list(ids)}})
         if found:
             loaded.index.add(found, vectors)
         present = set(found)
@@ -311,16 +315,16 @@ class Master:
         the caller looked at those documents only). Returns the counts and the
         ids that changed.
         """
-        return self._sync(self._get(target, row), Context(target), ids, fingerprints, within)
+        return self._sync(self._get(target, row), ids, fingerprints, within)
 
-    def _sync(self, loaded: _Loaded, ctx: Context, ids: list, fingerprints: list, within: list | None) -> dict:
+    def _sync(self, loaded: _Loaded, ids: list, fingerprints: list, within: list | None) -> dict:
         wanted = dict(zip(ids, fingerprints))
         with self._fingerprints_lock:
             held = loaded.fingerprints
             stale = [i for i, fp in wanted.items() if i not in held or held[i] != fp or fp is None]
             scope = held.keys() if within is None else (set(within) & held.keys())
             gone = [i for i in scope if i not in wanted]
-        changed = self._refresh(loaded, ctx, stale + gone) if stale or gone else {"upserted": 0, "removed": 0}
+        changed = self._refresh(loaded, stale + gone) if stale or gone else {"upserted": 0, "removed": 0}
         return {**changed, "changed": stale + gone}
 
     def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None) -> tuple[list, list]:
@@ -394,13 +398,18 @@ class Master:
             held = [loaded.target for loaded in self._indexes.values()]
         return watched + held
 
+    def _held_contexts(self) -> dict[str, Context]:
+        """``{target.key: Context}`` of the loaded indexes' collections (the monitor reads through these)."""
+        with self._lock:
+            return {loaded.target.key: loaded.ctx for loaded in self._indexes.values()}
+
     def drop(self, target: Target, row: dict, forget: bool = False) -> bool:
         """Forget the index in memory (``forget``: its snapshots too). Whether it was loaded."""
         with self._lock:
-            dropped = self._indexes.pop(index_key(target, row), None) is not None
+            loaded = self._indexes.pop(index_key(target, row), None)
         if forget:
-            snapshots.delete(Context(target).artifacts, row)
-        return dropped
+            snapshots.delete((loaded.ctx if loaded is not None else Context(target)).artifacts, row)
+        return loaded is not None
 
     def rebuild(self, target: Target, row: dict, wait: bool = True, timeout: float = 600.0) -> dict:
         """Build the graph now (``wait``: until it is swapped in)."""

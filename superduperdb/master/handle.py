@@ -134,11 +134,12 @@ class MasterHandle:
                     return actor, generation  # another client replaced it first: use that one
             except KeyError:
                 generation = 0
+            from ..store.dispatch import submit
             from .actor import Master
 
             generation += 1
             worker = self._pick_worker()
-            future = client.submit(Master, self.warm_up, self.sweep, generation, actor=True, workers=[worker],
+            future = submit(client, Master, self.warm_up, self.sweep, generation, actor=True, workers=[worker],
                                    allow_other_workers=False, key=f"superduperdb-master-{uuid.uuid4().hex}", pure=False)
             with client.as_current():
                 actor = future.result(timeout=self.timeout)
@@ -199,7 +200,7 @@ class MasterHandle:
 
     def watch(self, target: Target) -> None:
         """Have the master's reconciler sweep this collection (every ``reconcile.interval`` seconds)."""
-        key = f"{target.uri}|{target.database}|{target.collection}"
+        key = target.key
         if self.dask_client is not None and self._actor is None:
             self._switch()  # a switch to a new master re-sends what was watched before
         if key not in self._watched:
@@ -291,6 +292,32 @@ class MasterHandle:
         if isinstance(exc, TimeoutError):
             return self._actor is None or self._actor._address not in self.dask_client.nthreads()
         return _is_lost(exc)
+
+    def describe(self) -> dict:
+        """The published master, never created here (``superduperdb info``).
+
+        ``{'state': 'running', 'worker', 'generation', 'started_at', 'indexes', 'reconciler'}``,
+        or a ``state`` saying it is not started, lost (re-created on next use) or unknown.
+        """
+        if self.dask_client is None:
+            return {"state": "inline (in the client's process)"}
+        try:
+            actor, generation = self._published()
+        except KeyError:
+            return {"state": "not started (created when a semantic index is first used)"}
+        except Exception as exc:
+            return {"state": f"unknown ({type(exc).__name__}: {exc})"}
+        master: dict = {"worker": getattr(actor, "_address", None)}
+        try:
+            with self.dask_client.as_current():
+                started = actor.ping().result(timeout=self.timeout)
+                stats = actor.stats().result(timeout=self.timeout)
+                reconciler = actor.reconciler().result(timeout=self.timeout)
+        except Exception as exc:
+            master["state"] = f"lost ({type(exc).__name__}: {exc}); re-created on the next search or index job"
+            return master
+        return {**master, "state": "running", "generation": generation, "started_at": float(started),
+                "indexes": [dict(s) for s in stats], "reconciler": dict(reconciler)}
 
     def worker(self) -> str | None:
         """Address of the worker holding the master (None when inline)."""

@@ -56,10 +56,6 @@ def plan_of(index: Any, candidates: list | None) -> str:
     return "filtered-graph" if graph and len(candidates) > index.exact_threshold else "filtered-exact"
 
 
-def _key(target: Target) -> tuple[str, str, str]:
-    return target.uri, target.database, target.collection
-
-
 class Monitor:
     """Builds and caches the master's report (see the module docstring).
 
@@ -73,18 +69,22 @@ class Monitor:
         ``reconciler() -> {"db.coll": last pass}`` (``Master.reconciler``).
     info : callable
         ``info() -> {"generation", "started_at"}``.
+    held : callable, optional
+        ``held() -> {target.key: Context}``: the contexts the master already holds (one per loaded
+        index), used instead of opening another for the same collection.
     """
 
-    def __init__(self, targets: Any, indexes: Any, reconciler: Any, info: Any) -> None:
+    def __init__(self, targets: Any, indexes: Any, reconciler: Any, info: Any, held: Any = None) -> None:
         self._targets, self._indexes, self._reconciler, self._info = targets, indexes, reconciler, info
+        self._held = held if held is not None else dict
         self._report: dict = {}
         self._refreshed = float("-inf")
         self._interval = DEFAULT_INTERVAL  # of the last refresh: payload() must not look at the targets
         self._refreshing = threading.Lock()
         self._queries: dict[tuple[str, str, str], list[float]] = {}  # (db.coll, index, plan) -> [count, s]
         self._queries_lock = threading.Lock()
-        self._enabled: dict[tuple, tuple[bool, float]] = {}  # per target: (metrics.enabled, metrics.interval)
-        self._contexts: dict[tuple, Context] = {}  # per target: its stores, opened once (config resolved once)
+        self._enabled: dict[str, tuple[bool, float]] = {}  # per target.key: (metrics.enabled, metrics.interval)
+        self._contexts: dict[str, Context] = {}  # per target.key: its stores, opened once (config resolved once)
 
     # -- queries --------------------------------------------------------------------------------
     def query(self, target: Target, index: str, plan: str, seconds: float, count: int = 1) -> None:
@@ -100,7 +100,7 @@ class Monitor:
         metrics.observe_query(target.database, target.collection, index, plan, seconds, count)
 
     def _config(self, target: Target) -> tuple[bool, float]:
-        key = _key(target)
+        key = target.key
         found = self._enabled.get(key)
         if found is None:
             cfg = self._context(target).config.metrics
@@ -108,9 +108,10 @@ class Monitor:
         return found
 
     def _context(self, target: Target) -> Context:
-        key = _key(target)
+        """The collection's stores: the master's own Context of an index of it, else one opened here, once."""
+        key = target.key
         if key not in self._contexts:
-            self._contexts[key] = Context(target)
+            self._contexts[key] = self._held().get(key) or Context(target)
         return self._contexts[key]
 
     # -- the report -------------------------------------------------------------------------------
@@ -148,11 +149,11 @@ class Monitor:
         start = time.perf_counter()
         sweeps = self._reconciler()
         collections = []
-        seen: set[tuple] = set()
+        seen: set[str] = set()
         for target in self._targets():
-            if _key(target) in seen or not self._config(target)[0]:
+            if target.key in seen or not self._config(target)[0]:
                 continue
-            seen.add(_key(target))
+            seen.add(target.key)
             name = f"{target.database}.{target.collection}"
             try:
                 entry = collection_report(self._context(target).db, target.collection)

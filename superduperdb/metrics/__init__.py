@@ -18,6 +18,9 @@ server's:
 ``import superduperdb``; without it installed, every call here does nothing.
 Every name is defined once, in :mod:`.definitions`.
 
+Floor: a leaf (with ``errors``, ``config``, ``version``): the standard library and, lazily,
+``prometheus_client`` only; imports no other part of the package.
+
 Examples
 --------
 >>> from superduperdb import metrics

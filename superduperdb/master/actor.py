@@ -31,6 +31,7 @@ from ..store.measures import load_measure
 from ..store.semantic_indexes import IndexView
 from ..types import npy
 from . import snapshots
+from .monitor import Monitor, attach_to_worker, plan_of
 from .sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class _Loaded:
         self.snapshot_due = source == "database"  # loaded the slow way: save one soon
         self.snapshot_attempt = time.monotonic()
         self.last_snapshot: dict | None = None
+        self.taken_at: float | None = None  # when the snapshot the index holds was taken (loaded or saved)
         self.saving = threading.Lock()
 
 
@@ -106,6 +108,8 @@ class Master:
         self._snapshotter = snapshots.Snapshotter(
             self._due_snapshots, self._save_snapshot,
             gone=lambda: dask_client is not None and dask_client.status in ("closing", "closed"))
+        self._monitor = Monitor(self._targets, self.stats, self.reconciler, self.info, held=self._held_contexts)
+        attach_to_worker(self._monitor)  # the report travels with the worker's heartbeats (see .monitor)
 
     def _start_warm_up(self) -> None:
         with self._lock:
@@ -220,6 +224,7 @@ class Master:
                              name="superduperdb-attach-graph", daemon=True).start()
         restored = time.perf_counter() - start
         loaded = _Loaded(ctx, row, index, restored, payload["fingerprints"], source="snapshot")
+        loaded.taken_at = payload["taken_at"]
         ids, fps = self._read_fingerprints(ctx, row)
         changed = self._sync(loaded, ids, fps, None)
         loaded.catch_up = {"upserted": changed["upserted"], "removed": changed["removed"],
@@ -274,6 +279,7 @@ class Master:
             with self._fingerprints_lock:
                 loaded.changes -= changes
             loaded.snapshot_due = False
+            loaded.taken_at = time.time()
             loaded.last_snapshot = {"at": time.time(), "vectors": size, "bytes": len(data),
                                     "seconds": time.perf_counter() - start}
             logger.info("saved a snapshot of index %r: %d vectors, %.1f MB in %.2f s", loaded.row["name"], size,
@@ -334,7 +340,9 @@ class Master:
     def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None) -> tuple[list, list]:
         """The ``n`` nearest ids (restricted to ``candidates`` if given) and their scores."""
         loaded = self._get(target, row)
+        plan, start = plan_of(loaded.index, candidates), time.perf_counter()
         ids, scores = loaded.index.search(vector, n, candidates=candidates)
+        self._monitor.query(target, row["name"], plan, time.perf_counter() - start)
         return ids, [float(s) for s in scores]
 
     def search_many(self, target: Target, row: dict, vectors: list, n: int,
@@ -343,7 +351,9 @@ class Master:
         loaded = self._get(target, row)
         if not len(vectors):
             return []
+        plan, start = plan_of(loaded.index, candidates), time.perf_counter()
         found = loaded.index.search_batch(vectors, n, candidates=candidates)
+        self._monitor.query(target, row["name"], plan, time.perf_counter() - start, len(vectors))
         return [(ids, [float(s) for s in scores]) for ids, scores in found]
 
     def vector_of(self, target: Target, row: dict, id: Any) -> Any:
@@ -386,6 +396,23 @@ class Master:
         """The sweeper's watched collections and their last passes (empty without a sweeper)."""
         return self._sweeper.stats() if self._sweeper is not None else {}
 
+    def report(self) -> dict:
+        """A fresh report on the watched collections' jobs and lag, the indexes and the queries
+        (what the master's worker sends the scheduler with its heartbeats; see :mod:`.monitor`)."""
+        return self._monitor.report()
+
+    def _targets(self) -> list[Target]:
+        """The collections this master knows: those its reconciler watches, those of its indexes."""
+        watched = self._sweeper.targets() if self._sweeper is not None else []
+        with self._lock:
+            held = [loaded.target for loaded in self._indexes.values()]
+        return watched + held
+
+    def _held_contexts(self) -> dict[str, Context]:
+        """``{target.key: Context}`` of the loaded indexes' collections (the monitor reads through these)."""
+        with self._lock:
+            return {loaded.target.key: loaded.ctx for loaded in self._indexes.values()}
+
     def drop(self, target: Target, row: dict, forget: bool = False) -> bool:
         """Forget the index in memory (``forget``: its snapshots too). Whether it was loaded."""
         with self._lock:
@@ -410,6 +437,7 @@ class Master:
         return {"index": loaded.row["name"], "collection": f"{t.database}.{t.collection}", "uri": redact(t.uri),
                 "load_seconds": loaded.load_seconds, "source": loaded.source, "catch_up": loaded.catch_up,
                 "snapshot": loaded.last_snapshot, "changes_since_snapshot": loaded.changes,
+                "snapshot_taken_at": loaded.taken_at,
                 "graph_enabled": loaded.index.graph_enabled,
                 "warm": self._warm is None or not self._warm.is_alive(), "jit": self._jit_state(),
                 **loaded.index.stats()}

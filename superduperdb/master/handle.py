@@ -264,6 +264,10 @@ class MasterHandle:
         """Stats of every loaded index."""
         return self._call("stats")
 
+    def report(self) -> dict:
+        """The master's report: jobs and lag of the watched collections, indexes, queries (see ``.monitor``)."""
+        return self._call("report")
+
     # -- calls ------------------------------------------------------------------------------
     def _call(self, method: str, *args: Any) -> Any:
         """Call ``method`` on the master; re-create it once if it was lost."""

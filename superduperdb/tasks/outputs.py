@@ -35,6 +35,7 @@ from bson.binary import Binary
 from ..errors import JobCancelledError
 from ..models.batching import isolate
 from ..store import failures as failure_records
+from ..store import records
 from ..store.bulk import update_each
 from ..store.context import Context, Target
 from ..store.failures import Failure
@@ -316,6 +317,8 @@ def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = 
     view = WatcherView.of(row)
     scope = {"_id": {"$in": list(ids)}} if ids is not None else {}
     total = ctx.collection.count_documents(and_(view.filter, scope)) if ids is None else len(ids)
+    if ids is None and ctx.job_id is not None:
+        records.describe(ctx.jobs, ctx.job_id, documents=total)  # the watcher's lag counts what is left
     progress = Progress(ctx, total, watcher)
     failures = None if row.get("on_error") == "raise" else FailureLog(ctx, view, model_row)
     read, computed = compute(ctx, view, model, model_row, model_row.get("version"), and_(view.filter, scope),

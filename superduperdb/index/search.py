@@ -54,20 +54,28 @@ def _top(rows: np.ndarray, part: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     return rows[idx[keep]], vals[keep]
 
 
-def exact_range(view: View, q: np.ndarray, k: int, start: int, stop: int):
+def _count(tally: list | None, scored: int) -> None:
+    """Add ``scored`` to ``tally[0]`` (how many vectors a query scored: ``explain()``'s ``candidates``)."""
+    if tally is not None:
+        tally[0] += int(scored)
+
+
+def exact_range(view: View, q: np.ndarray, k: int, start: int, stop: int, tally: list | None = None):
     """Exact top ``k`` live rows in ``[start, stop)`` (a contiguous slice, no gather)."""
     if stop <= start:
         return _EMPTY
+    _count(tally, stop - start)
     part = partial_scores(q[None, :], view.vectors[start:stop], view.measure, view.sq[start:stop])[0]
     part[~view.alive[start:stop]] = -np.inf
     return _top(np.arange(start, stop, dtype=np.int64), part, k)
 
 
-def exact_rows(view: View, q: np.ndarray, k: int, rows: np.ndarray):
+def exact_rows(view: View, q: np.ndarray, k: int, rows: np.ndarray, tally: list | None = None):
     """Exact top ``k`` of the given rows (dead rows dropped)."""
     rows = rows[view.alive[rows]]
     if len(rows) == 0:
         return _EMPTY
+    _count(tally, len(rows))
     part = partial_scores(q[None, :], view.vectors[rows], view.measure, view.sq[rows])[0]
     return _top(rows, part, k)
 
@@ -84,7 +92,8 @@ def merge(k: int, *parts) -> tuple[np.ndarray, np.ndarray]:
     return _top(rows, part, k)
 
 
-def _graph_filtered(view: View, q_raw: np.ndarray, q: np.ndarray, k: int, accept: np.ndarray | None, n_accept: int):
+def _graph_filtered(view: View, q_raw: np.ndarray, q: np.ndarray, k: int, accept: np.ndarray | None, n_accept: int,
+                    tally: list | None = None):
     """ANN over the graph, keeping rows where ``accept`` (else alive) holds.
 
     Over-fetches by the expected acceptance rate, doubling the fetch until
@@ -101,6 +110,7 @@ def _graph_filtered(view: View, q_raw: np.ndarray, q: np.ndarray, k: int, accept
     if fetch <= cap:
         while True:
             rows = view.graph.query(q_raw, fetch, view.epsilon)
+            _count(tally, len(rows))
             rows = rows[mask[rows]]
             if len(rows) >= need:
                 part = partial_scores(q[None, :], view.vectors[rows], view.measure, view.sq[rows])[0]
@@ -108,20 +118,22 @@ def _graph_filtered(view: View, q_raw: np.ndarray, q: np.ndarray, k: int, accept
             if fetch >= cap:
                 break
             fetch = min(2 * fetch, cap)
-    return exact_rows(view, q, k, np.flatnonzero(mask[:gn]))
+    return exact_rows(view, q, k, np.flatnonzero(mask[:gn]), tally)
 
 
-def search_all(view: View, q_raw: np.ndarray, q: np.ndarray, k: int, exact_threshold: int):
+def search_all(view: View, q_raw: np.ndarray, q: np.ndarray, k: int, exact_threshold: int,
+               tally: list | None = None):
     """Top ``k`` over every live row: graph + exact tail, or exact when small."""
     if view.graph is None or view.live <= exact_threshold:
-        return exact_range(view, q, k, 0, view.n)
-    tail = exact_range(view, q, k, view.graph_n, view.n)
-    head = _graph_filtered(view, q_raw, q, k, None, view.graph_n - view.graph_dead)
+        return exact_range(view, q, k, 0, view.n, tally)
+    tail = exact_range(view, q, k, view.graph_n, view.n, tally)
+    head = _graph_filtered(view, q_raw, q, k, None, view.graph_n - view.graph_dead, tally)
     return merge(k, head, tail)
 
 
 def search_candidates(
-    view: View, q_raw: np.ndarray, q: np.ndarray, k: int, rows: np.ndarray, exact_threshold: int
+    view: View, q_raw: np.ndarray, q: np.ndarray, k: int, rows: np.ndarray, exact_threshold: int,
+    tally: list | None = None,
 ):
     """Top ``k`` among candidate rows (sorted, unique).
 
@@ -132,10 +144,10 @@ def search_candidates(
     if len(rows) == 0:
         return _EMPTY
     if view.graph is None or len(rows) <= exact_threshold or view.live <= exact_threshold:
-        return exact_rows(view, q, k, rows)
+        return exact_rows(view, q, k, rows, tally)
     split = int(np.searchsorted(rows, view.graph_n))
     head_rows, tail_rows = rows[:split], rows[split:]
-    tail = exact_rows(view, q, k, tail_rows)
+    tail = exact_rows(view, q, k, tail_rows, tally)
     accept = np.zeros(view.graph_n, dtype=bool)
     accept[head_rows] = True
     accept &= view.alive[: view.graph_n]
@@ -143,5 +155,5 @@ def search_candidates(
     if n_accept == 0:
         return tail
     # Too selective for the graph: _graph_filtered goes straight to exact.
-    head = _graph_filtered(view, q_raw, q, k, accept, n_accept)
+    head = _graph_filtered(view, q_raw, q, k, accept, n_accept, tally)
     return merge(k, head, tail)

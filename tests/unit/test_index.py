@@ -243,7 +243,7 @@ def test_dim_fixed_and_repr():
         "building": False, "builds": 0,
     }  # fmt: skip
     assert repr(index) == (
-        "VectorIndex(measure='dot', dim=3, size=1, graph_size=0, tail=1, deleted=0, building=False)"
+        "VectorIndex(measure='dot', dim=3, size=1, graph_size=0, tail=1, deleted=0, segments=0, building=False)"
     )
 
 
@@ -312,7 +312,9 @@ def test_background_rebuild_swap_handles_concurrent_writes(fake_graph):
     assert index.wait_until_built(timeout=WAIT)
     s = index.stats()
     assert (s["builds"], s["graph_size"], s["size"], s["building"]) == (1, 2000, len(ref), False)
-    assert s["deleted"] == 450 and s["tail"] == 500  # 450 removed or replaced; 500 appended, 50 of them compacted
+    # the build put its graph onto the sealed rows as they were; the 550 rows appended meanwhile
+    # (50 of them removed since) wait in the growing segment: 450 + 50 dead rows
+    assert s["deleted"] == 500 and s["tail"] == 550 and s["growing"] == 550
     assert sorted(index.ids()) == sorted(ref)
     for i in (5, 420, 2420, 2470, 1999):
         got = index.get(i)
@@ -603,3 +605,51 @@ def test_custom_measure_errors_are_clear():
     index.add(["a"], np.eye(1))
     with pytest.raises(SemanticIndexError, match="boom"):
         index.search([1], 1)
+
+
+# ---------------------------------------------------------------- segments (fake graph, fast)
+@pytest.mark.parametrize("background", [False, True])
+def test_segments_seal_merge_and_compact_under_writes_stay_exact(fake_graph, background):
+    """Random upserts and removes across many seals, merges and compactions: every answer (with and
+    without candidates) equals brute force over what was written, and the segments stay few."""
+    rng = np.random.default_rng(12)
+    index = VectorIndex(measure="l2", exact_threshold=100, rebuild_tail=150, max_segments=4, merge_factor=3,
+                        rebuild_deleted_fraction=0.3, background=background)
+    ref: dict = {}
+    Q = rng.standard_normal((4, 6)).astype(np.float32)
+    for step in range(30):
+        ids = rng.integers(0, 3000, 120).tolist()
+        X = rng.standard_normal((len(ids), 6)).astype(np.float32)
+        index.add(ids, X)
+        ref.update({i: X[j] for j, i in enumerate(ids)})  # the last occurrence of a repeated id wins
+        gone = rng.integers(0, 3000, 40).tolist()
+        index.remove(gone)
+        for i in gone:
+            ref.pop(i, None)
+        if step % 10 == 9:
+            check_exact(index, ref, Q, "l2")
+            check_exact(index, ref, Q, "l2", candidates=rng.choice(3000, 400, replace=False).tolist())
+    assert index.wait_until_built(WAIT)
+    check_exact(index, ref, Q, "l2")
+    s = index.stats()
+    assert s["size"] == len(ref) and s["builds"] >= 5 and len(s["segments"]) <= 4 + 1, s
+    assert sorted(index.ids()) == sorted(ref)
+    state = pickle.loads(pickle.dumps(index.export_state()))
+    restored = VectorIndex(measure="l2", exact_threshold=100, rebuild_tail=150, background=False)
+    assert restored.restore_state(state) == len(ref)
+    assert len(restored.stats()["segments"]) == len(s["segments"])
+    check_exact(restored, ref, Q, "l2")
+
+
+def test_search_info_says_plan_and_candidates(fake_graph):
+    X = np.random.default_rng(13).standard_normal((600, 4)).astype(np.float32)
+    index = VectorIndex(measure="dot", exact_threshold=100, rebuild_tail=10**9, background=False)
+    index.add(list(range(600)), X)
+    info: dict = {}
+    index.search(X[0], 5, info=info)
+    assert info == {"plan": "exact", "candidates": 600, "segments": 1}
+    assert index.rebuild(timeout=WAIT)
+    index.search(X[0], 5, info=info)
+    assert info["plan"] == "graph" and 0 < info["candidates"] <= 600
+    index.search(X[0], 5, candidates=list(range(50)), info=info)
+    assert info == {"plan": "exact", "candidates": 50, "segments": 2}

@@ -59,7 +59,7 @@ class PersistMixin:
             captured = [(s, s.n, s.alive[:s.n].copy(), s.graph if s.graph is not None else s.pending,
                          s is self._growing) for s in self._segments()]
         segments = []
-        for seg, n, _, graph, growing in captured:  # rows < n are immutable: gathered outside the lock
+        for _seg, n, _, graph, growing in captured:  # rows < n are immutable: gathered outside the lock
             if graph is not None and not isinstance(graph, bytes):
                 graph = pickle.dumps(graph, protocol=pickle.HIGHEST_PROTOCOL)
             segments.append({"n": n, "graph": graph, "growing": growing})

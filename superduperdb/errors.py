@@ -281,6 +281,17 @@ class MasterUnavailableError(SuperDuperError, RuntimeError):
     """The master (vector-search actor) could not be reached or re-created."""
 
 
+class ShardUnavailableError(MasterUnavailableError):
+    """A shard of a semantic index did not answer within ``master.shard_wait`` (``shards``: which).
+
+    ``find(..., allow_partial=True)`` answers from the other shards instead (``explain()["partial"]``).
+    """
+
+
+class ShardFencedError(MasterUnavailableError):
+    """A shard actor was asked about a shard it no longer owns (``shard``); the caller retries with the owner."""
+
+
 class AuthenticationError(SuperDuperError, PermissionError):
     """A server (the model server) refused the credentials (HTTP 401)."""
 

@@ -84,7 +84,9 @@ class Cluster:
                 resources={job_resource: self.config.cluster.threads_per_worker} if job_resource else None,
             )
             logger.info("started a local Dask cluster at %s (processes=%s)", self._local.scheduler_address, self.processes)
-            return distributed.Client(self._local, timeout=timeout, set_as_default=False)
+            client = distributed.Client(self._local, timeout=timeout, set_as_default=False)
+            self._add_master_workers(client)
+            return client
         try:
             return distributed.Client(self.address, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
@@ -93,6 +95,23 @@ class Cluster:
                 "Start one with `dask scheduler` (or `superduperdb local-cluster`), or use cluster='local'.",
                 address=self.address,
             ) from exc
+
+    def _add_master_workers(self, client: Any) -> None:
+        """With ``master.shards > 1``: one more local worker per shard, offering the master resource
+        (``master.resource``), so that each shard has a worker of its own."""
+        import copy
+
+        shards = self.config.master.shards
+        if shards <= 1:
+            return
+        local = self._local
+        for i in range(shards):
+            spec = copy.deepcopy(local.new_spec)
+            spec.setdefault("options", {})["resources"] = {self.config.master.resource: 1}
+            spec["options"]["name"] = f"master-{i}"
+            local.worker_spec[f"master-{i}"] = spec
+        local.sync(local._correct_state)
+        client.wait_for_workers(self.config.cluster.n_workers + shards, timeout=self.config.cluster.timeout)
 
     def job_resources(self) -> dict | None:
         """What an ordinary job requests: ``{cluster.job_resource: 1}`` while some worker offers it, else None."""

@@ -121,6 +121,10 @@ class MasterConfig(_Node):
     warm_up: bool
     snapshot_interval: float = field(metadata={"min": 0})
     snapshot_changes: int = field(metadata={"min": 1})
+    shards: int = field(metadata={"min": 1, "max": 64})
+    shard_wait: float = field(metadata={"min": 0})
+    lease_ttl: float = field(metadata={"min": 1})
+    build_process: bool
 
 
 @_section("types")

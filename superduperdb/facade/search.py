@@ -52,7 +52,8 @@ class SearchMixin:
 
     def search_many(self, likes: list, filter: dict | None = None, *, n: int = 10, projection: Any = None,
                     semantic_index: str | None = None, similar_first: bool = False, raw: bool = False,
-                    features: dict | None = None) -> list[list[dict]]:
+                    features: dict | None = None, allow_partial: bool = False,
+                    explain: dict | None = None) -> list[list[dict]]:
         """``find(filter, like=like, n=n)`` for each of ``likes``, in one round trip to the master.
 
         The query vectors are computed here, the master answers them all in one
@@ -64,8 +65,10 @@ class SearchMixin:
         ----------
         likes : list of dict
             Documents to search with, as for ``find(like=...)``.
-        filter, projection, n, semantic_index, similar_first, raw, features
+        filter, projection, n, semantic_index, similar_first, raw, features, allow_partial
             As in :meth:`find` (the filter applies to every query).
+        explain : dict, optional
+            Filled as ``find(like=...).explain()`` returns it, for the whole batch.
 
         Returns
         -------
@@ -81,7 +84,8 @@ class SearchMixin:
 
         filter = check_filter(filter)
         found, _ = self._services.search.find_like_many(filter, likes, projection=projection, n=n,
-                                                        semantic_index=semantic_index, similar_first=similar_first)
+                                                        semantic_index=semantic_index, similar_first=similar_first,
+                                                        allow_partial=allow_partial, explain=explain)
         transform = self._transform(raw=raw, features=features)
         return [[transform(doc) for doc in docs] for docs in found]
 

@@ -1,24 +1,30 @@
-"""Finding, creating and recovering the master from any client of a cluster.
+"""Finding, creating and recovering the master's shard actors from any client of a cluster.
 
-One master per cluster: the actor is published on the scheduler as the
-dataset ``superduperdb-master`` with its generation number, so every client
-(and every job on a worker) finds the same one. It is pinned to a worker with
-the ``MASTER`` resource (``dask worker --resources MASTER=1``), else to the
-first worker.
+The master is ``master.shards`` actors (default 1), shard ``i`` of each
+semantic index living in actor ``i`` (:mod:`.fanout` routes and fans calls
+out; docs/scaling.md). Each actor is published on the scheduler with its
+generation number (shard 0 as the dataset ``superduperdb-master``, shard ``i``
+as ``superduperdb-master-shard-<i>``), so every client (and every job on a
+worker) finds the same ones. Each is pinned to one worker with
+``workers=[address]`` (``resources=`` does not keep actors apart): the workers
+that offer the ``MASTER`` resource (``dask worker --resources MASTER=1``, else
+every worker), the one holding the fewest other shards first, so shards spread
+over distinct workers. Until a worker has joined, creating one waits for it up
+to ``cluster.timeout``.
 
-If the master's worker dies, the next call replaces it: under a cluster-wide
-``distributed.Lock``, a handle whose generation ``g`` was lost creates
+If a shard's worker dies, the next call replaces it: under a cluster-wide
+``distributed.Lock`` per shard, a handle whose generation ``g`` was lost creates
 generation ``g + 1`` only if ``g`` is still the published one; otherwise
 another client already replaced it, and the handle switches to that one. A
-published master whose worker has left the cluster counts as lost as soon as
-it is found (a job's fresh handle would otherwise call the dead worker and
-wait for Dask's connect timeout, 30 s, before replacing it). So with any
-number of clients there is one master, and every client ends up using it. A
-new master reloads its indexes from MongoDB on first use (the master is a
-cache) and is told again which collections to sweep. A new master loads each
-index from its latest snapshot and catches up with the writes since
-(:mod:`.snapshots`), or from the documents when there is none.
-Inline clients (``cluster=None``) use a master in their own process.
+published actor whose worker has left the cluster counts as lost as soon as it
+is found (a call to the dead worker would wait for Dask's connect timeout, 30 s).
+A new actor loads each index from its shard's latest snapshot and catches up
+with the writes since (:mod:`.snapshots`), or from the documents. Ownership is
+fenced in MongoDB, not on the scheduler (:mod:`.fencing`): the new actor takes
+its shard's lease with the next epoch, and an actor that lost it (presumed
+dead, or no longer published after a scheduler restart) refuses to answer. So
+with any number of clients there is one live owner per shard, and every client
+ends up using it. Inline clients (``cluster=None``) use actors in their own process.
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MasterUnavailableError
+from ..errors import MasterUnavailableError, ShardFencedError, ShardUnavailableError
+from . import fanout
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -43,15 +52,34 @@ FUTURE = "superduperdb-master-future"
 GENERATION = "superduperdb-master-generation"
 _LOCAL: dict[str, Any] = {}
 _LOCAL_LOCK = threading.Lock()
+POLL = 0.2  # seconds between looks for a worker to place a shard on
 
 
-def _local_master(warm_up: bool, sweep: Any) -> Any:
+@dataclass(frozen=True)
+class Names:
+    """The scheduler datasets that publish one shard's actor."""
+
+    dataset: str
+    future: str
+    generation: str
+
+
+def names(shard: int) -> Names:
+    """The datasets of shard ``shard`` (shard 0 keeps the names of the single master)."""
+    if shard == 0:
+        return Names(DATASET, FUTURE, GENERATION)
+    return Names(f"{DATASET}-shard-{shard}", f"{FUTURE}-shard-{shard}", f"{GENERATION}-shard-{shard}")
+
+
+def _local_master(warm_up: bool, sweep: Any, shard: int = 0, shards: int = 1, ttl: float = 15.0) -> Any:
     from .actor import Master
 
     with _LOCAL_LOCK:
-        if "master" not in _LOCAL:
-            _LOCAL["master"] = Master(warm_up=warm_up, sweep=sweep)
-        return _LOCAL["master"]
+        name = "master" if shard == 0 and shards == 1 else f"master-{shard}-of-{shards}"
+        if name not in _LOCAL:
+            _LOCAL[name] = Master(warm_up=warm_up, sweep=sweep if shard == 0 else None, shard=shard, shards=shards,
+                                  lease_ttl=ttl)
+        return _LOCAL[name]
 
 
 def _is_lost(exc: BaseException) -> bool:
@@ -59,149 +87,279 @@ def _is_lost(exc: BaseException) -> bool:
     from distributed.comm.core import CommClosedError
 
     text = str(exc)
-    return isinstance(exc, (CommClosedError, OSError)) or "Actor" in text and ("lost" in text or "not" in text) \
-        or "Worker holding Actor" in text
+    return isinstance(exc, (CommClosedError, OSError, ShardFencedError)) \
+        or "Actor" in text and ("lost" in text or "not" in text) or "Worker holding Actor" in text
+
+
+class _Shard:
+    """What a handle knows of one shard's actor."""
+
+    def __init__(self) -> None:
+        self.actor: Any = None
+        self.generation: int | None = None
+        self.lock = threading.Lock()
 
 
 class MasterHandle:
-    """Client-side access to the master of a cluster.
+    """Client-side access to the master (its shard actors) of a cluster.
 
     Parameters
     ----------
     dask_client : distributed.Client or None
-        None: use an in-process master (inline jobs).
+        None: use in-process actors (inline jobs).
     resource : str
-        Worker resource that marks the master's worker.
+        Worker resource that marks the workers shards may run on.
     timeout : float
-        Seconds to wait for the master's creation and for each call.
+        Seconds to wait for a worker, for an actor's creation and for each call.
     warm_up : bool
-        Whether a new master compiles pynndescent's JIT (once it loads an index).
+        Whether a new actor compiles pynndescent's JIT (once it loads an index).
     sweep : callable, optional
-        The reconcile pass a new master runs periodically for the collections
+        The reconcile pass shard 0 runs periodically for the collections
         it is told to :meth:`watch` (:func:`superduperdb.tasks.reconcile.sweep`).
+    shards : int
+        How many shard actors (``master.shards``).
+    shard_wait : float
+        Seconds a call waits for a lost shard to come back (``master.shard_wait``).
+    lease_ttl : float
+        Seconds a shard's lease stays valid without renewal (``master.lease_ttl``).
     """
 
     def __init__(self, dask_client: Any, *, resource: str = "MASTER", timeout: float = 60.0, warm_up: bool = True,
-                 sweep: Any = None) -> None:
+                 sweep: Any = None, shards: int = 1, shard_wait: float = 60.0, lease_ttl: float = 15.0) -> None:
         self.dask_client = dask_client
         self.resource = resource
         self.timeout = timeout
         self.warm_up = warm_up
         self.sweep = sweep
-        self._actor = None
-        self._generation: int | None = None
+        self.shards = int(shards)
+        self.shard_wait = float(shard_wait)
+        self.lease_ttl = float(lease_ttl)
+        self._shards = [_Shard() for _ in range(self.shards)]
         self._watched: dict[str, Target] = {}
+        self._epochs: dict[tuple[str, int], int] = {}  # highest epoch seen per (collection, shard)
+        self._layouts = fanout.Layouts(self.shards)
+        self._recovering: set[int] = set()
+
+    @classmethod
+    def from_config(cls, dask_client: Any, config: Config, sweep: Any = None) -> MasterHandle:
+        """A handle with the config's master options (``master.*``, ``cluster.timeout``)."""
+        m = config.master
+        return cls(dask_client, resource=m.resource, timeout=config.cluster.timeout, warm_up=m.warm_up, sweep=sweep,
+                   shards=m.shards, shard_wait=m.shard_wait, lease_ttl=m.lease_ttl)
 
     # -- finding and creating ---------------------------------------------------------
-    def _pick_worker(self) -> str:
-        workers = self.dask_client.scheduler_info(n_workers=-1)["workers"]
-        if not workers:
-            raise MasterUnavailableError(
-                "The cluster has no workers to run the master on right now: none has connected yet, or they "
-                "are restarting. Check that the workers are running and can reach the scheduler "
-                "(`superduperdb info` lists them), wait until at least one has reconnected, then retry the call.",
-                reason="no workers")
+    def _pick_worker(self, shard: int) -> str:
+        """A worker for ``shard``: offering the resource, holding the fewest other shards (waits for one)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            workers = self.dask_client.scheduler_info(n_workers=-1)["workers"]
+            if workers:
+                break
+            if time.monotonic() > deadline:
+                raise MasterUnavailableError(
+                    f"The cluster has had no workers to run the master on for {self.timeout:g} s (cluster.timeout): "
+                    "none has connected yet, or they are restarting. Check that the workers are running and can "
+                    "reach the scheduler (`superduperdb info` lists them), then retry the call.",
+                    reason="no workers")
+            time.sleep(POLL)
         marked = sorted(a for a, w in workers.items() if (w.get("resources") or {}).get(self.resource))
-        return (marked or sorted(workers))[0]
+        candidates = marked or sorted(workers)
+        held: dict[str, int] = {}
+        for i, state in enumerate(self._shards):
+            if i != shard and state.actor is not None:
+                held[state.actor._address] = held.get(state.actor._address, 0) + 1
+        return min(candidates, key=lambda a: (held.get(a, 0), candidates.index(a)))
 
-    def _published(self) -> tuple[Any, int]:
-        """The published master and its generation (KeyError: none yet)."""
+    def _published(self, shard: int) -> tuple[Any, int, str | None]:
+        """The published actor of ``shard``, its generation and key (KeyError: none yet)."""
+        n = names(shard)
         # The proxy binds to the current client when it is unpickled: make that ours
         # (clients made with set_as_default=False are not found otherwise).
         with self.dask_client.as_current():
-            actor = self.dask_client.get_dataset(DATASET)
-        return actor, int(self.dask_client.get_dataset(GENERATION, default=1))
+            actor = self.dask_client.get_dataset(n.dataset)
+            future = self.dask_client.get_dataset(n.future, default=None)
+        return actor, int(self.dask_client.get_dataset(n.generation, default=1)), getattr(future, "key", None)
 
-    def _find_or_create(self, lost: int | None = None) -> tuple[Any, int]:
-        """The published master unless it is generation ``lost``; else a new one, created atomically."""
+    def _find_or_create(self, shard: int, lost: int | None = None) -> tuple[Any, int]:
+        """The published actor of ``shard`` unless it is generation ``lost``; else a new one, created atomically."""
         import distributed
 
         client = self.dask_client
         try:
-            actor, generation = self._published()
+            actor, generation, _ = self._published(shard)
             if generation != lost and self._alive(actor):
                 return actor, generation
         except KeyError:
             pass
-        lock = distributed.Lock(DATASET, scheduler_rpc=client.scheduler, loop=client.loop)
+        n = names(shard)
+        lock = distributed.Lock(n.dataset, scheduler_rpc=client.scheduler, loop=client.loop)
         if not lock.acquire(timeout=self.timeout):
             raise MasterUnavailableError(f"Timed out after {self.timeout:g} s waiting for another client to create "
-                                         "the master. Check that the cluster's workers are running.")
+                                         f"shard {shard} of the master. Check that the cluster's workers are running.")
         try:
+            replaces = None
             try:
-                actor, generation = self._published()
+                actor, generation, replaces = self._published(shard)
                 if generation != lost and self._alive(actor):
                     return actor, generation  # another client replaced it first: use that one
+                if self._alive(actor):  # replaced while alive (a stale owner): it stops answering
+                    with contextlib.suppress(Exception):
+                        actor.retire().result(timeout=self.timeout)
             except KeyError:
                 generation = 0
             from .actor import Master
 
             generation += 1
-            worker = self._pick_worker()
-            future = client.submit(Master, self.warm_up, self.sweep, generation, actor=True, workers=[worker],
-                                   allow_other_workers=False, key=f"superduperdb-master-{uuid.uuid4().hex}", pure=False)
+            worker = self._pick_worker(shard)
+            key = f"superduperdb-master-{shard}-{uuid.uuid4().hex}"
+            future = client.submit(Master, self.warm_up, self.sweep if shard == 0 else None, generation, shard,
+                                   self.shards, key, replaces, self.lease_ttl, actor=True, workers=[worker],
+                                   allow_other_workers=False, key=key, pure=False)
             with client.as_current():
                 actor = future.result(timeout=self.timeout)
-            for name in (DATASET, FUTURE, GENERATION):
+            for name in (n.dataset, n.future, n.generation):
                 with contextlib.suppress(KeyError):
                     client.unpublish_dataset(name)
             # The proxy is what other clients use; the future keeps the actor alive.
-            client.publish_dataset(**{DATASET: actor, FUTURE: future, GENERATION: generation})
-            logger.info("started the master (generation %d) on %s", generation, worker)
+            client.publish_dataset(**{n.dataset: actor, n.future: future, n.generation: generation})
+            logger.info("started shard %d of the master (generation %d) on %s", shard, generation, worker)
             return actor, generation
         finally:
             lock.release()
 
     def _alive(self, actor: Any) -> bool:
-        """Whether the actor's worker is still in the cluster. A published master whose worker
+        """Whether the actor's worker is still in the cluster. A published actor whose worker
         is gone is lost too: a call to it would wait for the connect timeout (30 s) before failing."""
         return actor._address in self.dask_client.nthreads()
 
-    def _switch(self, lost: int | None = None) -> None:
-        """Take the current master (replacing generation ``lost``); tell it what to sweep."""
-        self._actor = None
-        actor, generation = self._find_or_create(lost)
-        for target in self._watched.values():
-            actor.watch(target).result(timeout=self.timeout)
-        self._actor, self._generation = actor, generation
+    def _switch(self, shard: int, lost: int | None = None) -> Any:
+        """Take the current actor of ``shard`` (replacing generation ``lost``); shard 0 is told what to sweep."""
+        state = self._shards[shard]
+        with state.lock:
+            if lost is not None and state.generation is not None and state.generation != lost \
+                    and state.actor is not None:
+                return state.actor  # another thread of this client replaced it already
+            state.actor = None
+            actor, generation = self._find_or_create(shard, lost)
+            if shard == 0:
+                for target in self._watched.values():
+                    actor.watch(target).result(timeout=self.timeout)
+            state.actor, state.generation = actor, generation
+            return actor
+
+    def shard_actor(self, shard: int) -> Any:
+        """The actor (or in-process object, inline) of ``shard``."""
+        if self.dask_client is None:
+            return _local_master(self.warm_up, self.sweep, shard, self.shards, self.lease_ttl)
+        state = self._shards[shard]
+        return state.actor if state.actor is not None else self._switch(shard)
 
     @property
     def actor(self) -> Any:
-        if self.dask_client is None:
-            return _local_master(self.warm_up, self.sweep)
-        if self._actor is None:
-            self._switch()
-        return self._actor
+        """Shard 0's actor (the master of a single-shard cluster)."""
+        return self.shard_actor(0)
 
     @property
     def generation(self) -> int | None:
-        """The generation of the master this handle uses (None when inline)."""
+        """The generation of shard 0's actor this handle uses (None when inline)."""
         if self.dask_client is None:
             return None
-        if self._actor is None:
-            self._switch()
-        return self._generation
+        self.shard_actor(0)
+        return self._shards[0].generation
 
-    @classmethod
-    def from_config(cls, dask_client: Any, config: Config, sweep: Any = None) -> MasterHandle:
-        """A handle with the config's master options (``master.resource``, ``master.warm_up``, ``cluster.timeout``)."""
-        return cls(dask_client, resource=config.master.resource, timeout=config.cluster.timeout,
-                   warm_up=config.master.warm_up, sweep=sweep)
+    # -- calls ------------------------------------------------------------------------------
+    def _call(self, method: str, *args: Any) -> Any:
+        """Call ``method`` on shard 0."""
+        return self.call_shard(0, method, *args)
+
+    def submit(self, shard: int, method: str, *args: Any) -> Any:
+        """Start ``method`` on ``shard`` without waiting: an object with ``result(timeout)``."""
+        if self.dask_client is None:
+            return fanout.Done(lambda: getattr(self.shard_actor(shard), method)(*args))
+        actor = self.shard_actor(shard)
+        return getattr(actor, method)(*args)
+
+    def call_shard(self, shard: int, method: str, *args: Any, wait: float | None = None) -> Any:
+        """Call ``method`` on ``shard``; re-create the actor if it was lost, for up to ``wait`` seconds
+        (default: once), then :class:`ShardUnavailableError`."""
+        if self.dask_client is None:
+            return getattr(self.shard_actor(shard), method)(*args)
+        state = self._shards[shard]
+        if state.actor is not None and not self._alive(state.actor):
+            logger.warning("the worker %s of shard %d is gone; replacing the actor", state.actor._address, shard)
+            self._switch(shard, lost=state.generation)
+        deadline = time.monotonic() + (wait if wait is not None else 0.0)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return getattr(self.shard_actor(shard), method)(*args).result(timeout=self.timeout)
+            except Exception as exc:
+                if not self._lost(shard, exc) or attempt >= 2 and time.monotonic() > deadline:
+                    if self._lost(shard, exc) and wait is not None:
+                        raise ShardUnavailableError(
+                            f"Shard {shard} of the master did not come back within {wait:g} s (master.shard_wait) "
+                            f"after it was lost ({type(exc).__name__}: {exc}). Retry later, or pass "
+                            "allow_partial=True to answer from the other shards.", shards=[shard]) from exc
+                    raise
+                logger.warning("shard %d was lost (%s: %s); replacing it", shard, type(exc).__name__, exc)
+                with contextlib.suppress(Exception):
+                    self._switch(shard, lost=state.generation)
+                if attempt > 1:
+                    time.sleep(POLL)
+
+    def _lost(self, shard: int, exc: BaseException) -> bool:
+        """Whether a failed call means the actor is gone (not merely slow: a timeout
+        while its worker is still there, e.g. a big index loading, is not a loss)."""
+        if isinstance(exc, TimeoutError):
+            actor = self._shards[shard].actor
+            return actor is None or not self._alive(actor)
+        return _is_lost(exc)
+
+    def recover(self, shard: int, target: Target | None = None, row: dict | None = None) -> None:
+        """Replace a lost shard in a background thread (and load ``row`` there), once at a time."""
+        if shard in self._recovering or self.dask_client is None:
+            return
+        self._recovering.add(shard)
+
+        def run() -> None:
+            try:
+                state = self._shards[shard]
+                if state.actor is None or not self._alive(state.actor):
+                    self._switch(shard, lost=state.generation)
+                if target is not None and row is not None:
+                    self.call_shard(shard, "ensure", target, row, self._layouts.get(target, shard),
+                                    wait=self.shard_wait)
+            except Exception as exc:  # noqa: BLE001 - the next query tries again
+                logger.warning("recovering shard %d failed: %s: %s", shard, type(exc).__name__, exc)
+            finally:
+                self._recovering.discard(shard)
+
+        threading.Thread(target=run, name=f"superduperdb-recover-shard-{shard}", daemon=True).start()
+
+    def seen_epoch(self, target: Target, shard: int, epoch: int) -> bool:
+        """Record an answer's ``epoch``; False if it is older than one seen before (a stale owner's)."""
+        key = (f"{target.uri}|{target.database}|{target.collection}", shard)
+        known = self._epochs.get(key, 0)
+        if epoch < known:
+            return False
+        self._epochs[key] = epoch
+        return True
 
     # -- the master's methods ------------------------------------------------------------------
     def ping(self) -> float:
-        """When the master started (seconds since the epoch)."""
+        """When shard 0 started (seconds since the epoch)."""
         return self._call("ping")
 
     def info(self) -> dict:
-        """``started_at`` and ``generation`` of the master."""
+        """Shard 0's ``started_at``, ``generation``, ``shard``, ``shards``, ``worker``, ``leases``."""
         return self._call("info")
 
     def watch(self, target: Target) -> None:
-        """Have the master's reconciler sweep this collection (every ``reconcile.interval`` seconds)."""
+        """Have shard 0's reconciler sweep this collection (every ``reconcile.interval`` seconds)."""
         key = f"{target.uri}|{target.database}|{target.collection}"
-        if self.dask_client is not None and self._actor is None:
-            self._switch()  # a switch to a new master re-sends what was watched before
+        if self.dask_client is not None and self._shards[0].actor is None:
+            self._switch(0)  # a switch to a new actor re-sends what was watched before
         if key not in self._watched:
             self._watched[key] = target
             self._call("watch", target)
@@ -211,96 +369,83 @@ class MasterHandle:
         return self._call("reconciler")
 
     def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None) -> dict:
-        """Make index ``row`` hold exactly ``ids`` with these fingerprints (see ``Master.sync``)."""
-        return self._call("sync", target, row, list(ids), list(fingerprints), None if within is None else list(within))
+        """Make index ``row`` hold exactly ``ids`` with these fingerprints, each shard its own (``Master.sync``)."""
+        return fanout.sync(self, target, row, list(ids), list(fingerprints), None if within is None else list(within))
 
     def ensure(self, target: Target, row: dict) -> dict:
-        """Load index ``row`` of ``target`` from MongoDB unless loaded; return its stats."""
-        return self._call("ensure", target, row)
+        """Load index ``row`` of ``target`` on every shard unless loaded; return its stats."""
+        return fanout.combine(fanout.every(self, target, "ensure", row))
 
     def reload(self, target: Target, row: dict) -> dict:
-        """Drop index ``row`` and load it again from MongoDB; return its stats."""
-        return self._call("reload", target, row)
+        """Drop index ``row`` and load it again from MongoDB on every shard; return its stats."""
+        return fanout.combine(fanout.every(self, target, "reload", row))
 
     def refresh(self, target: Target, row: dict, ids: list) -> dict:
-        """Re-read the outputs of ``ids``: upsert those present, remove the others."""
-        return self._call("refresh", target, row, list(ids))
+        """Re-read the outputs of ``ids`` on the shards that own them: upsert those present, remove the others."""
+        return fanout.refresh(self, target, row, list(ids))
 
-    def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None) -> tuple[list, list]:
+    def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None,
+               allow_partial: bool = False, explain: dict | None = None) -> tuple[list, list]:
         """The ``n`` nearest ids (among ``candidates`` if given) and their scores, best first."""
-        return self._call("search", target, row, vector, n, candidates)
+        return self.search_many(target, row, [vector], n, candidates, allow_partial, explain)[0]
 
-    def search_many(self, target: Target, row: dict, vectors: list, n: int,
-                    candidates: list | None = None) -> list[tuple[list, list]]:
-        """:meth:`search` for each of ``vectors``, in one call to the master."""
-        return self._call("search_many", target, row, vectors, n, candidates)
+    def search_many(self, target: Target, row: dict, vectors: list, n: int, candidates: list | None = None,
+                    allow_partial: bool = False, explain: dict | None = None) -> list[tuple[list, list]]:
+        """:meth:`search` for each of ``vectors``: one call to each shard, concurrently, merged here.
+
+        ``explain`` (a dict) is filled with ``shards`` (per shard: ``shard``, ``worker``, ``epoch``,
+        ``size``, ``plan``, ``candidates``, ``ms``) and ``partial``. ``allow_partial``: a shard that
+        is lost is left out at once (``partial: True``) instead of waited for (``master.shard_wait``).
+        """
+        return fanout.search(self, target, row, list(vectors), n, candidates, allow_partial, explain)
 
     def vector_of(self, target: Target, row: dict, id: Any) -> Any:
-        """The indexed vector of document ``id`` (None if it has none)."""
-        return self._call("vector_of", target, row, id)
+        """The indexed vector of document ``id`` (None if it has none), from its shard."""
+        return self.vectors_of(target, row, [id])[0]
 
     def vectors_of(self, target: Target, row: dict, ids: list) -> list:
-        """The indexed vector of each of ``ids`` (None where it has none), in one call."""
-        return self._call("vectors_of", target, row, list(ids))
+        """The indexed vector of each of ``ids`` (None where it has none), from their shards."""
+        return fanout.vectors_of(self, target, row, list(ids))
 
     def snapshot(self, target: Target, row: dict) -> dict:
-        """Save a snapshot of index ``row`` now (see :mod:`superduperdb.master.snapshots`); what was written."""
-        return self._call("snapshot", target, row)
+        """Save a snapshot of index ``row`` on every shard now; what was written."""
+        return fanout.combine(fanout.every(self, target, "snapshot", row))
 
     def neighbours(self, target: Target, row: dict, ids: list | None, n: int) -> dict:
-        """``{id: [the n nearest other ids]}`` for ``ids`` (None: every indexed id)."""
-        return self._call("neighbours", target, row, None if ids is None else list(ids), int(n))
+        """``{id: [the n nearest other ids]}`` for ``ids`` (None: every indexed id), over every shard."""
+        return fanout.neighbours(self, target, row, None if ids is None else list(ids), int(n))
 
     def drop(self, target: Target, row: dict, forget: bool = False) -> bool:
-        """Forget index ``row`` in memory (it loads again on next use); ``forget``: its snapshots too."""
-        return self._call("drop", target, row, forget)
+        """Forget index ``row`` on every shard (it loads again on next use); ``forget``: its snapshots too."""
+        return any(fanout.every(self, target, "drop", row, forget, layout=False))
 
     def rebuild(self, target: Target, row: dict, wait: bool = True, timeout: float = 600.0) -> dict:
-        """Build the index's graph now (``wait``: until it is swapped in); return its stats."""
-        return self._call("rebuild", target, row, wait, timeout)
+        """Compact and build the index's graphs now on every shard (``wait``: until swapped in); its stats."""
+        return fanout.combine(fanout.every(self, target, "rebuild", row, wait, timeout))
 
     def stats(self) -> list[dict]:
-        """Stats of every loaded index."""
-        return self._call("stats")
-
-    # -- calls ------------------------------------------------------------------------------
-    def _call(self, method: str, *args: Any) -> Any:
-        """Call ``method`` on the master; re-create it once if it was lost."""
-        if self.dask_client is None:
-            return getattr(self.actor, method)(*args)
-        if self._actor is not None and self._actor._address not in self.dask_client.nthreads():
-            logger.warning("the master's worker %s is gone; replacing the master", self._actor._address)
-            self._switch(lost=self._generation)
-        for attempt in (1, 2):
-            try:
-                return getattr(self.actor, method)(*args).result(timeout=self.timeout)
-            except Exception as exc:
-                if attempt == 2 or not self._lost(exc):
-                    raise
-                logger.warning("the master was lost (%s: %s); replacing it", type(exc).__name__, exc)
-                self._switch(lost=self._generation)
-        raise MasterUnavailableError("unreachable")  # pragma: no cover
-
-    def _lost(self, exc: BaseException) -> bool:
-        """Whether a failed call means the master is gone (not merely slow: a timeout
-        while its worker is still there, e.g. a big index loading, is not a loss)."""
-        if isinstance(exc, TimeoutError):
-            return self._actor is None or self._actor._address not in self.dask_client.nthreads()
-        return _is_lost(exc)
+        """Stats of every loaded index on every shard (one dict per index and shard)."""
+        return [s for i in range(self.shards) for s in self.call_shard(i, "stats")]
 
     def worker(self) -> str | None:
-        """Address of the worker holding the master (None when inline)."""
+        """Address of the worker holding shard 0 (None when inline)."""
         if self.dask_client is None:
             return None
-        return self.actor._address
+        return self.shard_actor(0)._address
+
+    def workers(self) -> list[str | None]:
+        """Address of the worker of each shard (None when inline)."""
+        if self.dask_client is None:
+            return [None] * self.shards
+        return [self.shard_actor(i)._address for i in range(self.shards)]
 
 
 @contextlib.contextmanager
 def master_for_job(config: Config, sweep: Any = None) -> Iterator[MasterHandle]:
-    """The master, seen from a job: the cluster's actor, or the in-process one when inline.
+    """The master, seen from a job: the cluster's actors, or the in-process ones when inline.
 
     On a worker the job secedes from the worker's thread pool while it talks
-    to the master (``worker_client``), so that creating the master on this
+    to the master (``worker_client``), so that creating an actor on this
     very worker cannot deadlock on the job's own thread.
     """
     try:

@@ -38,13 +38,20 @@ TICK = 1.0  # seconds between looks at which indexes are due
 MIN_GAP = 2.0  # seconds between two snapshots of one index, however many changes
 
 
-def snapshot_name(row: dict) -> str:
-    """The GridFS file name of the snapshots of semantic index ``row``."""
-    return f"snapshot/{row['name']}/{row['uid']}"
+def snapshot_name(row: dict, partitions: Any = None) -> str:
+    """The GridFS file name of the snapshots of semantic index ``row`` (of a shard's ``partitions``, if given).
+
+    >>> snapshot_name({"name": "ix", "uid": "u"}), snapshot_name({"name": "ix", "uid": "u"}, [3, 1])
+    ('snapshot/ix/u', 'snapshot/ix/u/partitions-1,3')
+    """
+    base = f"snapshot/{row['name']}/{row['uid']}"
+    if partitions is None:
+        return base
+    return f"{base}/partitions-{','.join(str(p) for p in sorted(partitions))}"
 
 
-def dumps(index: Any, fingerprints: dict, row: dict) -> bytes:
-    """The bytes of a snapshot of ``index`` with these ``fingerprints``.
+def dumps(index: Any, fingerprints: dict, row: dict, partitions: Any = None, epoch: int = 0) -> bytes:
+    """The bytes of a snapshot of ``index`` with these ``fingerprints`` (a shard's: its ``partitions``, ``epoch``).
 
     Take ``fingerprints`` (a copy) *before* calling: a vector newer than its
     fingerprint is re-read at catch-up, whereas the reverse would be missed.
@@ -52,25 +59,26 @@ def dumps(index: Any, fingerprints: dict, row: dict) -> bytes:
     state = index.export_state()
     held = {i: fp for i, fp in fingerprints.items() if i in index}
     payload = {"format": FORMAT, "taken_at": time.time(), "index": row["name"], "uid": row["uid"],
-               "state": state, "fingerprints": held}
+               "state": state, "fingerprints": held,
+               "partitions": None if partitions is None else sorted(partitions), "epoch": epoch}
     return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def save(artifacts: Any, row: dict, data: bytes, **info: Any) -> Any:
-    """Write ``data`` as the newest snapshot of ``row``, then delete the older ones; return its id."""
-    name = snapshot_name(row)
+def save(artifacts: Any, row: dict, data: bytes, partitions: Any = None, **info: Any) -> Any:
+    """Write ``data`` as the newest snapshot of ``row`` (a shard's ``partitions``), delete the older ones; its id."""
+    name = snapshot_name(row, partitions)
     file_id = artifacts.put_named(name, data, **info)
     artifacts.prune_named(name, keep=file_id)
     return file_id
 
 
-def load(artifacts: Any, row: dict) -> dict | None:
-    """The newest snapshot of ``row`` (``{'state', 'fingerprints', 'taken_at', ...}``), or None.
+def load(artifacts: Any, row: dict, partitions: Any = None) -> dict | None:
+    """The newest snapshot of ``row`` (a shard's ``partitions``): ``{'state', 'fingerprints', 'taken_at', ...}``, or None.
 
     A snapshot that cannot be read is logged and ignored (the index then loads from the documents).
     """
     try:
-        found = artifacts.get_named(snapshot_name(row))
+        found = artifacts.get_named(snapshot_name(row, partitions))
         if found is None:
             return None
         payload = pickle.loads(found[0])
@@ -81,12 +89,16 @@ def load(artifacts: Any, row: dict) -> dict | None:
     if payload.get("format") != FORMAT or payload.get("uid") != row["uid"]:
         logger.warning("ignoring a snapshot of index %r in another format", row["name"])
         return None
+    if payload.get("partitions") != (None if partitions is None else sorted(partitions)):
+        logger.warning("ignoring a snapshot of index %r over other partitions", row["name"])
+        return None
     return payload
 
 
 def delete(artifacts: Any, row: dict) -> int:
-    """Delete every snapshot of ``row``; return how many files."""
-    return artifacts.prune_named(snapshot_name(row), keep=None)
+    """Delete every snapshot of ``row`` (every shard's); return how many files."""
+    base = snapshot_name(row)
+    return sum(artifacts.prune_named(name, keep=None) for name in artifacts.names_like(base))
 
 
 class Snapshotter:

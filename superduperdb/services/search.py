@@ -130,8 +130,13 @@ class SearchService:
         return value
 
     def find_like(self, filter: dict, like: Mapping, *, projection: Any, n: int, semantic_index: str | None,
-                  similar_first: bool) -> tuple[list[dict], str]:
-        """The raw documents most similar to ``like`` (each with ``_score``), best first, and the index's name."""
+                  similar_first: bool, allow_partial: bool = False,
+                  explain: dict | None = None) -> tuple[list[dict], str]:
+        """The raw documents most similar to ``like`` (each with ``_score``), best first, and the index's name.
+
+        ``explain`` (a dict) is filled as :meth:`Cursor.explain` shows it: the index, the filter's
+        candidates and, per shard, how it answered (see :mod:`superduperdb.master.fanout`).
+        """
         _check_n(n)
         if isinstance(like, list):
             raise SemanticIndexError("like= takes one document; for several, use "
@@ -140,13 +145,16 @@ class SearchService:
         vector = self.query_vector(row, like)
         encoded = self.scope.types.encode(filter, "filter", mark=False)
         candidates = self._candidates(encoded, similar_first)
+        plan = _explained(explain, row, n, candidates, similar_first)
         if candidates is not None and not candidates:
             return [], row["name"]
-        ids, scores = self.indexes.master.search(self.scope.target, row, vector, n, candidates)
+        ids, scores = self.indexes.master.search(self.scope.target, row, vector, n, candidates,
+                                                 allow_partial=allow_partial, explain=plan)
         return self._fetch([(ids, scores)], encoded, projection)[0], row["name"]
 
     def find_like_many(self, filter: dict, likes: Sequence[Mapping], *, projection: Any, n: int,
-                       semantic_index: str | None, similar_first: bool) -> tuple[list[list[dict]], str]:
+                       semantic_index: str | None, similar_first: bool, allow_partial: bool = False,
+                       explain: dict | None = None) -> tuple[list[list[dict]], str]:
         """:meth:`find_like` for each of ``likes``: one call to the master, one read of the documents."""
         _check_n(n)
         if isinstance(likes, (Mapping, str, bytes)) or not isinstance(likes, Sequence):
@@ -157,9 +165,11 @@ class SearchService:
         vectors = self.query_vectors(row, likes)
         encoded = self.scope.types.encode(filter, "filter", mark=False)
         candidates = self._candidates(encoded, similar_first)
+        plan = _explained(explain, row, n, candidates, similar_first)
         if candidates is not None and not candidates:
             return [[] for _ in likes], row["name"]
-        found = self.indexes.master.search_many(self.scope.target, row, vectors, n, candidates)
+        found = self.indexes.master.search_many(self.scope.target, row, vectors, n, candidates,
+                                                allow_partial=allow_partial, explain=plan)
         return self._fetch(found, encoded, projection), row["name"]
 
     def query_vectors(self, row: dict, likes: Sequence[Mapping]) -> list:
@@ -231,6 +241,15 @@ class SearchService:
             return doc
 
         return joined
+
+
+def _explained(explain: dict | None, row: dict, n: int, candidates: list | None, similar_first: bool) -> dict | None:
+    """Fill ``explain`` with what is known before the shards answer; the dict they add to (None: no explain)."""
+    if explain is None:
+        return None
+    explain.update(index=row["name"], n=n, similar_first=similar_first,
+                   filtered=None if candidates is None else len(candidates), shards=[], partial=False)
+    return explain
 
 
 def _check_n(n: Any) -> None:

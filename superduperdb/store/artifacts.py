@@ -137,6 +137,11 @@ class ArtifactStore:
         except gridfs.errors.NoFile:
             return None
 
+    def names_like(self, base: str) -> list[str]:
+        """Names of the named files ``base`` and ``base/...``."""
+        names = {f["filename"] for f in self.database[f"{self.prefix}.files"].find({}, {"filename": 1})}
+        return sorted(n for n in names if isinstance(n, str) and (n == base or n.startswith(base + "/")))
+
     def prune_named(self, name: str, keep: Any = None) -> int:
         """Delete the versions of ``name`` other than the one with id ``keep`` (None: all); return how many."""
         removed = 0

@@ -1,0 +1,234 @@
+"""Routing calls to the shards that own the ids, fanning queries out to every shard, merging their answers.
+
+Runs in the caller's process (a client, or a job on a worker): no extra hop.
+Each shard gets, with every call, its ``layout``: the partition table's
+version and the partitions it owns (:mod:`superduperdb.store.shards`; read
+from MongoDB and kept :data:`LAYOUT_TTL` seconds). Then:
+
+* **queries** go to every shard at once (``Master.query``); with a filter, each
+  shard gets only the filtered ids it owns, and a shard that owns none is not
+  asked. Each answers its own top ``n`` with its epoch, size, plan, vectors
+  scored and time; the caller keeps the best ``n`` (tens of microseconds) and
+  the per-shard entries for ``explain()``. An answer whose epoch is older than
+  one this caller has seen comes from a stale owner and is dropped. A lost
+  shard is waited for (re-created on another worker) up to ``master.shard_wait``,
+  or, with ``allow_partial=True``, left out at once and re-created in the
+  background: the answer then says ``partial``. Never silently short.
+* **writes** (``refresh``, ``sync``) go only to the shards owning those ids;
+* **loads and maintenance** (``ensure``, ``reload``, ``rebuild``, ``snapshot``,
+  ``drop``) go to every shard.
+
+>>> merge([[(["a", "c"], [0.9, 0.5])], [(["b"], [0.7])]], 2)
+[(['a', 'b'], [0.9, 0.7])]
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ShardUnavailableError
+from ..store.partitions import PARTITIONS
+from ..store.shards import partition_table, partitions_of_shard, route, shards_table
+
+if TYPE_CHECKING:
+    from ..store.context import Target
+    from .handle import MasterHandle
+
+LAYOUT_TTL = 2.0  # seconds a read of a collection's partition table is reused
+
+
+class Done:
+    """An already-runnable call with a future's ``result(timeout)`` (the in-process shards)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn = fn
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._fn()
+
+
+class Layouts:
+    """The partition table of each collection, read from MongoDB at most every :data:`LAYOUT_TTL` seconds."""
+
+    def __init__(self, shards: int) -> None:
+        self.shards = shards
+        self._tables: dict[str, tuple[float, dict]] = {}
+
+    def table(self, target: Target) -> dict:
+        """``{shards, table, version}`` of ``target``'s collection (made on first use)."""
+        key = f"{target.uri}|{target.database}|{target.collection}"
+        hit = self._tables.get(key)
+        now = time.monotonic()
+        if hit is None or hit[0] < now:
+            from ..store.context import Context
+
+            ctx = Context(target)
+            table = partition_table(shards_table(ctx.db, target.collection), self.shards)
+            self._tables[key] = hit = (now + LAYOUT_TTL, table)
+        return hit[1]
+
+    def get(self, target: Target, shard: int) -> tuple | None:
+        """Shard ``shard``'s layout: ``(version, its partitions)`` (None with one shard: every partition)."""
+        if self.shards == 1:
+            return None
+        t = self.table(target)
+        return (t["version"], partitions_of_shard(t["table"], shard))
+
+
+def merge(answers: list[list[tuple[list, list]]], n: int) -> list[tuple[list, list]]:
+    """The best ``n`` of each query over the shards' ``[(ids, scores) per query]`` (higher scores first)."""
+    out = []
+    for per_query in zip(*answers):
+        best = heapq.nlargest(n, ((s, k, i) for k, (ids, scores) in enumerate(per_query) for i, s in zip(ids, scores)),
+                              key=lambda t: (t[0], -t[1]))
+        out.append(([i for _, _, i in best], [s for s, _, _ in best]))
+    return out
+
+
+def _gather(h: MasterHandle, target: Target, calls: dict[int, tuple], *, allow_partial: bool = False,
+            row: dict | None = None, check_epoch: bool = False) -> tuple[dict[int, Any], list[int]]:
+    """Run ``{shard: (method, *args)}`` concurrently; ``({shard: result}, [shards left out])``.
+
+    A lost shard is re-created and asked again (up to ``master.shard_wait``), or left out with ``allow_partial``.
+    """
+    alive = set(h.dask_client.nthreads()) if h.dask_client is not None else None
+    futures: dict[int, Any] = {}
+    for i, (method, *args) in calls.items():
+        state = h._shards[i]
+        if alive is not None and state.actor is not None and state.actor._address not in alive:
+            futures[i] = None  # its worker is gone: lost
+            continue
+        try:
+            futures[i] = h.submit(i, method, *args)
+        except Exception as exc:  # creating the actor failed
+            futures[i] = exc
+    results: dict[int, Any] = {}
+    missing: list[int] = []
+    for i, fut in futures.items():
+        method, *args = calls[i]
+        try:
+            if fut is None or isinstance(fut, Exception):
+                raise fut or ShardUnavailableError(f"shard {i}'s worker left the cluster", shards=[i])
+            result = fut.result(timeout=h.timeout)
+            if check_epoch and not h.seen_epoch(target, i, result["epoch"]):
+                raise ShardUnavailableError(f"shard {i} answered from a stale epoch {result['epoch']}", shards=[i])
+        except Exception as exc:
+            if not (isinstance(exc, ShardUnavailableError) or h._lost(i, exc)):
+                raise
+            if allow_partial:
+                missing.append(i)
+                h.recover(i, target, row)
+                continue
+            if h.dask_client is not None and (fut is None or isinstance(exc, ShardUnavailableError)):
+                h._switch(i, lost=h._shards[i].generation)
+            result = h.call_shard(i, method, *args, wait=h.shard_wait)
+            if check_epoch and not h.seen_epoch(target, i, result["epoch"]):
+                raise ShardUnavailableError(f"Shard {i} keeps answering from a stale epoch; retry.", shards=[i]) \
+                    from exc
+        results[i] = result
+    return results, missing
+
+
+def search(h: MasterHandle, target: Target, row: dict, vectors: list, n: int, candidates: list | None,
+           allow_partial: bool, explain: dict | None) -> list[tuple[list, list]]:
+    """Fan a query out to the shards, merge their answers (see the module docstring)."""
+    start = time.perf_counter()
+    if candidates is not None and h.shards > 1:
+        owned = route(candidates, h._layouts.table(target)["table"])
+    else:
+        owned = {i: candidates for i in range(h.shards)}
+    calls = {i: ("query", target, row, vectors, n, owned[i], h._layouts.get(target, i)) for i in sorted(owned)}
+    answers, missing = _gather(h, target, calls, allow_partial=allow_partial, row=row, check_epoch=True)
+    found = merge([answers[i]["results"] for i in sorted(answers)], n) if answers else [([], []) for _ in vectors]
+    if explain is not None:
+        shards = [{k: answers[i][k] for k in ("shard", "worker", "epoch", "size", "plan", "candidates", "ms")}
+                  for i in sorted(answers)]
+        shards += [{"shard": i, "missing": True} for i in missing]
+        explain.update(shards=sorted(shards, key=lambda s: s["shard"]), partial=bool(missing), missing=missing,
+                       asked=len(calls), n=n, ms=(time.perf_counter() - start) * 1000)
+    return found
+
+
+def every(h: MasterHandle, target: Target, method: str, row: dict, *args: Any, layout: bool = True) -> list:
+    """``method(target, row, *args, layout)`` on every shard, concurrently; the results in shard order."""
+    calls = {i: (method, target, row, *args, *((h._layouts.get(target, i),) if layout else ()))
+             for i in range(h.shards)}
+    results, _ = _gather(h, target, calls, row=row)
+    return [results[i] for i in range(h.shards)]
+
+
+def combine(results: list) -> Any:
+    """One shard's result as it is; several shards' stats summed, each shard's kept under ``shards``."""
+    if len(results) == 1:
+        return results[0]
+    out = dict(results[0])
+    for key in ("size", "tail", "deleted", "graph_size", "changes_since_snapshot", "upserted", "removed", "vectors",
+                "bytes"):
+        values = [r.get(key) for r in results if isinstance(r, dict)]
+        if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = sum(values)
+    out["shards"] = results
+    return out
+
+
+def refresh(h: MasterHandle, target: Target, row: dict, ids: list) -> dict:
+    """Re-read ``ids`` on the shards that own them (a job touches no other shard)."""
+    owned = _owned(h, target, ids)
+    calls = {i: ("refresh", target, row, part, h._layouts.get(target, i)) for i, part in owned.items()}
+    results, _ = _gather(h, target, calls, row=row)
+    return {"upserted": sum(r["upserted"] for r in results.values()),
+            "removed": sum(r["removed"] for r in results.values()), "shards": sorted(results)}
+
+
+def _owned(h: MasterHandle, target: Target, ids: list) -> dict[int, list]:
+    if h.shards == 1:
+        return {0: ids} if ids else {}
+    return route(ids, h._layouts.table(target)["table"])
+
+
+def sync(h: MasterHandle, target: Target, row: dict, ids: list, fingerprints: list, within: list | None) -> dict:
+    """Each shard made to hold exactly its share of ``ids`` (``Master.sync``)."""
+    if h.shards == 1:
+        return h.call_shard(0, "sync", target, row, ids, fingerprints, within, None, wait=h.shard_wait)
+    table = h._layouts.table(target)["table"]
+    fps = dict(zip(ids, fingerprints))
+    owned, scope = route(ids, table), None if within is None else route(within, table)
+    shards = range(h.shards) if within is None else sorted(set(owned) | set(scope or {}))
+    calls = {i: ("sync", target, row, owned.get(i, []), [fps[x] for x in owned.get(i, [])],
+                 None if scope is None else scope.get(i, []), h._layouts.get(target, i)) for i in shards}
+    results, _ = _gather(h, target, calls, row=row)
+    return {"upserted": sum(r["upserted"] for r in results.values()),
+            "removed": sum(r["removed"] for r in results.values()),
+            "changed": [x for i in sorted(results) for x in results[i]["changed"]]}
+
+
+def vectors_of(h: MasterHandle, target: Target, row: dict, ids: list) -> list:
+    """The vector of each of ``ids`` from the shard that owns it (None where there is none)."""
+    owned = _owned(h, target, ids)
+    calls = {i: ("vectors_of", target, row, part, h._layouts.get(target, i)) for i, part in owned.items()}
+    results, _ = _gather(h, target, calls, row=row)
+    found = {}
+    for i, part in owned.items():
+        found.update(zip(part, results[i]))
+    return [found.get(x) for x in ids]
+
+
+def neighbours(h: MasterHandle, target: Target, row: dict, ids: list | None, n: int) -> dict:
+    """``{id: [the n nearest other ids over every shard]}``."""
+    if h.shards == 1:
+        return h.call_shard(0, "neighbours", target, row, ids, n, None, wait=h.shard_wait)
+    if ids is None:
+        ids = [x for part in every(h, target, "indexed_ids", row) for x in part]
+    vectors = vectors_of(h, target, row, ids)
+    have = [(x, v) for x, v in zip(ids, vectors) if v is not None]
+    if not have:
+        return {}
+    found = search(h, target, row, [v for _, v in have], n + 1, None, False, None)
+    return {x: [i for i in hits if i != x][:n] for (x, _), (hits, _) in zip(have, found)}
+
+
+__all__ = ["PARTITIONS", "Done", "Layouts", "combine", "every", "merge", "neighbours", "refresh", "search", "sync",
+           "vectors_of"]

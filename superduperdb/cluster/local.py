@@ -185,10 +185,11 @@ class ProcessCluster:
                                                             scheduler_file=scheduler_file,
                                                             extra=["--death-timeout", "60"]))
             expected += self.spec.n_workers
-        if self.master:
+        if self.master:  # one master worker per shard (master.shards)
             self._spawn("master", self.spec.worker_command(master=True, scheduler_file=scheduler_file,
+                                                           nworkers=self.spec.shards,
                                                            extra=["--death-timeout", "60"]))
-            expected += 1
+            expected += self.spec.shards
         info = self._wait_scheduler_file(scheduler, scheduler_file, deadline)
         self.address = info["address"]
         dashboard = (info.get("services") or {}).get("dashboard")

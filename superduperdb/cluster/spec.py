@@ -117,6 +117,8 @@ class ClusterSpec:
     job_resource : str or None
         A resource the job workers (not the master worker) offer, one per
         thread, and ordinary jobs request (``cluster.job_resource``).
+    shards : int
+        How many master workers a local cluster starts (``master.shards``: one per shard).
     """
 
     host: str = DEFAULT_HOST
@@ -128,6 +130,7 @@ class ClusterSpec:
     resource: str = "MASTER"
     dashboard_address: str | None = DEFAULT_DASHBOARD
     job_resource: str | None = None
+    shards: int = 1
 
     @classmethod
     def from_config(cls, cfg: Config, **overrides: Any) -> ClusterSpec:
@@ -142,6 +145,7 @@ class ClusterSpec:
             "master_port": cfg.master.port,
             "resource": cfg.master.resource,
             "job_resource": cfg.cluster.job_resource,
+            "shards": cfg.master.shards,
         }
         values.update({k: v for k, v in overrides.items() if v is not None or k == "dashboard_address"})
         spec = cls(**values)
@@ -198,6 +202,7 @@ class ClusterSpec:
             resources.append(f"GPU={int(gpu)}")
         if resources:
             cmd += ["--resources", " ".join(resources)]
-        if master and self.master_port:
-            cmd += ["--worker-port", str(self.master_port)]
+        if master and self.master_port:  # several master workers (shards): a range of ports
+            port = str(self.master_port) if nworkers == 1 else f"{self.master_port}:{self.master_port + nworkers - 1}"
+            cmd += ["--worker-port", port]
         return cmd + list(extra)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import QueryError
+from ..jobs.handles import JobGroup
 from . import dataframe
 
 logger = logging.getLogger(__name__)
@@ -178,6 +179,19 @@ class DataFrameMixin:
         return done, error
 
     # -- models applied in batch ---------------------------------------------------------------
+    def _apply_partitions(self, query: dict, chunk_size: int) -> list[dict]:
+        """``query`` split into ``_id`` ranges, one per worker, each at least ``chunk_size`` documents
+        (as ``to_dask`` reads): the partitions of a batch ``apply_model``, run at once on several workers."""
+        cluster = self._services.scope.cluster
+        if cluster.inline:
+            return [query]
+        workers = len(cluster.workers())
+        total = self._raw.count_documents(query)
+        parts = max(1, min(workers, -(-total // max(chunk_size, 1))))
+        if parts == 1:
+            return [query]
+        return dataframe.partition_queries(self._raw, query, -(-total // parts))
+
     def _apply_batch(self, name: str, key: str | None, filter: Mapping | None, write: bool, wait: bool,
                      timeout: float | None, progress: bool | None):
         """``apply_model(name, filter=..., key=..., write=...)``: an ``apply`` job (see ModelsMixin.apply_model)."""
@@ -189,10 +203,15 @@ class DataFrameMixin:
         model_row = self._services.models.ensure(name)  # NotRegisteredError here, not on a worker ('parent.attr' registered)
         query = self._query(filter)
         jobs = self._services.jobs
-        params = {"model": name, "key": key, "filter": query, "write": bool(write),
-                  "chunk_size": self._services.scope.config.jobs.chunk_size}
-        job = jobs.submit("apply", params, record={"model": name, "field": key, "write": bool(write)},
-                          resources=model_row.get("resources"))  # a model on a GPU: a GPU worker
+        chunk_size = self._services.scope.config.jobs.chunk_size
+        queries = self._apply_partitions(query, chunk_size)
+        group = JobGroup([jobs.submit("apply", {"model": name, "key": key, "filter": q, "write": bool(write),
+                                                "chunk_size": chunk_size},
+                                      record={"model": name, "field": key, "write": bool(write), "partition": k,
+                                              "partitions": len(queries)},
+                                      resources=model_row.get("resources"))  # a model on a GPU: a GPU worker
+                          for k, q in enumerate(queries)])
+        job = group[0] if len(group) == 1 else group
         if write:
             if wait:
                 job.wait(timeout, progress=progress)
@@ -200,15 +219,18 @@ class DataFrameMixin:
         table = self._database._raw[f"{self.name}._applied"]
         from bson import ObjectId
 
+        job_ids = [ObjectId(j.id) for j in group]
         try:
             job.wait(timeout, progress=progress)
-            parts = list(table.find({"job": ObjectId(job.id)}).sort([("n", 1), ("part", 1)]))
+            parts = sorted(table.find({"job": {"$in": job_ids}}),
+                           key=lambda p: (job_ids.index(p["job"]), p["n"], p["part"]))
         except BaseException:
-            if not job.done():
-                job.cancel()
+            for j in group:
+                if not j.done():
+                    j.cancel()
             raise
         finally:
-            table.delete_many({"job": ObjectId(job.id)})
+            table.delete_many({"job": {"$in": job_ids}})
         ids = [i for p in parts for i in p["ids"]]
         values = [v for p in parts for v in self._types.decode(p["outputs"])]
         import pandas as pd

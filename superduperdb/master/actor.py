@@ -557,7 +557,7 @@ def _is_published(dask_client: Any, shard: int, key: str) -> bool | None:
     """Whether the actor with ``key`` is the one published for ``shard`` (None: none published, or no cluster)."""
     if dask_client is None:
         return True
-    from .handle import names
+    from .fencing import names
 
     try:
         future = dask_client.get_dataset(names(shard).future)

@@ -18,12 +18,37 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ShardFencedError
 from ..store import shards as store
 
 logger = logging.getLogger(__name__)
+
+DATASET = "superduperdb-master"
+FUTURE = "superduperdb-master-future"
+GENERATION = "superduperdb-master-generation"
+
+
+@dataclass(frozen=True)
+class Names:
+    """The scheduler datasets that publish one shard's actor."""
+
+    dataset: str
+    future: str
+    generation: str
+
+
+def names(shard: int) -> Names:
+    """The datasets of shard ``shard`` (shard 0 keeps the names of the single master).
+
+    >>> names(0).dataset, names(2).dataset
+    ('superduperdb-master', 'superduperdb-master-shard-2')
+    """
+    if shard == 0:
+        return Names(DATASET, FUTURE, GENERATION)
+    return Names(f"{DATASET}-shard-{shard}", f"{FUTURE}-shard-{shard}", f"{GENERATION}-shard-{shard}")
 
 
 class Fence:

@@ -35,11 +35,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MasterUnavailableError, ShardFencedError, ShardUnavailableError
 from . import fanout
+from .fencing import DATASET, FUTURE, GENERATION, names  # noqa: F401 - re-exported (tests, the CLI)
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -47,28 +47,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DATASET = "superduperdb-master"
-FUTURE = "superduperdb-master-future"
-GENERATION = "superduperdb-master-generation"
 _LOCAL: dict[str, Any] = {}
 _LOCAL_LOCK = threading.Lock()
 POLL = 0.2  # seconds between looks for a worker to place a shard on
-
-
-@dataclass(frozen=True)
-class Names:
-    """The scheduler datasets that publish one shard's actor."""
-
-    dataset: str
-    future: str
-    generation: str
-
-
-def names(shard: int) -> Names:
-    """The datasets of shard ``shard`` (shard 0 keeps the names of the single master)."""
-    if shard == 0:
-        return Names(DATASET, FUTURE, GENERATION)
-    return Names(f"{DATASET}-shard-{shard}", f"{FUTURE}-shard-{shard}", f"{GENERATION}-shard-{shard}")
 
 
 def _local_master(warm_up: bool, sweep: Any, shard: int = 0, shards: int = 1, ttl: float = 15.0) -> Any:

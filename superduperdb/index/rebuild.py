@@ -140,6 +140,8 @@ class RebuildMixin:
                 )  # fmt: skip
                 if getattr(graph, "size", None) != n:
                     raise SemanticIndexError(f"The builder returned {graph!r} for {n} rows.")
+                if n:
+                    graph.query(V[0], 1)  # a graph built elsewhere: its search function loads here, not in a query
             self._swap(task, V, S, ids, graph, time.perf_counter() - start)
         except Exception as exc:  # recorded, logged, raised by rebuild()
             logger.exception("Index %s failed", task.kind)

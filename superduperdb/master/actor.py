@@ -144,7 +144,7 @@ class Master:
         self._fence = Fence(self.shard, self.key, self.worker, lease_ttl, replaces=replaces,
                             gone=lambda w: _worker_gone(dask_client, w),
                             published=lambda: _is_published(dask_client, self.shard, self.key),
-                            on_lost=self._drop_collection)
+                            on_lost=self._drop_collection, enabled=dask_client is not None)
 
     def _drop_collection(self, ckey: str) -> None:
         """Forget every index of collection ``ckey`` (its lease was lost: another actor owns the shard)."""
@@ -152,7 +152,11 @@ class Master:
             for key in [k for k in self._indexes if k.startswith(ckey + "|")]:
                 del self._indexes[key]
 
-    def _start_warm_up(self) -> None:
+    def _start_warm_up(self, ctx: Context | None = None) -> None:
+        if ctx is not None and ctx.config.master.build_process and self._builder is None:
+            from ..index.builder import ProcessBuilder
+
+            self._builder = ProcessBuilder()
         with self._lock:
             if self._warm_up and self._warm is None:
                 self._warm = threading.Thread(target=self._warm_up_when_idle, name="superduperdb-jit-warm-up",
@@ -166,7 +170,7 @@ class Master:
         time.sleep(WARM_UP_GRACE)
         with self._loads_done:
             self._loads_done.wait_for(lambda: self._loading == 0)
-        warm_up()
+        warm_up(builder=self._builder)  # with a build process: it compiles the builds, this process the queries
 
     def _attach_graph_when_idle(self, index: Any, name: str) -> None:
         """Install a restored graph (unpickling it imports numba: seconds), after the loads that started
@@ -190,14 +194,8 @@ class Master:
         (and whose ``_id`` falls in ``partitions``, if given)."""
         path, fp_path = indexed_path(row), fingerprint_path(row["keys"][0], row["models"][0])
         ids, vectors, fps = [], [], []
-        if partitions is not None and "_id" not in query:  # a shard: find its ids first, read only their vectors
-            mine = [d["_id"] for d in ctx.collection.find({"$and": [query, {path: {"$exists": True}}]}, {"_id": 1})
-                    .batch_size(LOAD_CHUNK) if partition_of(d["_id"]) in partitions]
-            for start in range(0, len(mine), LOAD_CHUNK):
-                part = self._read(ctx, row, {"_id": {"$in": mine[start:start + LOAD_CHUNK]}}, partitions)
-                for out, got in zip((ids, vectors, fps), part):
-                    out.extend(got)
-            return ids, vectors, fps
+        # A shard reads every matching document and keeps its own (one streaming pass: the database cannot
+        # select by a hash of _id); only those are decoded.
         cursor = ctx.collection.find({"$and": [query, {path: {"$exists": True}}]}, {path: 1, fp_path: 1})
         for doc in cursor.batch_size(LOAD_CHUNK):
             if partitions is not None and partition_of(doc["_id"]) not in partitions:
@@ -234,16 +232,16 @@ class Master:
         if cfg.build_process and self._builder is None:
             from ..index.builder import ProcessBuilder
 
-            self._builder = ProcessBuilder()
+            self._builder = ProcessBuilder()  # one per actor: its builds, one at a time, off this process
         return VectorIndex(measure=load_measure(ctx.metadata, ctx.artifacts, row["measure"]),  # a custom one: its callable
                            exact_threshold=cfg.exact_threshold, epsilon=cfg.epsilon,
                            builder=self._builder if cfg.build_process else None)
 
     def _load(self, target: Target, row: dict, use_snapshot: bool = True, layout: tuple | None = None,
               epoch: int = 0) -> _Loaded:
-        self._start_warm_up()
         start = time.perf_counter()
         ctx = Context(target)
+        self._start_warm_up(ctx)
         cfg = ctx.config.master
         with self._loads_done:
             self._loading += 1

@@ -73,12 +73,17 @@ class Fence:
         shard (None: cannot tell, e.g. not published yet).
     on_lost : callable
         ``on_lost(key)``: called when the lease of collection ``key`` is lost (drop its indexes).
+    enabled : bool
+        False for an in-process master (no cluster: jobs inline): it is a private cache of one
+        process, takes no lease and answers with epoch 0.
     """
 
     def __init__(self, shard: int, owner: str, worker: str | None, ttl: float, *, replaces: str | None = None,
                  gone: Callable[[str | None], bool] = lambda w: False,
                  published: Callable[[], bool | None] = lambda: None,
-                 on_lost: Callable[[str], None] = lambda key: None, grace: float = 60.0) -> None:
+                 on_lost: Callable[[str], None] = lambda key: None, grace: float = 60.0,
+                 enabled: bool = True) -> None:
+        self.enabled = enabled
         self.shard, self.owner, self.worker, self.ttl = shard, owner, worker, float(ttl)
         self.replaces, self._gone, self._published, self._on_lost = replaces, gone, published, on_lost
         self.grace = grace
@@ -98,6 +103,8 @@ class Fence:
         ShardFencedError
             The lease was lost, this actor was retired, or another live owner holds it.
         """
+        if not self.enabled:
+            return 0
         with self._lock:
             self._check(key)
             held = self._held.get(key)

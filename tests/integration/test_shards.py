@@ -12,9 +12,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,7 +179,9 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_two_clients_and_a_scheduler_restart_keep_one_owner_per_shard(connect, unique_name, tmp_path):
     spec = ClusterSpec(port=free_port(), n_workers=1, shards=2, dashboard_address=None)
-    with ProcessCluster(spec, log_dir=tmp_path, env={"SUPERDUPERDB_MASTER__WARM_UP": "false"}) as cluster:
+    tests = str(Path(__file__).resolve().parent.parent)  # the workers import testmodels
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH", "")) if p)}
+    with ProcessCluster(spec, log_dir=tmp_path, env=env) as cluster:
         config = {"master.shards": 2, "master.lease_ttl": 5, "cluster.timeout": 60}
         a, b = connect(cluster.address, **config), connect(cluster.address, **config)
         coll_a, coll_b = a[unique_name].docs, b[unique_name].docs

@@ -123,7 +123,8 @@ def _gather(h: MasterHandle, target: Target, calls: dict[int, tuple], *, allow_p
                 h.recover(i, target, row)
                 continue
             if h.dask_client is not None and (fut is None or isinstance(exc, ShardUnavailableError)):
-                h._switch(i, lost=h._shards[i].generation)
+                actor = h._shards[i].actor
+                h._switch(i, lost=None if actor is None else actor.key)
             result = h.call_shard(i, method, *args, wait=h.shard_wait)
             if check_epoch and not h.seen_epoch(target, i, result["epoch"]):
                 raise ShardUnavailableError(f"Shard {i} keeps answering from a stale epoch; retry.", shards=[i]) \

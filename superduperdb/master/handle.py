@@ -63,6 +63,11 @@ def _local_master(warm_up: bool, sweep: Any, shard: int = 0, shards: int = 1, tt
         return _LOCAL[name]
 
 
+def _key(actor: Any) -> str | None:
+    """The Dask key of an actor proxy (what names a lost one)."""
+    return None if actor is None else actor.key
+
+
 def _is_lost(exc: BaseException) -> bool:
     """Whether ``exc`` says the actor (or its worker) is gone, not that the call failed."""
     from distributed.comm.core import CommClosedError
@@ -161,14 +166,15 @@ class MasterHandle:
             future = self.dask_client.get_dataset(n.future, default=None)
         return actor, int(self.dask_client.get_dataset(n.generation, default=1)), getattr(future, "key", None)
 
-    def _find_or_create(self, shard: int, lost: int | None = None) -> tuple[Any, int]:
-        """The published actor of ``shard`` unless it is generation ``lost``; else a new one, created atomically."""
+    def _find_or_create(self, shard: int, lost: str | None = None) -> tuple[Any, int]:
+        """The published actor of ``shard`` unless it is the one with key ``lost``; else a new one, created
+        atomically. (Keys, not generation numbers, name the lost one: a restarted scheduler counts from 1 again.)"""
         import distributed
 
         client = self.dask_client
         try:
             actor, generation, _ = self._published(shard)
-            if generation != lost and self._alive(actor):
+            if actor.key != lost and self._alive(actor):
                 return actor, generation
         except KeyError:
             pass
@@ -181,7 +187,7 @@ class MasterHandle:
             replaces = None
             try:
                 actor, generation, replaces = self._published(shard)
-                if generation != lost and self._alive(actor):
+                if actor.key != lost and self._alive(actor):
                     return actor, generation  # another client replaced it first: use that one
                 if self._alive(actor):  # replaced while alive (a stale owner): it stops answering
                     with contextlib.suppress(Exception):
@@ -213,12 +219,11 @@ class MasterHandle:
         is gone is lost too: a call to it would wait for the connect timeout (30 s) before failing."""
         return actor._address in self.dask_client.nthreads()
 
-    def _switch(self, shard: int, lost: int | None = None) -> Any:
-        """Take the current actor of ``shard`` (replacing generation ``lost``); shard 0 is told what to sweep."""
+    def _switch(self, shard: int, lost: str | None = None) -> Any:
+        """Take the current actor of ``shard`` (replacing the one with key ``lost``); shard 0 is told what to sweep."""
         state = self._shards[shard]
         with state.lock:
-            if lost is not None and state.generation is not None and state.generation != lost \
-                    and state.actor is not None:
+            if lost is not None and state.actor is not None and state.actor.key != lost:
                 return state.actor  # another thread of this client replaced it already
             state.actor = None
             actor, generation = self._find_or_create(shard, lost)
@@ -268,7 +273,7 @@ class MasterHandle:
         state = self._shards[shard]
         if state.actor is not None and not self._alive(state.actor):
             logger.warning("the worker %s of shard %d is gone; replacing the actor", state.actor._address, shard)
-            self._switch(shard, lost=state.generation)
+            self._switch(shard, lost=_key(state.actor))
         deadline = time.monotonic() + (wait if wait is not None else 0.0)
         attempt = 0
         while True:
@@ -285,7 +290,7 @@ class MasterHandle:
                     raise
                 logger.warning("shard %d was lost (%s: %s); replacing it", shard, type(exc).__name__, exc)
                 with contextlib.suppress(Exception):
-                    self._switch(shard, lost=state.generation)
+                    self._switch(shard, lost=_key(state.actor))
                 if attempt > 1:
                     time.sleep(POLL)
 
@@ -307,7 +312,7 @@ class MasterHandle:
             try:
                 state = self._shards[shard]
                 if state.actor is None or not self._alive(state.actor):
-                    self._switch(shard, lost=state.generation)
+                    self._switch(shard, lost=_key(state.actor))
                 if target is not None and row is not None:
                     self.call_shard(shard, "ensure", target, row, self._layouts.get(target, shard),
                                     wait=self.shard_wait)

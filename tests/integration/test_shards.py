@@ -211,7 +211,7 @@ def test_two_clients_and_a_scheduler_restart_keep_one_owner_per_shard(connect, u
         assert live_owners(dask_client) == Counter({0: 1, 1: 1})
         after = store.epochs(store.shards_table(a[unique_name]._raw, "docs"))
         assert all(after[s] == epochs[s] + 1 for s in (0, 1)), (epochs, after)  # one new owner each
-        new = X[:3] * 4
+        new = vectors(3, seed=99)
         coll_b.insert_many([{"x": x, "i": 500 + j, "g": 0} for j, x in enumerate(new)]).jobs.wait(WAIT)
         assert [coll_a.find_one(like={"x": x})["i"] for x in new] == [500, 501, 502]
 

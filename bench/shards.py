@@ -107,8 +107,10 @@ def store(uri: str, db: str, data: np.ndarray) -> tuple[Any, float]:
     """The collection with the model, the index and ``data`` stored as documents with outputs (no jobs)."""
     import superduperdb
 
-    # No snapshot from this set-up client (its in-process master would save one of the empty index).
-    client = superduperdb.connect(uri, cluster=None, config={"master.warm_up": False, "master.snapshot_interval": 0})
+    # No snapshot from this set-up client (its in-process master would save one of the empty index), and no
+    # sweeps: the documents hold outputs without inputs, which the reconciler would rightly remove.
+    client = superduperdb.connect(uri, cluster=None, config={"master.warm_up": False, "master.snapshot_interval": 0,
+                                                             "reconcile.interval": 0})
     coll = client[db].docs
     coll.drop()
     coll.create_model(MODEL, np.asarray, key=KEY).wait(60)
@@ -247,7 +249,8 @@ def stream(args: argparse.Namespace, build_process: bool) -> dict:
     X = blobs(n + args.inserts + 200, args.dim, 100, 16, 0.05, seed=7)
     uri = f"mongomock://bench-shards-stream-{int(build_process)}"
     config = {"master.build_process": build_process, "cluster.timeout": 600, "reconcile.interval": 0}
-    setup = superduperdb.connect(uri, cluster=None, config={"master.warm_up": False, "master.snapshot_interval": 0})
+    setup = superduperdb.connect(uri, cluster=None, config={"master.warm_up": False, "master.snapshot_interval": 0,
+                                                            "reconcile.interval": 0})
     coll = setup.db["bench"]
     coll.drop()
     coll.create_model(MODEL, np.asarray, key=KEY).wait(60)

@@ -167,8 +167,11 @@ def _serve() -> None:  # pragma: no cover - runs in the child
             import traceback
 
             reply = {"error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(json.dumps(reply) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # the parent is gone: so is the reason to build
+            return
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -152,6 +152,9 @@ def scale(args: argparse.Namespace, uri: str, shards: int, data: np.ndarray, que
         out["load_s"] = time.perf_counter() - start
         indexes = coll._services.indexes
         master, row, target = indexes.master, indexes.get(None), coll._services.scope.target
+        # Below master.rebuild_tail (10,000 per shard) vectors arrive in no sealed segment on their own:
+        # build every shard's graph now (in its build process), as the graph-ready time.
+        master.rebuild(target, row, wait=True, timeout=args.graph_timeout)
         deadline = time.perf_counter() + args.graph_timeout
         while time.perf_counter() < deadline:
             stats = master.stats()

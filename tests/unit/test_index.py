@@ -653,3 +653,24 @@ def test_search_info_says_plan_and_candidates(fake_graph):
     assert info["plan"] == "graph" and 0 < info["candidates"] <= 600
     index.search(X[0], 5, candidates=list(range(50)), info=info)
     assert info == {"plan": "exact", "candidates": 50, "segments": 2}
+
+
+@pytest.mark.slow
+def test_process_builder_builds_in_another_process_and_survives_its_death(blob_data):
+    """Graphs built by a child process answer as in-process ones; a killed child is replaced at the next build."""
+    from superduperdb.index.builder import ProcessBuilder
+
+    X, Q = blob_data
+    builder = ProcessBuilder()
+    index = VectorIndex(measure="cosine", exact_threshold=1000, rebuild_tail=10**9, builder=builder, random_state=0)
+    ids = list(range(5000))
+    index.add(ids, X[:5000])
+    assert index.rebuild(timeout=WAIT) and index.stats()["graph_size"] == 5000
+    first = builder.pid
+    assert first is not None and first != os.getpid() and builder.builds == 1
+    assert recall(index, ids, X[:5000], Q[:50], "cosine") >= 0.9
+    os.kill(first, 9)
+    index.add(list(range(5000, 6000)), X[5000:6000])
+    assert index.rebuild(timeout=WAIT) and builder.pid not in (None, first)  # a new build process
+    assert index.stats()["graph_size"] == 6000
+    builder.close()

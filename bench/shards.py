@@ -271,9 +271,10 @@ def stream(args: argparse.Namespace, build_process: bool) -> dict:
     indexes = coll._services.indexes
     master = indexes.master
     deadline = time.perf_counter() + args.graph_timeout
+    graphs = n > client.config.master.exact_threshold  # smaller: exact search by design, no graph
     while time.perf_counter() < deadline:  # warm and with graphs: the steady state the stream runs in
         s = master.stats()[0]
-        if s["graph_size"] >= 0.9 * s["size"] and not s["building"] and s.get("warm"):
+        if (not graphs or s["graph_size"] >= 0.9 * s["size"]) and not s["building"] and s.get("warm"):
             break
         time.sleep(0.5)
     out["graph_ready_s"] = time.perf_counter() - start

@@ -25,6 +25,7 @@ from MongoDB and kept :data:`LAYOUT_TTL` seconds). Then:
 from __future__ import annotations
 
 import heapq
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .handle import MasterHandle
 
 LAYOUT_TTL = 2.0  # seconds a read of a collection's partition table is reused
+BALANCE_EVERY = 30.0  # seconds between two looks at whether shards should spread out (see MasterHandle.balance)
 
 
 class Done:
@@ -137,6 +139,11 @@ def search(h: MasterHandle, target: Target, row: dict, vectors: list, n: int, ca
            allow_partial: bool, explain: dict | None) -> list[tuple[list, list]]:
     """Fan a query out to the shards, merge their answers (see the module docstring)."""
     start = time.perf_counter()
+    h.used(target, row)
+    if h.shards > 1 and h.dask_client is not None and time.monotonic() - h._balanced_at >= BALANCE_EVERY:
+        h._balanced_at = time.monotonic()
+        threading.Thread(target=h.balance, kwargs={"force": True}, name="superduperdb-balance-shards",
+                         daemon=True).start()
     if candidates is not None and h.shards > 1:
         owned = route(candidates, h._layouts.table(target)["table"])
     else:

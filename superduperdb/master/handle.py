@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 _LOCAL: dict[str, Any] = {}
 _LOCAL_LOCK = threading.Lock()
 POLL = 0.2  # seconds between looks for a worker to place a shard on
+BALANCE_EVERY = 30.0  # seconds between two looks, by a querying handle, at whether shards should spread out
 
 
 def _local_master(warm_up: bool, sweep: Any, shard: int = 0, shards: int = 1, ttl: float = 15.0) -> Any:
@@ -125,6 +126,8 @@ class MasterHandle:
         self._epochs: dict[tuple[str, int], int] = {}  # highest epoch seen per (collection, shard)
         self._layouts = fanout.Layouts(self.shards)
         self._recovering: set[int] = set()
+        self._used: dict[str, tuple[Target, dict]] = {}  # the indexes this handle searched: warmed before a move
+        self._balanced_at = time.monotonic()
 
     @classmethod
     def from_config(cls, dask_client: Any, config: Config, sweep: Any = None) -> MasterHandle:
@@ -301,6 +304,72 @@ class MasterHandle:
             actor = self._shards[shard].actor
             return actor is None or not self._alive(actor)
         return _is_lost(exc)
+
+    # -- placement as workers join ------------------------------------------------------------
+    def balance(self, force: bool = False) -> int | None:
+        """Move one shard that shares a worker onto a master worker that holds none; the shard moved (or None).
+
+        Called by queries at most every :data:`BALANCE_EVERY` seconds (in a background thread), so
+        shards spread out as master workers join. The new actor loads the indexes this handle used
+        (snapshot + catch-up) before it is published; the old one then retires.
+        """
+        if self.dask_client is None or self.shards == 1:
+            return None
+        now = time.monotonic()
+        if not force and (now - self._balanced_at < BALANCE_EVERY or self._recovering):
+            return None
+        self._balanced_at = now
+        workers = self.dask_client.scheduler_info(n_workers=-1)["workers"]
+        marked = sorted(a for a, w in workers.items() if (w.get("resources") or {}).get(self.resource))
+        where = {i: st.actor._address for i, st in enumerate(self._shards) if st.actor is not None}
+        if len(where) < self.shards or not marked:
+            return None
+        crowded = [i for i in sorted(where, reverse=True) if list(where.values()).count(where[i]) > 1]
+        free = [a for a in marked if a not in where.values()]
+        if not crowded or not free:
+            return None
+        shard = crowded[0]
+        self._move(shard, free[0])
+        return shard
+
+    def _move(self, shard: int, worker: str) -> None:
+        import distributed
+
+        n, state = names(shard), self._shards[shard]
+        lock = distributed.Lock(n.dataset, scheduler_rpc=self.dask_client.scheduler, loop=self.dask_client.loop)
+        if not lock.acquire(timeout=self.timeout):
+            return
+        try:
+            old, generation, old_key = self._published(shard)
+            if state.actor is None or old.key != state.actor.key:
+                return  # another client moved or replaced it
+            from .actor import Master
+
+            key = f"superduperdb-master-{shard}-{uuid.uuid4().hex}"
+            future = self.dask_client.submit(Master, self.warm_up, self.sweep if shard == 0 else None,
+                                             generation + 1, shard, self.shards, key, old_key, self.lease_ttl,
+                                             actor=True, workers=[worker], allow_other_workers=False, key=key,
+                                             pure=False)
+            with self.dask_client.as_current():
+                actor = future.result(timeout=self.timeout)
+            for target, row in list(self._used.values()):  # loaded before any query reaches it
+                actor.ensure(target, row, self._layouts.get(target, shard)).result(timeout=self.timeout)
+            for name in (n.dataset, n.future, n.generation):
+                with contextlib.suppress(KeyError):
+                    self.dask_client.unpublish_dataset(name)
+            self.dask_client.publish_dataset(**{n.dataset: actor, n.future: future, n.generation: generation + 1})
+            state.actor, state.generation = actor, generation + 1
+            with contextlib.suppress(Exception):
+                old.retire().result(timeout=self.timeout)
+            logger.info("moved shard %d from %s to %s, a master worker that held none", shard, old._address, worker)
+        except Exception as exc:  # noqa: BLE001 - the shard stays where it is; tried again later
+            logger.warning("moving shard %d to %s failed: %s: %s", shard, worker, type(exc).__name__, exc)
+        finally:
+            lock.release()
+
+    def used(self, target: Target, row: dict) -> None:
+        """Note that index ``row`` of ``target`` was searched (a moved shard loads it first)."""
+        self._used[f"{target.uri}|{target.database}|{target.collection}|{row['name']}"] = (target, row)
 
     def recover(self, shard: int, target: Target | None = None, row: dict | None = None) -> None:
         """Replace a lost shard in a background thread (and load ``row`` there), once at a time."""

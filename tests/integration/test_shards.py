@@ -238,3 +238,36 @@ def test_batch_apply_model_runs_partitions_on_several_workers(connect, unique_na
     group = coll.apply_model("shout", filter={"i": {"$gte": 5}}, key="text", write=True, progress=False)
     assert len(group) == 2 and all(s == "success" for s in group.status.values())
     assert coll.count_documents({"_outputs.text.shout": {"$exists": True}}) == 35
+
+
+def test_shards_wait_for_a_worker_then_spread_out_as_master_workers_join(unique_name):
+    """A cluster without workers: registering waits for one (not MasterUnavailableError at once);
+    both shards start on the only master worker, and move apart when a second one joins."""
+    import distributed
+
+    with distributed.LocalCluster(n_workers=0, processes=False, threads_per_worker=2, resources={"MASTER": 1},
+                                  dashboard_address=":0") as local:
+        client = superduperdb.connect(f"mongomock://{unique_name}", cluster=local.scheduler_address,
+                                      config={**BASE, "master.shards": 2, "cluster.timeout": 120})
+        try:
+            coll = client[unique_name].docs
+            X = vectors(50, seed=5)
+            coll.insert_many([{"x": x, "i": i, "g": 0} for i, x in enumerate(X)])
+            coll.create_model("ident", testmodels.identity)
+            joins = threading.Timer(1.0, lambda: local.scale(1))  # a worker joins a second later
+            joins.start()
+            coll.create_semantic_index("v", models=["ident"], keys=["x"]).wait(WAIT)
+            joins.join()
+            plan = coll.find(like={"x": X[3]}, n=3).explain()
+            assert len({s["worker"] for s in plan["shards"]}) == 1
+            local.scale(2)
+            client.cluster.client.wait_for_workers(2, timeout=WAIT)
+            master = coll._services.indexes.master
+            assert master.balance(force=True) == 1
+            cursor = coll.find(like={"x": X[3]}, n=3)
+            assert [d["i"] for d in cursor] == exact(X, X[3], 3)
+            plan = cursor.explain()
+            assert len({s["worker"] for s in plan["shards"]}) == 2 and plan["shards"][1]["epoch"] == 2
+            assert master.balance(force=True) is None  # nothing left to spread
+        finally:
+            client.close()

@@ -138,7 +138,8 @@ def scale(args: argparse.Namespace, uri: str, shards: int, data: np.ndarray, que
     spec = ClusterSpec(port=free_port(), n_workers=1, shards=shards, dashboard_address=None)
     env = {"PYTHONPATH": os.pathsep.join([str(HERE.parent / "tests"), os.environ.get("PYTHONPATH", "")])}
     out: dict[str, Any] = {"shards": shards, "store_s": store_s}
-    config = {"master.shards": shards, "master.exact_threshold": args.exact_threshold, "master.warm_up": True,
+    config = {"master.shards": shards, "master.exact_threshold": 10**9 if args.no_graphs else args.exact_threshold,
+              "master.warm_up": not args.no_graphs,
               "cluster.timeout": 600, "reconcile.interval": 0, "master.lease_ttl": 5, "master.shard_wait": 120}
     with ProcessCluster(spec, log_dir=Path(args.logs) / f"shards-{shards}", env=env) as cluster:
         client = superduperdb.connect(uri, cluster=cluster.address, config=config)
@@ -156,12 +157,13 @@ def scale(args: argparse.Namespace, uri: str, shards: int, data: np.ndarray, que
         master, row, target = indexes.master, indexes.get(None), coll._services.scope.target
         # Below master.rebuild_tail (10,000 per shard) vectors arrive in no sealed segment on their own:
         # build every shard's graph now (in its build process), as the graph-ready time.
-        master.rebuild(target, row, wait=True, timeout=args.graph_timeout)
+        if not args.no_graphs:
+            master.rebuild(target, row, wait=True, timeout=args.graph_timeout)
         deadline = time.perf_counter() + args.graph_timeout
         while time.perf_counter() < deadline:
             stats = master.stats()
-            if stats and all(s["graph_size"] >= 0.9 * s["size"] and not s["building"] and s.get("warm")
-                             for s in stats):
+            if stats and all((args.no_graphs or s["graph_size"] >= 0.9 * s["size"] and s.get("warm"))
+                             and not s["building"] for s in stats):
                 break
             time.sleep(0.5)
         out["graph_ready_s"] = time.perf_counter() - start
@@ -322,6 +324,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loop", type=int, default=1000, help="queries in the kill loop")
     p.add_argument("--exact-threshold", type=int, default=1000, help="master.exact_threshold in the scale part")
     p.add_argument("--graph-timeout", type=float, default=1800.0)
+    p.add_argument("--no-graphs", action="store_true",
+                   help="scale part: exact search in every shard (no graph, no JIT): what a loaded 2-core machine "
+                        "can run in minutes")
     p.add_argument("--stream-n", type=int, default=100_000)
     p.add_argument("--inserts", type=int, default=200)
     p.add_argument("--rate", type=float, default=5.0, help="inserts per second in the stream")

@@ -91,7 +91,8 @@ def merge(answers: list[list[tuple[list, list]]], n: int) -> list[tuple[list, li
 
 
 def _gather(h: MasterHandle, target: Target, calls: dict[int, tuple], *, allow_partial: bool = False,
-            row: dict | None = None, check_epoch: bool = False) -> tuple[dict[int, Any], list[int]]:
+            row: dict | None = None, check_epoch: bool = False,
+            timeout: float | None = None) -> tuple[dict[int, Any], list[int]]:
     """Run ``{shard: (method, *args)}`` concurrently; ``({shard: result}, [shards left out])``.
 
     A lost shard is re-created and asked again (up to ``master.shard_wait``), or left out with ``allow_partial``.
@@ -114,7 +115,7 @@ def _gather(h: MasterHandle, target: Target, calls: dict[int, tuple], *, allow_p
         try:
             if fut is None or isinstance(fut, Exception):
                 raise fut or ShardUnavailableError(f"shard {i}'s worker left the cluster", shards=[i])
-            result = fut.result(timeout=h.timeout)
+            result = fut.result(timeout=h.timeout if timeout is None else timeout)
             if check_epoch and not h.seen_epoch(target, i, result["epoch"]):
                 raise ShardUnavailableError(f"shard {i} answered from a stale epoch {result['epoch']}", shards=[i])
         except Exception as exc:
@@ -160,11 +161,13 @@ def search(h: MasterHandle, target: Target, row: dict, vectors: list, n: int, ca
     return found
 
 
-def every(h: MasterHandle, target: Target, method: str, row: dict, *args: Any, layout: bool = True) -> list:
-    """``method(target, row, *args, layout)`` on every shard, concurrently; the results in shard order."""
+def every(h: MasterHandle, target: Target, method: str, row: dict, *args: Any, layout: bool = True,
+          timeout: float | None = None) -> list:
+    """``method(target, row, *args, layout)`` on every shard, concurrently; the results in shard order
+    (each waited for up to ``timeout`` seconds, default ``cluster.timeout``)."""
     calls = {i: (method, target, row, *args, *((h._layouts.get(target, i),) if layout else ()))
              for i in range(h.shards)}
-    results, _ = _gather(h, target, calls, row=row)
+    results, _ = _gather(h, target, calls, row=row, timeout=timeout)
     return [results[i] for i in range(h.shards)]
 
 

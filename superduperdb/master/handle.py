@@ -476,7 +476,8 @@ class MasterHandle:
 
     def rebuild(self, target: Target, row: dict, wait: bool = True, timeout: float = 600.0) -> dict:
         """Compact and build the index's graphs now on every shard (``wait``: until swapped in); its stats."""
-        return fanout.combine(fanout.every(self, target, "rebuild", row, wait, timeout))
+        return fanout.combine(fanout.every(self, target, "rebuild", row, wait, timeout,
+                                           timeout=timeout + self.timeout if wait else None))
 
     def stats(self) -> list[dict]:
         """Stats of every loaded index on every shard (one dict per index and shard)."""

@@ -99,13 +99,16 @@ def _gather(h: MasterHandle, target: Target, calls: dict[int, tuple], *, allow_p
     """
     alive = set(h.dask_client.nthreads()) if h.dask_client is not None else None
     futures: dict[int, Any] = {}
+    asked: dict[int, Any] = {}  # the actor each shard was asked (a lost one is replaced only if still current)
     for i, (method, *args) in calls.items():
         state = h._shards[i]
+        asked[i] = state.actor
         if alive is not None and state.actor is not None and state.actor._address not in alive:
             futures[i] = None  # its worker is gone: lost
             continue
         try:
             futures[i] = h.submit(i, method, *args)
+            asked[i] = h._shards[i].actor
         except Exception as exc:  # creating the actor failed
             futures[i] = exc
     results: dict[int, Any] = {}
@@ -126,8 +129,7 @@ def _gather(h: MasterHandle, target: Target, calls: dict[int, tuple], *, allow_p
                 h.recover(i, target, row)
                 continue
             if h.dask_client is not None and (fut is None or isinstance(exc, ShardUnavailableError)):
-                actor = h._shards[i].actor
-                h._switch(i, lost=None if actor is None else actor.key)
+                h._switch(i, lost=None if asked[i] is None else asked[i].key)
             result = h.call_shard(i, method, *args, wait=h.shard_wait)
             if check_epoch and not h.seen_epoch(target, i, result["epoch"]):
                 raise ShardUnavailableError(f"Shard {i} keeps answering from a stale epoch; retry.", shards=[i]) \

@@ -281,8 +281,10 @@ class MasterHandle:
         attempt = 0
         while True:
             attempt += 1
+            actor = None
             try:
-                return getattr(self.shard_actor(shard), method)(*args).result(timeout=self.timeout)
+                actor = self.shard_actor(shard)
+                return getattr(actor, method)(*args).result(timeout=self.timeout)
             except Exception as exc:
                 if not self._lost(shard, exc) or attempt >= 2 and time.monotonic() > deadline:
                     if self._lost(shard, exc) and wait is not None:
@@ -293,7 +295,7 @@ class MasterHandle:
                     raise
                 logger.warning("shard %d was lost (%s: %s); replacing it", shard, type(exc).__name__, exc)
                 with contextlib.suppress(Exception):
-                    self._switch(shard, lost=_key(state.actor))
+                    self._switch(shard, lost=_key(actor))  # the one that failed: another may have replaced it
                 if attempt > 1:
                     time.sleep(POLL)
 

@@ -1,7 +1,7 @@
 """The partition table, leases and fencing of shards (superduperdb.store.shards, master.fencing), and the merge.
 
 Against the embedded store (in-process), no cluster: the cluster paths are in
-tests/integration/test_shards.py.
+tests/integration/test_sharded_index.py.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ process (``master.build_process``), so a build never stalls queries.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -562,6 +563,9 @@ def _is_published(dask_client: Any, shard: int, key: str) -> bool | None:
     except KeyError:
         return None
     except Exception:  # noqa: BLE001 - the scheduler away: cannot tell
+        return True
+    if inspect.isawaitable(future):  # a client switched to asynchronous use (its worker closing): cannot tell
+        getattr(future, "close", lambda: None)()
         return True
     return getattr(future, "key", None) == key
 

@@ -144,7 +144,7 @@ class Master:
             gone=lambda: dask_client is not None and dask_client.status in ("closing", "closed"))
         self._fence = Fence(self.shard, self.key, self.worker, lease_ttl, replaces=replaces,
                             gone=lambda w: _worker_gone(dask_client, w),
-                            published=lambda: _is_published(dask_client, self.shard, self.key),
+                            published=lambda: _is_published(dask_client, self.shard, self.key, replaces),
                             on_lost=self._drop_collection, enabled=dask_client is not None)
 
     def _drop_collection(self, ckey: str) -> None:
@@ -552,8 +552,9 @@ def _worker_gone(dask_client: Any, worker: str | None) -> bool:
         return False
 
 
-def _is_published(dask_client: Any, shard: int, key: str) -> bool | None:
-    """Whether the actor with ``key`` is the one published for ``shard`` (None: none published, or no cluster)."""
+def _is_published(dask_client: Any, shard: int, key: str, replaces: str | None = None) -> bool | None:
+    """Whether the actor with ``key`` is the one published for ``shard`` (None: cannot tell: none published, or
+    the one it ``replaces`` still is, as while a moved shard loads before it is published)."""
     if dask_client is None:
         return True
     from .fencing import names
@@ -567,7 +568,8 @@ def _is_published(dask_client: Any, shard: int, key: str) -> bool | None:
     if inspect.isawaitable(future):  # a client switched to asynchronous use (its worker closing): cannot tell
         getattr(future, "close", lambda: None)()
         return True
-    return getattr(future, "key", None) == key
+    published = getattr(future, "key", None)
+    return None if replaces is not None and published == replaces else published == key
 
 
 def _npy_vector(value: Any) -> Any:

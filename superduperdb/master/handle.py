@@ -341,6 +341,7 @@ class MasterHandle:
         lock = distributed.Lock(n.dataset, scheduler_rpc=self.dask_client.scheduler, loop=self.dask_client.loop)
         if not lock.acquire(timeout=self.timeout):
             return
+        actor = None
         try:
             old, generation, old_key = self._published(shard)
             if state.actor is None or old.key != state.actor.key:
@@ -366,6 +367,9 @@ class MasterHandle:
             logger.info("moved shard %d from %s to %s, a master worker that held none", shard, old._address, worker)
         except Exception as exc:  # noqa: BLE001 - the shard stays where it is; tried again later
             logger.warning("moving shard %d to %s failed: %s: %s", shard, worker, type(exc).__name__, exc)
+            if actor is not None and state.actor is not actor:  # never published: it gives its leases back
+                with contextlib.suppress(Exception):
+                    actor.retire().result(timeout=self.timeout)
         finally:
             lock.release()
 

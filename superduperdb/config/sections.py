@@ -121,6 +121,8 @@ class MasterConfig(_Node):
     warm_up: bool
     snapshot_interval: float = field(metadata={"min": 0})
     snapshot_changes: int = field(metadata={"min": 1})
+    snapshot_dir: str | None
+    position_lag: float = field(metadata={"min": 0})
 
 
 @_section("types")

@@ -23,18 +23,20 @@ import time
 from typing import Any
 
 from ..config import redact
-from ..errors import SemanticIndexError
+from ..errors import IndexLoadingError, SemanticIndexError
 from ..index.env import configure_numba_env
 from ..store.context import Context, Target, worker_dask_client
 from ..store.layout import MISSING, fingerprint_path, get_path, output_path
 from ..store.measures import load_measure
+from ..store.positions import Position, Positions, SafePosition
 from ..types import npy
-from . import snapshots
+from . import catchup, localcopy, snapshots
 from .sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
 
 LOAD_CHUNK = 5000
+LOAD_WAIT = 2.0  # seconds a call waits for an index that is loading, then IndexLoadingError (the caller retries)
 # The JIT warm-up waits this long after the master starts, then for loads in progress
 # to finish: compiling holds the GIL for long stretches, and a 10k-vector load that
 # ran beside it took 9.2 s instead of 3.6 s (bench/search.py), delaying the first answer.
@@ -67,6 +69,34 @@ class _Loaded:
         self.snapshot_attempt = time.monotonic()
         self.last_snapshot: dict | None = None
         self.saving = threading.Lock()
+        # The write position (superduperdb.store.positions): what a snapshot of this index may record.
+        self.safe = SafePosition(None, float(cfg.position_lag))
+        self.hashes: dict = {}  # id -> id_hash(id), for the snapshot's partitions and digests
+        self.rejected: list[dict] = []  # snapshots that failed a check when this index loaded
+        self.partitions: list[int] | None = None  # None: all (a shard's index covers its own)
+        self.local = localcopy.folder(cfg.snapshot_dir)
+        self.local_path = localcopy.path_for(self.local, target, row) if self.local is not None else None
+
+
+class _LoadJob:
+    """An index being loaded in a background thread, and how far it got (see ``IndexLoadingError``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = time.monotonic()
+        self.progress = {"phase": "starting", "done": 0, "total": None}
+        self.done = threading.Event()
+        self.result: _Loaded | None = None
+        self.error: BaseException | None = None
+
+    def error_now(self) -> IndexLoadingError:
+        p, elapsed = dict(self.progress), time.monotonic() - self.started
+        total = f" of about {p['total']:,}" if p.get("total") else ""
+        return IndexLoadingError(
+            f"Index {self.name!r} is still loading ({p['phase']}: {p['done']:,}{total} vectors after "
+            f"{elapsed:.1f} s). The load goes on in the master: retry the query shortly, or raise "
+            "cluster.timeout to wait longer.", index=self.name, phase=p["phase"], done=p["done"],
+            total=p["total"], elapsed=elapsed)
 
 
 class Master:
@@ -89,6 +119,7 @@ class Master:
         self.started_at = time.time()
         self.generation = generation
         self._indexes: dict[str, _Loaded] = {}
+        self._jobs: dict[str, _LoadJob] = {}
         self._lock = threading.RLock()
         self._fingerprints_lock = threading.Lock()
         self._loading = 0
@@ -133,48 +164,88 @@ class Master:
                     time.perf_counter() - start)
 
     # -- loading ----------------------------------------------------------------------
-    def _read(self, ctx: Context, row: dict, query: dict) -> tuple[list, list, list]:
+    def _read(self, ctx: Context, row: dict, query: dict, progress: dict | None = None) -> tuple[list, list, list]:
         """``(ids, vectors, fingerprints)`` of the documents matching ``query`` that have an indexed output."""
         path, fp_path = indexed_path(row), fingerprint_path(row["keys"][0], row["models"][0])
-        ids, vectors, fps = [], [], []
         cursor = ctx.collection.find({"$and": [query, {path: {"$exists": True}}]}, {path: 1, fp_path: 1})
-        for doc in cursor.batch_size(LOAD_CHUNK):
+        return self._decode(ctx, row, cursor.batch_size(LOAD_CHUNK), progress)
+
+    @staticmethod
+    def _decode(ctx: Context, row: dict, docs: Any, progress: dict | None = None) -> tuple[list, list, list]:
+        """``(ids, vectors, fingerprints)`` of documents read with their indexed output and fingerprint."""
+        path, fp_path = indexed_path(row), fingerprint_path(row["keys"][0], row["models"][0])
+        ids, vectors, fps = [], [], []
+        for doc in docs:
             value = get_path(doc, path)
             ids.append(doc["_id"])
             fp = get_path(doc, fp_path)
             fps.append(None if fp is MISSING else fp)  # no fingerprint: always re-read
             vector = _npy_vector(value)
             vectors.append(vector if vector is not None else _as_vector(ctx.types.decode(value)))
+            if progress is not None and len(ids) % LOAD_CHUNK == 0:
+                progress["done"] = len(ids)
         return ids, vectors, fps
 
-    def _get(self, target: Target, row: dict, use_snapshot: bool = True) -> _Loaded:
+    def _get(self, target: Target, row: dict, use_snapshot: bool = True, wait: float = LOAD_WAIT) -> _Loaded:
+        """The loaded index; loading it in a background thread if needed, waited for at most ``wait``
+        seconds (then :class:`IndexLoadingError` says how far it got: the actor's thread stays free)."""
         key = index_key(target, row)
         with self._lock:
             loaded = self._indexes.get(key)
-            if loaded is None:
-                loaded = self._load(target, row, use_snapshot)
-                self._indexes[key] = loaded
-                self._snapshotter.start()
-            return loaded
+            if loaded is not None:
+                return loaded
+            job = self._jobs.get(key)
+            if job is None:
+                job = self._jobs[key] = _LoadJob(row["name"])
+                threading.Thread(target=self._run_load, args=(key, job, target, row, use_snapshot), daemon=True,
+                                 name="superduperdb-index-load").start()
+        if not job.done.wait(wait):
+            raise job.error_now()
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
 
-    def _load(self, target: Target, row: dict, use_snapshot: bool = True) -> _Loaded:
+    def _run_load(self, key: str, job: _LoadJob, target: Target, row: dict, use_snapshot: bool) -> None:
+        try:
+            loaded = self._load(target, row, use_snapshot, job.progress)
+        except BaseException as exc:  # noqa: BLE001 - handed to every caller waiting on this load
+            job.error = exc
+            with self._lock:
+                self._jobs.pop(key, None)
+        else:
+            job.result = loaded
+            with self._lock:
+                self._indexes[key] = loaded
+                self._jobs.pop(key, None)
+            self._snapshotter.start()
+        finally:
+            job.done.set()
+
+    def _load(self, target: Target, row: dict, use_snapshot: bool = True, progress: dict | None = None) -> _Loaded:
         from ..index import VectorIndex
 
+        progress = {} if progress is None else progress
         self._start_warm_up()
         start = time.perf_counter()
         ctx = Context(target)
         cfg = ctx.config.master
         with self._loads_done:
             self._loading += 1
+        rejected: list[dict] = []
         try:
+            Positions(ctx.collection).ensure_indexes()
             if use_snapshot and cfg.snapshot_interval > 0:
-                loaded = self._load_snapshot(ctx, row)
+                progress["phase"] = "snapshot"
+                loaded, rejected = self._load_snapshot(ctx, row, progress)
                 if loaded is not None:
                     loaded.load_seconds = time.perf_counter() - start
                     return loaded
+            progress.update(phase="documents", total=ctx.collection.estimated_document_count())
+            now = Positions(ctx.collection).current()  # observed before reading: see catchup.tail
             index = VectorIndex(measure=load_measure(ctx.metadata, ctx.artifacts, row["measure"]),  # a custom one: its callable
                                 exact_threshold=cfg.exact_threshold, epsilon=cfg.epsilon)
-            ids, vectors, fps = self._read(ctx, row, {})
+            ids, vectors, fps = self._read(ctx, row, {}, progress)
             if ids:
                 index.add(ids, vectors)
         finally:
@@ -184,40 +255,70 @@ class Master:
         seconds = time.perf_counter() - start
         logger.info("loaded index %r of %s.%s: %d vectors in %.2f s", row["name"], target.database,
                     target.collection, len(ids), seconds)
-        return _Loaded(target, row, index, seconds, dict(zip(ids, fps)))
+        loaded = _Loaded(target, row, index, seconds, dict(zip(ids, fps)))
+        loaded.safe.observe(now)
+        loaded.rejected = rejected
+        loaded.catch_up = {"mode": "documents", "read": len(ids), "rejected": rejected or None,
+                           "as_of": {"position": now.seq, "now": now.seq, "behind": 0}}
+        return loaded
 
-    def _load_snapshot(self, ctx: Context, row: dict) -> _Loaded | None:
-        """The index from its latest snapshot, caught up with the documents (None: no usable snapshot)."""
-        from ..errors import SemanticIndexError
+    def _load_snapshot(self, ctx: Context, row: dict, progress: dict) -> tuple[_Loaded | None, list[dict]]:
+        """The index from its latest snapshot, caught up from its position (None: no usable snapshot)."""
         from ..index import VectorIndex
 
         start = time.perf_counter()
-        payload = snapshots.load(ctx.artifacts, row)
-        if payload is None:
-            return None
         cfg = ctx.config.master
+        folder = localcopy.folder(cfg.snapshot_dir)
+        local = localcopy.path_for(folder, ctx.target, row) if folder is not None else None
+        restored, rejected = snapshots.load(ctx.artifacts, row, local)
+        if restored is None:
+            return None, rejected
         index = VectorIndex(measure=load_measure(ctx.metadata, ctx.artifacts, row["measure"]),  # a custom one: its callable
-                                exact_threshold=cfg.exact_threshold, epsilon=cfg.epsilon)
+                            exact_threshold=cfg.exact_threshold, epsilon=cfg.epsilon)
         try:
-            index.restore_state(payload["state"])
+            index.restore_state(restored.state)
         except SemanticIndexError as exc:
             logger.warning("cannot restore the snapshot of index %r: %s; loading from the documents", row["name"], exc)
-            return None
+            return None, [*rejected, {"where": restored.source, "part": "state", "reason": str(exc), "at": time.time()}]
         if index.has_pending_graph:
             threading.Thread(target=self._attach_graph_when_idle, args=(index, row["name"]),
                              name="superduperdb-attach-graph", daemon=True).start()
-        restored = time.perf_counter() - start
-        loaded = _Loaded(ctx.target, row, index, restored, payload["fingerprints"], source="snapshot")
-        ids, fps = self._read_fingerprints(ctx, row)
+        restored_s = time.perf_counter() - start
+        manifest = restored.manifest
+        loaded = _Loaded(ctx.target, row, index, restored_s, restored.fingerprints, source="snapshot")
+        loaded.hashes, loaded.rejected = restored.hashes, rejected
+        since = Position.from_dict(manifest.get("position"))
+        loaded.safe.reset(since)
+        progress.update(phase="catch-up", done=len(index))
+        report = catchup.catch_up(ctx.collection, row, since, loaded.fingerprints,
+                                  lambda docs, gone: self._apply(loaded, ctx, docs, gone),
+                                  lambda: self._full_sync(loaded, ctx), loaded.safe, manifest.get("partitions"))
+        loaded.catch_up = {**report, "snapshot_age_s": time.time() - manifest["taken_at"], "restore_s": restored_s,
+                           "read_s": restored.read_s, "from": restored.source, "rejected": rejected or None}
+        loaded.changes = report["upserted"] + report["removed"]
+        logger.info("loaded index %r from its %s snapshot (%d vectors, %.0f s old) in %.2f s; caught up: %s",
+                    row["name"], restored.source, len(index), loaded.catch_up["snapshot_age_s"],
+                    time.perf_counter() - start, report)
+        return loaded, rejected
+
+    def _apply(self, loaded: _Loaded, ctx: Context, docs: list[dict], gone: list) -> dict:
+        """Upsert the vectors of ``docs`` (read with their output and fingerprint), remove ``gone``."""
+        ids, vectors, fps = self._decode(ctx, loaded.row, docs)
+        if ids:
+            loaded.index.add(ids, vectors)
+        removed = loaded.index.remove(gone) if gone else 0
+        with self._fingerprints_lock:
+            loaded.fingerprints.update(zip(ids, fps))
+            for i in gone:
+                loaded.fingerprints.pop(i, None)
+            loaded.changes += len(ids) + removed
+        return {"upserted": len(ids), "removed": removed}
+
+    def _full_sync(self, loaded: _Loaded, ctx: Context) -> dict:
+        """Compare the id and fingerprint of every document with an output with the index's (no vectors read)."""
+        ids, fps = self._read_fingerprints(ctx, loaded.row)
         changed = self._sync(loaded, ctx, ids, fps, None)
-        loaded.catch_up = {"upserted": changed["upserted"], "removed": changed["removed"],
-                           "snapshot_age_s": time.time() - payload["taken_at"], "restore_s": restored,
-                           "seconds": time.perf_counter() - start - restored}
-        loaded.changes = changed["upserted"] + changed["removed"]
-        logger.info("loaded index %r from its snapshot (%d vectors, %.0f s old) in %.2f s; caught up: %s",
-                    row["name"], len(index), loaded.catch_up["snapshot_age_s"], time.perf_counter() - start,
-                    loaded.catch_up)
-        return loaded
+        return {"upserted": changed["upserted"], "removed": changed["removed"], "checked": len(ids)}
 
     def _read_fingerprints(self, ctx: Context, row: dict) -> tuple[list, list]:
         """``(ids, fingerprints)`` of every document with an indexed output (no vectors read)."""
@@ -253,16 +354,29 @@ class Master:
         with loaded.saving:
             loaded.snapshot_attempt = time.monotonic()
             start = time.perf_counter()
+            ctx = Context(loaded.target)
+            # Apply what was written since the safe position first, so the snapshot holds it whatever
+            # index jobs did (or lost): then that position is what the snapshot includes.
+            catchup.tail(ctx.collection, loaded.row, loaded.fingerprints,
+                         lambda docs, gone: self._apply(loaded, ctx, docs, gone),
+                         lambda: self._full_sync(loaded, ctx), loaded.safe, loaded.partitions)
+            position = loaded.safe.safe()
+            if position is None:
+                logger.debug("index %r: no safe write position yet (master.position_lag): snapshot later",
+                             loaded.row["name"])
+                return None
             with self._fingerprints_lock:  # the fingerprints first: see snapshots.dumps
                 fingerprints, changes = dict(loaded.fingerprints), loaded.changes
-            data = snapshots.dumps(loaded.index, fingerprints, loaded.row)
+            data = snapshots.dumps(loaded.index, fingerprints, loaded.row, position=position.to_dict(),
+                                   hashes=loaded.hashes, partitions=loaded.partitions)
             size = len(loaded.index)
-            snapshots.save(Context(loaded.target).artifacts, loaded.row, data, size=size)
+            snapshots.save(ctx.artifacts, loaded.row, data, local=loaded.local_path, size=size,
+                           position=position.to_dict())
             with self._fingerprints_lock:
                 loaded.changes -= changes
             loaded.snapshot_due = False
             loaded.last_snapshot = {"at": time.time(), "vectors": size, "bytes": len(data),
-                                    "seconds": time.perf_counter() - start}
+                                    "seconds": time.perf_counter() - start, "position": position.seq}
             logger.info("saved a snapshot of index %r: %d vectors, %.1f MB in %.2f s", loaded.row["name"], size,
                         len(data) / 1e6, loaded.last_snapshot["seconds"])
             return loaded.last_snapshot
@@ -343,9 +457,15 @@ class Master:
         return [index.get(i) for i in ids]
 
     def snapshot(self, target: Target, row: dict) -> dict:
-        """Save a snapshot of the index now (loading it first if needed); return what was written."""
+        """Save a snapshot of the index now (loading it first if needed); return what was written.
+
+        An index loaded from the documents has a safe write position ``master.position_lag`` seconds after
+        its load: until then this waits (polling), at most that long.
+        """
         loaded = self._get(target, row)
-        self._save_snapshot(index_key(target, row))
+        deadline = time.monotonic() + loaded.safe.lag + 5.0
+        while self._save_snapshot(index_key(target, row)) is None and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         return dict(loaded.last_snapshot or {})
 
     def neighbours(self, target: Target, row: dict, ids: list | None, n: int) -> dict:
@@ -395,7 +515,10 @@ class Master:
         # Stats are returned by index jobs, whose records store them: the URI is shown redacted.
         return {"index": loaded.row["name"], "collection": f"{t.database}.{t.collection}", "uri": redact(t.uri),
                 "load_seconds": loaded.load_seconds, "source": loaded.source, "catch_up": loaded.catch_up,
+                "as_of": (loaded.catch_up or {}).get("as_of"), "snapshot_rejected": loaded.rejected or None,
+                "position": getattr(loaded.safe.safe(), "seq", None),
                 "snapshot": loaded.last_snapshot, "changes_since_snapshot": loaded.changes,
+                "snapshot_age_s": time.time() - loaded.last_snapshot["at"] if loaded.last_snapshot else None,
                 "graph_enabled": loaded.index.graph_enabled,
                 "warm": self._warm is None or not self._warm.is_alive(), **loaded.index.stats()}
 

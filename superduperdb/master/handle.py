@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MasterUnavailableError
+from ..errors import IndexLoadingError, MasterUnavailableError
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -43,6 +45,30 @@ FUTURE = "superduperdb-master-future"
 GENERATION = "superduperdb-master-generation"
 _LOCAL: dict[str, Any] = {}
 _LOCAL_LOCK = threading.Lock()
+PROBE_EVERY = 1.0  # seconds between checks that the master's worker lives, while a call waits
+LOADING_RETRY = 0.25  # seconds between two tries of a call while an index loads
+
+
+class MasterLost(ConnectionError):
+    """The master's worker died while a call waited (internal: the call is repeated on a new master)."""
+
+
+def refuses_connections(address: str, timeout: float = 1.0) -> bool:
+    """Whether nothing listens at a worker's TCP ``address`` any more (a dead process: refused at once).
+
+    Addresses that are not TCP (``inproc://``: threads of this process) are never refused.
+    """
+    scheme, _, rest = address.partition("://")
+    if scheme not in ("tcp", "tls") or ":" not in rest:
+        return False
+    host, _, port = rest.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except (OSError, ValueError):  # slow or unreachable: not proof that it is dead
+        return False
 
 
 def _local_master(warm_up: bool, sweep: Any) -> Any:
@@ -101,8 +127,9 @@ class MasterHandle:
                 "are restarting. Check that the workers are running and can reach the scheduler "
                 "(`superduperdb info` lists them), wait until at least one has reconnected, then retry the call.",
                 reason="no workers")
-        marked = sorted(a for a, w in workers.items() if (w.get("resources") or {}).get(self.resource))
-        return (marked or sorted(workers))[0]
+        live = {a: w for a, w in workers.items() if not refuses_connections(a)} or workers
+        marked = sorted(a for a, w in live.items() if (w.get("resources") or {}).get(self.resource))
+        return (marked or sorted(live))[0]
 
     def _published(self) -> tuple[Any, int]:
         """The published master and its generation (KeyError: none yet)."""
@@ -155,7 +182,7 @@ class MasterHandle:
     def _alive(self, actor: Any) -> bool:
         """Whether the actor's worker is still in the cluster. A published master whose worker
         is gone is lost too: a call to it would wait for the connect timeout (30 s) before failing."""
-        return actor._address in self.dask_client.nthreads()
+        return self._worker_alive(actor._address)
 
     def _switch(self, lost: int | None = None) -> None:
         """Take the current master (replacing generation ``lost``); tell it what to sweep."""
@@ -214,13 +241,17 @@ class MasterHandle:
         """Make index ``row`` hold exactly ``ids`` with these fingerprints (see ``Master.sync``)."""
         return self._call("sync", target, row, list(ids), list(fingerprints), None if within is None else list(within))
 
-    def ensure(self, target: Target, row: dict) -> dict:
-        """Load index ``row`` of ``target`` from MongoDB unless loaded; return its stats."""
-        return self._call("ensure", target, row)
+    def ensure(self, target: Target, row: dict, wait: float | None = None) -> dict:
+        """Load index ``row`` of ``target`` unless loaded, waiting up to ``wait`` seconds (default
+        ``cluster.timeout``, then :class:`IndexLoadingError`); return its stats."""
+        return self._call("ensure", target, row, wait=wait)
 
-    def reload(self, target: Target, row: dict) -> dict:
-        """Drop index ``row`` and load it again from MongoDB; return its stats."""
-        return self._call("reload", target, row)
+    def reload(self, target: Target, row: dict, wait: float | None = None) -> dict:
+        """Drop index ``row`` and load it again from MongoDB (waiting as :meth:`ensure`); return its stats."""
+        try:
+            return self._call("reload", target, row, retry_loading=False)
+        except IndexLoadingError:  # the load goes on: wait for it without starting another
+            return self.ensure(target, row, wait=wait)
 
     def refresh(self, target: Target, row: dict, ids: list) -> dict:
         """Re-read the outputs of ``ids``: upsert those present, remove the others."""
@@ -264,16 +295,31 @@ class MasterHandle:
         return self._call("stats")
 
     # -- calls ------------------------------------------------------------------------------
-    def _call(self, method: str, *args: Any) -> Any:
-        """Call ``method`` on the master; re-create it once if it was lost."""
+    def _call(self, method: str, *args: Any, wait: float | None = None, retry_loading: bool = True) -> Any:
+        """Call ``method`` on the master; re-create it once if it was lost.
+
+        While an index loads, the master answers :class:`IndexLoadingError` at once; the call is repeated
+        until ``wait`` seconds (default ``cluster.timeout``) have passed, then that error is raised.
+        """
+        deadline = time.monotonic() + (self.timeout if wait is None else wait)
+        while True:
+            try:
+                return self._call_once(method, args, deadline)
+            except IndexLoadingError:
+                remaining = deadline - time.monotonic()
+                if not retry_loading or remaining <= 0:
+                    raise
+                time.sleep(min(LOADING_RETRY, remaining))  # the load runs in the master meanwhile
+
+    def _call_once(self, method: str, args: tuple, deadline: float) -> Any:
         if self.dask_client is None:
             return getattr(self.actor, method)(*args)
-        if self._actor is not None and self._actor._address not in self.dask_client.nthreads():
+        if self._actor is not None and not self._worker_alive(self._actor._address):
             logger.warning("the master's worker %s is gone; replacing the master", self._actor._address)
             self._switch(lost=self._generation)
         for attempt in (1, 2):
             try:
-                return getattr(self.actor, method)(*args).result(timeout=self.timeout)
+                return self._result(getattr(self.actor, method)(*args), deadline)
             except Exception as exc:
                 if attempt == 2 or not self._lost(exc):
                     raise
@@ -281,11 +327,30 @@ class MasterHandle:
                 self._switch(lost=self._generation)
         raise MasterUnavailableError("unreachable")  # pragma: no cover
 
+    def _result(self, future: Any, deadline: float) -> Any:
+        """The actor call's result by ``deadline``, checking every :data:`PROBE_EVERY` seconds that the master's
+        worker is still there: a dead worker is noticed in about that long, not after Dask's connect timeout."""
+        while True:
+            step = min(PROBE_EVERY, max(0.0, deadline - time.monotonic()))
+            try:
+                return future.result(timeout=step)
+            except TimeoutError:
+                if self._actor is not None and not self._worker_alive(self._actor._address):
+                    raise MasterLost(f"the master's worker {self._actor._address} is gone") from None
+                if time.monotonic() >= deadline:
+                    raise
+
+    def _worker_alive(self, address: str) -> bool:
+        """Whether ``address`` is a live worker: the scheduler lists it, and its port takes connections."""
+        return address in self.dask_client.nthreads() and not refuses_connections(address)
+
     def _lost(self, exc: BaseException) -> bool:
         """Whether a failed call means the master is gone (not merely slow: a timeout
         while its worker is still there, e.g. a big index loading, is not a loss)."""
+        if isinstance(exc, MasterLost):
+            return True
         if isinstance(exc, TimeoutError):
-            return self._actor is None or self._actor._address not in self.dask_client.nthreads()
+            return self._actor is None or not self._worker_alive(self._actor._address)
         return _is_lost(exc)
 
     def worker(self) -> str | None:

@@ -332,6 +332,11 @@ class SafePosition:
                 if self._safe is None or position.epoch != self._safe.epoch or position.seq >= self._safe.seq:
                     self._safe = position
 
+    def ripe(self, now: float) -> bool:
+        """Whether a read beginning at monotonic time ``now`` would make an observation safe."""
+        with self._lock:
+            return bool(self._seen) and self._seen[0][0] <= now - self.lag
+
     def reset(self, base: Position | None) -> None:
         with self._lock:
             self._safe = base

@@ -102,6 +102,7 @@ def _index(ctx: Context, index: dict, scope: dict, ids: list | None, report: Cou
     fp_path = fingerprint_path(index["keys"][0], index["models"][0])
     found = list(ctx.collection.find(and_(scope, {path: {"$exists": True}}), {fp_path: 1}).batch_size(READ_CHUNK))
     with master_for_job(ctx.config, sweep) as master:
+        master.ensure(ctx.target, index, wait=ctx.config.cluster.timeout * 20)
         result = master.sync(ctx.target, index, [d["_id"] for d in found], [get_path(d, fp_path) for d in found],
                              within=ids)
     report["index_upserted"] += result["upserted"]

@@ -1,0 +1,134 @@
+"""Catch-up: bring a loaded index up to date from a write position, in time proportional to what changed.
+
+Given an index loaded from a snapshot that includes the writes up to position
+``p`` (:mod:`superduperdb.store.positions`) and the partitions it covers,
+:func:`catch_up` reads only
+
+* the documents whose ``_sdb.seq`` is above ``p`` (one indexed range read,
+  their indexed output and fingerprint): those with an output whose
+  fingerprint differs from the index's are upserted, those without one are
+  removed;
+* the tombstones above ``p``: the ids deleted since, removed unless they exist
+  again.
+
+When the position cannot be trusted (:func:`~superduperdb.store.positions.lost_reason`:
+the sequence was started again, tombstones were trimmed past it, the snapshot
+has none) it falls back to the full resync: the id and fingerprint of every
+document with an output (no vectors) are compared with the index's. Writes by
+other programs carry no position; they are found by the digests
+(:func:`verify_digests`), in the background, after the index answers.
+
+:class:`~superduperdb.store.positions.SafePosition` keeps which position a
+later snapshot may record; :func:`tail` is the same range read from the index's
+safe position, run before each snapshot so that the index does not depend on
+every index job having reached it.
+
+The functions take the master's pieces explicitly (``apply(ids, docs)``:
+upsert or remove; ``held``: the index's fingerprints) so that a shard can use
+them for its own partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..store.layout import MISSING, fingerprint_path, get_path, output_path
+from ..store.partitions import PARTITIONS
+from ..store.positions import Position, Positions, SafePosition, lost_reason
+
+logger = logging.getLogger(__name__)
+
+
+def paths(row: dict) -> tuple[str, str]:
+    """``(output path, fingerprint path)`` of the indexed outputs of index ``row``."""
+    return output_path(row["keys"][0], row["models"][0]), fingerprint_path(row["keys"][0], row["models"][0])
+
+
+def _partitions(covered: Iterable[int] | None) -> list[int] | None:
+    parts = None if covered is None else sorted(set(covered))
+    return None if parts is None or len(parts) == PARTITIONS else parts
+
+
+def changes(collection: Any, row: dict, since: int, covered: Iterable[int] | None = None) -> tuple[list[dict], list]:
+    """``(documents written after since, with their indexed output and fingerprint; ids deleted after since)``."""
+    path, fp_path = paths(row)
+    return Positions(collection).changed_since(since, {path: 1, fp_path: 1}, _partitions(covered))
+
+
+def apply_changes(collection: Any, row: dict, docs: list[dict], gone: list, held: dict,
+                  apply: Callable[[list[dict], list], dict]) -> dict:
+    """Hand ``apply(upserts, removals)`` what differs from ``held`` (``{id: fingerprint}``): documents whose
+    output is new or changed, ids whose output or document is gone. Returns its counts."""
+    path, fp_path = paths(row)
+    seen = {d["_id"] for d in docs}
+    back = [i for i in dict.fromkeys(gone) if i not in seen]
+    if back:  # deleted since, but maybe inserted again: read what is there now
+        docs = docs + list(collection.find({"_id": {"$in": back}}, {path: 1, fp_path: 1}))
+    present = {d["_id"] for d in docs}
+    upserts, removals = [], [i for i in back if i not in present and i in held]
+    for doc in docs:
+        fp = get_path(doc, fp_path)
+        if get_path(doc, path) is MISSING:
+            if doc["_id"] in held:
+                removals.append(doc["_id"])
+        elif fp is MISSING or held.get(doc["_id"], MISSING) != fp:
+            upserts.append(doc)
+    if not upserts and not removals:
+        return {"upserted": 0, "removed": 0}
+    return apply(upserts, removals)
+
+
+def catch_up(collection: Any, row: dict, since: Position | None, held: dict,
+             apply: Callable[[list[dict], list], dict], full: Callable[[], dict],
+             safe: SafePosition, covered: Iterable[int] | None = None) -> dict:
+    """Bring an index loaded at position ``since`` up to date; return the report (``as_of`` included).
+
+    ``full()``: the full resync, run when the position is lost.
+    """
+    start = time.perf_counter()
+    now = Positions(collection).current()
+    safe.observe(now)
+    began = time.monotonic()
+    reason = lost_reason(since, now)
+    if reason is not None:
+        logger.warning("index %r: catching up from the documents (no usable write position: %s)", row["name"], reason)
+        counts = full()
+        safe.reset(None)
+        safe.observe(now)
+        report = {"mode": "full", "reason": reason, **counts}
+    else:
+        assert since is not None
+        docs, gone = changes(collection, row, since.seq, covered)
+        counts = apply_changes(collection, row, docs, gone, held, apply)
+        report = {"mode": "position", "from": since.seq, "read": len(docs), "tombstones": len(gone), **counts}
+    safe.read_completed(began)
+    report.update(to=now.seq, seconds=time.perf_counter() - start,
+                  as_of={"position": since.seq if since is not None else None, "now": now.seq, "behind":
+                         (now.seq - since.seq) if since is not None and reason is None else None})
+    return report
+
+
+def tail(collection: Any, row: dict, held: dict, apply: Callable[[list[dict], list], dict],
+         full: Callable[[], dict], safe: SafePosition, covered: Iterable[int] | None = None) -> dict:
+    """Apply what was written since the index's safe position (before a snapshot); return the counts.
+
+    An index loaded from the documents has no safe position until a read that began ``lag`` seconds after
+    its load has completed: the first tail after that runs ``full()`` (ids and fingerprints, no vectors)
+    once; before that it only observes the sequence.
+    """
+    base = safe.safe()
+    now = Positions(collection).current()
+    safe.observe(now)
+    began = time.monotonic()
+    if base is None or lost_reason(base, now) is not None:
+        if not safe.ripe(began):
+            return {"upserted": 0, "removed": 0, "skipped": "no safe position yet"}
+        counts = full()
+    else:
+        docs, gone = changes(collection, row, base.seq, covered)
+        counts = apply_changes(collection, row, docs, gone, held, apply)
+    safe.read_completed(began)
+    return counts

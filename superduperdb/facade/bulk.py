@@ -65,7 +65,7 @@ def bulk_write(coll: Collection, requests: list, ordered: bool, refresh: bool, a
     for i, op in enumerate(requests):
         if not isinstance(op, bulk.OPERATIONS):
             raise QueryError(f"requests[{i}] is a {type(op).__name__}, not a pymongo write operation.", argument="requests")
-    seq = next_seq(coll._raw)
+    seq = next_seq(coll._raw, coll._services.scope.config.master.position_lag)
     ops = [_encode_op(coll, op, i, seq) for i, op in enumerate(requests)]
     plan = coll._services.jobs.before_bulk(ops) if refresh or any(isinstance(op, (DeleteOne, DeleteMany)) for op in ops) \
         else None

@@ -366,7 +366,7 @@ def insert_partition(target: Target, frame: pd.DataFrame) -> dict:
             doc[FOLD] = fold
     from ..store.positions import next_seq, stamp_document
 
-    seq = next_seq(ctx.collection)
+    seq = next_seq(ctx.collection, ctx.config.master.position_lag)
     encoded = [stamp_document(d, seq) for d in ctx.types.encode_many(documents)]
     ctx.collection.insert_many(encoded, ordered=True)
     return {"ids": [d["_id"] for d in encoded], "urls": any(find_urls(d) for d in encoded)}

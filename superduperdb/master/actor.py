@@ -25,9 +25,12 @@ from typing import Any
 from ..config import redact
 from ..errors import IndexLoadingError, SemanticIndexError
 from ..index.env import configure_numba_env
+from ..store import digests
 from ..store.context import Context, Target, worker_dask_client
+from ..store.digests import Digests
 from ..store.layout import MISSING, fingerprint_path, get_path, output_path
 from ..store.measures import load_measure
+from ..store.partitions import PARTITIONS, id_hash
 from ..store.positions import Position, Positions, SafePosition
 from ..types import npy
 from . import catchup, localcopy, snapshots
@@ -76,6 +79,7 @@ class _Loaded:
         self.partitions: list[int] | None = None  # None: all (a shard's index covers its own)
         self.local = localcopy.folder(cfg.snapshot_dir)
         self.local_path = localcopy.path_for(self.local, target, row) if self.local is not None else None
+        self.verified = threading.Event()  # set once the digests were checked after a restart
 
 
 class _LoadJob:
@@ -294,8 +298,10 @@ class Master:
                                   lambda docs, gone: self._apply(loaded, ctx, docs, gone),
                                   lambda: self._full_sync(loaded, ctx), loaded.safe, manifest.get("partitions"))
         loaded.catch_up = {**report, "snapshot_age_s": time.time() - manifest["taken_at"], "restore_s": restored_s,
-                           "read_s": restored.read_s, "from": restored.source, "rejected": rejected or None}
+                           "read_s": restored.read_s, "snapshot_from": restored.source, "rejected": rejected or None}
         loaded.changes = report["upserted"] + report["removed"]
+        threading.Thread(target=self._verify_digests, args=(loaded, ctx, manifest.get("store_digests")), daemon=True,
+                         name="superduperdb-verify-digests").start()
         logger.info("loaded index %r from its %s snapshot (%d vectors, %.0f s old) in %.2f s; caught up: %s",
                     row["name"], restored.source, len(index), loaded.catch_up["snapshot_age_s"],
                     time.perf_counter() - start, report)
@@ -360,6 +366,7 @@ class Master:
             catchup.tail(ctx.collection, loaded.row, loaded.fingerprints,
                          lambda docs, gone: self._apply(loaded, ctx, docs, gone),
                          lambda: self._full_sync(loaded, ctx), loaded.safe, loaded.partitions)
+            store_digests = digests.compute(ctx.collection).to_dict()  # before: see catchup.verify_digests
             position = loaded.safe.safe()
             if position is None:
                 logger.debug("index %r: no safe write position yet (master.position_lag): snapshot later",
@@ -368,7 +375,7 @@ class Master:
             with self._fingerprints_lock:  # the fingerprints first: see snapshots.dumps
                 fingerprints, changes = dict(loaded.fingerprints), loaded.changes
             data = snapshots.dumps(loaded.index, fingerprints, loaded.row, position=position.to_dict(),
-                                   hashes=loaded.hashes, partitions=loaded.partitions)
+                                   hashes=loaded.hashes, partitions=loaded.partitions, store_digests=store_digests)
             size = len(loaded.index)
             snapshots.save(ctx.artifacts, loaded.row, data, local=loaded.local_path, size=size,
                            position=position.to_dict())
@@ -411,15 +418,51 @@ class Master:
             loaded.changes += len(found) + removed
         return {"upserted": len(found), "removed": removed}
 
-    def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None) -> dict:
+    def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None,
+             partitions: list | None = None) -> dict:
         """Make the index hold exactly ``ids`` with these output fingerprints (MongoDB's present state).
 
         Vectors whose fingerprint differs (or is unknown) are re-read; ids the
         index holds but ``ids`` lacks are removed (only among ``within``, when
-        the caller looked at those documents only). Returns the counts and the
-        ids that changed.
+        the caller looked at those documents only, or among the ids of
+        ``partitions``, when it looked at those partitions only). Returns the
+        counts and the ids that changed.
         """
-        return self._sync(self._get(target, row), Context(target), ids, fingerprints, within)
+        loaded = self._get(target, row)
+        if partitions is not None:
+            within = [*(within or []), *self._held_in(loaded, partitions)]
+        return self._sync(loaded, Context(target), ids, fingerprints, within)
+
+    def _held_in(self, loaded: _Loaded, partitions: list) -> list:
+        """The ids the index holds in ``partitions`` (their hashes kept for the next snapshot)."""
+        wanted, hashes = set(partitions), loaded.hashes
+        with self._fingerprints_lock:
+            held = list(loaded.fingerprints)
+        out = []
+        for i in held:
+            h = hashes.get(i)
+            if h is None:
+                h = hashes[i] = id_hash(i)
+            if h % PARTITIONS in wanted:
+                out.append(i)
+        return out
+
+    def _verify_digests(self, loaded: _Loaded, ctx: Context, before: dict | None) -> None:
+        """After a restart, in the background: re-read the partitions whose digest differs from the snapshot's
+        (other programs' writes while no master watched), and the documents no library write stamped."""
+        start = time.perf_counter()
+        try:
+            report = catchup.verify_digests(
+                ctx.collection, loaded.row, Digests.from_dict(before),
+                lambda ids, fps, parts: self._sync(loaded, ctx, ids, fps,
+                                                   [] if parts is None else self._held_in(loaded, parts)))
+        except Exception as exc:  # noqa: BLE001 - the reconciler's next pass will find the same
+            logger.warning("index %r: checking the digests after the restart failed: %s", loaded.row["name"], exc)
+            report = {"error": f"{type(exc).__name__}: {exc}"}
+        report["seconds"] = time.perf_counter() - start
+        if loaded.catch_up is not None:
+            loaded.catch_up["digests"] = report
+        loaded.verified.set()
 
     def _sync(self, loaded: _Loaded, ctx: Context, ids: list, fingerprints: list, within: list | None) -> dict:
         wanted = dict(zip(ids, fingerprints))

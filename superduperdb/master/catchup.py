@@ -35,9 +35,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..store import digests
+from ..store.digests import Digests
 from ..store.layout import MISSING, fingerprint_path, get_path, output_path
 from ..store.partitions import PARTITIONS
-from ..store.positions import Position, Positions, SafePosition, lost_reason
+from ..store.positions import PART, Position, Positions, SafePosition, lost_reason
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +134,38 @@ def tail(collection: Any, row: dict, held: dict, apply: Callable[[list[dict], li
         counts = apply_changes(collection, row, docs, gone, held, apply)
     safe.read_completed(began)
     return counts
+
+
+def verify_digests(collection: Any, row: dict, before: Digests | None,
+                   sync: Callable[[list, list, list[int] | None], dict]) -> dict:
+    """Compare the collection's digests with ``before`` (a snapshot's); ``sync(ids, fingerprints, partitions)``
+    the documents with an output in the partitions that differ, then those no library write stamped
+    (``partitions`` None: nothing to remove among them). Returns what it read and changed.
+
+    The snapshot's digests were computed *before* its rows were taken, so a write they include is in the
+    snapshot or after its position; a write by another program that they include but the snapshot missed
+    is in the reconciler's own digests, which it compares with its last pass (:mod:`superduperdb.tasks.reconcile`).
+    """
+    path, fp_path = paths(row)
+    now = digests.compute(collection)
+    dirty = now.differ(before)
+    report = {"source": now.source, "partitions": len(dirty), "unstamped": now.unstamped,
+              "digest_documents_read": now.documents_read, "read": 0, "upserted": 0, "removed": 0}
+
+    def run(query: dict, parts: list[int] | None) -> None:
+        found = list(collection.find({**query, path: {"$exists": True}}, {fp_path: 1}))
+        report["read"] += len(found)
+        fps = [get_path(d, fp_path) for d in found]
+        counts = sync([d["_id"] for d in found], [None if fp is MISSING else fp for fp in fps], parts)
+        report["upserted"] += counts["upserted"]
+        report["removed"] += counts["removed"]
+
+    if len(dirty) == PARTITIONS:
+        run({}, list(range(PARTITIONS)))
+        return report
+    if dirty:
+        run({PART: {"$in": dirty}}, dirty)
+    if now.unstamped:
+        ids = now.unstamped_ids
+        run({"_id": {"$in": ids}} if ids is not None else {PART: {"$exists": False}}, None)
+    return report

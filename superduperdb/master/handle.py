@@ -237,9 +237,11 @@ class MasterHandle:
         """The reconciler's watched collections and last passes."""
         return self._call("reconciler")
 
-    def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None) -> dict:
+    def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None,
+             partitions: list | None = None) -> dict:
         """Make index ``row`` hold exactly ``ids`` with these fingerprints (see ``Master.sync``)."""
-        return self._call("sync", target, row, list(ids), list(fingerprints), None if within is None else list(within))
+        return self._call("sync", target, row, list(ids), list(fingerprints), None if within is None else list(within),
+                          None if partitions is None else list(partitions))
 
     def ensure(self, target: Target, row: dict, wait: float | None = None) -> dict:
         """Load index ``row`` of ``target`` unless loaded, waiting up to ``wait`` seconds (default

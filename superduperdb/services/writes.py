@@ -90,7 +90,7 @@ class WriteService:
 
     # -- the write position (see superduperdb.store.positions) ------------------------------
     def _seq(self) -> int:
-        return next_seq(self.scope.raw)
+        return next_seq(self.scope.raw, self.scope.config.master.position_lag)
 
     def _tombstone(self, ids: list | None, seq: int) -> None:
         if ids:

@@ -24,15 +24,17 @@ beside the collection: the tombstones.
 The counter is one document ``{_id: 'sequence', value, epoch, trimmed}`` in
 ``<collection>._positions``, advanced with ``$inc``. A process takes a block of
 numbers at a time (:class:`SequenceBlock`) and uses it for at most
-:data:`BLOCK_SECONDS`, so the cost is one round trip per block, not per write.
+:data:`BLOCK_SECONDS` (and a quarter of the lag below), so the cost is one round trip per block, not
+per write.
 
 In-flight writes. A number is taken before the write it stamps is stored, so
 for a moment a higher number may be visible while a lower one is not yet. A
 reader therefore treats a counter value ``c`` read at time ``t`` as *safe* (every
 write numbered ``<= c`` is stored) only from ``t + lag`` on, where ``lag``
 (``master.position_lag``) bounds how long a write may take between taking its
-number and being stored; :class:`SafePosition` keeps that book. A write slower
-than that is still found by the digests.
+number and being stored (three quarters of it: a number may come from a block taken a quarter
+of the lag earlier); :class:`SafePosition` keeps that book. A write slower than that is still
+found by the digests.
 
 ``epoch`` names one life of the counter: a counter that was deleted and started
 again gets a new epoch, so a position of the old one is recognised as lost.
@@ -69,7 +71,7 @@ SEQ = f"{RESERVED}.seq"
 PART = f"{RESERVED}.part"
 COUNTER_ID = "sequence"
 BLOCK = 1000  # numbers taken at once by one process
-BLOCK_SECONDS = 5.0  # a block is used for at most this long (keep well under master.position_lag)
+BLOCK_SECONDS = 5.0  # a block is used for at most this long (and at most a quarter of master.position_lag)
 
 
 def positions_table(collection: Any) -> Any:
@@ -229,14 +231,19 @@ _BLOCKS: dict[tuple, SequenceBlock] = {}
 _BLOCKS_LOCK = threading.Lock()
 
 
-def next_seq(collection: Any) -> int:
-    """A new number of ``collection``'s sequence (from this process's current block)."""
+def next_seq(collection: Any, lag: float = 30.0) -> int:
+    """A new number of ``collection``'s sequence (from this process's current block).
+
+    ``lag``: the readers' ``master.position_lag``; a block is used for at most a quarter of it, so that
+    a write that took its number from an old block is still within the lag (see the module docstring).
+    """
     db = collection.database
-    key = (id(db.client), db.name, collection.name)
+    seconds = min(BLOCK_SECONDS, float(lag) / 4)
+    key = (id(db.client), db.name, collection.name, seconds)
     with _BLOCKS_LOCK:
         block = _BLOCKS.get(key)
         if block is None or block.collection.database.client is not db.client:
-            block = _BLOCKS[key] = SequenceBlock(collection)
+            block = _BLOCKS[key] = SequenceBlock(collection, seconds=seconds)
     return block.take()
 
 

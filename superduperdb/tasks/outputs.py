@@ -109,7 +109,7 @@ def write_outputs(ctx: Context, view: WatcherView, computed: list[Computed], gua
     later write's own job computes it).
     """
     field = input_projection(view.key, view.features) if guard else None
-    seq = next_seq(ctx.collection)  # the write position: a new master catches up from it
+    seq = next_seq(ctx.collection, ctx.config.master.position_lag)  # the write position: a new master catches up from it
     update_each(ctx.collection, (({"_id": c.id, **({field[0]: c.input} if field else {})},
                                   {"$set": {view.path: c.output, view.fingerprint_path: c.fingerprint, SEQ: seq}})
                                  for c in computed))
@@ -120,7 +120,7 @@ def remove_outputs(ctx: Context, view: WatcherView, query: dict) -> int:
     if not query:
         return 0
     result = ctx.collection.update_many(query, {"$unset": {view.path: "", view.fingerprint_path: ""},
-                                                "$set": {SEQ: next_seq(ctx.collection)}})
+                                                "$set": {SEQ: next_seq(ctx.collection, ctx.config.master.position_lag)}})
     return result.modified_count
 
 

@@ -121,6 +121,10 @@ class MasterHandle:
     # -- finding and creating ---------------------------------------------------------
     def _pick_worker(self) -> str:
         workers = self.dask_client.scheduler_info(n_workers=-1)["workers"]
+        if not workers:  # all restarting (a killed worker's nanny starts a new one): wait for one
+            with contextlib.suppress(Exception):
+                self.dask_client.wait_for_workers(1, timeout=self.timeout)
+            workers = self.dask_client.scheduler_info(n_workers=-1)["workers"]
         if not workers:
             raise MasterUnavailableError(
                 "The cluster has no workers to run the master on right now: none has connected yet, or they "

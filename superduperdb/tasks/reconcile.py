@@ -98,21 +98,26 @@ def reconcile_pass(ctx: Context, ids: list | None = None, dask_client: Any = Non
             for hood in ctx.metadata.list("neighbourhoods", {"semantic_index": index["name"]}):
                 _neighbourhood(ctx, index, hood, changed, scope, report)
     if now is not None:
+        saved = now.to_dict()
         if now.unstamped:
-            report["documents_stamped"] = stamp_unstamped(ctx, now)
-        ctx.metadata.table("meta").update_one({"name": DIGESTS}, {"$set": {"value": now.to_dict()}}, upsert=True)
+            stamped = stamp_unstamped(ctx, now)
+            report["documents_stamped"] = len(stamped)
+            for part in {partition_of(i) for i in stamped}:  # not known yet: checked again next pass
+                saved["buckets"][str(part)] = [-1, -1]
+        ctx.metadata.table("meta").update_one({"name": DIGESTS}, {"$set": {"value": saved}}, upsert=True)
     report["jobs_lost"] = mark_lost_jobs(ctx, dask_client)
     return dict(report)
 
 
-def stamp_unstamped(ctx: Context, now: Digests) -> int:
-    """Give the documents other programs inserted their partition and a position: from now on they are
-    found by partition, and a new master's catch-up reads them."""
+def stamp_unstamped(ctx: Context, now: Digests) -> list:
+    """Give the documents other programs inserted their partition and a position (from now on they are
+    found by partition, and a new master's catch-up reads them); return their ids."""
     ids = now.unstamped_ids
     if ids is None:
         ids = [d["_id"] for d in ctx.collection.find({PART: {"$exists": False}}, {"_id": 1})]
     seq = next_seq(ctx.collection, ctx.config.master.position_lag)
-    return set_fields(ctx.collection, ((i, {"$set": {PART: partition_of(i), SEQ: seq}}) for i in ids))
+    set_fields(ctx.collection, ((i, {"$set": {PART: partition_of(i), SEQ: seq}}) for i in ids))
+    return list(ids)
 
 
 def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:

@@ -279,6 +279,14 @@ class VectorIndex(RebuildMixin, PersistMixin):
             row = self._get_row(id_)
             return default if row is None else self._vectors[row].copy()
 
+    def vectors_of(self, ids: Any) -> tuple[list, np.ndarray]:
+        """``(the ids held, their vectors)``: one copy for many ids, taken under one lock (unknown ids left out)."""
+        with self._lock:
+            pairs = [(i, r) for i in _as_id_list(ids) if (r := self._get_row(i)) is not None]
+            rows = np.fromiter((r for _, r in pairs), dtype=np.int64, count=len(pairs))
+            return [i for i, _ in pairs], self._vectors[rows].copy() if len(rows) else np.empty((0, self.dim or 0),
+                                                                                                  np.float32)
+
     def ids(self) -> list:
         """All live ids (in no particular order)."""
         with self._lock:

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import redact
 from ..errors import IndexLoadingError, SemanticIndexError
+from ..index.checksums import row_checksums
 from ..index.env import configure_numba_env
 from ..store import digests
 from ..store.context import Context, Target, worker_dask_client
@@ -39,6 +40,7 @@ from .sweeper import Sweeper
 logger = logging.getLogger(__name__)
 
 LOAD_CHUNK = 5000
+VERIFY_CHUNK = 8192
 LOAD_WAIT = 2.0  # seconds a call waits for an index that is loading, then IndexLoadingError (the caller retries)
 # The JIT warm-up waits this long after the master starts, then for loads in progress
 # to finish: compiling holds the GIL for long stretches, and a 10k-vector load that
@@ -80,6 +82,7 @@ class _Loaded:
         self.local = localcopy.folder(cfg.snapshot_dir)
         self.local_path = localcopy.path_for(self.local, target, row) if self.local is not None else None
         self.verified = threading.Event()  # set once the digests were checked after a restart
+        self.sums: dict | None = None  # id -> checksum of its vector as read (None: not computed yet)
 
 
 class _LoadJob:
@@ -260,6 +263,7 @@ class Master:
         logger.info("loaded index %r of %s.%s: %d vectors in %.2f s", row["name"], target.database,
                     target.collection, len(ids), seconds)
         loaded = _Loaded(target, row, index, seconds, dict(zip(ids, fps)))
+        self._record_sums(loaded, ids, vectors, [], start=True)
         loaded.safe.observe(now)
         loaded.rejected = rejected
         loaded.catch_up = {"mode": "documents", "read": len(ids), "rejected": rejected or None,
@@ -313,6 +317,7 @@ class Master:
         if ids:
             loaded.index.add(ids, vectors)
         removed = loaded.index.remove(gone) if gone else 0
+        self._record_sums(loaded, ids, vectors, gone)
         with self._fingerprints_lock:
             loaded.fingerprints.update(zip(ids, fps))
             for i in gone:
@@ -366,6 +371,7 @@ class Master:
             catchup.tail(ctx.collection, loaded.row, loaded.fingerprints,
                          lambda docs, gone: self._apply(loaded, ctx, docs, gone),
                          lambda: self._full_sync(loaded, ctx), loaded.safe, loaded.partitions)
+            self._verify(loaded, ctx)  # never save a vector that rotted in memory
             store_digests = digests.compute(ctx.collection).to_dict()  # before: see catchup.verify_digests
             position = loaded.safe.safe()
             if position is None:
@@ -411,6 +417,7 @@ class Master:
         present = set(found)
         gone = [i for i in ids if i not in present]
         removed = loaded.index.remove(gone) if gone else 0
+        self._record_sums(loaded, found, vectors, gone)
         with self._fingerprints_lock:
             loaded.fingerprints.update(zip(found, fps))
             for i in gone:
@@ -447,6 +454,49 @@ class Master:
                 out.append(i)
         return out
 
+    def _record_sums(self, loaded: _Loaded, ids: list, vectors: list, gone: list, start: bool = False) -> None:
+        """Keep the checksum of each vector as read from the documents (see :meth:`verify`)."""
+        if loaded.sums is None and not start:
+            return  # not computed yet (restored from a snapshot): the first verify takes them all
+        import numpy as np
+
+        sums = {} if loaded.sums is None else loaded.sums
+        for k in range(0, len(ids), VERIFY_CHUNK):
+            block = np.stack([np.asarray(v, dtype=np.float32) for v in vectors[k:k + VERIFY_CHUNK]])
+            sums.update(zip(ids[k:k + VERIFY_CHUNK], row_checksums(block).tolist()))
+        for i in gone:
+            sums.pop(i, None)
+        loaded.sums = sums
+
+    def _verify(self, loaded: _Loaded, ctx: Context) -> dict:
+        """Check every vector against the checksum it had when read; re-read the documents of those that
+        differ (memory that rotted). The first call after a restart records the checksums of the rows the
+        snapshot's checksums vouched for."""
+        start = time.perf_counter()
+        with self._fingerprints_lock:
+            ids = list(loaded.fingerprints)
+        first = loaded.sums is None
+        sums: dict = {} if first else loaded.sums
+        bad = []
+        for k in range(0, len(ids), VERIFY_CHUNK):
+            held, vectors = loaded.index.vectors_of(ids[k:k + VERIFY_CHUNK])
+            now = row_checksums(vectors).tolist() if held else []
+            if first:
+                sums.update(zip(held, now))
+            else:
+                bad += [i for i, c in zip(held, now) if sums.get(i, c) != c]
+        loaded.sums = sums
+        repaired = self._refresh(loaded, ctx, bad) if bad else {"upserted": 0, "removed": 0}
+        if bad:
+            logger.warning("index %r: %d vectors differed from what was read (memory rot?); re-read them: %s",
+                           loaded.row["name"], len(bad), repaired)
+        return {"checked": len(ids), "rotted": len(bad), "repaired": repaired["upserted"] + repaired["removed"],
+                "recorded": first, "seconds": time.perf_counter() - start}
+
+    def verify(self, target: Target, row: dict) -> dict:
+        """Check the index's vectors against their checksums and repair those that rotted (see :meth:`_verify`)."""
+        return self._verify(self._get(target, row), Context(target))
+
     def _verify_digests(self, loaded: _Loaded, ctx: Context, before: dict | None) -> None:
         """After a restart, in the background: re-read the partitions whose digest differs from the snapshot's
         (other programs' writes while no master watched), and the documents no library write stamped."""
@@ -460,6 +510,10 @@ class Master:
             logger.warning("index %r: checking the digests after the restart failed: %s", loaded.row["name"], exc)
             report = {"error": f"{type(exc).__name__}: {exc}"}
         report["seconds"] = time.perf_counter() - start
+        try:
+            self._verify(loaded, ctx)  # the checksums of the restored rows, recorded off the query path
+        except Exception as exc:  # noqa: BLE001 - recorded at the next verify instead
+            logger.warning("index %r: recording vector checksums failed: %s", loaded.row["name"], exc)
         if loaded.catch_up is not None:
             loaded.catch_up["digests"] = report
         loaded.verified.set()

@@ -14,7 +14,8 @@ library, another program, a write whose jobs were lost):
    report's ``remaining`` says how many wait for the next pass); outputs of
    documents that left the filter or lost the watched key are removed. Only
    inputs and fingerprints are read, never the outputs themselves.
-2. **Indexes**: the master is given the (id, fingerprint) of every indexed
+2. **Indexes**: every vector the master holds is checked against the checksum it had when read
+   (memory that rotted is re-read from the documents); the master is given the (id, fingerprint) of every indexed
    output and re-reads what differs, forgets what is gone (``Master.sync``).
 3. **Neighbourhoods**: lists that name a document no longer indexed, indexed
    documents without a list, and documents whose vector changed are recomputed.
@@ -62,7 +63,7 @@ logger = logging.getLogger(__name__)
 READ_CHUNK = 5000
 DIGESTS = "reconcile.digests"  # the collection's digests at the last pass (a row of <collection>._meta)
 REPORT_KEYS = ("documents_checked", "outputs_computed", "outputs_removed", "remaining", "index_upserted",
-               "index_removed", "neighbour_lists", "jobs_lost")
+               "index_removed", "index_rotted", "neighbour_lists", "jobs_lost")
 
 
 def reconcile_pass(ctx: Context, ids: list | None = None, dask_client: Any = None) -> dict:
@@ -90,6 +91,10 @@ def reconcile_pass(ctx: Context, ids: list | None = None, dask_client: Any = Non
                 unstamped = {"_id": {"$in": now.unstamped_ids}} if now.unstamped_ids is not None else \
                     {PART: {"$exists": False}}
                 scopes.append((unstamped, [], None))
+    for index in ctx.metadata.list("semantic_indexes"):  # vectors that rotted in the master's memory
+        with master_for_job(ctx.config, sweep) as master:
+            master.ensure(ctx.target, index, wait=ctx.config.cluster.timeout * 20)
+            report["index_rotted"] += master.verify(ctx.target, index)["rotted"]
     for scope, within, partitions in scopes:
         for row in active_watchers(ctx.metadata):
             _outputs(ctx, row, scope, report)

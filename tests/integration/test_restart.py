@@ -215,3 +215,18 @@ def test_a_reconcile_pass_over_an_unchanged_collection_reads_no_documents(client
     assert third["digest_partitions"] == 1 and third["outputs_computed"] == 1 and third["index_upserted"] == 1, third
     assert third["documents_checked"] < N
     assert coll.find_one(like={"x": np.full(DIM, 9.0, "float32")})["i"] == 7
+
+
+def test_a_vector_that_rots_in_memory_is_found_and_repaired(client, indexed):
+    """The master checks its vectors against their checksums (before each snapshot and in each
+    reconcile pass), so memory that rotted is re-read from the documents, never saved."""
+    if client.mode != "inline":
+        pytest.skip("reaches into the master's memory: only in this process")
+    coll, master, row, target = indexed
+    coll.find_one(like={"x": np.ones(DIM, "float32")})
+    loaded = next(v for v in master.actor._indexes.values() if v.row["uid"] == row["uid"])
+    rows = np.flatnonzero(loaded.index._alive[: loaded.index._n])[:3]
+    loaded.index._vectors[rows, 0] *= -1e6  # what flipped bits do to a float
+    report = coll.reconcile(wait=True, timeout=WAIT).result()
+    assert report["index_rotted"] == 3, report
+    assert_exact(coll, master, target, row)

@@ -91,12 +91,11 @@ def write(manifest: Mapping, parts: Mapping[str, Any]) -> bytes:
         offset += len(view) + _pad(len(view))
     header = json.dumps({"manifest": manifest, "parts": entries}, separators=(",", ":")).encode()
     header += b" " * (len(probe) - len(header))  # the same size as the probe: offsets stay right
-    out = bytearray(MAGIC + struct.pack("<Q", len(header)) + header + struct.pack("<I", zlib.crc32(header)))
-    out += b"\0" * _pad(len(out))
+    head = MAGIC + struct.pack("<Q", len(header)) + header + struct.pack("<I", zlib.crc32(header))
+    pieces: list = [head, b"\0" * _pad(len(head))]
     for _, view in encoded.values():
-        out += view
-        out += b"\0" * _pad(len(view))
-    return bytes(out)
+        pieces += [view, b"\0" * _pad(len(view))]
+    return b"".join(pieces)  # one copy of the arrays, not two
 
 
 class Snapshot:

@@ -83,6 +83,7 @@ class _Loaded:
         self.local_path = localcopy.path_for(self.local, target, row) if self.local is not None else None
         self.verified = threading.Event()  # set once the digests were checked after a restart
         self.sums: dict | None = None  # id -> checksum of its vector as read (None: not computed yet)
+        self.verify_at = 0  # where the next partial verify starts
 
 
 class _LoadJob:
@@ -468,14 +469,18 @@ class Master:
             sums.pop(i, None)
         loaded.sums = sums
 
-    def _verify(self, loaded: _Loaded, ctx: Context) -> dict:
-        """Check every vector against the checksum it had when read; re-read the documents of those that
-        differ (memory that rotted). The first call after a restart records the checksums of the rows the
-        snapshot's checksums vouched for."""
+    def _verify(self, loaded: _Loaded, ctx: Context, limit: int | None = None) -> dict:
+        """Check vectors against the checksum they had when read (``limit``: at most that many, taking up where
+        the last call stopped); re-read the documents of those that differ (memory that rotted). The first
+        call after a restart records the checksums of the rows the snapshot's checksums vouched for."""
         start = time.perf_counter()
         with self._fingerprints_lock:
             ids = list(loaded.fingerprints)
         first = loaded.sums is None
+        if limit is not None and not first and len(ids) > limit:
+            at = loaded.verify_at % len(ids)
+            ids = (ids[at:] + ids[:at])[:limit]
+            loaded.verify_at = at + limit
         sums: dict = {} if first else loaded.sums
         bad = []
         for k in range(0, len(ids), VERIFY_CHUNK):
@@ -493,13 +498,18 @@ class Master:
         return {"checked": len(ids), "rotted": len(bad), "repaired": repaired["upserted"] + repaired["removed"],
                 "recorded": first, "seconds": time.perf_counter() - start}
 
-    def verify(self, target: Target, row: dict) -> dict:
-        """Check the index's vectors against their checksums and repair those that rotted (see :meth:`_verify`)."""
-        return self._verify(self._get(target, row), Context(target))
+    def verify(self, target: Target, row: dict, limit: int | None = None) -> dict:
+        """Check the index's vectors (``limit``: that many, in turn) against their checksums and repair those
+        that rotted (see :meth:`_verify`)."""
+        return self._verify(self._get(target, row), Context(target), limit)
 
     def _verify_digests(self, loaded: _Loaded, ctx: Context, before: dict | None) -> None:
         """After a restart, in the background: re-read the partitions whose digest differs from the snapshot's
-        (other programs' writes while no master watched), and the documents no library write stamped."""
+        (other programs' writes while no master watched), and the documents no library write stamped.
+        Starts once the loads in progress are done (see WARM_UP_GRACE): the first answers come first."""
+        time.sleep(WARM_UP_GRACE)
+        with self._loads_done:
+            self._loads_done.wait_for(lambda: self._loading == 0)
         start = time.perf_counter()
         try:
             report = catchup.verify_digests(
@@ -554,12 +564,15 @@ class Master:
         return [index.get(i) for i in ids]
 
     def snapshot(self, target: Target, row: dict) -> dict:
-        """Save a snapshot of the index now (loading it first if needed); return what was written.
-
-        An index loaded from the documents has a safe write position ``master.position_lag`` seconds after
-        its load: until then this waits (polling), at most that long.
+        """Save a snapshot of the index (loading it first if needed) that includes every write made before
+        this call; return what was written. Takes ``master.position_lag`` seconds at least: the writes still
+        in flight when it is called must have landed (see :mod:`superduperdb.store.positions`).
         """
         loaded = self._get(target, row)
+        ctx = Context(target)
+        loaded.safe.observe(Positions(ctx.collection).current())
+        # What was written before this call is safe to record ``lag`` seconds from now (see store.positions).
+        time.sleep(loaded.safe.lag)
         deadline = time.monotonic() + loaded.safe.lag + 5.0
         while self._save_snapshot(index_key(target, row)) is None and time.monotonic() < deadline:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

@@ -296,9 +296,9 @@ class MasterHandle:
         """Build the index's graph now (``wait``: until it is swapped in); return its stats."""
         return self._call("rebuild", target, row, wait, timeout)
 
-    def verify(self, target: Target, row: dict) -> dict:
+    def verify(self, target: Target, row: dict, limit: int | None = None) -> dict:
         """Check index ``row``'s vectors against their checksums; repair those that rotted (see ``Master.verify``)."""
-        return self._call("verify", target, row)
+        return self._call("verify", target, row, limit)
 
     def stats(self) -> list[dict]:
         """Stats of every loaded index."""

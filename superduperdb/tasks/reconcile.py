@@ -14,8 +14,9 @@ library, another program, a write whose jobs were lost):
    report's ``remaining`` says how many wait for the next pass); outputs of
    documents that left the filter or lost the watched key are removed. Only
    inputs and fingerprints are read, never the outputs themselves.
-2. **Indexes**: every vector the master holds is checked against the checksum it had when read
-   (memory that rotted is re-read from the documents); the master is given the (id, fingerprint) of every indexed
+2. **Indexes**: vectors the master holds are checked against the checksum they had when read
+   (``VERIFY_PER_PASS`` per pass, in turn; all before each snapshot), and memory that rotted is
+   re-read from the documents; the master is given the (id, fingerprint) of every indexed
    output and re-reads what differs, forgets what is gone (``Master.sync``).
 3. **Neighbourhoods**: lists that name a document no longer indexed, indexed
    documents without a list, and documents whose vector changed are recomputed.
@@ -61,6 +62,7 @@ from .pipeline import chunks
 logger = logging.getLogger(__name__)
 
 READ_CHUNK = 5000
+VERIFY_PER_PASS = 50_000  # vectors checked against their checksums per pass and index (in turn: all, over passes)
 DIGESTS = "reconcile.digests"  # the collection's digests at the last pass (a row of <collection>._meta)
 REPORT_KEYS = ("documents_checked", "outputs_computed", "outputs_removed", "remaining", "index_upserted",
                "index_removed", "index_rotted", "neighbour_lists", "jobs_lost")
@@ -94,7 +96,7 @@ def reconcile_pass(ctx: Context, ids: list | None = None, dask_client: Any = Non
     for index in ctx.metadata.list("semantic_indexes"):  # vectors that rotted in the master's memory
         with master_for_job(ctx.config, sweep) as master:
             master.ensure(ctx.target, index, wait=ctx.config.cluster.timeout * 20)
-            report["index_rotted"] += master.verify(ctx.target, index)["rotted"]
+            report["index_rotted"] += master.verify(ctx.target, index, VERIFY_PER_PASS)["rotted"]
     for scope, within, partitions in scopes:
         for row in active_watchers(ctx.metadata):
             _outputs(ctx, row, scope, report)

@@ -106,7 +106,8 @@ class Job:
         """Wait until the job has finished; return ``self``.
 
         ``progress=None`` shows a progress bar (tqdm.auto) in notebooks and
-        terminals once the job has run for a second; ``True``/``False`` force it.
+        terminals once the job has run for a second; ``True`` shows it at once,
+        ``False`` never.
 
         Raises
         ------
@@ -120,10 +121,11 @@ class Job:
         """
         timeout = self._default_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        after = 1.0 if progress is None else 0.0
         if progress is None:
             progress = interactive()
         if progress:
-            self._poll(deadline, bar=True)
+            self._poll(deadline, bar_after=after)
         elif self._future is not None:
             self._wait_future(deadline)
         record = self._poll(deadline)
@@ -143,12 +145,17 @@ class Job:
         except Exception:  # noqa: S110 - the record (read next) says what happened
             pass
 
-    def _poll(self, deadline: float, bar: bool = False) -> dict:
-        """Read the record until it is final (or the deadline passes); optionally draw a bar."""
+    def _poll(self, deadline: float, bar_after: float | None = None) -> dict:
+        """Read the record until it is final (or the deadline passes); draw a bar once
+        ``bar_after`` seconds have passed (None: no bar)."""
         delay, start, shown = 0.005, time.monotonic(), None
         try:
             while True:
                 record = self.record()
+                if bar_after is not None and shown is None and time.monotonic() - start >= bar_after:
+                    from tqdm.auto import tqdm
+
+                    shown = tqdm(total=100, unit="%", desc=f"{record.get('kind')} {record.get('model') or ''}".strip())
                 if shown is not None:
                     shown.n = int(100 * float(record.get("progress") or 0.0))
                     shown.refresh()
@@ -156,10 +163,6 @@ class Job:
                     return record
                 if self._future is not None and self._future.status in ("error", "cancelled"):
                     return self._mark_lost(record)
-                if bar and shown is None and time.monotonic() - start > 1.0:
-                    from tqdm.auto import tqdm
-
-                    shown = tqdm(total=100, unit="%", desc=f"{record.get('kind')} {record.get('model') or ''}".strip())
                 if time.monotonic() >= deadline:
                     raise self._timeout_error(deadline)
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))

@@ -386,6 +386,7 @@ class Master:
             size = len(loaded.index)
             snapshots.save(ctx.artifacts, loaded.row, data, local=loaded.local_path, size=size,
                            position=position.to_dict())
+            self._trim_tombstones(ctx)
             with self._fingerprints_lock:
                 loaded.changes -= changes
             loaded.snapshot_due = False
@@ -394,6 +395,23 @@ class Master:
             logger.info("saved a snapshot of index %r: %d vectors, %.1f MB in %.2f s", loaded.row["name"], size,
                         len(data) / 1e6, loaded.last_snapshot["seconds"])
             return loaded.last_snapshot
+
+    @staticmethod
+    def _trim_tombstones(ctx: Context) -> None:
+        """Delete the tombstones every index's latest snapshot has passed (no catch-up needs them)."""
+        try:
+            now = Positions(ctx.collection).current()
+            seqs = []
+            for row in ctx.metadata.list("semantic_indexes"):
+                info = ctx.artifacts.info_named(snapshots.snapshot_name(row)) or {}
+                position = Position.from_dict(info.get("position"))
+                if position is None or position.epoch != now.epoch:
+                    return  # an index without a usable snapshot may still need them all
+                seqs.append(position.seq)
+            if seqs and min(seqs) > now.trimmed:
+                Positions(ctx.collection).trim(min(seqs))
+        except Exception as exc:  # noqa: BLE001 - kept for the next snapshot to trim
+            logger.warning("trimming tombstones failed: %s: %s", type(exc).__name__, exc)
 
     # -- the actor's methods --------------------------------------------------------------
     def ping(self) -> float:

@@ -324,7 +324,7 @@ class MasterHandle:
     def _call_once(self, method: str, args: tuple, deadline: float) -> Any:
         if self.dask_client is None:
             return getattr(self.actor, method)(*args)
-        if self._actor is not None and not self._worker_alive(self._actor._address):
+        if self._actor is not None and self._actor._address not in self.dask_client.nthreads():
             logger.warning("the master's worker %s is gone; replacing the master", self._actor._address)
             self._switch(lost=self._generation)
         for attempt in (1, 2):

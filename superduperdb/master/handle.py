@@ -45,7 +45,8 @@ FUTURE = "superduperdb-master-future"
 GENERATION = "superduperdb-master-generation"
 _LOCAL: dict[str, Any] = {}
 _LOCAL_LOCK = threading.Lock()
-PROBE_EVERY = 1.0  # seconds between checks that the master's worker lives, while a call waits
+FIRST_PROBE = 0.25  # seconds a call waits before the first check that the master's worker lives
+PROBE_EVERY = 1.0  # seconds between the next checks
 LOADING_RETRY = 0.25  # seconds between two tries of a call while an index loads
 
 
@@ -167,6 +168,7 @@ class MasterHandle:
                 generation = 0
             from .actor import Master
 
+            began = time.monotonic()
             generation += 1
             worker = self._pick_worker()
             future = client.submit(Master, self.warm_up, self.sweep, generation, actor=True, workers=[worker],
@@ -178,7 +180,8 @@ class MasterHandle:
                     client.unpublish_dataset(name)
             # The proxy is what other clients use; the future keeps the actor alive.
             client.publish_dataset(**{DATASET: actor, FUTURE: future, GENERATION: generation})
-            logger.info("started the master (generation %d) on %s", generation, worker)
+            logger.info("started the master (generation %d) on %s in %.2f s", generation, worker,
+                        time.monotonic() - began)
             return actor, generation
         finally:
             lock.release()
@@ -340,8 +343,9 @@ class MasterHandle:
     def _result(self, future: Any, deadline: float) -> Any:
         """The actor call's result by ``deadline``, checking every :data:`PROBE_EVERY` seconds that the master's
         worker is still there: a dead worker is noticed in about that long, not after Dask's connect timeout."""
+        step = FIRST_PROBE  # most calls take milliseconds: check early, then every PROBE_EVERY
         while True:
-            step = min(PROBE_EVERY, max(0.0, deadline - time.monotonic()))
+            step = min(step, max(0.0, deadline - time.monotonic()))
             try:
                 return future.result(timeout=step)
             except TimeoutError:
@@ -349,6 +353,7 @@ class MasterHandle:
                     raise MasterLost(f"the master's worker {self._actor._address} is gone") from None
                 if time.monotonic() >= deadline:
                     raise
+                step = PROBE_EVERY
 
     def _worker_alive(self, address: str) -> bool:
         """Whether ``address`` is a live worker: the scheduler lists it, and its port takes connections."""

@@ -34,7 +34,7 @@ from ..store.measures import load_measure
 from ..store.partitions import PARTITIONS, id_hash
 from ..store.positions import Position, Positions, SafePosition
 from ..types import npy
-from . import catchup, localcopy, snapshots
+from . import catchup, localcopy, resume, snapshots
 from .sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
@@ -304,6 +304,10 @@ class Master:
                                   lambda: self._full_sync(loaded, ctx), loaded.safe, manifest.get("partitions"))
         loaded.catch_up = {**report, "snapshot_age_s": time.time() - manifest["taken_at"], "restore_s": restored_s,
                            "read_s": restored.read_s, "snapshot_from": restored.source, "rejected": rejected or None}
+        if manifest.get("resume_token") is not None:  # the server's change stream: other programs' writes too
+            ids, why = resume.changed_since(ctx.collection, manifest["resume_token"])
+            replay = self._refresh(loaded, ctx, ids) if ids else {"upserted": 0, "removed": 0}
+            report["change_stream"] = {"replayed": len(ids or []), **replay, "fallback": why}
         loaded.changes = report["upserted"] + report["removed"]
         threading.Thread(target=self._verify_digests, args=(loaded, ctx, manifest.get("store_digests")), daemon=True,
                          name="superduperdb-verify-digests").start()
@@ -373,6 +377,7 @@ class Master:
                          lambda docs, gone: self._apply(loaded, ctx, docs, gone),
                          lambda: self._full_sync(loaded, ctx), loaded.safe, loaded.partitions)
             self._verify(loaded, ctx)  # never save a vector that rotted in memory
+            token = resume.current_token(ctx.collection)  # before the rows: a replay from it re-reads, never misses
             store_digests = digests.compute(ctx.collection).to_dict()  # before: see catchup.verify_digests
             position = loaded.safe.safe()
             if position is None:
@@ -382,7 +387,8 @@ class Master:
             with self._fingerprints_lock:  # the fingerprints first: see snapshots.dumps
                 fingerprints, changes = dict(loaded.fingerprints), loaded.changes
             data = snapshots.dumps(loaded.index, fingerprints, loaded.row, position=position.to_dict(),
-                                   hashes=loaded.hashes, partitions=loaded.partitions, store_digests=store_digests)
+                                   hashes=loaded.hashes, partitions=loaded.partitions, store_digests=store_digests,
+                                   resume_token=token)
             size = len(loaded.index)
             snapshots.save(ctx.artifacts, loaded.row, data, local=loaded.local_path, size=size,
                            position=position.to_dict())

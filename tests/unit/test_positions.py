@@ -125,3 +125,48 @@ def test_row_checksums_notice_a_single_flipped_bit():
         Y = X.copy()
         Y.view("uint32")[42, 5] ^= 1 << bit
         assert np.flatnonzero(row_checksums(Y) != sums).tolist() == [42]
+
+
+class _Stream:
+    """What pymongo's change stream offers: try_next, alive, resume_token, a context manager."""
+
+    def __init__(self, changes: list, error: Exception | None = None) -> None:
+        self.changes, self.error, self.alive, self.resume_token = list(changes), error, True, {"_data": "T"}
+
+    def __enter__(self):
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def try_next(self):
+        return self.changes.pop(0) if self.changes else None
+
+
+class _Watched:
+    def __init__(self, stream: _Stream) -> None:
+        self.stream, self.calls = stream, []
+
+    def watch(self, pipeline=None, **kwargs):
+        self.calls.append(kwargs)
+        return self.stream
+
+
+def test_a_resume_token_replays_the_changes_and_history_lost_falls_back():
+    from pymongo.errors import OperationFailure
+
+    from superduperdb.master import resume
+
+    watched = _Watched(_Stream([{"documentKey": {"_id": 1}}, {"documentKey": {"_id": 2}}, {"documentKey": {"_id": 1}}]))
+    assert resume.changed_since(watched, {"_data": "A"}) == ([1, 2], None)
+    assert watched.calls[0]["resume_after"] == {"_data": "A"}
+    assert resume.current_token(_Watched(_Stream([]))) == {"_data": "T"}
+    lost = _Watched(_Stream([], OperationFailure("history lost", code=286)))
+    ids, why = resume.changed_since(lost, {"_data": "A"})
+    assert ids is None and "history lost" in why
+    # the stores here have none: no token, nothing replayed
+    client = superduperdb.connect("mongomock://resume-none", cluster=None)
+    assert resume.current_token(client.db.docs.raw) is None
+    client.close()

@@ -230,3 +230,45 @@ def test_a_vector_that_rots_in_memory_is_found_and_repaired(client, indexed):
     report = coll.reconcile(wait=True, timeout=WAIT).result()
     assert report["index_rotted"] == 3, report
     assert_exact(coll, master, target, row)
+
+
+@pytest.mark.slow
+def test_a_query_while_the_index_loads_waits_or_says_how_far_it_got(unique_name):
+    """A query during a long load is answered within its timeout or raises IndexLoadingError (a
+    TimeoutError) with the load's phase and progress; the load goes on, and later queries are exact."""
+    import superduperdb
+    from superduperdb.errors import IndexLoadingError
+    from superduperdb.store.layout import fingerprint
+
+    client = superduperdb.connect(f"mongomock://{unique_name}", cluster=None,
+                                  config={"master.warm_up": False, "cluster.timeout": 0.5, "reconcile.interval": 0,
+                                          "master.snapshot_interval": 0})
+    coll = client[unique_name].docs
+    coll.create_model("ident", testmodels.identity, key="i")
+    coll.create_semantic_index("vectors", models=["ident"], keys=["i"]).wait(WAIT)
+    X = np.random.default_rng(3).normal(size=(60_000, DIM)).astype("float32")
+    version = coll._services.scope.metadata.get("models", "ident").get("version")
+    for start in range(0, len(X), 10_000):
+        coll.insert_many([{"_id": i, "i": i, "_outputs": {"i": {"ident": X[i]}},
+                           "_fingerprints": {"i": {"ident": fingerprint(version, i)}}}
+                          for i in range(start, start + 10_000)], refresh=False)
+    indexes = coll._services.indexes
+    indexes.master.drop(coll._services.scope.target, indexes.get("vectors"))
+    try:
+        first = coll.find_one(like={"_id": 5})
+        assert first["_id"] == 5
+    except IndexLoadingError as exc:
+        assert isinstance(exc, TimeoutError) and exc.phase in ("snapshot", "documents", "catch-up", "starting")
+        assert exc.elapsed > 0 and "still loading" in str(exc)
+    found = poll(lambda: _quiet_find(coll, 5), WAIT, "the load to finish")
+    assert found["_id"] == 5
+    client.close()
+
+
+def _quiet_find(coll, _id):
+    from superduperdb.errors import IndexLoadingError
+
+    try:
+        return coll.find_one(like={"_id": _id})
+    except IndexLoadingError:
+        return None

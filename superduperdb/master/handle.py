@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import IndexLoadingError, MasterUnavailableError
+from ..errors import IndexLoadingError, MasterUnavailableError, SuperDuperError
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -348,7 +348,9 @@ class MasterHandle:
             step = min(step, max(0.0, deadline - time.monotonic()))
             try:
                 return future.result(timeout=step)
-            except TimeoutError:
+            except TimeoutError as exc:
+                if isinstance(exc, SuperDuperError):  # the call's own answer (IndexLoadingError), not our wait
+                    raise
                 if self._actor is not None and not self._worker_alive(self._actor._address):
                     raise MasterLost(f"the master's worker {self._actor._address} is gone") from None
                 if time.monotonic() >= deadline:
@@ -364,6 +366,8 @@ class MasterHandle:
         while its worker is still there, e.g. a big index loading, is not a loss)."""
         if isinstance(exc, MasterLost):
             return True
+        if isinstance(exc, SuperDuperError):  # an answer of the master (IndexLoadingError ...): it is there
+            return False
         if isinstance(exc, TimeoutError):
             return self._actor is None or not self._worker_alive(self._actor._address)
         return _is_lost(exc)

@@ -315,7 +315,7 @@ def run_kills(args: argparse.Namespace) -> dict:
     truth = truth_of({i: data[i] for i in range(n)}, queries, args.k)
     client = superduperdb.connect(uri, cluster="local", config={
         "cluster.n_workers": 2, "cluster.processes": True, "reconcile.interval": 0, "master.warm_up": False,
-        "master.position_lag": 1.0})
+        "master.position_lag": 1.0, "cluster.timeout": 120.0})
     coll = client.db["bench"]
     master = coll._services.indexes.master
     coll.find_one(like={KEY: queries[0]})
@@ -325,7 +325,7 @@ def run_kills(args: argparse.Namespace) -> dict:
 
     def hammer() -> None:  # another user of the cluster, querying without pause
         other = superduperdb.connect(uri, cluster=client.cluster.client.scheduler.address,
-                                     config={"reconcile.interval": 0, "master.warm_up": False})
+                                     config={"reconcile.interval": 0, "master.warm_up": False, "cluster.timeout": 120.0})
         while not stop.is_set():
             try:
                 other.db["bench"].find_one(like={KEY: queries[load["queries"] % len(queries)]})

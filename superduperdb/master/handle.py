@@ -118,9 +118,11 @@ class MasterHandle:
         self._actor = None
         self._generation: int | None = None
         self._watched: dict[str, Target] = {}
+        self._dead: set[str] = set()  # addresses of masters' workers this handle saw die
 
     # -- finding and creating ---------------------------------------------------------
     def _pick_worker(self) -> str:
+        """A live worker for a new master: the ``MASTER`` one, else the first; never one known dead."""
         workers = self.dask_client.scheduler_info(n_workers=-1)["workers"]
         if not workers:  # all restarting (a killed worker's nanny starts a new one): wait for one
             with contextlib.suppress(Exception):
@@ -132,7 +134,7 @@ class MasterHandle:
                 "are restarting. Check that the workers are running and can reach the scheduler "
                 "(`superduperdb info` lists them), wait until at least one has reconnected, then retry the call.",
                 reason="no workers")
-        live = {a: w for a, w in workers.items() if not refuses_connections(a)} or workers
+        live = {a: w for a, w in workers.items() if a not in self._dead and not refuses_connections(a)} or workers
         marked = sorted(a for a, w in live.items() if (w.get("resources") or {}).get(self.resource))
         return (marked or sorted(live))[0]
 
@@ -193,6 +195,8 @@ class MasterHandle:
 
     def _switch(self, lost: int | None = None) -> None:
         """Take the current master (replacing generation ``lost``); tell it what to sweep."""
+        if lost is not None and self._actor is not None:
+            self._dead.add(self._actor._address)  # never the place of the next master, even if still listed
         self._actor = None
         actor, generation = self._find_or_create(lost)
         for target in self._watched.values():

@@ -5,9 +5,8 @@ Given an index loaded from a snapshot that includes the writes up to position
 :func:`catch_up` reads only
 
 * the documents whose ``_sdb.seq`` is above ``p`` (one indexed range read,
-  their indexed output and fingerprint): those with an output whose
-  fingerprint differs from the index's are upserted, those without one are
-  removed;
+  their indexed output and fingerprint): those with an output are upserted
+  (the vector as read), those without one are removed;
 * the tombstones above ``p``: the ids deleted since, removed unless they exist
   again.
 
@@ -62,8 +61,9 @@ def changes(collection: Any, row: dict, since: int, covered: Iterable[int] | Non
 
 def apply_changes(collection: Any, row: dict, docs: list[dict], gone: list, held: dict,
                   apply: Callable[[list[dict], list], dict]) -> dict:
-    """Hand ``apply(upserts, removals)`` what differs from ``held`` (``{id: fingerprint}``): documents whose
-    output is new or changed, ids whose output or document is gone. Returns its counts."""
+    """Hand ``apply(upserts, removals)`` the documents read (written since the position: their vectors are
+    taken as read, whatever their fingerprint says) and the ids whose output or document is gone among
+    those ``held`` (``{id: fingerprint}``). Returns its counts."""
     path, fp_path = paths(row)
     seen = {d["_id"] for d in docs}
     back = [i for i in dict.fromkeys(gone) if i not in seen]
@@ -72,11 +72,10 @@ def apply_changes(collection: Any, row: dict, docs: list[dict], gone: list, held
     present = {d["_id"] for d in docs}
     upserts, removals = [], [i for i in back if i not in present and i in held]
     for doc in docs:
-        fp = get_path(doc, fp_path)
         if get_path(doc, path) is MISSING:
             if doc["_id"] in held:
                 removals.append(doc["_id"])
-        elif fp is MISSING or held.get(doc["_id"], MISSING) != fp:
+        else:  # written since the position: its output may have changed with its fingerprint the same
             upserts.append(doc)
     if not upserts and not removals:
         return {"upserted": 0, "removed": 0}

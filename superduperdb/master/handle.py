@@ -122,21 +122,25 @@ class MasterHandle:
 
     # -- finding and creating ---------------------------------------------------------
     def _pick_worker(self) -> str:
-        """A live worker for a new master: the ``MASTER`` one, else the first; never one known dead."""
-        workers = self.dask_client.scheduler_info(n_workers=-1)["workers"]
-        if not workers:  # all restarting (a killed worker's nanny starts a new one): wait for one
-            with contextlib.suppress(Exception):
-                self.dask_client.wait_for_workers(1, timeout=self.timeout)
+        """A live worker for a new master: the ``MASTER`` one, else the first; never one known dead.
+
+        When none is live (all restarting: a killed worker's nanny starts a new one), waits for one, up to
+        the handle's timeout, polling the scheduler.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
             workers = self.dask_client.scheduler_info(n_workers=-1)["workers"]
-        if not workers:
-            raise MasterUnavailableError(
-                "The cluster has no workers to run the master on right now: none has connected yet, or they "
-                "are restarting. Check that the workers are running and can reach the scheduler "
-                "(`superduperdb info` lists them), wait until at least one has reconnected, then retry the call.",
-                reason="no workers")
-        live = {a: w for a, w in workers.items() if a not in self._dead and not refuses_connections(a)} or workers
-        marked = sorted(a for a, w in live.items() if (w.get("resources") or {}).get(self.resource))
-        return (marked or sorted(live))[0]
+            live = {a: w for a, w in workers.items() if a not in self._dead and not refuses_connections(a)}
+            if live:
+                marked = sorted(a for a, w in live.items() if (w.get("resources") or {}).get(self.resource))
+                return (marked or sorted(live))[0]
+            if time.monotonic() >= deadline:
+                raise MasterUnavailableError(
+                    "The cluster has no live workers to run the master on right now: none has connected yet, or "
+                    "they are restarting. Check that the workers are running and can reach the scheduler "
+                    "(`superduperdb info` lists them), wait until at least one has reconnected, then retry the "
+                    "call.", reason="no workers")
+            time.sleep(min(LOADING_RETRY, max(0.0, deadline - time.monotonic())))  # polling the scheduler
 
     def _published(self) -> tuple[Any, int]:
         """The published master and its generation (KeyError: none yet)."""

@@ -302,12 +302,12 @@ class Master:
         report = catchup.catch_up(ctx.collection, row, since, loaded.fingerprints,
                                   lambda docs, gone: self._apply(loaded, ctx, docs, gone),
                                   lambda: self._full_sync(loaded, ctx), loaded.safe, manifest.get("partitions"))
-        loaded.catch_up = {**report, "snapshot_age_s": time.time() - manifest["taken_at"], "restore_s": restored_s,
-                           "read_s": restored.read_s, "snapshot_from": restored.source, "rejected": rejected or None}
         if manifest.get("resume_token") is not None:  # the server's change stream: other programs' writes too
             ids, why = resume.changed_since(ctx.collection, manifest["resume_token"])
             replay = self._refresh(loaded, ctx, ids) if ids else {"upserted": 0, "removed": 0}
             report["change_stream"] = {"replayed": len(ids or []), **replay, "fallback": why}
+        loaded.catch_up = {**report, "snapshot_age_s": time.time() - manifest["taken_at"], "restore_s": restored_s,
+                           "read_s": restored.read_s, "snapshot_from": restored.source, "rejected": rejected or None}
         loaded.changes = report["upserted"] + report["removed"]
         threading.Thread(target=self._verify_digests, args=(loaded, ctx, manifest.get("store_digests")), daemon=True,
                          name="superduperdb-verify-digests").start()

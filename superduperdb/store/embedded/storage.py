@@ -77,7 +77,8 @@ class IndexedCollectionStore(CollectionStore):
 
     def digests(self) -> Digests:
         """The collection's per-partition digests, re-hashing only the documents written since the last call."""
-        with self._rwlock.reader(), self.documents_lock:
+        # documents_lock before the store's lock, as cursors and in-place updates take them (else a deadlock)
+        with self.documents_lock, self._rwlock.reader():
             return self._digests.digests(self._documents)
 
     # -- indexes --

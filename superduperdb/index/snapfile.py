@@ -67,7 +67,8 @@ def _encode_part(value: Any) -> tuple[dict, memoryview]:
         array = np.ascontiguousarray(value)
         if array.dtype.hasobject:
             raise TypeError("object arrays cannot be stored in a snapshot file")
-        return {"kind": "array", "dtype": array.dtype.str, "shape": list(array.shape)}, memoryview(array).cast("B")
+        view = memoryview(array).cast("B") if array.size else memoryview(b"")  # (an empty array cannot be cast)
+        return {"kind": "array", "dtype": array.dtype.str, "shape": list(array.shape)}, view
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"kind": "bytes"}, memoryview(value).cast("B")
     return {"kind": "json"}, memoryview(json.dumps(value, separators=(",", ":")).encode())

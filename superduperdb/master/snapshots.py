@@ -220,7 +220,10 @@ def load(artifacts: Any, row: dict, local: Path | None = None) -> tuple[Restored
                 localcopy.discard(local)
     start = time.perf_counter()
     try:
-        found = artifacts.get_named(name)
+        try:
+            found = artifacts.get_named(name)
+        except Exception:  # noqa: BLE001 - a version pruned while read (a newer one was saved): read the newest
+            found = artifacts.get_named(name)
         if found is None:
             return None, rejected
         data, info = found

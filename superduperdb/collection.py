@@ -25,7 +25,7 @@ from .facade.search import SearchMixin
 from .facade.training import TrainingMixin
 from .services.checks import check_filter
 from .services.scope import Scope, Services
-from .store.layout import FINGERPRINTS
+from .store.layout import FINGERPRINTS, RESERVED
 
 if TYPE_CHECKING:
     from .client import Database
@@ -104,12 +104,14 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
         return self._services.scope.query(filter, argument)
 
     def _decode(self, doc: dict | None, errors: str = "raise") -> dict | None:
-        """Typed values decoded; the bookkeeping of outputs (``_fingerprints``) left out."""
+        """Typed values decoded; the bookkeeping (``_fingerprints``, the write position ``_sdb``) left out
+        (``find(raw=True)`` shows it)."""
         if doc is None:
             return None
         doc = self._types.decode(doc, errors="raw" if errors == "raw" else "raise")
         if isinstance(doc, dict):
             doc.pop(FINGERPRINTS, None)
+            doc.pop(RESERVED, None)
         return doc
 
     def _model_names(self) -> list[str]:

@@ -254,8 +254,12 @@ class ListSource:
 
         ``index``, ``n``, ``filtered`` (ids the filter matched, None without a filter),
         ``shards``: per shard ``shard``, ``worker`` (its Dask address), ``epoch``,
-        ``size``, ``plan`` (``'exact'`` or ``'graph'``), ``candidates`` (vectors scored)
-        and ``ms``; ``partial``: whether a lost shard was left out (``allow_partial=True``).
+        ``size``, ``plan`` (``'exact'`` or ``'graph'``), ``candidates`` (vectors scored),
+        ``ms``, ``source`` (``'snapshot'`` or ``'database'``: what the shard loaded from) and
+        ``as_of`` (``position``: the write position its catch-up started from, ``now``: the
+        collection's position then, ``behind``: how many writes it caught up); ``partial``:
+        whether a shard was left out (``allow_partial=True``): its entry says ``missing``, and
+        ``loading`` (phase, vectors done, elapsed) when it was still loading the index.
         """
         import copy
 

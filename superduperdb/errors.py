@@ -277,6 +277,15 @@ class DimensionMismatchError(SemanticIndexError):
     """A vector has a different dimension than the index (``expected``, ``got``)."""
 
 
+class IndexLoadingError(SuperDuperError, TimeoutError):
+    """A semantic index is still loading (a new shard actor reads its snapshot or its documents).
+
+    ``index``, ``shard``, ``phase`` (``'snapshot'``, ``'catch-up'``, ``'documents'``), ``done`` and ``total``
+    (vectors read so far, of about how many) and ``elapsed`` (seconds) say how far it got. The
+    load goes on: retry the query, or wait longer (``cluster.timeout``).
+    """
+
+
 class MasterUnavailableError(SuperDuperError, RuntimeError):
     """The master (vector-search actor) could not be reached or re-created."""
 

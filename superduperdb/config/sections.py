@@ -125,6 +125,8 @@ class MasterConfig(_Node):
     shard_wait: float = field(metadata={"min": 0})
     lease_ttl: float = field(metadata={"min": 1})
     build_process: bool
+    snapshot_dir: str | None
+    position_lag: float = field(metadata={"min": 0})
 
 
 @_section("types")

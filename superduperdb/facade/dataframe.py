@@ -364,6 +364,9 @@ def insert_partition(target: Target, frame: pd.DataFrame) -> dict:
         doc.setdefault("_id", ObjectId())
         if FOLD not in doc and (fold := new_fold(ctx.config)) is not None:
             doc[FOLD] = fold
-    encoded = ctx.types.encode_many(documents)
+    from ..store.positions import next_seq, stamp_document
+
+    seq = next_seq(ctx.collection, ctx.config.master.position_lag)
+    encoded = [stamp_document(d, seq) for d in ctx.types.encode_many(documents)]
     ctx.collection.insert_many(encoded, ordered=True)
     return {"ids": [d["_id"] for d in encoded], "urls": any(find_urls(d) for d in encoded)}

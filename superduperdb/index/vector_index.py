@@ -279,6 +279,20 @@ class VectorIndex(RebuildMixin, PersistMixin):
                 loc = None
             return default if loc is None else loc[0].vectors[loc[1]].copy()
 
+    def vectors_of(self, ids: Any) -> tuple[list, np.ndarray]:
+        """``(the ids held, their vectors)``: one copy for many ids, taken under one lock (unknown ids left out)."""
+        with self._lock:
+            held, rows = [], []
+            for i in _as_id_list(ids):
+                try:
+                    loc = self._where.get(i)
+                except TypeError:  # unhashable: not held
+                    continue
+                if loc is not None:
+                    held.append(i)
+                    rows.append(loc[0].vectors[loc[1]])
+            return held, np.stack(rows) if rows else np.empty((0, self.dim or 0), np.float32)
+
     def ids(self) -> list:
         """All live ids (in no particular order)."""
         with self._lock:

@@ -5,25 +5,24 @@ semantic index living in actor ``i`` (:mod:`.fanout` routes and fans calls
 out; docs/scaling.md). Each actor is published on the scheduler with its
 generation number (shard 0 as the dataset ``superduperdb-master``, shard ``i``
 as ``superduperdb-master-shard-<i>``), so every client (and every job on a
-worker) finds the same ones. Each is pinned to one worker with
-``workers=[address]`` (``resources=`` does not keep actors apart): the workers
-that offer the ``MASTER`` resource (``dask worker --resources MASTER=1``, else
-every worker), the one holding the fewest other shards first, so shards spread
-over distinct workers. Until a worker has joined, creating one waits for it up
-to ``cluster.timeout``.
+worker) finds the same ones. Where each runs is :mod:`.placement`'s business
+(pinned, spread over the master workers, never on a worker seen dead).
 
 If a shard's worker dies, the next call replaces it: under a cluster-wide
-``distributed.Lock`` per shard, a handle whose generation ``g`` was lost creates
-generation ``g + 1`` only if ``g`` is still the published one; otherwise
-another client already replaced it, and the handle switches to that one. A
-published actor whose worker has left the cluster counts as lost as soon as it
-is found (a call to the dead worker would wait for Dask's connect timeout, 30 s).
-A new actor loads each index from its shard's latest snapshot and catches up
-with the writes since (:mod:`.snapshots`), or from the documents. Ownership is
-fenced in MongoDB, not on the scheduler (:mod:`.fencing`): the new actor takes
-its shard's lease with the next epoch, and an actor that lost it (presumed
-dead, or no longer published after a scheduler restart) refuses to answer. So
-with any number of clients there is one live owner per shard, and every client
+``distributed.Lock`` per shard, a handle whose actor was lost creates the next
+generation only if that actor is still the published one; otherwise another
+client already replaced it, and the handle switches to that one. A dead
+worker is noticed at once (:mod:`.liveness`): every wait on an actor probes its
+worker, so neither Dask's heartbeat timeout nor its connect timeout (30 s)
+stands between a kill and the replacement. A new actor loads each index from
+its shard's latest snapshot and catches up over its partitions from the
+snapshot's write position (:mod:`.loading`), or from the documents; while it
+loads, a call is retried within its timeout, then raises
+:class:`~superduperdb.errors.IndexLoadingError`. Ownership is fenced in
+MongoDB, not on the scheduler (:mod:`.fencing`): the new actor takes its
+shard's lease with the next epoch, and an actor that lost it (presumed dead,
+or no longer published after a scheduler restart) refuses to answer. So with
+any number of clients there is one live owner per shard, and every client
 ends up using it. Inline clients (``cluster=None``) use actors in their own process.
 """
 
@@ -33,13 +32,20 @@ import contextlib
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MasterUnavailableError, ShardFencedError, ShardUnavailableError
-from . import fanout
+from ..errors import (
+    IndexLoadingError,
+    MasterUnavailableError,
+    ShardFencedError,
+    ShardUnavailableError,
+    SuperDuperError,
+)
+from . import fanout, placement
 from .fencing import DATASET, FUTURE, GENERATION, names  # noqa: F401 - re-exported (tests, the CLI)
+from .liveness import MasterLost, refuses_connections, wait_result
+from .placement import LOADING_RETRY
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -49,8 +55,7 @@ logger = logging.getLogger(__name__)
 
 _LOCAL: dict[str, Any] = {}
 _LOCAL_LOCK = threading.Lock()
-POLL = 0.2  # seconds between looks for a worker to place a shard on
-BALANCE_EVERY = 30.0  # seconds between two looks, by a querying handle, at whether shards should spread out
+POLL = placement.POLL
 
 
 def _local_master(warm_up: bool, sweep: Any, shard: int = 0, shards: int = 1, ttl: float = 15.0) -> Any:
@@ -73,8 +78,10 @@ def _is_lost(exc: BaseException) -> bool:
     """Whether ``exc`` says the actor (or its worker) is gone, not that the call failed."""
     from distributed.comm.core import CommClosedError
 
+    if isinstance(exc, SuperDuperError) and not isinstance(exc, ShardFencedError):
+        return False  # an answer of the actor (IndexLoadingError ...): it is there
     text = str(exc)
-    return isinstance(exc, (CommClosedError, OSError, ShardFencedError)) \
+    return isinstance(exc, (CommClosedError, OSError, ShardFencedError, MasterLost)) \
         or "Actor" in text and ("lost" in text or "not" in text) or "Worker holding Actor" in text
 
 
@@ -128,6 +135,7 @@ class MasterHandle:
         self._recovering: set[int] = set()
         self._used: dict[str, tuple[Target, dict]] = {}  # the indexes this handle searched: warmed before a move
         self._balanced_at = time.monotonic()
+        self._dead: set[str] = set()  # addresses of shards' workers this handle saw die
 
     @classmethod
     def from_config(cls, dask_client: Any, config: Config, sweep: Any = None) -> MasterHandle:
@@ -137,28 +145,6 @@ class MasterHandle:
                    shards=m.shards, shard_wait=m.shard_wait, lease_ttl=m.lease_ttl)
 
     # -- finding and creating ---------------------------------------------------------
-    def _pick_worker(self, shard: int) -> str:
-        """A worker for ``shard``: offering the resource, holding the fewest other shards (waits for one)."""
-        deadline = time.monotonic() + self.timeout
-        while True:
-            workers = self.dask_client.scheduler_info(n_workers=-1)["workers"]
-            if workers:
-                break
-            if time.monotonic() > deadline:
-                raise MasterUnavailableError(
-                    f"The cluster has had no workers to run the master on for {self.timeout:g} s (cluster.timeout): "
-                    "none has connected yet, or they are restarting. Check that the workers are running and can "
-                    "reach the scheduler (`superduperdb info` lists them), then retry the call.",
-                    reason="no workers")
-            time.sleep(POLL)
-        marked = sorted(a for a, w in workers.items() if (w.get("resources") or {}).get(self.resource))
-        candidates = marked or sorted(workers)
-        held: dict[str, int] = {}
-        for i, state in enumerate(self._shards):
-            if i != shard and state.actor is not None:
-                held[state.actor._address] = held.get(state.actor._address, 0) + 1
-        return min(candidates, key=lambda a: (held.get(a, 0), candidates.index(a)))
-
     def _published(self, shard: int) -> tuple[Any, int, str | None]:
         """The published actor of ``shard``, its generation and key (KeyError: none yet)."""
         n = names(shard)
@@ -170,14 +156,15 @@ class MasterHandle:
         return actor, int(self.dask_client.get_dataset(n.generation, default=1)), getattr(future, "key", None)
 
     def _find_or_create(self, shard: int, lost: str | None = None) -> tuple[Any, int]:
-        """The published actor of ``shard`` unless it is the one with key ``lost``; else a new one, created
-        atomically. (Keys, not generation numbers, name the lost one: a restarted scheduler counts from 1 again.)"""
+        """The published actor of ``shard`` unless it is the one with key ``lost`` or its worker is dead; else a
+        new one, created atomically. (Keys, not generation numbers, name the lost one: a restarted scheduler
+        counts from 1 again.)"""
         import distributed
 
         client = self.dask_client
         try:
             actor, generation, _ = self._published(shard)
-            if actor.key != lost and self._alive(actor):
+            if actor.key != lost and self.worker_alive(actor._address):
                 return actor, generation
         except KeyError:
             pass
@@ -190,37 +177,36 @@ class MasterHandle:
             replaces = None
             try:
                 actor, generation, replaces = self._published(shard)
-                if actor.key != lost and self._alive(actor):
+                if actor.key != lost and self.worker_alive(actor._address):
                     return actor, generation  # another client replaced it first: use that one
-                if self._alive(actor):  # replaced while alive (a stale owner): it stops answering
+                if actor.key != lost and actor._address in client.nthreads() \
+                        and not refuses_connections(actor._address):  # replaced while alive (a stale owner)
                     with contextlib.suppress(Exception):
-                        actor.retire().result(timeout=self.timeout)
+                        actor.retire().result(timeout=min(self.timeout, 5.0))
+                elif actor._address not in self._dead and refuses_connections(actor._address):
+                    self._dead.add(actor._address)
             except KeyError:
                 generation = 0
-            from .actor import Master
-
-            generation += 1
-            worker = self._pick_worker(shard)
-            key = f"superduperdb-master-{shard}-{uuid.uuid4().hex}"
-            future = client.submit(Master, self.warm_up, self.sweep if shard == 0 else None, generation, shard,
-                                   self.shards, key, replaces, self.lease_ttl, actor=True, workers=[worker],
-                                   allow_other_workers=False, key=key, pure=False)
-            with client.as_current():
-                actor = future.result(timeout=self.timeout)
-            for name in (n.dataset, n.future, n.generation):
-                with contextlib.suppress(KeyError):
-                    client.unpublish_dataset(name)
+            actor, future, _ = placement.create(self, shard, generation + 1, replaces)
             # The proxy is what other clients use; the future keeps the actor alive.
-            client.publish_dataset(**{n.dataset: actor, n.future: future, n.generation: generation})
-            logger.info("started shard %d of the master (generation %d) on %s", shard, generation, worker)
-            return actor, generation
+            placement.publish(self, shard, actor, future, generation + 1)
+            return actor, generation + 1
         finally:
             lock.release()
 
     def _alive(self, actor: Any) -> bool:
-        """Whether the actor's worker is still in the cluster. A published actor whose worker
-        is gone is lost too: a call to it would wait for the connect timeout (30 s) before failing."""
-        return actor._address in self.dask_client.nthreads()
+        """Whether the actor's worker is still in the cluster (a scheduler lookup: the port probe runs while a
+        call waits). A published actor whose worker is gone is lost too: a call to it would wait for the
+        connect timeout (30 s) before failing."""
+        return actor._address not in self._dead and actor._address in self.dask_client.nthreads()
+
+    def worker_alive(self, address: str) -> bool:
+        """Whether ``address`` is a live worker: not seen dead, listed by the scheduler, its port taking connections."""
+        alive = address not in self._dead and address in self.dask_client.nthreads() \
+            and not refuses_connections(address)
+        if not alive and address in self.dask_client.nthreads():
+            self._dead.add(address)  # listed, but its process is gone: never a place for a shard again
+        return alive
 
     def _switch(self, shard: int, lost: str | None = None) -> Any:
         """Take the current actor of ``shard`` (replacing the one with key ``lost``); shard 0 is told what to sweep."""
@@ -228,11 +214,14 @@ class MasterHandle:
         with state.lock:
             if lost is not None and state.actor is not None and state.actor.key != lost:
                 return state.actor  # another thread of this client replaced it already
+            if lost is not None and state.actor is not None:
+                self.worker_alive(state.actor._address)  # a dead one is never the place of the next actor
             state.actor = None
             actor, generation = self._find_or_create(shard, lost)
             if shard == 0:
+                deadline = time.monotonic() + self.timeout
                 for target in self._watched.values():
-                    actor.watch(target).result(timeout=self.timeout)
+                    wait_result(actor.watch(target), deadline, lambda: self.worker_alive(actor._address))
             state.actor, state.generation = actor, generation
             return actor
 
@@ -268,11 +257,28 @@ class MasterHandle:
         actor = self.shard_actor(shard)
         return getattr(actor, method)(*args)
 
-    def call_shard(self, shard: int, method: str, *args: Any, wait: float | None = None) -> Any:
-        """Call ``method`` on ``shard``; re-create the actor if it was lost, for up to ``wait`` seconds
-        (default: once), then :class:`ShardUnavailableError`."""
-        if self.dask_client is None:
-            return getattr(self.shard_actor(shard), method)(*args)
+    def call_shard(self, shard: int, method: str, *args: Any, wait: float | None = None,
+                   timeout: float | None = None, loading_wait: float | None = None,
+                   retry_loading: bool = True) -> Any:
+        """Call ``method`` on ``shard``; re-create the actor if it was lost, for up to ``wait`` seconds (default:
+        once), then :class:`ShardUnavailableError`. One call is waited for up to ``timeout`` seconds (default
+        ``cluster.timeout``). While the shard loads the index, the call is repeated (``retry_loading``) for up
+        to ``loading_wait`` seconds (default ``timeout``), then :class:`~superduperdb.errors.IndexLoadingError`
+        says how far the load got."""
+        limit = self.timeout if timeout is None else float(timeout)
+        deadline = time.monotonic() + (limit if loading_wait is None else float(loading_wait))
+        while True:
+            try:
+                if self.dask_client is None:
+                    return getattr(self.shard_actor(shard), method)(*args)
+                return self._call_once(shard, method, args, wait, limit)
+            except IndexLoadingError:
+                remaining = deadline - time.monotonic()
+                if not retry_loading or remaining <= 0:
+                    raise
+                time.sleep(min(LOADING_RETRY, remaining))  # the load runs in the actor meanwhile
+
+    def _call_once(self, shard: int, method: str, args: tuple, wait: float | None, limit: float) -> Any:
         state = self._shards[shard]
         if state.actor is not None and not self._alive(state.actor):
             logger.warning("the worker %s of shard %d is gone; replacing the actor", state.actor._address, shard)
@@ -284,7 +290,7 @@ class MasterHandle:
             actor = None
             try:
                 actor = self.shard_actor(shard)
-                return getattr(actor, method)(*args).result(timeout=self.timeout)
+                return self.result(shard, getattr(actor, method)(*args), limit, actor)
             except Exception as exc:
                 if not self._lost(shard, exc) or attempt >= 2 and time.monotonic() > deadline:
                     if self._lost(shard, exc) and wait is not None:
@@ -299,79 +305,38 @@ class MasterHandle:
                 if attempt > 1:
                     time.sleep(POLL)
 
+    def result(self, shard: int, future: Any, timeout: float | None = None, actor: Any = None) -> Any:
+        """A call's answer from ``shard`` (waited for up to ``timeout``, default ``cluster.timeout``), probing its
+        worker meanwhile: a dead one raises ``MasterLost`` in about a second (see :mod:`.liveness`)."""
+        if self.dask_client is None or isinstance(future, fanout.Done):
+            return future.result()
+        actor = actor if actor is not None else self._shards[shard].actor
+        address = getattr(actor, "_address", None)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        return wait_result(future, deadline, lambda: address is None or self.worker_alive(address),
+                           f"the worker {address} of shard {shard}")
+
     def _lost(self, shard: int, exc: BaseException) -> bool:
-        """Whether a failed call means the actor is gone (not merely slow: a timeout
-        while its worker is still there, e.g. a big index loading, is not a loss)."""
+        """Whether a failed call means the actor is gone (not merely slow: a timeout while its worker is
+        still there, e.g. a big index loading, is not a loss; nor is any answer of the actor)."""
+        if isinstance(exc, MasterLost):
+            return True
+        if isinstance(exc, SuperDuperError) and not isinstance(exc, ShardFencedError):
+            return False
         if isinstance(exc, TimeoutError):
             actor = self._shards[shard].actor
-            return actor is None or not self._alive(actor)
+            return actor is None or not self.worker_alive(actor._address)
         return _is_lost(exc)
 
     # -- placement as workers join ------------------------------------------------------------
     def balance(self, force: bool = False) -> int | None:
         """Move one shard that shares a worker onto a master worker that holds none; the shard moved (or None).
 
-        Called by queries at most every :data:`BALANCE_EVERY` seconds (in a background thread), so
+        Called by queries at most every :data:`.placement.BALANCE_EVERY` seconds (in a background thread), so
         shards spread out as master workers join. The new actor loads the indexes this handle used
         (snapshot + catch-up) before it is published; the old one then retires.
         """
-        if self.dask_client is None or self.shards == 1:
-            return None
-        now = time.monotonic()
-        if not force and (now - self._balanced_at < BALANCE_EVERY or self._recovering):
-            return None
-        self._balanced_at = now
-        workers = self.dask_client.scheduler_info(n_workers=-1)["workers"]
-        marked = sorted(a for a, w in workers.items() if (w.get("resources") or {}).get(self.resource))
-        where = {i: st.actor._address for i, st in enumerate(self._shards) if st.actor is not None}
-        if len(where) < self.shards or not marked:
-            return None
-        crowded = [i for i in sorted(where, reverse=True) if list(where.values()).count(where[i]) > 1]
-        free = [a for a in marked if a not in where.values()]
-        if not crowded or not free:
-            return None
-        shard = crowded[0]
-        self._move(shard, free[0])
-        return shard
-
-    def _move(self, shard: int, worker: str) -> None:
-        import distributed
-
-        n, state = names(shard), self._shards[shard]
-        lock = distributed.Lock(n.dataset, scheduler_rpc=self.dask_client.scheduler, loop=self.dask_client.loop)
-        if not lock.acquire(timeout=self.timeout):
-            return
-        actor = None
-        try:
-            old, generation, old_key = self._published(shard)
-            if state.actor is None or old.key != state.actor.key:
-                return  # another client moved or replaced it
-            from .actor import Master
-
-            key = f"superduperdb-master-{shard}-{uuid.uuid4().hex}"
-            future = self.dask_client.submit(Master, self.warm_up, self.sweep if shard == 0 else None,
-                                             generation + 1, shard, self.shards, key, old_key, self.lease_ttl,
-                                             actor=True, workers=[worker], allow_other_workers=False, key=key,
-                                             pure=False)
-            with self.dask_client.as_current():
-                actor = future.result(timeout=self.timeout)
-            for target, row in list(self._used.values()):  # loaded before any query reaches it
-                actor.ensure(target, row, self._layouts.get(target, shard)).result(timeout=self.timeout)
-            for name in (n.dataset, n.future, n.generation):
-                with contextlib.suppress(KeyError):
-                    self.dask_client.unpublish_dataset(name)
-            self.dask_client.publish_dataset(**{n.dataset: actor, n.future: future, n.generation: generation + 1})
-            state.actor, state.generation = actor, generation + 1
-            with contextlib.suppress(Exception):
-                old.retire().result(timeout=self.timeout)
-            logger.info("moved shard %d from %s to %s, a master worker that held none", shard, old._address, worker)
-        except Exception as exc:  # noqa: BLE001 - the shard stays where it is; tried again later
-            logger.warning("moving shard %d to %s failed: %s: %s", shard, worker, type(exc).__name__, exc)
-            if actor is not None and state.actor is not actor:  # never published: it gives its leases back
-                with contextlib.suppress(Exception):
-                    actor.retire().result(timeout=self.timeout)
-        finally:
-            lock.release()
+        return placement.balance(self, force)
 
     def used(self, target: Target, row: dict) -> None:
         """Note that index ``row`` of ``target`` was searched (a moved shard loads it first)."""
@@ -429,21 +394,31 @@ class MasterHandle:
         """The reconciler's watched collections and last passes."""
         return self._call("reconciler")
 
-    def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None) -> dict:
-        """Make index ``row`` hold exactly ``ids`` with these fingerprints, each shard its own (``Master.sync``)."""
-        return fanout.sync(self, target, row, list(ids), list(fingerprints), None if within is None else list(within))
+    def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None,
+             partitions: list | None = None) -> dict:
+        """Make index ``row`` hold exactly ``ids`` with these fingerprints, each shard its own (``Master.sync``;
+        ``within``/``partitions``: the documents or partitions the caller looked at, the only ones removed from)."""
+        return fanout.sync(self, target, row, list(ids), list(fingerprints), None if within is None else list(within),
+                           None if partitions is None else sorted(partitions))
 
-    def ensure(self, target: Target, row: dict) -> dict:
-        """Load index ``row`` of ``target`` on every shard unless loaded; return its stats."""
-        return fanout.combine(fanout.every(self, target, "ensure", row))
+    def ensure(self, target: Target, row: dict, wait: float | None = None) -> dict:
+        """Load index ``row`` of ``target`` on every shard unless loaded, waiting up to ``wait`` seconds (default
+        ``cluster.timeout``, then :class:`~superduperdb.errors.IndexLoadingError`); return its stats."""
+        return fanout.combine(fanout.every(self, target, "ensure", row, loading_wait=wait))
 
-    def reload(self, target: Target, row: dict) -> dict:
-        """Drop index ``row`` and load it again from MongoDB on every shard; return its stats."""
-        return fanout.combine(fanout.every(self, target, "reload", row))
+    def reload(self, target: Target, row: dict, wait: float | None = None) -> dict:
+        """Drop index ``row`` and load it again from MongoDB on every shard (waiting as :meth:`ensure`); its stats."""
+        return fanout.combine(fanout.reload(self, target, row, wait))
 
-    def refresh(self, target: Target, row: dict, ids: list) -> dict:
-        """Re-read the outputs of ``ids`` on the shards that own them: upsert those present, remove the others."""
-        return fanout.refresh(self, target, row, list(ids))
+    def verify(self, target: Target, row: dict, limit: int | None = None) -> dict:
+        """Check index ``row``'s vectors against their checksums on every shard (``limit``: that many per shard,
+        in turn) and repair those that rotted (``Master.verify``); the counts summed."""
+        return fanout.combine(fanout.every(self, target, "verify", row, limit))
+
+    def refresh(self, target: Target, row: dict, ids: list, wait: float | None = None) -> dict:
+        """Re-read the outputs of ``ids`` on the shards that own them: upsert those present, remove the others
+        (a shard still loading the index is waited for up to ``wait`` seconds, default ``cluster.timeout``)."""
+        return fanout.refresh(self, target, row, list(ids), wait)
 
     def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None,
                allow_partial: bool = False, explain: dict | None = None) -> tuple[list, list]:
@@ -455,8 +430,9 @@ class MasterHandle:
         """:meth:`search` for each of ``vectors``: one call to each shard, concurrently, merged here.
 
         ``explain`` (a dict) is filled with ``shards`` (per shard: ``shard``, ``worker``, ``epoch``,
-        ``size``, ``plan``, ``candidates``, ``ms``) and ``partial``. ``allow_partial``: a shard that
-        is lost is left out at once (``partial: True``) instead of waited for (``master.shard_wait``).
+        ``size``, ``plan``, ``candidates``, ``ms``, ``as_of``) and ``partial``. ``allow_partial``: a shard
+        that is lost or still loading is left out at once (``partial: True``, its entry ``missing`` or
+        ``loading``) instead of waited for (``master.shard_wait``, ``cluster.timeout``).
         """
         return fanout.search(self, target, row, list(vectors), n, candidates, allow_partial, explain)
 
@@ -469,8 +445,10 @@ class MasterHandle:
         return fanout.vectors_of(self, target, row, list(ids))
 
     def snapshot(self, target: Target, row: dict) -> dict:
-        """Save a snapshot of index ``row`` on every shard now; what was written."""
-        return fanout.combine(fanout.every(self, target, "snapshot", row))
+        """Save a snapshot of index ``row`` on every shard that includes every write made before this call; what
+        was written. Takes ``master.position_lag`` seconds at least: the writes still in flight when it is
+        called must have landed (see :mod:`superduperdb.store.positions`)."""
+        return fanout.combine(fanout.snapshot(self, target, row))
 
     def neighbours(self, target: Target, row: dict, ids: list | None, n: int) -> dict:
         """``{id: [the n nearest other ids]}`` for ``ids`` (None: every indexed id), over every shard."""

@@ -21,7 +21,16 @@ from pymongo.errors import BulkWriteError
 from ..errors import QueryError
 from ..jobs.handles import JobGroup
 from ..jobs.planner import changed_keys
-from ..store.layout import FOLD
+from ..store.layout import FOLD, RESERVED
+from ..store.positions import (
+    Positions,
+    next_seq,
+    pinned_id,
+    stamp_document,
+    stamp_replacement,
+    stamp_update,
+    stamp_upserted,
+)
 from .checks import check_filter, check_replacement, check_update
 
 if TYPE_CHECKING:
@@ -79,11 +88,19 @@ class WriteService:
             self._watched = True
             self._watch()
 
+    # -- the write position (see superduperdb.store.positions) ------------------------------
+    def _seq(self) -> int:
+        return next_seq(self.scope.raw, self.scope.config.master.position_lag)
+
+    def _tombstone(self, ids: list | None, seq: int) -> None:
+        if ids:
+            Positions(self.scope.raw).tombstone(ids, seq)
+
     # -- inserts -----------------------------------------------------------------------
     def insert_one(self, document: Any, args: tuple, kwargs: dict, refresh: bool) -> tuple[Any, JobGroup | None]:
         self._first_write()
         self.prepare(document, "document")
-        encoded = self.scope.types.encode(document, "document")
+        encoded = stamp_document(self.scope.types.encode(document, "document"), self._seq())
         raw = self.scope.raw.insert_one(encoded, *args, **kwargs)
         return raw, self.jobs.on_insert([raw.inserted_id], [encoded]) if refresh else None
 
@@ -97,7 +114,8 @@ class WriteService:
         self._first_write()
         for i, doc in enumerate(documents):
             self.prepare(doc, f"documents[{i}]")
-        encoded = self.scope.types.encode_many(documents)
+        seq = self._seq()
+        encoded = [stamp_document(d, seq) for d in self.scope.types.encode_many(documents)]
         try:
             raw = self.scope.raw.insert_many(encoded, ordered, *args, **kwargs)
         except BulkWriteError as exc:  # the documents that were written still get their jobs
@@ -134,7 +152,9 @@ class WriteService:
         update = self._upsert_fold(self.scope.types.encode(check_update(update), "update"), kwargs)
         plan = self.jobs.plan_update(filter, update, many=method == "update_many", sort=kwargs.get("sort")) \
             if refresh else None
-        raw = getattr(self.scope.raw, method)(filter, update, *args, **kwargs)
+        seq = self._seq()
+        raw = getattr(self.scope.raw, method)(filter, stamp_update(update, seq), *args, **kwargs)
+        stamp_upserted(self.scope.raw, [raw.upserted_id], seq)
         return raw, self.jobs.after_update(plan, [raw.upserted_id]) if refresh else None
 
     def replace_one(self, filter: Any, replacement: Any, args: tuple, kwargs: dict,
@@ -144,14 +164,21 @@ class WriteService:
         replacement = self.scope.types.encode(check_replacement(replacement), "replacement")
         replacement = self._keep_fold(filter, replacement, kwargs)
         plan = self.jobs.plan_update(filter, replacement, many=False, sort=kwargs.get("sort")) if refresh else None
-        raw = self.scope.raw.replace_one(filter, replacement, *args, **kwargs)
+        raw = self.scope.raw.replace_one(filter, self._stamp_replacement(filter, replacement, kwargs), *args, **kwargs)
         return raw, self.jobs.after_update(plan, [raw.upserted_id]) if refresh else None
+
+    def _stamp_replacement(self, filter: dict, replacement: dict, kwargs: dict) -> dict:
+        """``replacement`` with the replaced document's bookkeeping, or a new position (see stamp_replacement)."""
+        old = self.scope.raw.find_one(filter, {"_id": 1, RESERVED: 1}, sort=kwargs.get("sort"))
+        return stamp_replacement(replacement, self._seq(), old, pinned_id(filter))
 
     # -- deletes -----------------------------------------------------------------------
     def delete(self, method: str, filter: Any, args: tuple, kwargs: dict) -> tuple[Any, JobGroup | None]:
         filter = self.scope.query(filter)
         plan = self.jobs.before_delete(filter, many=method == "delete_many")
+        seq = self._seq()
         raw = getattr(self.scope.raw, method)(filter, *args, **kwargs)
+        self._tombstone(plan if raw.deleted_count else None, seq)  # after the delete: see store.positions
         return raw, self.jobs.after_delete(plan)
 
     # -- find-and-modify ---------------------------------------------------------------
@@ -161,7 +188,9 @@ class WriteService:
         filter = types.encode(check_filter(filter), "filter")
         if method == "find_one_and_delete":
             plan = self.jobs.before_delete(filter, many=False)
+            seq = self._seq()
             doc = raw.find_one_and_delete(filter, *args, **kwargs)
+            self._tombstone([doc["_id"]] if doc is not None and "_id" in doc else None, seq)
             self.jobs.after_delete([doc["_id"]] if doc is not None and "_id" in doc else plan)
             return doc
         upsert_id = None
@@ -177,10 +206,16 @@ class WriteService:
                     and raw.count_documents(filter, limit=1) == 0:
                 upsert_id = second["_id"] = ObjectId()
         plan = self.jobs.plan_update(filter, second, many=False, sort=kwargs.get("sort"))
-        doc = getattr(raw, method)(filter, second, *args, **kwargs)
+        if method == "find_one_and_update":
+            stamped = stamp_update(second, self._seq())
+        else:
+            stamped = self._stamp_replacement(filter, second, kwargs)
+        doc = getattr(raw, method)(filter, stamped, *args, **kwargs)
         written = [doc["_id"]] if doc is not None and "_id" in doc else []
         if upsert_id is not None and (kwargs.get("return_document") != ReturnDocument.AFTER or not written) \
                 and raw.count_documents({"_id": upsert_id}, limit=1):
             written.append(upsert_id)
+        if upsert_id is not None and upsert_id in written and method == "find_one_and_update":
+            stamp_upserted(raw, [upsert_id], self._seq())
         self.jobs.after_update(plan, written)
         return doc

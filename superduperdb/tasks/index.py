@@ -16,10 +16,11 @@ from .reconcile import sweep
 def update_index(ctx: Context, job_id: str, index: str, ids: list | None = None) -> dict:
     """Bring the master's copy of ``index`` up to date for ``ids`` (None: reload it all)."""
     row = ctx.metadata.get("semantic_indexes", index)
+    wait = ctx.config.cluster.timeout * 20  # a job may wait for a big index to load
     with master_for_job(ctx.config, sweep) as master:
         if ids is None:
-            return master.reload(ctx.target, row)
-        return master.refresh(ctx.target, row, ids)
+            return master.reload(ctx.target, row, wait=wait)
+        return master.refresh(ctx.target, row, ids, wait=wait)
 
 
 @job_kind("neighbourhood")

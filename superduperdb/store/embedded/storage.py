@@ -17,6 +17,7 @@ from typing import Any
 from mongomock import helpers
 from mongomock.store import CollectionStore, DatabaseStore, ServerStore
 
+from ..digests import Digests, DigestTracker
 from .indexes import FieldIndex, candidates, lookup_value
 
 
@@ -36,6 +37,7 @@ class IndexedCollectionStore(CollectionStore):
         # Held while a stored document is changed in place (mongomock's updates) and while a
         # cursor copies stored documents into its results, so neither sees the other half done.
         self.documents_lock = threading.RLock()
+        self._digests = DigestTracker()  # per-partition digests, kept as documents change (see store.digests)
 
     # -- writes: every change of a stored document passes here (or through reindex) --
     def __setitem__(self, key: Any, doc: dict) -> None:
@@ -46,6 +48,7 @@ class IndexedCollectionStore(CollectionStore):
                 self._next += 1
             for index in self._fields.values():
                 index.add(key, doc)
+            self._digests.touched(key)
 
     def __delitem__(self, key: Any) -> None:
         with self._rwlock.writer():
@@ -53,6 +56,7 @@ class IndexedCollectionStore(CollectionStore):
             self._order.pop(key, None)
             for index in self._fields.values():
                 index.remove(key)
+            self._digests.touched(key)
 
     def reindex(self, doc: dict) -> None:
         """Index again a stored document that was changed in place (mongomock's updates)."""
@@ -62,12 +66,20 @@ class IndexedCollectionStore(CollectionStore):
                 return
             for index in self._fields.values():
                 index.add(key, doc)
+            self._digests.touched(key)
 
     def drop(self) -> None:
         with self._rwlock.writer():
             super().drop()
             self._fields = {}
             self._order = {}
+            self._digests.reset()
+
+    def digests(self) -> Digests:
+        """The collection's per-partition digests, re-hashing only the documents written since the last call."""
+        # documents_lock before the store's lock, as cursors and in-place updates take them (else a deadlock)
+        with self.documents_lock, self._rwlock.reader():
+            return self._digests.digests(self._documents)
 
     # -- indexes --
     def create_index(self, index_name: str, index_dict: dict) -> None:

@@ -153,6 +153,12 @@ def shard_owners(dask_worker) -> list:
     return out
 
 
+def starting_masters(dask_scheduler) -> list:
+    """For ``dask_client.run_on_scheduler``: the workers on which a master shard actor is being created now."""
+    return [ts.processing_on.address for key, ts in list(dask_scheduler.tasks.items())
+            if str(key).startswith("superduperdb-master-") and ts.state == "processing" and ts.processing_on is not None]
+
+
 def known_tasks(dask_scheduler, keys: list) -> list:
     """For ``dask_client.run_on_scheduler``: which of ``keys`` the scheduler still knows."""
     return [k for k in keys if k in dask_scheduler.tasks]

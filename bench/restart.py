@@ -313,6 +313,11 @@ def run_kills(args: argparse.Namespace) -> dict:
     uri = args.uri
     store(uri, data)
     truth = truth_of({i: data[i] for i in range(n)}, queries, args.k)
+    import dask
+
+    # Dask's LocalCluster closes a worker's nanny for good when the worker is still down this long after it
+    # left (default 15 s); a loop that kills every second or two would end with no workers at all.
+    dask.config.set({"distributed.deploy.lost-worker-timeout": "1 hour"})
     client = superduperdb.connect(uri, cluster="local", config={
         "cluster.n_workers": 2, "cluster.processes": True, "reconcile.interval": 0, "master.warm_up": False,
         "master.position_lag": 1.0, "cluster.timeout": 120.0})

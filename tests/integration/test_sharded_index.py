@@ -29,6 +29,8 @@ import superduperdb
 from superduperdb.cluster.local import ProcessCluster
 from superduperdb.cluster.spec import ClusterSpec
 from superduperdb.errors import ShardUnavailableError
+from superduperdb.master import localcopy
+from superduperdb.master.snapshots import snapshot_name
 from superduperdb.store import shards as store
 from superduperdb.store.partitions import partition_of
 
@@ -65,7 +67,8 @@ def live_owners(dask_client) -> Counter:
 @pytest.fixture(scope="module")
 def sharded():
     name = "sh" + np.random.default_rng().bytes(4).hex()
-    client = superduperdb.connect(f"mongomock://{name}", cluster="local", config={**BASE, "master.shards": 3})
+    client = superduperdb.connect(f"mongomock://{name}", cluster="local",
+                                  config={**BASE, "master.shards": 3, "master.position_lag": 1.0})
     yield client, name
     client.close()
 
@@ -116,6 +119,75 @@ def test_index_jobs_reach_only_the_shard_that_owns_the_document(sharded):
     assert final == before
 
 
+def test_each_shard_restarts_from_its_own_snapshot_and_catches_up_over_its_own_partitions(sharded):
+    """A shard is the unit that restarts: its own snapshot file (and local copy), a catch-up that reads
+    only the documents and tombstones of its partitions, and ``as_of`` in its ``explain()`` entry."""
+    client, name = sharded
+    coll = client[name].restarted
+    X = vectors(90, seed=21)
+    index(coll, X)
+    master, target = coll._services.indexes.master, coll._services.scope.target
+    row = coll._services.indexes.get("v")
+    saved = master.snapshot(target, row)
+    assert [s["epoch"] for s in saved["shards"]] == [1, 1, 1] and saved["vectors"] == 90
+    table = store.partition_table(store.shards_table(client[name]._raw, "restarted"), 3)["table"]
+    files = coll._services.scope.artifacts.names_like(snapshot_name(row))
+    assert sorted(files) == sorted(snapshot_name(row, store.partitions_of_shard(table, s)) for s in range(3))
+    folder = localcopy.folder(coll._services.scope.config.master.snapshot_dir)
+    assert all(localcopy.path_for(folder, target, row, store.partitions_of_shard(table, s)).exists() for s in range(3))
+
+    new = vectors(6, seed=22) * 3
+    inserted = coll.insert_many([{"x": x, "i": 900 + j, "g": 0} for j, x in enumerate(new)])
+    inserted.jobs.wait(WAIT)
+    gone = {d["_id"] for d in coll.find({"i": {"$in": [1, 2, 3]}}, {"_id": 1})}
+    coll.delete_many({"i": {"$in": [1, 2, 3]}}).jobs.wait(WAIT)
+    master.drop(target, row)  # every shard forgets the index: each loads it again, as a restarted actor would
+
+    cursor = coll.find(like={"x": new[0]}, n=5)
+    left = [i for i in range(90) if i not in (1, 2, 3)]
+    ids, Y = [*left, *range(900, 906)], np.vstack([X[left], new])
+    assert [d["i"] for d in cursor] == [ids[j] for j in exact(Y, new[0], 5)]
+    plan = cursor.explain()
+    assert [s["source"] for s in plan["shards"]] == ["snapshot"] * 3
+    assert all(s["as_of"]["behind"] > 0 for s in plan["shards"])
+    stats = {s["shard"]: s for s in master.stats() if s["index"] == "v" and s["collection"].endswith(".restarted")}
+    shard_of = {_id: table[partition_of(_id)] for _id in [*inserted.inserted_ids, *gone]}
+    for shard, s in stats.items():
+        catch_up = s["catch_up"]
+        assert catch_up["mode"] == "position" and catch_up["snapshot_from"] == "local", catch_up
+        mine_new = sum(1 for _id in inserted.inserted_ids if shard_of[_id] == shard)
+        mine_gone = sum(1 for _id in gone if shard_of[_id] == shard)
+        # only its own partitions were read: its new documents, its tombstones
+        assert (catch_up["read"], catch_up["tombstones"]) == (mine_new, mine_gone), (shard, catch_up)
+        assert (catch_up["upserted"], catch_up["removed"]) == (mine_new, mine_gone), (shard, catch_up)
+    assert sum(s["size"] for s in stats.values()) == 90 - 3 + 6
+    for q in [*new[1:3], *X[10:12]]:
+        assert [d["i"] for d in coll.find(like={"x": q}, n=4)] == [ids[j] for j in exact(Y, q, 4)]
+
+
+def test_a_shard_still_loading_is_left_out_with_allow_partial_and_waited_for_without(sharded):
+    client, name = sharded
+    coll = client[name].loading
+    X = vectors(120, seed=31)
+    index(coll, X)
+    master, target = coll._services.indexes.master, coll._services.scope.target
+    row = coll._services.indexes.get("v")
+    coll.find_one(like={"x": X[0]})
+    master.call_shard(1, "drop", target, row)  # shard 1 loads the index again on its next call
+    cursor = coll.find(like={"x": X[5]}, n=3, allow_partial=True)
+    plan = cursor.explain()
+    assert plan["partial"] is True and plan["missing"] == [1], plan
+    entry = plan["shards"][1]
+    assert entry["missing"] and entry["loading"]["phase"] in ("starting", "lease", "snapshot", "catch-up",
+                                                               "documents"), entry
+    table = store.partition_table(store.shards_table(client[name]._raw, "loading"), 3)["table"]
+    ids = {d["_id"]: d["i"] for d in coll.find({}, {"i": 1})}
+    others = [i for _id, i in ids.items() if table[partition_of(_id)] != 1]
+    assert [d["i"] for d in cursor] == exact(X, X[5], 3, others)  # flagged, and right for the shards that answered
+    complete = coll.find(like={"x": X[5]}, n=3)  # without allow_partial: waits for the load
+    assert [d["i"] for d in complete] == exact(X, X[5], 3) and complete.explain()["partial"] is False
+
+
 # -- worker processes and the wire server ----------------------------------------------------------
 @pytest.fixture
 def connect(server_uri, unique_name):
@@ -133,10 +205,12 @@ def connect(server_uri, unique_name):
 
 @pytest.mark.integration
 def test_a_killed_shard_worker_never_gives_a_silently_short_answer(connect, unique_name):
-    client = connect(**{"master.shards": 2, "master.lease_ttl": 5, "master.shard_wait": 120})
+    client = connect(**{"master.shards": 2, "master.lease_ttl": 5, "master.shard_wait": 120,
+                        "master.position_lag": 1.0})
     coll = client[unique_name].docs
     X = vectors(120)
     index(coll, X)
+    coll._services.indexes.master.snapshot(coll._services.scope.target, coll._services.indexes.get("v"))
     plan = coll.find(like={"x": X[0]}, n=3).explain()
     workers = {s["shard"]: s["worker"] for s in plan["shards"]}
     assert len(set(workers.values())) == 2
@@ -167,6 +241,9 @@ def test_a_killed_shard_worker_never_gives_a_silently_short_answer(connect, uniq
     poll(lambda: live_owners(dask_client) == Counter({0: 1, 1: 1}), WAIT, "one live owner per shard")
     new = coll.find(like={"x": X[0]}, n=3).explain()["shards"]
     assert new[1]["worker"] != workers[1] and new[1]["epoch"] > plan["shards"][1]["epoch"]
+    # the new owner of shard 1 loaded shard 1's snapshot (written by the epoch before) and caught up from it
+    assert new[1]["source"] == "snapshot" and new[1]["as_of"]["position"] is not None, new[1]
+    assert new[0]["epoch"] == plan["shards"][0]["epoch"]  # shard 0 was not touched
 
 
 def free_port() -> int:

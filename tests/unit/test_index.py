@@ -641,6 +641,46 @@ def test_segments_seal_merge_and_compact_under_writes_stay_exact(fake_graph, bac
     check_exact(restored, ref, Q, "l2")
 
 
+def test_a_shard_snapshot_file_carries_its_segments_graphs_and_who_wrote_it(fake_graph):
+    """A shard's snapshot (master/snapshots.py, plain data with checksums) holds each sealed segment's
+    graph as its own checksummed part and the shard's identity; it is refused for other partitions,
+    and a flipped byte in a graph names that part."""
+    from superduperdb.index import snapfile
+    from superduperdb.master import snapshots
+    from superduperdb.store.partitions import partition_of
+
+    parts = list(range(0, 64, 2))
+    ids = [i for i in range(3000) if partition_of(i) in parts][:600]
+    X = np.random.default_rng(14).standard_normal((600, 4)).astype(np.float32)
+    index = VectorIndex(measure="l2", exact_threshold=50, rebuild_tail=200, background=False)
+    for k in range(0, 600, 200):  # three sealed segments, each with its graph
+        index.add(ids[k:k + 200], X[k:k + 200])
+    index.remove(ids[:5])
+    ref = {i: X[j] for j, i in enumerate(ids) if j >= 5}
+    row = {"name": "v", "uid": "u1"}
+    who = {"shard": 1, "shards": 2, "epoch": 3, "version": 1, "owner": "actor-key"}
+    data = snapshots.dumps(index, {i: f"fp{i}" for i in ids}, row, position={"epoch": "e", "seq": 7}, hashes={},
+                           partitions=parts, shard=who)
+    restored = snapshots.parse(data, row, parts)
+    manifest = restored.manifest
+    assert manifest["shard"] == who and manifest["partitions"] == parts and manifest["position"]["seq"] == 7
+    graphs = [seg["graph"] for seg in manifest["segments"] if seg["graph"]]
+    assert len(graphs) == len(index.stats()["segments"]) == 3, manifest["segments"]
+    assert restored.fingerprints == {i: f"fp{i}" for i in ref}
+    copy = VectorIndex(measure="l2", exact_threshold=50, rebuild_tail=200, background=False)
+    assert copy.restore_state(restored.state) == len(ref)
+    assert copy.attach_pending_graph() and copy.stats()["graph_size"] == index.stats()["graph_size"]
+    check_exact(copy, ref, X[:4], "l2")
+    with pytest.raises(snapfile.SnapshotCorrupt, match="other partitions") as info:
+        snapshots.parse(data, row, list(range(1, 64, 2)))
+    assert info.value.part == "manifest"
+    bad = bytearray(data)
+    bad[snapfile.read_header(data)[1][graphs[1]]["offset"] + 10] ^= 1
+    with pytest.raises(snapfile.SnapshotCorrupt, match="fails its checksum") as info:
+        snapshots.parse(bytes(bad), row, parts)
+    assert info.value.part == graphs[1]
+
+
 def test_search_info_says_plan_and_candidates(fake_graph):
     X = np.random.default_rng(13).standard_normal((600, 4)).astype(np.float32)
     index = VectorIndex(measure="dot", exact_threshold=100, rebuild_tail=10**9, background=False)

@@ -37,7 +37,6 @@ import threading
 import time
 from typing import Any
 
-from ..errors import ShardFencedError
 from ..index.env import configure_numba_env
 from ..store.context import Context, Target, worker_dask_client
 from ..store.measures import load_measure
@@ -210,9 +209,7 @@ class Master:
             loaded = self._indexes.get(key)
         if loaded is None:
             return None
-        try:
-            self._fence.check(collection_key(loaded.target))
-        except ShardFencedError:
+        if not self._fence.confirm(collection_key(loaded.target)):
             return None  # another actor owns the shard now: its snapshots, not ours
         return saving.save(loaded)
 

@@ -138,6 +138,27 @@ class Fence:
                                    f"{' (it was replaced)' if self.retired else ' of ' + key.split('|', 1)[-1]}; "
                                    "retry: the caller finds the shard's new owner.", shard=self.shard)
 
+    def confirm(self, key: str) -> bool:
+        """Whether this actor still holds collection ``key``'s lease right now (renewed here, in MongoDB:
+        what an owner checks before it writes a snapshot); a lost one is fenced at once."""
+        if not self.enabled:
+            return True
+        with self._lock:
+            if self.retired or key in self._fenced:
+                return False
+            held = self._held.get(key)
+        if held is None:
+            return False
+        table, epoch = held
+        try:
+            ok = store.renew_lease(table, self.shard, self.owner, epoch)
+        except Exception as exc:  # noqa: BLE001 - the database away: not confirmed (the next renewal tells)
+            logger.warning("cannot confirm the lease of shard %d: %s", self.shard, exc)
+            return False
+        if not ok:
+            self._lose(key)
+        return ok
+
     def held(self) -> dict[str, int]:
         """``{collection key: epoch}`` of the leases held."""
         with self._lock:

@@ -7,8 +7,8 @@ shard's partitions (:func:`~superduperdb.master.catchup.tail`: the snapshot then
 includes that position whatever the index jobs did), checks every vector
 against its checksum (memory that rotted is re-read, never saved), and only
 then writes the snapshot with the shard's identity (shard, epoch, partitions,
-table version). An owner whose lease epoch is older than the newest
-snapshot's does not write (it is a stale owner: :mod:`.fencing`).
+table version). The actor confirms its lease in MongoDB right before
+(:meth:`~superduperdb.master.fencing.Fence.confirm`): a stale owner does not write.
 
 Tombstones are trimmed (:func:`trim_tombstones`) up to the lowest position
 that the newest snapshot of every shard of every index records: no catch-up
@@ -62,12 +62,6 @@ def save(loaded: LoadedIndex) -> dict | None:
         position = loaded.safe.safe()
         if position is None:
             logger.debug("index %r: no safe write position yet (master.position_lag): snapshot later", loaded.name)
-            return None
-        newer = snapshots.newest_epoch(ctx.artifacts, loaded.row, loaded.partitions)
-        if newer > loaded.epoch:
-            logger.warning("index %r, shard %d: a snapshot of epoch %d exists, this owner holds epoch %d: not saved",
-                           loaded.name, loaded.shard["shard"], newer, loaded.epoch)
-            loaded.snapshot_due = False
             return None
         with loaded.lock:  # the fingerprints first: see snapshots.dumps
             fingerprints, changes = dict(loaded.fingerprints), loaded.changes

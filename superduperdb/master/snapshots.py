@@ -37,8 +37,8 @@ saves a new snapshot at once.
 A new snapshot is written as a new version of the file (its GridFS file
 document records the position, partitions and epoch); the older versions are
 deleted only once it is complete, so a shard that starts meanwhile loads the
-old one or the new one, never a torn one. An owner never writes over a
-snapshot of a newer epoch (a stale owner, see :mod:`.fencing`). The shard also
+old one or the new one, never a torn one. Only the lease's holder writes (it
+confirms its lease first, see :mod:`.fencing`). The shard also
 keeps the bytes on its worker's disk (:mod:`.localcopy`) and memory-maps them
 on the next load.
 
@@ -229,12 +229,6 @@ def save(artifacts: Any, row: dict, data: bytes, partitions: Any = None, local: 
     if local is not None:
         localcopy.write(local, data, artifacts.info_named(name) or {"_id": file_id, "length": len(data)})
     return file_id
-
-
-def newest_epoch(artifacts: Any, row: dict, partitions: Any = None) -> int:
-    """The shard epoch of the newest snapshot of ``row`` (0: none, or none recorded)."""
-    info = artifacts.info_named(snapshot_name(row, partitions)) or {}
-    return int(info.get("epoch") or 0)
 
 
 def _rejected(where: str, exc: Exception) -> dict:

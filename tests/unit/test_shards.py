@@ -100,6 +100,19 @@ def test_fence_takes_renews_and_fences_on_loss(table):
         fence.epoch("coll", table)
 
 
+def test_an_owner_confirms_its_lease_before_it_writes_and_a_stale_one_is_fenced_at_once(table):
+    lost = []
+    fence = Fence(0, "a", None, ttl=30, on_lost=lost.append, published=lambda: True)
+    assert not fence.confirm("coll")  # no lease taken yet: not the owner
+    fence.epoch("coll", table)
+    assert fence.confirm("coll")
+    store.take_lease(table, 0, "b", None, ttl=30, replaces="a")  # another actor took the shard meanwhile
+    assert not fence.confirm("coll") and lost == ["coll"]  # noticed now, not at the next renewal
+    with pytest.raises(ShardFencedError):
+        fence.check("coll")
+    assert Fence(1, "x", None, ttl=30, enabled=False).confirm("coll")  # an in-process master holds no lease
+
+
 def test_fence_retires_when_no_longer_published(table):
     published = {"value": True}
     lost = []

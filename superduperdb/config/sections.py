@@ -117,6 +117,7 @@ class MasterConfig(_Node):
     port: int | None = field(metadata=PORT)
     resource: str
     exact_threshold: int = field(metadata={"min": 0})
+    exact_cost: int = field(metadata={"min": 0})
     epsilon: float = field(metadata={"min": 0})
     warm_up: bool
     snapshot_interval: float = field(metadata={"min": 0})

@@ -82,9 +82,14 @@ class VectorIndex(RebuildMixin, PersistMixin):
         :mod:`~superduperdb.index.measures`) is always searched exactly: no
         graph is built for it (pynndescent takes numba-compiled metrics only).
     exact_threshold : int
-        Indexes with at most this many live vectors, and candidate sets of at
-        most this many ids, are searched exactly. Also the size below which no
-        graph is built automatically.
+        Indexes with at most this many live vectors are searched exactly. Also
+        the size below which no graph is built automatically.
+    exact_cost : int
+        The planner's threshold for a filtered search: when ``dim`` times the
+        number of candidate vectors is at most this (OpenSearch's rule, default
+        2,048,000: 5,333 candidates at 384 dimensions), they are scored
+        exactly; above it, the graph is searched with a computed over-fetch
+        (see :mod:`superduperdb.index.search`).
     rebuild_tail : int
         Seal the growing segment (and build its graph in the background) when
         it holds this many rows.
@@ -139,6 +144,7 @@ class VectorIndex(RebuildMixin, PersistMixin):
         measure: str = "cosine",
         *,
         exact_threshold: int = 20_000,
+        exact_cost: int = 2_048_000,
         rebuild_tail: int = 10_000,
         rebuild_deleted_fraction: float = 0.25,
         max_segments: int = 8,
@@ -155,6 +161,7 @@ class VectorIndex(RebuildMixin, PersistMixin):
             raise SemanticIndexError(f"dim must be a positive integer or None, got {dim!r}.")
         self.dim = None if dim is None else int(dim)
         self.exact_threshold = int(exact_threshold)
+        self.exact_cost = int(exact_cost)
         self.rebuild_tail = int(rebuild_tail)
         self.rebuild_deleted_fraction = float(rebuild_deleted_fraction)
         self.max_segments = max(1, int(max_segments))
@@ -323,14 +330,21 @@ class VectorIndex(RebuildMixin, PersistMixin):
             Number of results (fewer if fewer vectors qualify).
         candidates : iterable of ids, optional
             Restrict results to these ids (e.g. those matching a MongoDB
-            filter); unknown ids are ignored. At most ``exact_threshold`` of
-            them: exact answer. More: ANN with over-fetch and filtering,
-            falling back to exact search when that finds too few.
+            filter); unknown ids are ignored. The planner scores them exactly
+            when ``dim * len(candidates) <= exact_cost``; otherwise it
+            searches the graph with over-fetch ``m`` for their selectivity
+            ``p`` (:func:`~superduperdb.index.search.overfetch`), retries once
+            wider, then falls back to exact: whenever ``n`` candidates are
+            held, ``n`` results come back, all candidates.
         epsilon : float, optional
             Override the index's query epsilon.
         info : dict, optional
-            Filled with how the query was answered: ``plan`` (``'exact'`` or
-            ``'graph'``), ``candidates`` (vectors scored) and ``segments``.
+            Filled with how the query was answered: ``plan`` (the costliest of
+            ``'exact'``, ``'graph'``, ``'graph+retry'``, ``'graph+exact'``
+            taken), ``candidates`` (vectors scored), ``segments``, ``retries``
+            (graph retries), ``fetch`` (the largest over-fetch asked of a
+            graph, 0: none) and ``selectivity`` (the share of the index the
+            candidates held are; None without candidates).
 
         Returns
         -------
@@ -376,28 +390,30 @@ class VectorIndex(RebuildMixin, PersistMixin):
             views = [s.view(self.measure, eps) for s in segments]
             live = len(self._where)
             rows_of = None if candidates is None else self._candidate_rows(candidates, segments)
-        tally = [0]
-        graph_used = False
+        tally = _search.Tally()
         out = []
+        selectivity = None
         if live == 0:
             out = [([], np.empty(0, np.float32)) for _ in Q]
         else:
             exact_all = live <= self.exact_threshold
+            exact_filtered = exact_all
+            if rows_of is not None:  # the planner: exact over the filtered rows when scoring them is cheap
+                matched = sum(len(r) for r in rows_of.values())
+                selectivity = matched / live
+                exact_filtered = exact_all or matched * (self.dim or 0) <= self.exact_cost
             P = prepare_queries(Q, self.measure)
             for q_raw, q in zip(Q, P):
                 ids, parts = [], []
                 for i, view in enumerate(views):
                     if rows_of is None:
                         if exact_all or view.graph is None:
+                            tally.plans.add("exact")
                             r, part = _search.exact_range(view, q, n, 0, view.n, tally)
                         else:
-                            graph_used = True
                             r, part = _search.search_all(view, q_raw, q, n, -1, tally)
                     elif i in rows_of:
-                        rows = rows_of[i]
-                        threshold = live if exact_all else self.exact_threshold
-                        graph_used |= view.graph is not None and len(rows) > threshold and view.live > threshold
-                        r, part = _search.search_candidates(view, q_raw, q, n, rows, threshold, tally)
+                        r, part = _search.search_candidates(view, q_raw, q, n, rows_of[i], exact_filtered, tally)
                     else:
                         continue
                     if len(r):
@@ -413,7 +429,8 @@ class VectorIndex(RebuildMixin, PersistMixin):
                 scores = finalize_scores(part[None, :], q[None, :], self.measure)[0]
                 out.append((best.tolist(), scores.astype(np.float32, copy=False)))
         if info is not None:
-            info.update(plan="graph" if graph_used else "exact", candidates=tally[0], segments=len(views))
+            info.update(plan=tally.plan, candidates=tally.scored, segments=len(views), retries=tally.retries,
+                        fetch=tally.fetch, selectivity=selectivity)
         return out
 
     # ------------------------------------------------------------------ info

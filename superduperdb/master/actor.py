@@ -150,7 +150,7 @@ class Master:
         cfg = ctx.config.master
         builder = self._ensure_builder(ctx)
         return VectorIndex(measure=load_measure(ctx.metadata, ctx.artifacts, row["measure"]),  # a custom one: its callable
-                           exact_threshold=cfg.exact_threshold, epsilon=cfg.epsilon,
+                           exact_threshold=cfg.exact_threshold, exact_cost=cfg.exact_cost, epsilon=cfg.epsilon,
                            builder=builder if cfg.build_process else None)
 
     # -- loading ----------------------------------------------------------------------------

@@ -687,12 +687,13 @@ def test_search_info_says_plan_and_candidates(fake_graph):
     index.add(list(range(600)), X)
     info: dict = {}
     index.search(X[0], 5, info=info)
-    assert info == {"plan": "exact", "candidates": 600, "segments": 1}
+    assert info == {"plan": "exact", "candidates": 600, "segments": 1, "retries": 0, "fetch": 0, "selectivity": None}
     assert index.rebuild(timeout=WAIT)
     index.search(X[0], 5, info=info)
     assert info["plan"] == "graph" and 0 < info["candidates"] <= 600
     index.search(X[0], 5, candidates=list(range(50)), info=info)
-    assert info == {"plan": "exact", "candidates": 50, "segments": 2}
+    assert info == {"plan": "exact", "candidates": 50, "segments": 2, "retries": 0, "fetch": 0,
+                    "selectivity": 50 / 600}
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ class SearchMixin:
     """Semantic indexes and neighbourhoods of a collection (mixed into ``Collection``)."""
 
     # -- semantic search ------------------------------------------------------------
-    def create_semantic_index(self, name: str, models: list[str], keys: list[str], measure: str = "cosine"):
+    def create_semantic_index(self, name: str, models: list[str], keys: list[str], measure: str = "cosine",
+                              filter_fields: list[str] | None = None):
         """Index the outputs of ``models[0]`` on ``keys[0]`` for ``find(like=...)``.
 
         Parameters
@@ -23,6 +24,14 @@ class SearchMixin:
         measure : str
             ``'cosine'`` (default), ``'dot'``, ``'l2'``, or a measure
             registered with :meth:`create_measure` (searched exactly).
+        filter_fields : list of str, optional
+            Scalar fields (dotted for nested ones) each shard keeps beside the
+            vectors, kept fresh by the index jobs and saved in its snapshots. A
+            filter made only of equality, ``$in``, ranges, ``$exists``,
+            ``$and`` and ``$or`` on them (and ``_id``) is answered inside the
+            master, with no round trip to the store for the filter's ids
+            (``explain()["filter_in_index"]``); any other filter goes through
+            the store. See docs/search.md.
 
         Returns
         -------
@@ -34,16 +43,19 @@ class SearchMixin:
         >>> docs.create_model("minilm", load_minilm(), key="text")      # doctest: +SKIP
         >>> docs.create_semantic_index("text", ["minilm"], ["text"]).wait()   # doctest: +SKIP
         >>> docs.find({"lang": "en"}, like={"text": "arrays of numbers"}, n=5)   # doctest: +SKIP
+        >>> docs.create_semantic_index("text2", ["minilm"], ["text"], filter_fields=["lang"])  # doctest: +SKIP
         """
         services = self._services
         models, keys = services.indexes.check_new(name, models, keys, measure)
+        filter_fields = services.indexes.check_filter_fields(filter_fields)
         watcher = None
         if not self._metadata.exists("watchers", f"{models[0]}/{keys[0]}"):
             watcher = services.watchers.check_new(models[0], keys[0])  # checked before anything is stored
         backfill = services.watchers.register(watcher) if watcher is not None else services.watchers.ensure(
             models[0], keys[0])
         try:
-            return backfill + services.indexes.create(name, models, keys, measure, after=backfill)
+            return backfill + services.indexes.create(name, models, keys, measure, after=backfill,
+                                                      filter_fields=filter_fields)
         except BaseException:  # all of it, or none: the watcher made for this index goes too
             if watcher is not None:
                 backfill.cancel()

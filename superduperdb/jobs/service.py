@@ -18,7 +18,7 @@ from ..store.layout import find_urls
 from ..store.watchers import active_watchers, downstream, upstream_of
 from ..tasks.runner import run_job
 from .handles import Job, JobGroup
-from .planner import WritePlan, concerned
+from .planner import WritePlan, concerned, indexes_touched
 
 if TYPE_CHECKING:
     from ..services.scope import Scope
@@ -133,14 +133,16 @@ class JobService:
         rows = active_watchers(self.metadata)
         hit = concerned(rows, update) if rows else set()
         download = bool(find_urls(update))
-        if not hit and not download:
+        indexes = indexes_touched(self.metadata.list("semantic_indexes"), update) \
+            if self.metadata.exists_any("semantic_indexes") else set()
+        if not hit and not download and not indexes:
             return None
         cursor = self.scope.raw.find(filter, {"_id": 1})
         if sort is not None:
             cursor = cursor.sort(sort)
         if not many:
             cursor = cursor.limit(1)
-        return WritePlan([d["_id"] for d in cursor], downstream(rows, hit), download)
+        return WritePlan([d["_id"] for d in cursor], downstream(rows, hit), download, indexes)
 
     def after_update(self, plan: WritePlan | None, written: Iterable[Any] = ()) -> JobGroup | None:
         """The jobs of a planned update, for the planned ids and those the write revealed (upserts)."""
@@ -149,7 +151,17 @@ class JobService:
         ids = list(dict.fromkeys([*plan.ids, *(i for i in written if i is not None)]))
         if not ids:
             return JobGroup()
-        return self.submit_watchers(ids, plan.watchers, download=plan.download, settle=True)
+        group = self.submit_watchers(ids, plan.watchers, download=plan.download, settle=True)
+        return group + self.filter_field_jobs([plan], ids)
+
+    def filter_field_jobs(self, plans: Iterable[WritePlan], ids: list) -> JobGroup:
+        """Index jobs re-reading ``ids`` for the indexes whose filter fields the planned updates change (those
+        whose watcher has a job already get their index job after it: not again)."""
+        names = set().union(*(p.indexes for p in plans))
+        watched = set().union(*(p.watchers for p in plans))
+        rows = [r for r in self.metadata.list("semantic_indexes") if r["name"] in names and r["watcher"] not in watched]
+        return JobGroup([self.submit("index", {"index": r["name"], "ids": ids}, record={"index": r["name"]})
+                         for r in rows])
 
     def before_delete(self, filter: dict, many: bool) -> list | None:
         """The ids a delete will remove, when an index must forget them (else None)."""
@@ -202,6 +214,7 @@ class JobService:
             ids = list({i: None for p in updates for i in p.ids})
             group += self.submit_watchers(ids, set().union(*(p.watchers for p in updates)),
                                           download=any(p.download for p in updates), settle=True)
+            group += self.filter_field_jobs(updates, ids)
         for kind, plan in plans:
             if kind == "delete":
                 group += self.after_delete(plan) or JobGroup()

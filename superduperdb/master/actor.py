@@ -37,6 +37,7 @@ import threading
 import time
 from typing import Any
 
+from ..errors import SemanticIndexError
 from ..index.env import configure_numba_env
 from ..store.context import Context, Target, worker_dask_client
 from ..store.measures import load_measure
@@ -44,6 +45,7 @@ from ..store.positions import Positions
 from ..store.shards import shards_table
 from . import loading, saving, snapshots
 from .fencing import Fence
+from .filters import answerable
 from .loaded import LoadedIndex
 from .sweeper import Sweeper
 
@@ -273,7 +275,7 @@ class Master:
         return [(ids, [float(s) for s in scores]) for ids, scores in found]
 
     def query(self, target: Target, row: dict, vectors: list, n: int, candidates: list | None = None,
-              layout: tuple | None = None, wait: float = LOAD_WAIT) -> dict:
+              layout: tuple | None = None, wait: float = LOAD_WAIT, filter: dict | None = None) -> dict:
         """This shard's answer to a fanned-out query: its top ``n`` of each vector, and how it got them.
 
         Returns ``{"results": [(ids, scores), ...], "shard", "epoch", "worker", "size", "plan",
@@ -281,14 +283,28 @@ class Master:
         ``'exact'`` or ``'graph'``, ``candidates`` the vectors scored, ``ms`` the time taken here, ``as_of``
         where the shard's catch-up started from and how far behind that was, ``source`` what it loaded from).
         ``wait``: seconds to wait for the index if it is loading (then ``IndexLoadingError``).
+        ``filter``: a filter on the index's filter fields (:func:`~superduperdb.master.filters.answerable`),
+        evaluated here over the documents this shard holds instead of ``candidates`` (``matched`` says how
+        many matched, ``filter_ms`` how long that took). The planner's fields: ``retries``, ``fetch`` (the
+        largest graph over-fetch) and ``selectivity`` (the matching share of this shard).
         """
         start = time.perf_counter()
         loaded = self._get(target, row, layout, wait=wait)
+        filter_ms = None
+        if filter is not None:
+            if loaded.filter is None or not answerable(filter, loaded.filter.fields):
+                raise SemanticIndexError(
+                    f"Index {row['name']!r} cannot answer the filter {filter!r} from its filter fields "
+                    f"{row.get('filter_fields') or []}: search with the filter's ids instead.", index=row["name"])
+            candidates = loaded.filter.match(filter)
+            filter_ms = (time.perf_counter() - start) * 1000
         info: dict = {"plan": "exact", "candidates": 0}
         found = loaded.index.search_batch(vectors, n, candidates=candidates, info=info) if len(vectors) else []
         return {"results": [(ids, [float(s) for s in scores]) for ids, scores in found], "shard": self.shard,
                 "epoch": loaded.epoch, "worker": self.worker, "size": len(loaded.index), "plan": info["plan"],
-                "candidates": info["candidates"], "ms": (time.perf_counter() - start) * 1000,
+                "candidates": info["candidates"], "retries": info.get("retries", 0), "fetch": info.get("fetch", 0),
+                "selectivity": info.get("selectivity"), "matched": None if candidates is None else len(candidates),
+                "filter_ms": filter_ms, "ms": (time.perf_counter() - start) * 1000,
                 "as_of": (loaded.catch_up or {}).get("as_of"), "source": loaded.source}
 
     def vector_of(self, target: Target, row: dict, id: Any, layout: tuple | None = None) -> Any:

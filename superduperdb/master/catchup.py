@@ -44,6 +44,12 @@ from ..store.positions import PART, Position, Positions, SafePosition, lost_reas
 logger = logging.getLogger(__name__)
 
 
+def read_projection(row: dict) -> dict:
+    """What a catch-up reads of each document: the indexed output, its fingerprint and the filter fields."""
+    path, fp_path = paths(row)
+    return {path: 1, fp_path: 1, **{f: 1 for f in row.get("filter_fields") or []}}
+
+
 def paths(row: dict) -> tuple[str, str]:
     """``(output path, fingerprint path)`` of the indexed outputs of index ``row``."""
     return output_path(row["keys"][0], row["models"][0]), fingerprint_path(row["keys"][0], row["models"][0])
@@ -56,8 +62,7 @@ def _partitions(covered: Iterable[int] | None) -> list[int] | None:
 
 def changes(collection: Any, row: dict, since: int, covered: Iterable[int] | None = None) -> tuple[list[dict], list]:
     """``(documents written after since, with their indexed output and fingerprint; ids deleted after since)``."""
-    path, fp_path = paths(row)
-    return Positions(collection).changed_since(since, {path: 1, fp_path: 1}, _partitions(covered))
+    return Positions(collection).changed_since(since, read_projection(row), _partitions(covered))
 
 
 def apply_changes(collection: Any, row: dict, docs: list[dict], gone: list, held: dict,
@@ -69,7 +74,7 @@ def apply_changes(collection: Any, row: dict, docs: list[dict], gone: list, held
     seen = {d["_id"] for d in docs}
     back = [i for i in dict.fromkeys(gone) if i not in seen]
     if back:  # deleted since, but maybe inserted again: read what is there now
-        docs = docs + list(collection.find({"_id": {"$in": back}}, {path: 1, fp_path: 1}))
+        docs = docs + list(collection.find({"_id": {"$in": back}}, read_projection(row)))
     present = {d["_id"] for d in docs}
     upserts, removals = [], [i for i in back if i not in present and i in held]
     for doc in docs:
@@ -153,7 +158,7 @@ def verify_digests(collection: Any, row: dict, before: Digests | None,
     dirty = now.differ(before)
     if scope is not None:
         dirty = sorted(set(dirty) & set(scope))
-    report = {"source": now.source, "partitions": len(dirty), "unstamped": now.unstamped,
+    report = {"source": now.source, "partitions": len(dirty), "dirty": list(dirty), "unstamped": now.unstamped,
               "digest_documents_read": now.documents_read, "read": 0, "upserted": 0, "removed": 0}
 
     def run(query: dict, parts: list[int] | None) -> None:

@@ -161,8 +161,9 @@ def _gather(h: MasterHandle, target: Target, calls: dict[int, tuple], *, allow_p
 
 
 def search(h: MasterHandle, target: Target, row: dict, vectors: list, n: int, candidates: list | None,
-           allow_partial: bool, explain: dict | None) -> list[tuple[list, list]]:
-    """Fan a query out to the shards, merge their answers (see the module docstring)."""
+           allow_partial: bool, explain: dict | None, filter: dict | None = None) -> list[tuple[list, list]]:
+    """Fan a query out to the shards, merge their answers (see the module docstring); ``filter``: one on
+    the index's filter fields, sent to every shard (each evaluates it over what it holds)."""
     start = time.perf_counter()
     h.used(target, row)
     if h.shards > 1 and h.dask_client is not None and time.monotonic() - h._balanced_at >= BALANCE_EVERY:
@@ -174,16 +175,40 @@ def search(h: MasterHandle, target: Target, row: dict, vectors: list, n: int, ca
     else:
         owned = {i: candidates for i in range(h.shards)}
     wait = 0.0 if allow_partial else QUERY_LOAD_WAIT  # how long each shard waits for a load before saying so
-    calls = {i: ("query", target, row, vectors, n, owned[i], h._layouts.get(target, i), wait) for i in sorted(owned)}
+    calls = {i: ("query", target, row, vectors, n, owned[i], h._layouts.get(target, i), wait,
+                 *((filter,) if filter is not None else ())) for i in sorted(owned)}
     answers, missing, loads = _gather(h, target, calls, allow_partial=allow_partial, row=row, check_epoch=True)
     found = merge([answers[i]["results"] for i in sorted(answers)], n) if answers else [([], []) for _ in vectors]
     if explain is not None:
-        shards = [{k: answers[i].get(k) for k in ("shard", "worker", "epoch", "size", "plan", "candidates", "ms",
-                                                   "as_of", "source")} for i in sorted(answers)]
+        shards = [{k: answers[i].get(k) for k in SHARD_FIELDS} for i in sorted(answers)]
         shards += [{"shard": i, "missing": True, **({"loading": loads[i]} if i in loads else {})} for i in missing]
+        answered = [answers[i] for i in sorted(answers)]
         explain.update(shards=sorted(shards, key=lambda s: s["shard"]), partial=bool(missing), missing=missing,
-                       asked=len(calls), n=n, ms=(time.perf_counter() - start) * 1000)
+                       asked=len(calls), n=n, ms=(time.perf_counter() - start) * 1000,
+                       plan=overall_plan([a.get("plan") for a in answered]),
+                       candidates=sum(a.get("candidates") or 0 for a in answered),
+                       retries=sum(a.get("retries") or 0 for a in answered),
+                       size=sum(a.get("size") or 0 for a in answered))
+        if filter is not None:
+            explain["filtered"] = sum(a.get("matched") or 0 for a in answered)
     return found
+
+
+#: The fields of each shard's entry in ``explain()["shards"]`` (see ``Master.query``).
+SHARD_FIELDS = ("shard", "worker", "epoch", "size", "plan", "candidates", "retries", "fetch", "selectivity",
+                "matched", "filter_ms", "ms", "as_of", "source")
+
+
+def overall_plan(plans: list) -> str | None:
+    """The costliest of the shards' plans (``explain()["plan"]``); None when no shard answered.
+
+    >>> overall_plan(["exact", "graph+retry", "graph"])
+    'graph+retry'
+    """
+    from ..index.search import PLANS
+
+    known = [p for p in plans if p in PLANS]
+    return max(known, key=PLANS.index) if known else None
 
 
 def every(h: MasterHandle, target: Target, method: str, row: dict, *args: Any, layout: bool = True,

@@ -421,20 +421,23 @@ class MasterHandle:
         return fanout.refresh(self, target, row, list(ids), wait)
 
     def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None,
-               allow_partial: bool = False, explain: dict | None = None) -> tuple[list, list]:
+               allow_partial: bool = False, explain: dict | None = None,
+               filter: dict | None = None) -> tuple[list, list]:
         """The ``n`` nearest ids (among ``candidates`` if given) and their scores, best first."""
-        return self.search_many(target, row, [vector], n, candidates, allow_partial, explain)[0]
+        return self.search_many(target, row, [vector], n, candidates, allow_partial, explain, filter)[0]
 
     def search_many(self, target: Target, row: dict, vectors: list, n: int, candidates: list | None = None,
-                    allow_partial: bool = False, explain: dict | None = None) -> list[tuple[list, list]]:
+                    allow_partial: bool = False, explain: dict | None = None,
+                    filter: dict | None = None) -> list[tuple[list, list]]:
         """:meth:`search` for each of ``vectors``: one call to each shard, concurrently, merged here.
 
         ``explain`` (a dict) is filled with ``shards`` (per shard: ``shard``, ``worker``, ``epoch``,
         ``size``, ``plan``, ``candidates``, ``ms``, ``as_of``) and ``partial``. ``allow_partial``: a shard
         that is lost or still loading is left out at once (``partial: True``, its entry ``missing`` or
-        ``loading``) instead of waited for (``master.shard_wait``, ``cluster.timeout``).
+        ``loading``) instead of waited for (``master.shard_wait``, ``cluster.timeout``). ``filter``: a filter on
+        the index's filter fields, answered by the shards instead of ``candidates``.
         """
-        return fanout.search(self, target, row, list(vectors), n, candidates, allow_partial, explain)
+        return fanout.search(self, target, row, list(vectors), n, candidates, allow_partial, explain, filter)
 
     def vector_of(self, target: Target, row: dict, id: Any) -> Any:
         """The indexed vector of document ``id`` (None if it has none), from its shard."""

@@ -39,6 +39,8 @@ from ..store.partitions import PARTITIONS, id_hash, partition_of
 from ..store.positions import PART, SafePosition
 from ..types import npy
 from . import localcopy
+from .filters import FilterFields, extract
+from .filters import projection as fields_projection
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,12 @@ VERIFY_CHUNK = 8192
 def indexed_path(row: dict) -> str:
     """Where the indexed outputs of semantic index ``row`` are stored."""
     return output_path(row["keys"][0], row["models"][0])
+
+
+def read_projection(row: dict) -> dict:
+    """What a read of index ``row``'s documents fetches: the indexed output, its fingerprint, the filter fields."""
+    return {indexed_path(row): 1, fingerprint_path(row["keys"][0], row["models"][0]): 1,
+            **fields_projection(row.get("filter_fields") or [])}
 
 
 def owned(layout: tuple | None) -> frozenset | None:
@@ -70,10 +78,11 @@ def scoped(query: dict, partitions: frozenset | None) -> dict:
 
 
 def decode(ctx: Context, row: dict, docs: Iterable[dict], partitions: frozenset | None = None,
-           progress: dict | None = None) -> tuple[list, list, list]:
+           progress: dict | None = None, values: list | None = None) -> tuple[list, list, list]:
     """``(ids, vectors, fingerprints)`` of documents read with their indexed output and fingerprint (those
-    whose ``_id`` falls in ``partitions``, if given)."""
+    whose ``_id`` falls in ``partitions``, if given); ``values``: a list given the filter-field values of each."""
     path, fp_path = indexed_path(row), fingerprint_path(row["keys"][0], row["models"][0])
+    fields = row.get("filter_fields") or []
     ids, vectors, fps = [], [], []
     for doc in docs:
         if partitions is not None and partition_of(doc["_id"]) not in partitions:
@@ -82,6 +91,8 @@ def decode(ctx: Context, row: dict, docs: Iterable[dict], partitions: frozenset 
         ids.append(doc["_id"])
         fp = get_path(doc, fp_path)
         fps.append(None if fp is MISSING else fp)  # no fingerprint: always re-read
+        if values is not None:
+            values.append(extract(doc, fields))
         vector = _npy_vector(value)
         vectors.append(vector if vector is not None else _as_vector(ctx.types.decode(value)))
         if progress is not None and len(ids) % LOAD_CHUNK == 0:
@@ -90,13 +101,14 @@ def decode(ctx: Context, row: dict, docs: Iterable[dict], partitions: frozenset 
 
 
 def read(ctx: Context, row: dict, query: dict, partitions: frozenset | None = None,
-         progress: dict | None = None) -> tuple[list, list, list]:
+         progress: dict | None = None, values: list | None = None) -> tuple[list, list, list]:
     """``(ids, vectors, fingerprints)`` of the documents matching ``query`` that have an indexed output (and
-    whose ``_id`` falls in ``partitions``, if given: one read of those partitions and the unstamped documents)."""
-    path, fp_path = indexed_path(row), fingerprint_path(row["keys"][0], row["models"][0])
+    whose ``_id`` falls in ``partitions``, if given: one read of those partitions and the unstamped documents);
+    ``values``: a list given the filter-field values of each."""
+    path = indexed_path(row)
     cursor = ctx.collection.find(scoped({"$and": [query, {path: {"$exists": True}}]}, partitions),
-                                 {path: 1, fp_path: 1})
-    return decode(ctx, row, cursor.batch_size(LOAD_CHUNK), partitions, progress)
+                                 read_projection(row))
+    return decode(ctx, row, cursor.batch_size(LOAD_CHUNK), partitions, progress, values)
 
 
 def read_fingerprints(ctx: Context, row: dict, partitions: frozenset | None = None) -> tuple[list, list]:
@@ -163,6 +175,8 @@ class LoadedIndex:
         self.verified = threading.Event()  # set once the digests were checked after a restart
         self.sums: dict | None = None  # id -> checksum of its vector as read (None: not computed yet)
         self.verify_at = 0  # where the next partial verify starts
+        # The filter fields' values of each document held (None: the index has none), see .filters.
+        self.filter = FilterFields(row["filter_fields"]) if row.get("filter_fields") else None
 
     @staticmethod
     def local_path_for(ctx: Context, row: dict, partitions: frozenset | None) -> Any:
@@ -200,10 +214,14 @@ class LoadedIndex:
         return out
 
     # -- the three doors ------------------------------------------------------------------
-    def _changed(self, ids: list, vectors: list, fps: list, gone: list) -> dict:
+    def _changed(self, ids: list, vectors: list, fps: list, gone: list, values: list | None = None) -> dict:
         if ids:
             self.index.add(ids, vectors)
         removed = self.index.remove(gone) if gone else 0
+        if self.filter is not None:
+            if values is not None:
+                self.filter.put_many(ids, values)
+            self.filter.remove(gone)
         self.record_sums(ids, vectors, gone)
         with self.lock:
             self.fingerprints.update(zip(ids, fps))
@@ -214,17 +232,19 @@ class LoadedIndex:
 
     def apply(self, docs: list[dict], gone: list) -> dict:
         """Upsert the vectors of ``docs`` (read with their output and fingerprint), remove ``gone`` (own only)."""
-        ids, vectors, fps = decode(self.ctx, self.row, docs, self.partitions)
-        return self._changed(ids, vectors, fps, self.own(gone))
+        values: list | None = [] if self.filter is not None else None
+        ids, vectors, fps = decode(self.ctx, self.row, docs, self.partitions, values=values)
+        return self._changed(ids, vectors, fps, self.own(gone), values)
 
     def refresh(self, ids: list) -> dict:
         """Re-read ``ids`` (those this shard owns): upsert those with outputs, remove the others."""
         ids = self.own(ids)
         if not ids:
             return {"upserted": 0, "removed": 0, "shard": self.shard["shard"]}
-        found, vectors, fps = read(self.ctx, self.row, {"_id": {"$in": list(ids)}})
+        values: list | None = [] if self.filter is not None else None
+        found, vectors, fps = read(self.ctx, self.row, {"_id": {"$in": list(ids)}}, values=values)
         present = set(found)
-        return self._changed(found, vectors, fps, [i for i in ids if i not in present])
+        return self._changed(found, vectors, fps, [i for i in ids if i not in present], values)
 
     def sync(self, ids: list, fingerprints: list, within: list | None = None,
              partitions: Iterable[int] | None = None) -> dict:
@@ -250,7 +270,20 @@ class LoadedIndex:
         """Compare the id and fingerprint of every document of the shard with an output with the index's."""
         ids, fps = read_fingerprints(self.ctx, self.row, self.partitions)
         changed = self.sync(ids, fps)
+        if self.filter is not None:  # the values may have changed with the fingerprints the same
+            self.refresh_fields(scoped({}, self.partitions))
         return {"upserted": changed["upserted"], "removed": changed["removed"], "checked": len(ids)}
+
+    def refresh_fields(self, query: dict) -> int:
+        """Re-read the filter-field values of the held documents matching ``query`` (updates that changed only
+        them carry no new position: the digests find them after a restart). Returns how many were read."""
+        if self.filter is None:
+            return 0
+        fields = self.filter.fields
+        held = set(self.fingerprints)
+        docs = [d for d in self.ctx.collection.find(query, fields_projection(fields)) if d["_id"] in held]
+        self.filter.put_many([d["_id"] for d in docs], [extract(d, fields) for d in docs])
+        return len(docs)
 
     # -- checksums (memory that rots) ------------------------------------------------------------
     def record_sums(self, ids: list, vectors: list, gone: list, start: bool = False) -> None:
@@ -307,7 +340,7 @@ class LoadedIndex:
                 "position": getattr(self.safe.safe(), "seq", None),
                 "snapshot": self.last_snapshot, "changes_since_snapshot": self.changes,
                 "snapshot_age_s": time.time() - self.last_snapshot["at"] if self.last_snapshot else None,
-                "graph_enabled": self.index.graph_enabled, **self.shard, "epoch": self.epoch,
+                "graph_enabled": self.index.graph_enabled, "filter_fields": self.row.get("filter_fields") or [], **self.shard, "epoch": self.epoch,
                 "partitions": PARTITIONS if self.partitions is None else len(self.partitions),
                 "warm": warm, **self.index.stats()}
 

@@ -37,7 +37,7 @@ from typing import Any
 from ..errors import IndexLoadingError, SemanticIndexError
 from ..store.context import Context
 from ..store.digests import Digests
-from ..store.positions import Position, Positions
+from ..store.positions import PART, Position, Positions
 from . import catchup, resume, snapshots
 from .loaded import LoadedIndex, owned, read
 
@@ -120,7 +120,8 @@ def from_documents(ctx: Context, row: dict, index: Any, progress: dict, *, shard
     partitions = owned(layout)
     progress.update(phase="documents", total=ctx.collection.estimated_document_count())
     now = Positions(ctx.collection).current()  # observed before reading: see catchup.tail
-    ids, vectors, fps = read(ctx, row, {}, partitions, progress)
+    values: list = []
+    ids, vectors, fps = read(ctx, row, {}, partitions, progress, values)
     if ids:
         index.add(ids, vectors)
     seconds = time.perf_counter() - start
@@ -129,6 +130,8 @@ def from_documents(ctx: Context, row: dict, index: Any, progress: dict, *, shard
     loaded = LoadedIndex(ctx.target, row, index, seconds, dict(zip(ids, fps)), shard=shard, layout=layout,
                          epoch=epoch)
     loaded.record_sums(ids, vectors, [], start=True)
+    if loaded.filter is not None:
+        loaded.filter.put_many(ids, values)
     loaded.safe.observe(now)
     loaded.rejected = rejected
     loaded.catch_up = {"mode": "documents", "read": len(ids), "rejected": rejected or None,
@@ -159,6 +162,8 @@ def from_snapshot(ctx: Context, row: dict, index: Any, progress: dict, gate: Gat
     loaded = LoadedIndex(ctx.target, row, index, restored_s, restored.fingerprints, source="snapshot", shard=shard,
                          layout=layout, epoch=epoch)
     loaded.hashes, loaded.rejected = restored.hashes, rejected
+    if loaded.filter is not None:
+        loaded.filter.put_many(restored.fields, restored.fields.values())
     since = Position.from_dict(manifest.get("position"))
     loaded.safe.reset(since)
     progress.update(phase="catch-up", done=len(index))
@@ -213,6 +218,12 @@ def check_digests(loaded: LoadedIndex, before: dict | None, gate: Gate) -> None:
     except Exception as exc:  # noqa: BLE001 - the reconciler's next pass will find the same
         logger.warning("index %r: checking the digests after the restart failed: %s", loaded.name, exc)
         report = {"error": f"{type(exc).__name__}: {exc}"}
+    if loaded.filter is not None and (report.get("dirty") or report.get("unstamped")):
+        try:  # an update that changed only filter fields carries no position: re-read them where digests differ
+            report["filter_fields_read"] = loaded.refresh_fields(
+                {"$or": [{PART: {"$in": report.get("dirty") or []}}, {PART: {"$exists": False}}]})
+        except Exception as exc:  # noqa: BLE001 - the next digest check or index job repairs them
+            logger.warning("index %r: re-reading filter fields after the restart failed: %s", loaded.name, exc)
     report["seconds"] = time.perf_counter() - start
     try:
         loaded.verify()  # the checksums of the restored rows, recorded off the query path

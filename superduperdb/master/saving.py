@@ -68,7 +68,7 @@ def save(loaded: LoadedIndex) -> dict | None:
         identity = {**loaded.shard, "epoch": loaded.epoch, "version": loaded.version}
         data = snapshots.dumps(loaded.index, fingerprints, loaded.row, position=position.to_dict(),
                                hashes=loaded.hashes, partitions=loaded.partitions, store_digests=store_digests,
-                               shard=identity, resume_token=token)
+                               shard=identity, resume_token=token, fields=loaded.filter)
         size = len(loaded.index)
         snapshots.save(ctx.artifacts, loaded.row, data, loaded.partitions, local=loaded.local_path, size=size,
                        position=position.to_dict(), epoch=loaded.epoch)

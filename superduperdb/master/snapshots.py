@@ -13,8 +13,9 @@ pickle but for the pynndescent graphs, whose objects have no data-only form
   ``sq`` (their squared norms), ``alive`` (bool per row), ``ids`` (see
   :func:`~superduperdb.index.persist.encode_ids`), ``fingerprints`` (JSON, per
   row: what each output was computed from), ``id_hashes`` (uint64 per row:
-  :func:`~superduperdb.store.partitions.id_hash`), and ``graph-<k>``: the graph of
-  sealed segment ``k``, if it has one;
+  :func:`~superduperdb.store.partitions.id_hash`), ``filter_fields`` (an index with
+  filter fields: one BSON document per row, the values of those fields, see
+  :mod:`.filters`), and ``graph-<k>``: the graph of sealed segment ``k``, if it has one;
 * the manifest: the index's name, uid and measure, its **segments** (rows,
   growing or sealed, which part holds the graph), the **shard** that wrote it
   (``shard``, ``shards``, ``epoch`` of its lease, partition table
@@ -64,6 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bson
 import numpy as np
 
 from ..index import snapfile
@@ -110,14 +112,15 @@ def row_digests(hashes: np.ndarray) -> dict[str, list[int]]:
 
 def dumps(index: Any, fingerprints: dict, row: dict, *, position: dict | None, hashes: dict,
           store_digests: dict | None = None, partitions: Any = None, shard: dict | None = None,
-          resume_token: Any = None) -> bytes:
+          resume_token: Any = None, fields: Any = None) -> bytes:
     """The bytes of a snapshot of ``index`` with these ``fingerprints`` (see the module docstring).
 
     Take ``fingerprints`` (a copy) *before* calling: a vector newer than its
     fingerprint is re-read at catch-up, whereas the reverse would be missed.
     ``hashes``: ``{id: id_hash(id)}`` known already (others are computed and added).
     ``partitions``: those the shard owns (None: all); ``shard``: who wrote it
-    (``{shard, shards, epoch, version, owner}``).
+    (``{shard, shards, epoch, version, owner}``). ``fields``: the index's
+    :class:`~superduperdb.master.filters.FilterFields` (None: it has none).
     """
     state = index.export_state()
     n = int(state["n"])
@@ -138,6 +141,9 @@ def dumps(index: Any, fingerprints: dict, row: dict, *, position: dict | None, h
         "sq": np.asarray(state["sq"], np.float32), "alive": alive, "ids": encoded_ids,
         "fingerprints": fps, "id_hashes": id_hashes,
     }
+    if fields is not None:  # one BSON document per row (empty for dead rows): plain data
+        parts["filter_fields"] = b"".join(
+            bson.encode((fields.get(ids[r]) or {}) if alive[r] else {}) for r in range(n))
     segments = []
     for k, seg in enumerate(state["segments"]):
         graph = None
@@ -151,6 +157,7 @@ def dumps(index: Any, fingerprints: dict, row: dict, *, position: dict | None, h
         "segments": segments, "shard": shard or {}, "position": position, "resume_token": resume_token,
         "partitions": ALL_PARTITIONS if partitions is None else sorted(partitions),
         "digests": row_digests(id_hashes[alive]), "store_digests": store_digests,
+        "filter_fields": None if fields is None else list(fields.fields),
     }
     return snapfile.write(manifest, parts)
 
@@ -167,6 +174,7 @@ class Restored:
     size: int = 0
     read_s: float = 0.0
     info: dict = field(default_factory=dict)
+    fields: dict = field(default_factory=dict)  # id -> its filter fields' values (an index with filter fields)
 
 
 def parse(buffer: Any, row: dict, partitions: Any = None) -> Restored:
@@ -210,13 +218,26 @@ def parse(buffer: Any, row: dict, partitions: Any = None) -> Restored:
         raise SnapshotCorrupt("rows of partitions the snapshot does not cover", part="id_hashes")
     rows = np.flatnonzero(alive)
     live = ids[rows].tolist()
+    wanted = list(row.get("filter_fields") or []) or None
+    if m.get("filter_fields") != wanted:
+        raise SnapshotCorrupt(f"a snapshot with filter fields {m.get('filter_fields')}, the index has {wanted}",
+                              part="manifest")
+    values: dict = {}
+    if wanted is not None:
+        try:
+            docs = bson.decode_all(bytes(p["filter_fields"]))
+        except Exception as exc:  # noqa: BLE001 - any decoding failure means the same: not this snapshot
+            raise SnapshotCorrupt(f"the filter fields cannot be decoded: {exc}", part="filter_fields") from None
+        if len(docs) != n:
+            raise SnapshotCorrupt(f"{len(docs)} filter-field documents for {n} rows", part="filter_fields")
+        values = dict(zip(live, (docs[r] for r in rows.tolist())))
     fps = p["fingerprints"]
     state = {"format": PERSIST_FORMAT, "measure": m["measure"], "dim": m["dim"], "n": n, "vectors": p["vectors"],
              "sq": p["sq"], "ids": ids, "alive": alive, "deleted": m["deleted"],
              "segments": [{"n": int(s["n"]), "growing": bool(s.get("growing")),
                            "graph": bytes(p[s["graph"]]) if s.get("graph") is not None else None} for s in segments]}
     return Restored(m, state, dict(zip(live, (fps[r] for r in rows.tolist()))),
-                    dict(zip(live, p["id_hashes"][rows].tolist())), size=snap.size)
+                    dict(zip(live, p["id_hashes"][rows].tolist())), size=snap.size, fields=values)
 
 
 def save(artifacts: Any, row: dict, data: bytes, partitions: Any = None, local: Path | None = None,

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import superduperdb
-from superduperdb.index import VectorIndex
-from superduperdb.index import snapfile
+from superduperdb.index import VectorIndex, snapfile
 from superduperdb.jobs.planner import indexes_touched
 from superduperdb.master import snapshots
 from superduperdb.master.filters import FilterFields, answerable, extract

@@ -37,16 +37,18 @@ from typing import Any
 
 from ..store import digests
 from ..store.digests import Digests
-from ..store.layout import MISSING, fingerprint_path, get_path, output_path
+from ..store.layout import MISSING, get_path
 from ..store.partitions import PARTITIONS
 from ..store.positions import PART, Position, Positions, SafePosition, lost_reason
+from ..store.semantic_indexes import IndexView
 
 logger = logging.getLogger(__name__)
 
 
 def paths(row: dict) -> tuple[str, str]:
     """``(output path, fingerprint path)`` of the indexed outputs of index ``row``."""
-    return output_path(row["keys"][0], row["models"][0]), fingerprint_path(row["keys"][0], row["models"][0])
+    view = IndexView.of(row)
+    return view.path, view.fingerprint_path
 
 
 def _partitions(covered: Iterable[int] | None) -> list[int] | None:

@@ -160,12 +160,12 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
         If the write partly fails (``BulkWriteError``), the documents it did
         write still get their jobs before the error is raised.
         """
-        from .facade import dataframe
+        from .store import frames
 
-        if dataframe.is_dask(documents):
+        if frames.is_dask(documents):
             return self.from_dask(documents, refresh=refresh)
-        if dataframe.is_pandas(documents):
-            documents = dataframe.frame_documents(documents)
+        if frames.is_pandas(documents):
+            documents = frames.frame_documents(documents)
         raw, jobs = self._services.writes.insert_many(documents, ordered, args, kwargs, refresh)
         return results.InsertManyResult(list(raw.inserted_ids), raw.acknowledged, jobs)
 
@@ -338,10 +338,10 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
 
     # -- bulk -----------------------------------------------------------------------
     def bulk_write(self, requests: list, ordered: bool = True, *args: Any, refresh: bool = True, **kwargs: Any):
-        """As pymongo's ``bulk_write``; also on mongomock, where it is emulated."""
-        from .facade.bulk import bulk_write
-
-        return bulk_write(self, requests, ordered, refresh, args, kwargs)
+        """As pymongo's ``bulk_write`` (also on the embedded store); the jobs of every operation follow,
+        as for the single writes (:attr:`BulkWriteResult.jobs`)."""
+        bulk_api, acknowledged, jobs = self._services.writes.bulk_write(requests, ordered, refresh, args, kwargs)
+        return results.BulkWriteResult(bulk_api, acknowledged, jobs)
 
     # -- indexes and the collection itself ----------------------------------------------
     def create_index(self, keys: Any, **kwargs: Any) -> str:

@@ -131,7 +131,7 @@ class Cursor:
            x  length(text)
         0  1             5
         """
-        from .facade.dataframe import to_frame
+        from .store.frames import to_frame
 
         models = self._models() if self._models is not None else []
         return to_frame(self, models=models, outputs=outputs, output_names=output_names)

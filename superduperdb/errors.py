@@ -146,6 +146,27 @@ class ConnectionFailure(SuperDuperError, ConnectionError):
     """The database (or cluster) could not be reached within the timeout."""
 
 
+#: How to register each kind of thing, by the kind's name in messages: the hint of every
+#: "not registered" error, written once here.
+HOW_TO_REGISTER = {
+    "type": "Register it with create_type(name, obj).",
+    "model": "Register it with create_model(name, object).",
+    "watcher": "Create it with create_watcher(model, key).",
+    "semantic index": "Create it with create_semantic_index(name, models, keys).",
+    "metric": "Register it with create_metric(name, callable).",
+    "loss": "Register it with create_loss(name, callable).",
+    "splitter": "Register it with create_splitter(name, callable).",
+    "validation set": "Create it with create_validation_set(name, ...).",
+    "neighbourhood": "Create it with create_neighbourhood(name, n).",
+    "preprocessor": "Register it with create_preprocessor(name, callable).",
+    "forward": "Register it with create_forward(name, module).",
+    "postprocessor": "Register it with create_postprocessor(name, callable).",
+    "learning task": "Create it with create_learning_task(...).",
+    "measure": "Register it with create_measure(name, callable).",
+    "imputation": "Create it with create_imputation(name, model, key, target).",
+}
+
+
 class NotRegisteredError(SuperDuperError, KeyError):
     """A name (type, model, watcher, index ...) is not registered.
 
@@ -157,9 +178,13 @@ class NotRegisteredError(SuperDuperError, KeyError):
         The name that was not found.
     available : iterable of str
         The names that are registered, listed in the message.
+    hint : str, optional
+        What to do; default: how to register a ``kind`` (:data:`HOW_TO_REGISTER`).
     """
 
-    def __init__(self, kind: str, name: str, available: Iterable[str] = (), hint: str = "") -> None:
+    def __init__(self, kind: str, name: str, available: Iterable[str] = (), hint: str | None = None) -> None:
+        if hint is None:
+            hint = HOW_TO_REGISTER.get(kind, "")
         available = sorted(str(a) for a in available)
         listing = ", ".join(available) if available else "none"
         plural = _plural(kind)

@@ -256,3 +256,8 @@ class Ballast:
 
     def __call__(self, x):
         return f"{x}:{self.digest()}"
+
+
+def which_worker(x) -> str:
+    """Where the model ran: ``'gpu'`` on a worker whose environment says so (see test_gpu_workers), else ``'other'``."""
+    return "gpu" if os.environ.get("SUPERDUPERDB_TEST_GPU_WORKER") else "other"

@@ -1,4 +1,7 @@
-"""The ``superduperdb`` command line (also ``python -m superduperdb``)."""
+"""The ``superduperdb`` command line (also ``python -m superduperdb``).
+
+Floor: entry points (the top). May import anything; nothing in the package imports it.
+"""
 
 from __future__ import annotations
 

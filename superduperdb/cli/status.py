@@ -75,12 +75,13 @@ def _scheduler_info(address: str, timeout: float, resource: str) -> tuple[dict[s
     try:
         import distributed
 
-        from ..cluster.report import process_report
+        from ..store.dispatch import run
+        from ..tasks.report import process_report
 
         with distributed.Client(address, timeout=timeout, set_as_default=False) as client:
             workers = client.scheduler_info(n_workers=-1)["workers"]
             try:
-                reports = client.run(process_report, on_error="return")
+                reports = run(client, process_report, on_error="return")
             except Exception:  # an old worker without superduperdb: still list the workers
                 reports = {}
             cluster = {
@@ -98,30 +99,15 @@ def _scheduler_info(address: str, timeout: float, resource: str) -> tuple[dict[s
 
 def master_info(client: Any, timeout: float) -> dict[str, Any]:
     """The master's worker, uptime and indexes, without creating it if it does not exist."""
-    from ..master.handle import DATASET, GENERATION
+    from ..master.handle import MasterHandle
 
-    try:
-        with client.as_current():  # the actor proxy binds to the current client when unpickled
-            actor = client.get_dataset(DATASET)
-    except KeyError:
-        return {"state": "not started (created when a semantic index is first used)"}
-    except Exception as exc:
-        return {"state": f"unknown ({type(exc).__name__}: {exc})"}
-    master: dict[str, Any] = {"worker": getattr(actor, "_address", None)}
-    try:
-        with client.as_current():
-            started = actor.ping().result(timeout=timeout)
-            stats = actor.stats().result(timeout=timeout)
-            reconciler = actor.reconciler().result(timeout=timeout)
-    except Exception as exc:
-        master["state"] = f"lost ({type(exc).__name__}: {exc}); re-created on the next search or index job"
+    master = MasterHandle(client, timeout=timeout).describe()
+    if "started_at" not in master:
         return master
-    master["state"] = "running"
-    master["generation"] = client.get_dataset(GENERATION, default=1)
-    master["up"] = _duration(time.time() - float(started))
-    master["indexes"] = [dict(s) for s in stats]
-    master["reconciler"] = dict(reconciler)
-    return master
+    started = float(master.pop("started_at"))
+    order = ("worker", "state", "generation")
+    return {**{k: master[k] for k in order}, "up": _duration(time.time() - started),
+            **{k: v for k, v in master.items() if k not in order}}
 
 
 # -- jobs ----------------------------------------------------------------------------------

@@ -6,8 +6,14 @@
   command lines a config (``config.json``, ``superduperdb.yaml``) implies.
 * :mod:`superduperdb.cluster.local`: a scheduler, job workers and a master
   worker as subprocesses of one command (``superduperdb local-cluster``).
-* :mod:`superduperdb.cluster.report`: what a worker says about itself
-  (``superduperdb info``).
+* :mod:`superduperdb.cluster.connection`: the client's handle on the cluster
+  (``Cluster``: inline, local or a scheduler; jobs are submitted through it).
+
+What a worker says about itself (``superduperdb info``) runs on the workers, so it
+lives with the other worker code, in :mod:`superduperdb.tasks.report`.
 
 Nothing here is imported by ``import superduperdb``.
+
+Floor: client-side jobs (with ``jobs``). May import ``tasks``, ``master``, ``store``, pure
+compute and the leaves; never ``services`` or the facade.
 """

@@ -65,6 +65,16 @@ class Cluster:
             self._client = self._connect()
         return self._client
 
+    @property
+    def connected(self) -> bool:
+        """Whether this handle has connected to its cluster (never connects)."""
+        return self._client is not None
+
+    @property
+    def scheduler_address(self) -> str:
+        """The address of the scheduler (connects first)."""
+        return self.client.scheduler.address
+
     def _connect(self):
         import distributed
 
@@ -139,10 +149,12 @@ class Cluster:
         """
         import distributed
 
+        from ..store.dispatch import submit
+
         resources = resources or self.job_resources()
         if resources:
             kwargs["resources"] = resources
-        future = self.client.submit(fn, *args, *dependencies, key=key, pure=False, **kwargs)
+        future = submit(self.client, fn, *args, *dependencies, key=key, pure=False, **kwargs)
         distributed.fire_and_forget(future)
         return future
 

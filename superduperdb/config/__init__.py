@@ -39,6 +39,9 @@ Examples
 'keyword arguments'
 >>> resolve_config({"jobs.chunk_size": "100"}, home="/nonexistent", cwd="/nonexistent", environ={}).jobs.chunk_size
 100
+
+Floor: a leaf (with ``errors``, ``version``): the standard library and yaml only; imports no
+other part of the package but ``errors``.
 """
 
 from __future__ import annotations

@@ -2,4 +2,7 @@
 
 Each mixin is a group of thin public methods that delegate to a service
 (:mod:`superduperdb.services`); :class:`Collection` inherits them all.
+
+Floor: the facade (with ``client``, ``collection``, ``cursor``, ``results``); never runs on
+workers. May import ``services`` and every floor below; the methods only delegate.
 """

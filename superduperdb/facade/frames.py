@@ -1,6 +1,6 @@
 """pandas and Dask DataFrames of a collection, and models applied in batch (mixed into ``Collection``).
 
-How documents become rows is decided in :mod:`superduperdb.facade.dataframe`;
+How documents become rows is decided in :mod:`superduperdb.store.frames`;
 this mixin adds the collection's entry points: :meth:`to_pandas`,
 :meth:`to_dask`, :meth:`from_dask` (also ``insert_many(ddf)``) and the
 batch form of ``apply_model`` (a job on the cluster).
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import QueryError
-from ..jobs.handles import JobGroup
+from ..store import frames
 from . import dataframe
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class DataFrameMixin:
     """pandas and Dask DataFrames of a collection (mixed into ``Collection``)."""
 
     def to_pandas(self, filter: Mapping | None = None, projection: Any = None, *, outputs: str = "columns",
-                  output_names: str | Callable[[str, str], str] = dataframe.OUTPUT_COLUMN, **find_kwargs: Any):
+                  output_names: str | Callable[[str, str], str] = frames.OUTPUT_COLUMN, **find_kwargs: Any):
         """The documents matching ``filter`` as a :class:`pandas.DataFrame`, one row each.
 
         Parameters
@@ -60,7 +60,7 @@ class DataFrameMixin:
 
     def to_dask(self, filter: Mapping | None = None, projection: Any = None, *,
                 partition_size: int = DEFAULT_PARTITION_SIZE, outputs: str = "columns",
-                output_names: str | Callable[[str, str], str] = dataframe.OUTPUT_COLUMN,
+                output_names: str | Callable[[str, str], str] = frames.OUTPUT_COLUMN,
                 meta: Any = None, sample: int = 100):
         """A :class:`dask.dataframe.DataFrame` of the documents matching ``filter``.
 
@@ -99,20 +99,23 @@ class DataFrameMixin:
         import dask
         import dask.dataframe as dd
 
-        dataframe.check_outputs_mode(outputs)
-        dataframe.column_namer(output_names)
+        from ..store.dispatch import delayed
+        from ..tasks.frames import read_partition
+
+        frames.check_outputs_mode(outputs)
+        frames.column_namer(output_names)
         query = self._query(filter)
-        queries = dataframe.partition_queries(self._raw, query, partition_size)
+        queries = frames.partition_queries(self._raw, query, partition_size)
         options = {"outputs": outputs, "output_names": output_names}
         if meta is None:
             first = (self._decode(d) for d in self._raw.find(query, projection).limit(sample))
-            meta = dataframe.to_frame(first, models=self._model_names(), **options).iloc[:0]
-        elif not dataframe.is_pandas(meta):
+            meta = frames.to_frame(first, models=self._model_names(), **options).iloc[:0]
+        elif not frames.is_pandas(meta):
             raise QueryError(f"meta must be an empty pandas DataFrame, not a {type(meta).__name__}.", argument="meta")
         target = self._services.scope.target
         token = dask.base.tokenize(self.full_name, queries, projection, outputs, str(output_names), list(meta.columns))
-        parts = [dask.delayed(dataframe.read_partition, pure=False)(
-                     target, q, projection, options, meta, dask_key_name=f"superduperdb-read-{token}-{i}")
+        parts = [delayed(read_partition)(target, q, projection, options, meta,
+                                         dask_key_name=f"superduperdb-read-{token}-{i}")
                  for i, q in enumerate(queries)]
         # Object columns hold arrays, ObjectIds, images: Dask must not turn them into strings.
         with dask.config.set({"dataframe.convert-string": False}):
@@ -138,102 +141,24 @@ class DataFrameMixin:
         >>> ddf = source.to_dask()                                  # doctest: +SKIP
         >>> target.from_dask(ddf[ddf.x > 0]).jobs.wait()            # doctest: +SKIP
         """
-        import dask
-
         from .. import results
 
-        if not dataframe.is_dask(ddf):
+        if not frames.is_dask(ddf):
             raise QueryError(f"from_dask takes a dask.dataframe.DataFrame, not a {type(ddf).__name__}; "
                              "use insert_many for pandas DataFrames and lists of dicts.", argument="ddf")
-        self._services.writes._first_write()
-        target = self._services.scope.target
-        tasks = [dask.delayed(dataframe.insert_partition, pure=False)(target, part) for part in ddf.to_delayed()]
-        done, error = self._run_tasks(tasks)
-        ids = [i for r in done for i in r["ids"]]
-        jobs = None
-        if refresh and ids:
-            jobs = self._services.jobs.submit_watchers(ids, download=any(r["urls"] for r in done))
-        if error is not None:
-            raise error
+        ids, jobs = self._services.writes.from_dask(ddf, refresh)
         return results.InsertManyResult(ids, True, jobs)
 
-    def _run_tasks(self, tasks: list) -> tuple[list, BaseException | None]:
-        """Results of delayed tasks on the cluster (inline: here, one after the other), and the first error."""
-        import dask
-
-        cluster = self._services.scope.cluster
-        done, error = [], None
-        if cluster.inline:
-            for task in tasks:
-                try:
-                    done.append(dask.compute(task, scheduler="sync")[0])
-                except Exception as exc:  # noqa: BLE001 - raised after the others ran
-                    error = error or exc
-            return done, error
-        timeout = self._services.scope.config.jobs.wait_timeout
-        for future in cluster.client.compute(tasks):
-            try:
-                done.append(future.result(timeout=timeout))
-            except Exception as exc:  # noqa: BLE001 - raised after the others ran
-                error = error or exc
-        return done, error
-
     # -- models applied in batch ---------------------------------------------------------------
-    def _apply_partitions(self, query: dict, chunk_size: int) -> list[dict]:
-        """``query`` split into ``_id`` ranges, one per worker, each at least ``chunk_size`` documents
-        (as ``to_dask`` reads): the partitions of a batch ``apply_model``, run at once on several workers."""
-        cluster = self._services.scope.cluster
-        if cluster.inline:
-            return [query]
-        workers = len(cluster.workers())
-        total = self._raw.count_documents(query)
-        parts = max(1, min(workers, -(-total // max(chunk_size, 1))))
-        if parts == 1:
-            return [query]
-        return dataframe.partition_queries(self._raw, query, -(-total // parts))
-
     def _apply_batch(self, name: str, key: str | None, filter: Mapping | None, write: bool, wait: bool,
-                     timeout: float | None, progress: bool | None):
+                     timeout: float | None, progress: bool | None, registered_only: bool = False):
         """``apply_model(name, filter=..., key=..., write=...)``: an ``apply`` job (see ModelsMixin.apply_model)."""
-        if key is None:
-            raise QueryError("apply_model on the collection needs key= (the field to apply the model to), e.g. "
-                             f"apply_model({name!r}, filter={{}}, key='text').", argument="key")
-        if not isinstance(key, str) or not key or key.startswith("$"):
-            raise QueryError(f"key must be a field name such as 'text', not {key!r}.", argument="key")
-        model_row = self._services.models.ensure(name)  # NotRegisteredError here, not on a worker ('parent.attr' registered)
-        query = self._query(filter)
-        jobs = self._services.jobs
-        chunk_size = self._services.scope.config.jobs.chunk_size
-        queries = self._apply_partitions(query, chunk_size)
-        group = JobGroup([jobs.submit("apply", {"model": name, "key": key, "filter": q, "write": bool(write),
-                                                "chunk_size": chunk_size},
-                                      record={"model": name, "field": key, "write": bool(write), "partition": k,
-                                              "partitions": len(queries)},
-                                      resources=model_row.get("resources"))  # a model on a GPU: a GPU worker
-                          for k, q in enumerate(queries)])
-        job = group[0] if len(group) == 1 else group
+        found = self._services.models.apply_batch(name, key, filter, write, wait, timeout, progress,
+                                                  registered_only)
         if write:
-            if wait:
-                job.wait(timeout, progress=progress)
-            return job
-        table = self._database._raw[f"{self.name}._applied"]
-        from bson import ObjectId
-
-        job_ids = [ObjectId(j.id) for j in group]
-        try:
-            job.wait(timeout, progress=progress)
-            parts = sorted(table.find({"job": {"$in": job_ids}}),
-                           key=lambda p: (job_ids.index(p["job"]), p["n"], p["part"]))
-        except BaseException:
-            for j in group:
-                if not j.done():
-                    j.cancel()
-            raise
-        finally:
-            table.delete_many({"job": {"$in": job_ids}})
-        ids = [i for p in parts for i in p["ids"]]
-        values = [v for p in parts for v in self._types.decode(p["outputs"])]
+            return found
         import pandas as pd
 
+        ids, values = found
         return dataframe.series(values, pd.Index(ids, name="_id", dtype=object),
-                                dataframe.column_namer(dataframe.OUTPUT_COLUMN)(name, key))
+                                frames.column_namer(frames.OUTPUT_COLUMN)(name, key))

@@ -144,32 +144,12 @@ class ModelsMixin:
         >>> docs.create_forward("encoder", encoder)         # doctest: +SKIP
         >>> docs.create_model("enc", preprocessor="tokenize", forward="encoder")   # doctest: +SKIP
         """
-        from ..services import model_options as options
-
-        services = self._services
-        options.check_watch_options(key, max_chunk_size, process_docs)
-        batch_size = options.loader_batch_size(loader_kwargs, batch_size)
-        index, measure, hoods = options.check_index_options(services, name, key, semantic_index, measure,
-                                                            neighbourhoods)
-        model, row = services.models.check_new(
-            name, object, preprocess=preprocess, postprocess=postprocess, type=type, batch_size=batch_size,
-            device=device, method=method, method_kwargs=method_kwargs, preprocessor=preprocessor, forward=forward,
-            postprocessor=postprocessor, resources=resources)
-        if key is not None:
-            # Check the watcher too before storing anything: all of it is registered, or none.
-            watcher = services.watchers.check_new(name, key, filter=filter, features=features, active=active,
-                                                  model_row=row, model_object=object, chunk_size=max_chunk_size)
-        stored = services.models.register(model, row, serializer)
-        if key is None:
-            return stored
-        try:
-            jobs = services.watchers.register(watcher, backfill=process_docs)
-        except BaseException:
-            services.models.unregister(name)
-            raise
-        if index is not None:
-            jobs += options.register_index(services, name, key, index, measure, hoods, after=jobs)
-        return jobs
+        return self._services.registrations.create_model(
+            name, object, preprocess=preprocess, postprocess=postprocess, preprocessor=preprocessor, forward=forward,
+            postprocessor=postprocessor, type=type, batch_size=batch_size, device=device, method=method,
+            method_kwargs=method_kwargs, serializer=serializer, key=key, filter=filter, features=features,
+            active=active, max_chunk_size=max_chunk_size, process_docs=process_docs, loader_kwargs=loader_kwargs,
+            semantic_index=semantic_index, measure=measure, neighbourhoods=neighbourhoods, resources=resources)
 
     # -- parts of models --------------------------------------------------------------
     def create_preprocessor(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
@@ -236,7 +216,7 @@ class ModelsMixin:
 
     def apply_model(self, name: str, inputs: Any = None, *, key: str | None = None, filter: Mapping | None = None,
                     write: bool = False, wait: bool = True, timeout: float | None = None,
-                    progress: bool | None = None) -> Any:
+                    progress: bool | None = None, registered_only: bool = False) -> Any:
         """Apply a registered model: ad hoc to inputs here, or in batch to the collection on the cluster.
 
         Parameters
@@ -262,6 +242,11 @@ class ModelsMixin:
         wait, timeout, progress
             The batch form: wait for the job (``write=False`` always waits),
             how long, and whether to show a progress bar (as :meth:`Job.wait`).
+        registered_only : bool
+            Apply only a model registered as ``name``: an attribute model
+            ``'parent.attr'`` that is not registered yet raises
+            :class:`NotRegisteredError` instead of being registered on first
+            use (the model server applies models this way).
 
         Returns
         -------
@@ -284,21 +269,22 @@ class ModelsMixin:
         >>> docs.apply_model("length", key="text", write=True).result()         # doctest: +SKIP
         """
         from ..errors import QueryError
+        from ..store import frames
         from . import dataframe
 
         if inputs is None:
-            return self._apply_batch(name, key, filter, write, wait, timeout, progress)
+            return self._apply_batch(name, key, filter, write, wait, timeout, progress, registered_only)
         if filter is not None or write:
             raise QueryError("filter= and write= apply the model to the collection's documents on the cluster: "
                              "pass them without inputs, e.g. apply_model(name, filter={...}, key='x').",
                              argument="inputs")
         found = dataframe.apply_inputs(inputs, key)
         if found is None:
-            return self._services.models.apply(name, inputs, key=key)
+            return self._services.models.apply(name, inputs, key=key, registered_only=registered_only)
         values, index = found
         column = key if key is not None else getattr(inputs, "name", None)
-        outputs = self._services.models.apply(name, values)
-        label = dataframe.column_namer(dataframe.OUTPUT_COLUMN)(name, column) if column is not None else name
+        outputs = self._services.models.apply(name, values, registered_only=registered_only)
+        label = frames.column_namer(frames.OUTPUT_COLUMN)(name, column) if column is not None else name
         return dataframe.series(outputs, index, label)
 
     def refresh_model(self, name: str):

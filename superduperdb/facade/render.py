@@ -55,7 +55,7 @@ def _thumbnail(image: Any) -> str:
 
 def cursor_html(docs: list[dict], *, rows: int, caption: str, models: Iterable[str] = ()) -> str:
     """A table of the first ``rows`` documents (``docs`` may hold one more: then "more" is said)."""
-    from .dataframe import OUTPUT_COLUMN, column_namer, row
+    from ..store.frames import OUTPUT_COLUMN, column_namer, row
 
     more = len(docs) > rows
     shown = [row(d, list(models), "columns", column_namer(OUTPUT_COLUMN)) for d in docs[:rows]]

@@ -45,22 +45,8 @@ class SearchMixin:
         >>> docs.find({"lang": "en"}, like={"text": "arrays of numbers"}, n=5)   # doctest: +SKIP
         >>> docs.create_semantic_index("text2", ["minilm"], ["text"], filter_fields=["lang"])  # doctest: +SKIP
         """
-        services = self._services
-        models, keys = services.indexes.check_new(name, models, keys, measure)
-        filter_fields = services.indexes.check_filter_fields(filter_fields)
-        watcher = None
-        if not self._metadata.exists("watchers", f"{models[0]}/{keys[0]}"):
-            watcher = services.watchers.check_new(models[0], keys[0])  # checked before anything is stored
-        backfill = services.watchers.register(watcher) if watcher is not None else services.watchers.ensure(
-            models[0], keys[0])
-        try:
-            return backfill + services.indexes.create(name, models, keys, measure, after=backfill,
-                                                      filter_fields=filter_fields)
-        except BaseException:  # all of it, or none: the watcher made for this index goes too
-            if watcher is not None:
-                backfill.cancel()
-                services.watchers.delete(watcher["name"], force=True)
-            raise
+        return self._services.registrations.create_semantic_index(name, models, keys, measure,
+                                                                  filter_fields=filter_fields)
 
     def search_many(self, likes: list, filter: dict | None = None, *, n: int = 10, projection: Any = None,
                     semantic_index: str | None = None, similar_first: bool = False, raw: bool = False,

@@ -14,6 +14,9 @@ Examples
 2
 >>> index.search([3.0, 4.0], n=2)
 ([2, 1], array([ 0., -5.], dtype=float32))
+
+Floor: pure compute (with ``models``, ``types``, ``training``, ``datasets``). May import its own
+floor and the leaves (``errors``, ``config``); no MongoDB, no Dask.
 """
 
 from superduperdb.index.env import configure_numba_env, warm_up

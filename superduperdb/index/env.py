@@ -99,11 +99,6 @@ def configure_numba_env(cache_dir: str | None = None) -> dict[str, str]:
     }
 
 
-def is_warm() -> bool:
-    """Whether :func:`warm_up` has run in this process (graph queries then compile nothing)."""
-    return _WARMED_UP
-
-
 def warm_up(n_neighbors: int = 30, leaf_budget: int = 8, force: bool = False, builder=None) -> float:
     """Pay pynndescent's JIT cost now: build a tiny graph and query it.
 

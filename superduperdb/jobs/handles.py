@@ -4,13 +4,19 @@ A job's record in ``<collection>._jobs`` is the source of truth (status, times,
 progress, logs, error and remote traceback); a handle also holds the Dask
 future when the job was submitted from this process, so waiting needs no
 polling there. Every wait has a timeout; none blocks forever.
+
+There is one wait (:meth:`Job.wait`): ``Collection.watch_job`` is ``wait`` with
+``on_line`` (each new log line as it arrives). A job whose task the cluster has
+lost (its worker died and Dask gave up on it) ends the wait at once, failed:
+from its future when this process holds it, else by asking the scheduler that
+runs it whether it still knows the task (the record names the scheduler).
 """
 
 from __future__ import annotations
 
 import html
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..errors import JobCancelledError, JobFailedError, JobNotFoundError, JobTimeoutError
@@ -18,9 +24,12 @@ from ..store.metadata import metadata_changed
 from ..store.records import CANCELLED, FAILED, FINAL, finish
 
 DEFAULT_TIMEOUT = 600.0
+LOST_CHECK = 1.0  # seconds between asking the scheduler about a task whose future is not held here
 
 
-def _raise_for(record: dict) -> None:
+def raise_for(record: dict) -> None:
+    """Raise what a final job record says: :class:`JobFailedError` (with the remote traceback) or
+    :class:`JobCancelledError`; nothing for a success."""
     record = {**record, "_id": str(record["_id"])}
     status = record.get("status")
     if status == FAILED:
@@ -48,6 +57,11 @@ class Job:
         The raw ``<collection>._jobs`` collection.
     future : distributed.Future, optional
         The Dask future, when submitted from this process.
+    default_timeout : float, optional
+        Of :meth:`wait` (the config's ``jobs.wait_timeout``).
+    task_known : callable, optional
+        ``task_known(record) -> bool | None``: whether the scheduler running the job
+        still knows its task (None: cannot tell); finds lost jobs without a future.
 
     Examples
     --------
@@ -57,11 +71,13 @@ class Job:
     'success'
     """
 
-    def __init__(self, id: str, table: Any, future: Any = None, *, default_timeout: float | None = None) -> None:
+    def __init__(self, id: str, table: Any, future: Any = None, *, default_timeout: float | None = None,
+                 task_known: Callable[[dict], bool | None] | None = None) -> None:
         self.id = id
         self._table = table
         self._future = future
         self._default_timeout = default_timeout or DEFAULT_TIMEOUT
+        self._task_known = task_known
 
     # -- state ------------------------------------------------------------------
     def record(self) -> dict:
@@ -102,12 +118,14 @@ class Job:
         return list(self.record().get("logs", []))
 
     # -- waiting ----------------------------------------------------------------
-    def wait(self, timeout: float | None = None, *, progress: bool | None = None) -> Job:
+    def wait(self, timeout: float | None = None, *, progress: bool | None = None,
+             on_line: Callable[[str], Any] | None = None) -> Job:
         """Wait until the job has finished; return ``self``.
 
         ``progress=None`` shows a progress bar (tqdm.auto) in notebooks and
         terminals once the job has run for a second; ``True`` shows it at once,
-        ``False`` never.
+        ``False`` never. ``on_line(line)`` is called with each log line of the job
+        as it arrives (``Collection.watch_job`` logs them).
 
         Raises
         ------
@@ -124,15 +142,16 @@ class Job:
         after = 1.0 if progress is None else 0.0
         if progress is None:
             progress = interactive()
-        if progress:
-            self._poll(deadline, bar_after=after)
-        elif self._future is not None:
-            self._wait_future(deadline)
-        record = self._poll(deadline)
+        if progress or on_line is not None:
+            record = self._poll(deadline, bar_after=after if progress else None, on_line=on_line)
+        else:
+            if self._future is not None:
+                self._wait_future(deadline)
+            record = self._poll(deadline)
         # A finished job may have changed metadata on a worker (a promoted model version, a new
         # index uid): what this process cached from the metadata is re-read (services/search.py).
         metadata_changed()
-        _raise_for(record)
+        raise_for(record)
         return self
 
     def _wait_future(self, deadline: float) -> None:
@@ -145,13 +164,20 @@ class Job:
         except Exception:  # noqa: S110 - the record (read next) says what happened
             pass
 
-    def _poll(self, deadline: float, bar_after: float | None = None) -> dict:
-        """Read the record until it is final (or the deadline passes); draw a bar once
-        ``bar_after`` seconds have passed (None: no bar)."""
-        delay, start, shown = 0.005, time.monotonic(), None
+    def _poll(self, deadline: float, bar_after: float | None = None,
+              on_line: Callable[[str], Any] | None = None) -> dict:
+        """Read the record until it is final (or the deadline passes, or the task is lost); draw a bar
+        once ``bar_after`` seconds have passed (None: no bar), and hand each new log line to ``on_line``."""
+        delay, start, shown, seen = 0.005, time.monotonic(), None, 0
+        lost = _LostTask(self._task_known)
         try:
             while True:
                 record = self.record()
+                if on_line is not None:
+                    lines = record.get("logs") or []
+                    for line in lines[seen:]:
+                        on_line(line)
+                    seen = len(lines)
                 if bar_after is not None and shown is None and time.monotonic() - start >= bar_after:
                     from tqdm.auto import tqdm
 
@@ -163,6 +189,11 @@ class Job:
                     return record
                 if self._future is not None and self._future.status in ("error", "cancelled"):
                     return self._mark_lost(record)
+                if self._future is None and lost.check(record) and self.record()["status"] not in FINAL:
+                    finish(self._table, self.id, FAILED, error="lost: its task is no longer on the cluster (its worker "
+                           "died and Dask gave up on it, or the cluster restarted); the reconciler repairs its "
+                           "documents (coll.reconcile() does it now)")
+                    return self.record()
                 if time.monotonic() >= deadline:
                     raise self._timeout_error(deadline)
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
@@ -217,6 +248,23 @@ class Job:
             if r.get(k) is not None
         )
         return f"<table>{rows}</table>"
+
+
+class _LostTask:
+    """Whether a job's task is lost: its scheduler has not known it at two looks :data:`LOST_CHECK` apart."""
+
+    def __init__(self, task_known: Callable[[dict], bool | None] | None) -> None:
+        self.task_known = task_known
+        self.next = time.monotonic() + LOST_CHECK
+        self.unknown = 0
+
+    def check(self, record: dict) -> bool:
+        if self.task_known is None or not record.get("key") or time.monotonic() < self.next:
+            return False
+        self.next = time.monotonic() + LOST_CHECK
+        known = self.task_known(record)
+        self.unknown = self.unknown + 1 if known is False else 0
+        return self.unknown >= 2
 
 
 def interactive() -> bool:

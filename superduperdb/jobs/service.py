@@ -48,7 +48,22 @@ class JobService:
 
     def job(self, job_id: str, future: Any = None) -> Job:
         """A handle on job ``job_id`` (with its Dask future when submitted from here)."""
-        return Job(job_id, self.table, future, default_timeout=self.scope.config.jobs.wait_timeout)
+        return Job(job_id, self.table, future, default_timeout=self.scope.config.jobs.wait_timeout,
+                   task_known=self.task_known)
+
+    def task_known(self, record: dict) -> bool | None:
+        """Whether the scheduler that runs job ``record`` still knows its task (None: cannot tell here,
+        e.g. the job was submitted to another cluster, or this client is not connected to one)."""
+        cluster = self.cluster
+        if cluster.inline or not cluster.connected or record.get("scheduler") != cluster.scheduler_address:
+            return None
+        from ..store.dispatch import run_on_scheduler
+        from ..tasks.reconcile import known_keys
+
+        try:
+            return bool(run_on_scheduler(cluster.client, known_keys, keys=[record["key"]]))
+        except Exception:  # noqa: BLE001 - the scheduler is away: cannot tell (the wait goes on)
+            return None
 
     # -- submitting -------------------------------------------------------------------
     def submit(self, kind: str, params: dict, *, depends_on: Iterable[Job] = (), record: dict | None = None,
@@ -58,7 +73,9 @@ class JobService:
         depends_on = list(depends_on)
         job_id = records.new_job_id()
         key = None if self.cluster.inline else task_key(kind, job_id)
-        records.create(self.table, kind, _id=job_id, key=key, depends_on=[j.id for j in depends_on], **(record or {}))
+        where = {} if key is None else {"scheduler": self.cluster.scheduler_address}  # who to ask about the task
+        records.create(self.table, kind, _id=job_id, key=key, depends_on=[j.id for j in depends_on], **where,
+                       **(record or {}))
         target = self.scope.target
         if key is None:
             failed = [j for j in depends_on if j.status != "success"]
@@ -120,11 +137,7 @@ class JobService:
                             record={"neighbourhood": hood["name"]})
                 for hood in self.metadata.list("neighbourhoods", {"semantic_index": index})]
 
-    # -- write hooks (called by the Collection) --------------------------------------------
-    def on_insert(self, ids: list, documents: list | None = None) -> JobGroup:
-        download = any(find_urls(d) for d in documents or [])
-        return self.submit_watchers(ids, download=download)
-
+    # -- what writes imply (planned and submitted by the write door's jobs rule) -------------
     def plan_update(self, filter: dict, update: Any, *, many: bool, sort: Any = None) -> WritePlan | None:
         """What an update (``update``: operators, a pipeline, or a replacement document) will need.
 
@@ -137,22 +150,46 @@ class JobService:
             if self.metadata.exists_any("semantic_indexes") else set()
         if not hit and not download and not indexes:
             return None
+        return WritePlan(self._ids(filter, many, sort), downstream(rows, hit), download, indexes)
+
+    def before_delete(self, filter: dict, many: bool, sort: Any = None) -> list | None:
+        """The ids a delete will remove, when an index must forget them (else None)."""
+        if not self.metadata.exists_any("semantic_indexes"):
+            return None
+        return self._ids(filter, many, sort)
+
+    def _ids(self, filter: dict, many: bool, sort: Any) -> list:
+        """The ids a write with ``filter`` concerns (the first one ``sort`` picks, unless ``many``)."""
         cursor = self.scope.raw.find(filter, {"_id": 1})
         if sort is not None:
             cursor = cursor.sort(sort)
         if not many:
             cursor = cursor.limit(1)
-        return WritePlan([d["_id"] for d in cursor], downstream(rows, hit), download, indexes)
+        return [d["_id"] for d in cursor]
 
-    def after_update(self, plan: WritePlan | None, written: Iterable[Any] = ()) -> JobGroup | None:
-        """The jobs of a planned update, for the planned ids and those the write revealed (upserts)."""
-        if plan is None:
-            return None
-        ids = list(dict.fromkeys([*plan.ids, *(i for i in written if i is not None)]))
-        if not ids:
-            return JobGroup()
-        group = self.submit_watchers(ids, plan.watchers, download=plan.download, settle=True)
-        return group + self.filter_field_jobs([plan], ids)
+    def for_write(self, new: list, *, download: bool = False, plans: Iterable[WritePlan] = (),
+                  changed: Iterable[Any] = (), deleted: Iterable[Any] = ()) -> JobGroup:
+        """The jobs of one write, in this order.
+
+        ``new``: ids of the documents it inserted or upserted (every active
+        watcher's jobs; ``download``: some of them hold URLs). ``plans``: the
+        planned updates (:meth:`plan_update`), whose ids, with ``changed`` (ids the
+        store named), get their watchers' jobs, which settle each document.
+        ``deleted``: ids the indexes and neighbour lists must forget.
+        """
+        jobs: list[Job] = []
+        if new:
+            jobs += self.submit_watchers(list(dict.fromkeys(new)), download=download)
+        plans = list(plans)
+        if plans:
+            ids = list(dict.fromkeys([*(i for p in plans for i in p.ids), *changed]))
+            if ids:
+                jobs += self.submit_watchers(ids, set().union(*(p.watchers for p in plans)),
+                                             download=any(p.download for p in plans), settle=True)
+                jobs += self.filter_field_jobs(plans, ids)
+        if deleted:
+            jobs += self.after_delete(list(dict.fromkeys(deleted)))
+        return JobGroup(jobs)
 
     def filter_field_jobs(self, plans: Iterable[WritePlan], ids: list) -> JobGroup:
         """Index jobs re-reading ``ids`` for the indexes whose filter fields the planned updates change (those
@@ -163,17 +200,8 @@ class JobService:
         return JobGroup([self.submit("index", {"index": r["name"], "ids": ids}, record={"index": r["name"]})
                          for r in rows])
 
-    def before_delete(self, filter: dict, many: bool) -> list | None:
-        """The ids a delete will remove, when an index must forget them (else None)."""
-        if not self.metadata.exists_any("semantic_indexes"):
-            return None
-        cursor = self.scope.raw.find(filter, {"_id": 1})
-        return [d["_id"] for d in (cursor if many else cursor.limit(1))]
-
-    def after_delete(self, ids: list | None) -> JobGroup | None:
+    def after_delete(self, ids: list) -> JobGroup:
         """Index updates that forget the deleted ``ids``, then neighbour lists that named them."""
-        if not ids:
-            return None
         jobs: list[Job] = []
         for row in self.metadata.list("semantic_indexes"):
             index_job = self.submit("index", {"index": row["name"], "ids": ids}, record={"index": row["name"]})
@@ -182,40 +210,3 @@ class JobService:
                                  depends_on=[index_job], record={"neighbourhood": hood["name"]})
                      for hood in self.metadata.list("neighbourhoods", {"semantic_index": row["name"]})]
         return JobGroup(jobs)
-
-    def before_bulk(self, ops: list) -> list:
-        from pymongo import DeleteMany, DeleteOne, InsertOne, UpdateMany
-
-        plans: list = []
-        for op in ops:
-            if isinstance(op, InsertOne):
-                plans.append(("insert", op._doc))
-            elif isinstance(op, (DeleteOne, DeleteMany)):
-                plans.append(("delete", self.before_delete(op._filter, isinstance(op, DeleteMany))))
-            else:
-                plans.append(("update", self.plan_update(op._filter, op._doc, many=isinstance(op, UpdateMany),
-                                                         sort=getattr(op, "_sort", None))))
-        return plans
-
-    def after_bulk(self, plans: list, bulk_api: dict, executed: Iterable[int] | None = None) -> JobGroup:
-        """Jobs for every document the bulk write inserted, upserted, changed or deleted.
-
-        ``executed``: indexes of the operations that ran (all, unless the write partly failed).
-        """
-        ran = set(range(len(plans)) if executed is None else executed)
-        plans = [p if i in ran else ("skipped", None) for i, p in enumerate(plans)]
-        inserted = [doc for kind, doc in plans if kind == "insert"]
-        group = self.on_insert([d["_id"] for d in inserted], inserted) if inserted else JobGroup()
-        upserted = [u["_id"] for u in bulk_api.get("upserted", [])]
-        if upserted:
-            group += self.on_insert(upserted)
-        updates = [p for kind, p in plans if kind == "update" and p is not None]
-        if updates:
-            ids = list({i: None for p in updates for i in p.ids})
-            group += self.submit_watchers(ids, set().union(*(p.watchers for p in updates)),
-                                          download=any(p.download for p in updates), settle=True)
-            group += self.filter_field_jobs(updates, ids)
-        for kind, plan in plans:
-            if kind == "delete":
-                group += self.after_delete(plan) or JobGroup()
-        return group

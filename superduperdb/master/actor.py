@@ -55,11 +55,8 @@ LOAD_WAIT = 2.0  # seconds a call waits for an index that is loading, then Index
 
 
 def index_key(target: Target, row: dict) -> str:
-    return f"{target.uri}|{target.database}|{target.collection}|{row['name']}|{row['uid']}"
-
-
-def collection_key(target: Target) -> str:
-    return f"{target.uri}|{target.database}|{target.collection}"
+    """``uri|database|collection|name|uid``: one loaded index (a re-created index has a new uid)."""
+    return f"{target.key}|{row['name']}|{row['uid']}"
 
 
 class Master:
@@ -161,7 +158,7 @@ class Master:
         """Index ``row`` (this shard's part, for ``layout``), loaded in a background thread unless it is (again
         if it was loaded with another partition table), waited for at most ``wait`` seconds (then
         :class:`~superduperdb.errors.IndexLoadingError` says how far it got: the actor's thread stays free)."""
-        key, ckey = index_key(target, row), collection_key(target)
+        key, ckey = index_key(target, row), target.key
         self._fence.check(ckey)
         version = layout[0] if layout is not None else None
         with self._lock:
@@ -186,7 +183,7 @@ class Master:
         def load(progress: dict) -> LoadedIndex:
             ctx = Context(target)
             progress["phase"] = "lease"
-            epoch = self._fence.epoch(collection_key(target), shards_table(ctx.db, target.collection))
+            epoch = self._fence.epoch(target.key, shards_table(ctx.db, target.collection))
             self._start_warm_up(ctx)
             return loading.load(ctx, row, lambda: self._new_index(ctx, row), progress, self._gate,
                                 shard=self._identity(), layout=layout, epoch=epoch, use_snapshot=use_snapshot)
@@ -211,7 +208,7 @@ class Master:
             loaded = self._indexes.get(key)
         if loaded is None:
             return None
-        if not self._fence.confirm(collection_key(loaded.target)):
+        if not self._fence.confirm(loaded.target.key):
             return None  # another actor owns the shard now: its snapshots, not ours
         return saving.save(loaded)
 
@@ -373,11 +370,11 @@ class Master:
         """Forget the index in memory (``forget``: its snapshots too, every shard's). Whether it was loaded."""
         key = index_key(target, row)
         with self._lock:
-            dropped = self._indexes.pop(key, None) is not None
+            loaded = self._indexes.pop(key, None)
             self._jobs.pop(key, None)
         if forget:
-            snapshots.delete(Context(target).artifacts, row)
-        return dropped
+            snapshots.delete((loaded.ctx if loaded is not None else Context(target)).artifacts, row)
+        return loaded is not None
 
     def rebuild(self, target: Target, row: dict, wait: bool = True, timeout: float = 600.0,
                 layout: tuple | None = None) -> dict:

@@ -37,22 +37,18 @@ from typing import Any
 
 from ..store import digests
 from ..store.digests import Digests
-from ..store.layout import MISSING, fingerprint_path, get_path, output_path
+from ..store.layout import MISSING, get_path
 from ..store.partitions import PARTITIONS
 from ..store.positions import PART, Position, Positions, SafePosition, lost_reason
+from ..store.semantic_indexes import IndexView
 
 logger = logging.getLogger(__name__)
 
 
-def read_projection(row: dict) -> dict:
-    """What a catch-up reads of each document: the indexed output, its fingerprint and the filter fields."""
-    path, fp_path = paths(row)
-    return {path: 1, fp_path: 1, **{f: 1 for f in row.get("filter_fields") or []}}
-
-
 def paths(row: dict) -> tuple[str, str]:
     """``(output path, fingerprint path)`` of the indexed outputs of index ``row``."""
-    return output_path(row["keys"][0], row["models"][0]), fingerprint_path(row["keys"][0], row["models"][0])
+    view = IndexView.of(row)
+    return view.path, view.fingerprint_path
 
 
 def _partitions(covered: Iterable[int] | None) -> list[int] | None:
@@ -62,7 +58,7 @@ def _partitions(covered: Iterable[int] | None) -> list[int] | None:
 
 def changes(collection: Any, row: dict, since: int, covered: Iterable[int] | None = None) -> tuple[list[dict], list]:
     """``(documents written after since, with their indexed output and fingerprint; ids deleted after since)``."""
-    return Positions(collection).changed_since(since, read_projection(row), _partitions(covered))
+    return Positions(collection).changed_since(since, IndexView.of(row).reads, _partitions(covered))
 
 
 def apply_changes(collection: Any, row: dict, docs: list[dict], gone: list, held: dict,
@@ -74,7 +70,7 @@ def apply_changes(collection: Any, row: dict, docs: list[dict], gone: list, held
     seen = {d["_id"] for d in docs}
     back = [i for i in dict.fromkeys(gone) if i not in seen]
     if back:  # deleted since, but maybe inserted again: read what is there now
-        docs = docs + list(collection.find({"_id": {"$in": back}}, read_projection(row)))
+        docs = docs + list(collection.find({"_id": {"$in": back}}, IndexView.of(row).reads))
     present = {d["_id"] for d in docs}
     upserts, removals = [], [i for i in back if i not in present and i in held]
     for doc in docs:

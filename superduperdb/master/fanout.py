@@ -62,7 +62,7 @@ class Layouts:
 
     def table(self, target: Target) -> dict:
         """``{shards, table, version}`` of ``target``'s collection (made on first use)."""
-        key = f"{target.uri}|{target.database}|{target.collection}"
+        key = target.key
         hit = self._tables.get(key)
         now = time.monotonic()
         if hit is None or hit[0] < now:

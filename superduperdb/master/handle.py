@@ -340,7 +340,7 @@ class MasterHandle:
 
     def used(self, target: Target, row: dict) -> None:
         """Note that index ``row`` of ``target`` was searched (a moved shard loads it first)."""
-        self._used[f"{target.uri}|{target.database}|{target.collection}|{row['name']}"] = (target, row)
+        self._used[f"{target.key}|{row['name']}"] = (target, row)
 
     def recover(self, shard: int, target: Target | None = None, row: dict | None = None) -> None:
         """Replace a lost shard in a background thread (and load ``row`` there), once at a time."""
@@ -365,7 +365,7 @@ class MasterHandle:
 
     def seen_epoch(self, target: Target, shard: int, epoch: int) -> bool:
         """Record an answer's ``epoch``; False if it is older than one seen before (a stale owner's)."""
-        key = (f"{target.uri}|{target.database}|{target.collection}", shard)
+        key = (target.key, shard)
         known = self._epochs.get(key, 0)
         if epoch < known:
             return False
@@ -383,7 +383,7 @@ class MasterHandle:
 
     def watch(self, target: Target) -> None:
         """Have shard 0's reconciler sweep this collection (every ``reconcile.interval`` seconds)."""
-        key = f"{target.uri}|{target.database}|{target.collection}"
+        key = target.key
         if self.dask_client is not None and self._shards[0].actor is None:
             self._switch(0)  # a switch to a new actor re-sends what was watched before
         if key not in self._watched:
@@ -469,6 +469,32 @@ class MasterHandle:
     def stats(self) -> list[dict]:
         """Stats of every loaded index on every shard (one dict per index and shard)."""
         return [s for i in range(self.shards) for s in self.call_shard(i, "stats")]
+
+    def describe(self) -> dict:
+        """Shard 0 as published, never created here (``superduperdb info``).
+
+        ``{'state': 'running', 'worker', 'generation', 'started_at', 'indexes', 'reconciler'}``,
+        or a ``state`` saying it is not started, lost (re-created on next use) or unknown.
+        """
+        if self.dask_client is None:
+            return {"state": "inline (in the client's process)"}
+        try:
+            actor, generation, _ = self._published(0)
+        except KeyError:
+            return {"state": "not started (created when a semantic index is first used)"}
+        except Exception as exc:
+            return {"state": f"unknown ({type(exc).__name__}: {exc})"}
+        master: dict = {"worker": getattr(actor, "_address", None)}
+        try:
+            with self.dask_client.as_current():
+                started = actor.ping().result(timeout=self.timeout)
+                stats = actor.stats().result(timeout=self.timeout)
+                reconciler = actor.reconciler().result(timeout=self.timeout)
+        except Exception as exc:
+            master["state"] = f"lost ({type(exc).__name__}: {exc}); re-created on the next search or index job"
+            return master
+        return {**master, "state": "running", "generation": generation, "started_at": float(started),
+                "indexes": [dict(s) for s in stats], "reconciler": dict(reconciler)}
 
     def worker(self) -> str | None:
         """Address of the worker holding shard 0 (None when inline)."""

@@ -33,10 +33,11 @@ from typing import Any
 from ..config import redact
 from ..errors import SemanticIndexError
 from ..index.checksums import row_checksums
-from ..store.context import Context, Target
-from ..store.layout import MISSING, fingerprint_path, get_path, output_path
+from ..store.context import Context
+from ..store.layout import MISSING, get_path
 from ..store.partitions import PARTITIONS, id_hash, partition_of
 from ..store.positions import PART, SafePosition
+from ..store.semantic_indexes import IndexView
 from ..types import npy
 from . import localcopy
 from .filters import FilterFields, extract
@@ -46,17 +47,6 @@ logger = logging.getLogger(__name__)
 
 LOAD_CHUNK = 5000
 VERIFY_CHUNK = 8192
-
-
-def indexed_path(row: dict) -> str:
-    """Where the indexed outputs of semantic index ``row`` are stored."""
-    return output_path(row["keys"][0], row["models"][0])
-
-
-def read_projection(row: dict) -> dict:
-    """What a read of index ``row``'s documents fetches: the indexed output, its fingerprint, the filter fields."""
-    return {indexed_path(row): 1, fingerprint_path(row["keys"][0], row["models"][0]): 1,
-            **fields_projection(row.get("filter_fields") or [])}
 
 
 def owned(layout: tuple | None) -> frozenset | None:
@@ -81,8 +71,9 @@ def decode(ctx: Context, row: dict, docs: Iterable[dict], partitions: frozenset 
            progress: dict | None = None, values: list | None = None) -> tuple[list, list, list]:
     """``(ids, vectors, fingerprints)`` of documents read with their indexed output and fingerprint (those
     whose ``_id`` falls in ``partitions``, if given); ``values``: a list given the filter-field values of each."""
-    path, fp_path = indexed_path(row), fingerprint_path(row["keys"][0], row["models"][0])
-    fields = row.get("filter_fields") or []
+    view = IndexView.of(row)
+    path, fp_path = view.path, view.fingerprint_path
+    fields = view.filter_fields
     ids, vectors, fps = [], [], []
     for doc in docs:
         if partitions is not None and partition_of(doc["_id"]) not in partitions:
@@ -105,17 +96,17 @@ def read(ctx: Context, row: dict, query: dict, partitions: frozenset | None = No
     """``(ids, vectors, fingerprints)`` of the documents matching ``query`` that have an indexed output (and
     whose ``_id`` falls in ``partitions``, if given: one read of those partitions and the unstamped documents);
     ``values``: a list given the filter-field values of each."""
-    path = indexed_path(row)
-    cursor = ctx.collection.find(scoped({"$and": [query, {path: {"$exists": True}}]}, partitions),
-                                 read_projection(row))
+    view = IndexView.of(row)
+    cursor = ctx.collection.find(scoped({"$and": [query, view.has_output]}, partitions), view.reads)
     return decode(ctx, row, cursor.batch_size(LOAD_CHUNK), partitions, progress, values)
 
 
 def read_fingerprints(ctx: Context, row: dict, partitions: frozenset | None = None) -> tuple[list, list]:
     """``(ids, fingerprints)`` of every document with an indexed output (in ``partitions``; no vectors read)."""
-    path, fp_path = indexed_path(row), fingerprint_path(row["keys"][0], row["models"][0])
+    view = IndexView.of(row)
+    fp_path = view.fingerprint_path
     ids, fps = [], []
-    cursor = ctx.collection.find(scoped({path: {"$exists": True}}, partitions), {fp_path: 1})
+    cursor = ctx.collection.find(scoped(view.has_output, partitions), {fp_path: 1})
     for doc in cursor.batch_size(LOAD_CHUNK):
         if partitions is not None and partition_of(doc["_id"]) not in partitions:
             continue
@@ -130,7 +121,11 @@ class LoadedIndex:
 
     Parameters
     ----------
-    target, row : the collection and the index's metadata row
+    ctx : Context
+        The one context of the index's collection (its database handle and resolved config), opened when the
+        index loads and used by every call on it.
+    row : dict
+        The index's metadata row.
     index : VectorIndex
     seconds : float
         How long loading took.
@@ -146,10 +141,11 @@ class LoadedIndex:
         The shard's lease epoch when it loaded (0: in-process, no lease).
     """
 
-    def __init__(self, target: Target, row: dict, index: Any, seconds: float, fingerprints: dict,
+    def __init__(self, ctx: Context, row: dict, index: Any, seconds: float, fingerprints: dict,
                  source: str = "database", shard: dict | None = None, layout: tuple | None = None,
                  epoch: int = 0) -> None:
-        self.target, self.row, self.index, self.load_seconds = target, row, index, seconds
+        self.ctx, self.target, self.row, self.index, self.load_seconds = ctx, ctx.target, row, index, seconds
+        self.view = IndexView.of(row)
         self.fingerprints = fingerprints
         self.shard = dict(shard or {"shard": 0, "shards": 1})
         self.version = layout[0] if layout is not None else None  # of the partition table it was loaded with
@@ -157,7 +153,7 @@ class LoadedIndex:
         self.epoch = epoch
         self.source = source
         self.catch_up: dict | None = None  # what loading re-read (and, later, what the digests found)
-        cfg = Context(target).config.master
+        cfg = ctx.config.master
         self.snapshot_interval = float(cfg.snapshot_interval)
         self.snapshot_changes = int(cfg.snapshot_changes)
         self.lock = threading.Lock()  # fingerprints, sums, changes
@@ -171,7 +167,7 @@ class LoadedIndex:
         self.safe = SafePosition(None, float(cfg.position_lag))
         self.hashes: dict = {}  # id -> id_hash(id), for the snapshot's partitions and digests
         self.rejected: list[dict] = []  # snapshots that failed a check when this index loaded
-        self.local_path = self.local_path_for(Context(target), row, self.partitions)
+        self.local_path = self.local_path_for(ctx, row, self.partitions)
         self.verified = threading.Event()  # set once the digests were checked after a restart
         self.sums: dict | None = None  # id -> checksum of its vector as read (None: not computed yet)
         self.verify_at = 0  # where the next partial verify starts
@@ -183,10 +179,6 @@ class LoadedIndex:
         """Where this worker keeps its local copy of the shard's snapshot of ``row`` (None: no local copies)."""
         folder = localcopy.folder(ctx.config.master.snapshot_dir)
         return localcopy.path_for(folder, ctx.target, row, partitions) if folder is not None else None
-
-    @property
-    def ctx(self) -> Context:
-        return Context(self.target)
 
     @property
     def name(self) -> str:
@@ -340,7 +332,8 @@ class LoadedIndex:
                 "position": getattr(self.safe.safe(), "seq", None),
                 "snapshot": self.last_snapshot, "changes_since_snapshot": self.changes,
                 "snapshot_age_s": time.time() - self.last_snapshot["at"] if self.last_snapshot else None,
-                "graph_enabled": self.index.graph_enabled, "filter_fields": self.row.get("filter_fields") or [], **self.shard, "epoch": self.epoch,
+                "graph_enabled": self.index.graph_enabled, "filter_fields": self.row.get("filter_fields") or [],
+                **self.shard, "epoch": self.epoch,
                 "partitions": PARTITIONS if self.partitions is None else len(self.partitions),
                 "warm": warm, **self.index.stats()}
 

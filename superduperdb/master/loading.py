@@ -127,7 +127,7 @@ def from_documents(ctx: Context, row: dict, index: Any, progress: dict, *, shard
     seconds = time.perf_counter() - start
     logger.info("loaded index %r of %s.%s (shard %d of %d): %d vectors from the documents in %.2f s", row["name"],
                 ctx.target.database, ctx.target.collection, shard["shard"], shard["shards"], len(ids), seconds)
-    loaded = LoadedIndex(ctx.target, row, index, seconds, dict(zip(ids, fps)), shard=shard, layout=layout,
+    loaded = LoadedIndex(ctx, row, index, seconds, dict(zip(ids, fps)), shard=shard, layout=layout,
                          epoch=epoch)
     loaded.record_sums(ids, vectors, [], start=True)
     if loaded.filter is not None:
@@ -159,7 +159,7 @@ def from_snapshot(ctx: Context, row: dict, index: Any, progress: dict, gate: Gat
                          daemon=True).start()
     restored_s = time.perf_counter() - start
     manifest = restored.manifest
-    loaded = LoadedIndex(ctx.target, row, index, restored_s, restored.fingerprints, source="snapshot", shard=shard,
+    loaded = LoadedIndex(ctx, row, index, restored_s, restored.fingerprints, source="snapshot", shard=shard,
                          layout=layout, epoch=epoch)
     loaded.hashes, loaded.rejected = restored.hashes, rejected
     if loaded.filter is not None:

@@ -46,7 +46,7 @@ def path_for(base: Path, target: Any, row: dict, partitions: Any = None) -> Path
     """Where the local copy of index ``row`` of ``target``'s collection lies (a shard's ``partitions``: its own)."""
     from ..store.partitions import PARTITIONS
 
-    key = hashlib.sha256(f"{target.uri}|{target.database}|{target.collection}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(target.key.encode()).hexdigest()[:16]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(row["name"]))
     if partitions is not None and len(set(partitions)) < PARTITIONS:
         covered = ",".join(str(p) for p in sorted(partitions))

@@ -69,6 +69,7 @@ def pick_worker(h: MasterHandle, shard: int, deadline: float) -> str:
 def create(h: MasterHandle, shard: int, generation: int, replaces: str | None, worker: str | None = None) -> Any:
     """A new actor of ``shard`` (``generation``, replacing the actor with key ``replaces``): ``(actor, future,
     worker)``, on ``worker`` or a picked one. A picked worker that dies during the creation is left for another."""
+    from ..store.dispatch import submit
     from .actor import Master
 
     deadline = time.monotonic() + h.timeout
@@ -76,9 +77,9 @@ def create(h: MasterHandle, shard: int, generation: int, replaces: str | None, w
         where = worker or pick_worker(h, shard, deadline)
         key = f"superduperdb-master-{shard}-{uuid.uuid4().hex}"
         began = time.monotonic()
-        future = h.dask_client.submit(Master, h.warm_up, h.sweep if shard == 0 else None, generation, shard, h.shards,
-                                      key, replaces, h.lease_ttl, actor=True, workers=[where],
-                                      allow_other_workers=False, key=key, pure=False)
+        future = submit(h.dask_client, Master, h.warm_up, h.sweep if shard == 0 else None, generation, shard,
+                        h.shards, key, replaces, h.lease_ttl, actor=True, workers=[where],
+                        allow_other_workers=False, key=key, pure=False)
         try:
             with h.dask_client.as_current():
                 actor = wait_result(future, deadline, lambda w=where: h.worker_alive(w), f"worker {where}")

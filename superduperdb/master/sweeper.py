@@ -25,10 +25,6 @@ logger = logging.getLogger(__name__)
 TICK = 0.5  # seconds between looks at the schedule (passes run every reconcile.interval)
 
 
-def target_key(target: Any) -> str:
-    return f"{target.uri}|{target.database}|{target.collection}"
-
-
 class Sweeper:
     """Runs ``sweep(target, dask_client)`` for every watched collection, every interval.
 
@@ -55,7 +51,7 @@ class Sweeper:
 
     def watch(self, target: Any, interval: float) -> None:
         """Sweep ``target`` every ``interval`` seconds (0: never; the first pass one interval from now)."""
-        key = target_key(target)
+        key = target.key
         with self._lock:
             known = key in self._targets
             self._targets[key] = (target, float(interval))

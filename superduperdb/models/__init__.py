@@ -7,6 +7,9 @@ neither torch, numpy, scikit-learn nor sentence-transformers.
 >>> from superduperdb.models import Model
 >>> Model(lambda x: x + 1).predict([1, 2])
 [2, 3]
+
+Floor: pure compute (with ``types``, ``index``, ``training``, ``datasets``). May import its own
+floor and the leaves (``errors``, ``config``); no MongoDB, no Dask.
 """
 
 from .base import KINDS, Model

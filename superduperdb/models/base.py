@@ -235,7 +235,9 @@ class Model:
             model=self.name,
         )
 
-    def _hooks(self, kind: str) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]:
+    def hooks(self, kind: str) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]:
+        """``(preprocess, postprocess)``: the per-item hooks applied for ``kind`` (by default a torch
+        module's own ``preprocess``/``postprocess`` methods)."""
         hooks = []
         for which in ("preprocess", "postprocess"):
             hook = getattr(self, which)
@@ -270,7 +272,7 @@ class Model:
         ('callable', 'builtins.len', None)
         """
         kind, method = self.validate()
-        pre, post = self._hooks(kind)
+        pre, post = self.hooks(kind)
         return {
             "kind": kind,
             "class": class_path(self.object),
@@ -309,7 +311,7 @@ class Model:
             raise ModelError(unknown_name("method", method, methods, where=f"on {class_path(self.object)}",
                                           plural="callable attributes", limit=20)
                              + " method= names the method to call on each batch.", model=self.name, method=method)
-        self._hooks(kind)
+        self.hooks(kind)
         self._kwargs(method)
         return kind, method
 
@@ -384,7 +386,7 @@ class Model:
         inputs = list(inputs)
         kind, method = self._resolve()
         self._check_batch_size()
-        pre, post = self._hooks(kind)
+        pre, post = self.hooks(kind)
         kwargs = self._kwargs(method)
         if not inputs:
             return []

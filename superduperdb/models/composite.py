@@ -60,11 +60,6 @@ def composite_ref(*, forward: Mapping, attribute: str | None = None, preprocess:
     return {"hash": digest, "serializer": SERIALIZER, **body}
 
 
-def parts_of(ref: Mapping) -> list[dict]:
-    """The plain artifact references a composite reference is built from."""
-    return [r for r in (ref.get("forward"), ref.get("preprocess"), ref.get("postprocess")) if r]
-
-
 def _ref(ref: Mapping | None) -> dict | None:
     return None if ref is None else {"hash": ref["hash"], "serializer": ref["serializer"]}
 

@@ -9,6 +9,8 @@ process; it needs no Dask cluster. HTTP basic auth is on when
 logged or shown).
 
 Needs the ``serve`` extra: ``pip install 'superduperdb[serve]'`` (Starlette and Uvicorn).
+
+Floor: entry points (the top). May import anything; nothing in the package imports it.
 """
 
 from __future__ import annotations

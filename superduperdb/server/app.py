@@ -122,8 +122,7 @@ def create_app(collection_of: Callable[[str, str], Any], *, username: str | None
             coll = collection_of(database, collection)
             # Only registered models: a request never registers one (not even an attribute model
             # 'parent.attr', which apply_model in a client would register on first use).
-            await _run(lambda: coll._metadata.get("models", model, hint="Register it from a client first."))
-            outputs = await _run(lambda: coll.apply_model(model, body["inputs"], key=key))
+            outputs = await _run(lambda: coll.apply_model(model, body["inputs"], key=key, registered_only=True))
         except NotRegisteredError as exc:
             return error(404, type(exc).__name__, str(exc))
         except SuperDuperError as exc:

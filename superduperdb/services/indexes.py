@@ -17,6 +17,7 @@ querying an image index). A neighbourhood row in ``<coll>._neighbourhoods``::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
@@ -25,22 +26,24 @@ from ..errors import AlreadyRegisteredError, InUseError, SemanticIndexError, unk
 from ..index.measures import MEASURES
 from ..jobs.handles import JobGroup
 from ..master.handle import MasterHandle
+from ..store.bulk import unset_everywhere
 from ..store.layout import neighbourhood_path
+from ..store.semantic_indexes import DEFAULT_KEY, forget
 from ..store.watchers import watcher_name
-from ..tasks.reconcile import sweep
+from ..tasks.reconcile import master_handle
 
 if TYPE_CHECKING:
     from ..jobs.service import JobService
     from .scope import Scope
 
-DEFAULT_KEY = "semantic_index"
 
 
 class IndexService:
-    def __init__(self, scope: Scope, jobs: JobService) -> None:
+    def __init__(self, scope: Scope, jobs: JobService, ensure_model: Callable[[str], dict]) -> None:
         self.scope = scope
         self.metadata = scope.metadata
         self.jobs = jobs
+        self.ensure_model = ensure_model  # a model's row ('parent.attr' of a registered parent registered now)
         self._master: MasterHandle | None = None
         self._watching = False
 
@@ -50,8 +53,7 @@ class IndexService:
         """The cluster's master (in this process when jobs run inline)."""
         if self._master is None:
             cluster = self.scope.cluster
-            self._master = MasterHandle.from_config(None if cluster.inline else cluster.client, self.scope.config,
-                                                    sweep=sweep)
+            self._master = master_handle(None if cluster.inline else cluster.client, self.scope.config)
         return self._master
 
     def watch_collection(self) -> None:
@@ -86,10 +88,8 @@ class IndexService:
                                                   "create_measure(name, callable) first."), measure=measure, valid=valid)
         if self.metadata.exists("semantic_indexes", name):
             raise AlreadyRegisteredError("semantic index", name)
-        from .models import ensure_model
-
         for model in models:
-            ensure_model(self.scope, model)  # 'parent.attr' of a registered parent is registered now
+            self.ensure_model(model)
         return models, keys
 
     @staticmethod
@@ -122,8 +122,9 @@ class IndexService:
         try:
             if setting is None or setting.get("value") is None:
                 self.metadata.set_setting(DEFAULT_KEY, name)
-            return JobGroup([self.jobs.submit("index", {"index": name, "ids": None}, depends_on=list(after),
-                                              record={"index": name})])
+            # "registering": should this first load fail, the job unregisters the index.
+            return JobGroup([self.jobs.submit("index", {"index": name, "ids": None, "registering": True},
+                                              depends_on=list(after), record={"index": name})])
         except BaseException:  # register nothing
             self.metadata.delete("semantic_indexes", name)
             if setting is None:
@@ -139,7 +140,7 @@ class IndexService:
                 raise SemanticIndexError(
                     f"{self.scope.full_name} has no semantic index. Create one with "
                     "create_semantic_index(name, models=[...], keys=[...]).")
-        return self.metadata.get("semantic_indexes", name, hint="Create it with create_semantic_index.")
+        return self.metadata.get("semantic_indexes", name)
 
     def delete(self, name: str, force: bool = False) -> None:
         row = self.metadata.get("semantic_indexes", name)
@@ -149,10 +150,7 @@ class IndexService:
         for r in self.metadata.list("neighbourhoods", {"semantic_index": name}):
             self.delete_neighbourhood(r["name"], force=True)
         self.master.drop(self.scope.target, row, forget=True)
-        self.metadata.delete("semantic_indexes", name)
-        if self.metadata.get_setting(DEFAULT_KEY) == name:
-            remaining = self.metadata.names("semantic_indexes")
-            self.metadata.set_setting(DEFAULT_KEY, remaining[0] if remaining else None)
+        forget(self.metadata, name)
 
     def set_default(self, name: str) -> None:
         self.metadata.get("semantic_indexes", name)
@@ -184,5 +182,5 @@ class IndexService:
         raw = self.scope.raw
         if not force and raw.count_documents({path: {"$exists": True}}, limit=1):
             raise InUseError("neighbourhood", name, [f"its neighbour lists at {path} (force=True removes them)"])
-        raw.update_many({path: {"$exists": True}}, {"$unset": {path: ""}})
+        unset_everywhere(raw, [path])  # and an empty _like
         self.metadata.delete("neighbourhoods", name)

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import AlreadyRegisteredError, QueryError, TrainingError
 from ..jobs.handles import JobGroup
 from ..store.watchers import dump_filter, watcher_name
-from ..training import metrics as M
-from .training import _builtin_losses, check_name, check_trainable, settings_from
+from .training import check_known, check_name, check_trainable, settings_from
 
 if TYPE_CHECKING:
     from .scope import Scope
@@ -60,8 +59,7 @@ class LearningTaskService:
         if (task_type == "custom") != (trainer is not None):
             raise TrainingError("A 'custom' learning task needs trainer=callable, and only it takes one.")
         for model in models:
-            check_trainable(self.metadata.get("models", model, hint="Register it with create_model(name, object) "
-                                                                    "first."), model)
+            check_trainable(self.metadata.get("models", model), model)
         if task_type == "supervised" and (len(models) != 1 or len(keys) != 2):
             raise TrainingError(f"A supervised task trains one model from keys=[input, target], got models={models!r}, "
                                 f"keys={keys!r}.")
@@ -70,15 +68,8 @@ class LearningTaskService:
                                 "keys=[target_key, query_key], or one model and key with a splitter.")
         if filter is not None and not isinstance(filter, Mapping):
             raise QueryError(f"filter must be a dict (a MongoDB query), not {filter!r}.", argument="filter")
-        for m in metrics:
-            if not M.is_builtin(m):
-                self.metadata.get("metrics", m, hint="Register it with create_metric(name, callable).")
-        if objective is not None and objective not in _builtin_losses():
-            self.metadata.get("losses", objective, hint="Register it with create_loss(name, callable).")
-        for vs in validation_sets:
-            self.metadata.get("validation_sets", vs, hint="Create it with create_validation_set(name, ...).")
-        if splitter is not None:
-            self.metadata.get("splitters", splitter, hint="Register it with create_splitter(name, callable).")
+        check_known(self.metadata, metrics=metrics, losses=[objective] if objective is not None else [],
+                    validation_sets=validation_sets, splitters=[splitter] if splitter is not None else [])
         if trainer is not None and not callable(trainer):
             raise TrainingError(f"trainer must be callable: trainer(models, train, validation, ...), not {trainer!r}.")
         settings = settings_from(settings) if task_type != "custom" else {}
@@ -94,7 +85,7 @@ class LearningTaskService:
             row["trainer"] = self.scope.artifacts.put(trainer, serializer)
         for key in keys_to_watch:  # watchers computed from the trained version, activated by its promotion
             if not self.metadata.exists("watchers", watcher_name(models[0], key)):
-                self.training._awaiting_watcher(models[0], key, filter, dict(features or {}))
+                self.training.awaiting_watcher(models[0], key, filter, dict(features or {}))
         self.metadata.insert("learning_tasks", row)
         return self.run(name)
 
@@ -102,7 +93,7 @@ class LearningTaskService:
         """Train again (new versions, then promoted) as the task describes."""
         from ..tasks.training import TrainSpec
 
-        row = self.metadata.get("learning_tasks", name, hint="Create it with create_learning_task(...).")
+        row = self.metadata.get("learning_tasks", name)
         record = {"learning_task": name}
         if row["task_type"] == "custom":
             from ..tasks.learning import LearnSpec
@@ -111,7 +102,7 @@ class LearningTaskService:
                              features=row["features"], filter=row["filter"], objective=row["objective"],
                              metrics=tuple(row["metrics"]), validation_sets=tuple(row["validation_sets"]),
                              options=row["options"])
-            return self.training._submit(spec, record, kind="learn")
+            return self.training.submit_training(spec, record, kind="learn")
         common = {"filter": row["filter"], "loss": row["objective"], "metrics": tuple(row["metrics"]),
                   "validation_sets": tuple(row["validation_sets"]), "settings": row["settings"]}
         models, keys = row["models"], row["keys"]
@@ -124,7 +115,7 @@ class LearningTaskService:
             spec = TrainSpec(kind="semantic_index", name=name, models=(models[0], models[1]), keys=(keys[0], keys[1]),
                              splitter=row["splitter"], measure=row["measure"], n_retrieve=row["n_retrieve"],
                              **{**common, "metrics": common["metrics"] or ("recall@10", "mrr")})
-        return self.training._submit(spec, record)
+        return self.training.submit_training(spec, record)
 
     def delete(self, name: str) -> None:
         """Delete the task; the versions it trained stay with their models (and its trainer's

@@ -19,6 +19,7 @@ from ..jobs.handles import Job, JobGroup
 from ..store.layout import fingerprint_path
 from ..store.watchers import active_watchers, downstream
 from ..training import metrics as M
+from .training import check_known
 
 if TYPE_CHECKING:
     from .scope import Services
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 def refresh_model(services: Services, name: str) -> JobGroup:
     scope = services.scope
-    scope.metadata.get("models", name, hint="Register it with create_model(name, object).")
+    scope.metadata.get("models", name)
     rows = active_watchers(scope.metadata)
     own = [r for r in rows if r["model"] == name]
     if not own:
@@ -51,17 +52,12 @@ def validate_semantic_index(services: Services, name: str, validation_sets: list
     if not metrics:
         raise TrainingError("metrics must name at least one metric, e.g. ['recall@10', 'mrr'].")
     for metric in metrics:
-        if M.is_builtin(metric):
-            if not M.is_retrieval(metric):
-                raise TrainingError(f"Metric {metric!r} is for supervised models; a semantic index takes retrieval "
-                                    "metrics such as 'recall@10', 'mrr' or registered ones.", metric=metric)
-        else:
-            scope.metadata.get("metrics", metric, hint="Register it with create_metric(name, callable).")
-    for vs in validation_sets:
-        scope.metadata.get("validation_sets", vs, hint="Create it with create_validation_set(name, ...).")
-    if splitter is not None:
-        scope.metadata.get("splitters", splitter, hint="Register it with create_splitter(name, callable).")
-    elif len(index["models"]) < 2:
+        if M.is_builtin(metric) and not M.is_retrieval(metric):
+            raise TrainingError(f"Metric {metric!r} is for supervised models; a semantic index takes retrieval "
+                                "metrics such as 'recall@10', 'mrr' or registered ones.", metric=metric)
+    check_known(scope.metadata, metrics=metrics, validation_sets=validation_sets,
+                splitters=[splitter] if splitter is not None else [])
+    if splitter is None and len(index["models"]) < 2:
         raise TrainingError(f"Index {name!r} has one model/key: give splitter=... (create_splitter) to split each "
                             "document into a query and a target, or create the index with a query model and key.")
     if isinstance(n_retrieve, bool) or not isinstance(n_retrieve, int) or n_retrieve < 1:

@@ -24,11 +24,13 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelError, SemanticIndexError, unknown_name
+from ..errors import AlreadyRegisteredError, ModelError, SemanticIndexError, unknown_name
 from ..jobs.handles import JobGroup
 
 if TYPE_CHECKING:
-    from .scope import Services
+    from ..store import MetadataStore
+    from .indexes import IndexService
+    from .measures import MeasureService
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,8 @@ def neighbourhood_specs(neighbourhoods: Any) -> list[tuple[str, int]]:
     return out
 
 
-def check_index_options(services: Services, name: str, key: str | None, semantic_index: Any, measure: str | None,
+def check_index_options(measures: MeasureService, metadata: MetadataStore, name: str, key: str | None,
+                        semantic_index: Any, measure: str | None,
                         neighbourhoods: Any) -> tuple[str | None, str, list[tuple[str, int]]]:
     """``(index name or None, measure, neighbourhoods)``, validated before anything is registered."""
     hoods = neighbourhood_specs(neighbourhoods)
@@ -97,23 +100,18 @@ def check_index_options(services: Services, name: str, key: str | None, semantic
     index = name if semantic_index is True else semantic_index
     if not isinstance(index, str) or not index:
         raise SemanticIndexError(f"semantic_index must be True or an index name, not {semantic_index!r}.")
-    measure = services.measures.check("cosine" if measure is None else measure)
-    if services.scope.metadata.exists("semantic_indexes", index):
-        from ..errors import AlreadyRegisteredError
-
+    measure = measures.check("cosine" if measure is None else measure)
+    if metadata.exists("semantic_indexes", index):
         raise AlreadyRegisteredError("semantic index", index)
     for hood, _ in hoods:
-        if services.scope.metadata.exists("neighbourhoods", hood):
-            from ..errors import AlreadyRegisteredError
-
+        if metadata.exists("neighbourhoods", hood):
             raise AlreadyRegisteredError("neighbourhood", hood)
     return index, measure, hoods
 
 
-def register_index(services: Services, model: str, key: str, index: str, measure: str,
+def register_index(indexes: IndexService, model: str, key: str, index: str, measure: str,
                    hoods: list[tuple[str, int]], after: JobGroup) -> JobGroup:
     """The index over ``model``'s outputs on ``key`` and its neighbourhoods (validated by :func:`check_index_options`)."""
-    indexes = services.indexes
     models, keys = indexes.check_new(index, [model], [key], measure)
     jobs = indexes.create(index, models, keys, measure, after=after)
     loaded = JobGroup(list(jobs))

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AlreadyRegisteredError, InUseError, ModelError
+from ..errors import AlreadyRegisteredError, InUseError, ModelError, QueryError
 from ..models.base import Model
 from ..models.composite import check_part, composite_ref
 from ..models.resources import model_resources
@@ -29,18 +29,21 @@ from ..store.models import load_model
 from ..types.registry import drop_unreferenced
 
 if TYPE_CHECKING:
+    from ..jobs.handles import Job, JobGroup
+    from ..jobs.service import JobService
     from .indexes import IndexService
     from .scope import Scope
     from .watchers import WatcherService
 
 
 class ModelService:
-    def __init__(self, scope: Scope, watchers: WatcherService, indexes: IndexService) -> None:
+    def __init__(self, scope: Scope, watchers: WatcherService, indexes: IndexService, jobs: JobService) -> None:
         self.scope = scope
         self.metadata = scope.metadata
         self.artifacts = scope.artifacts
         self.watchers = watchers
         self.indexes = indexes
+        self.jobs = jobs
 
     def check_new(self, name: str, object: Any = None, *, preprocess=None, postprocess=None, type: str | None = None,
                   batch_size: int = 32, device: Any = None, method: str | None = None,
@@ -84,10 +87,9 @@ class ModelService:
             if parent is not None:
                 self.metadata.get("models", parent, hint=f"{name!r} is an attribute of model {parent!r}, "
                                                          "which must be registered first.")
-            hint = "Register it with create_{}(name, {})."
-            self._part("preprocessors", preprocessor, hint.format("preprocessor", "callable"))
-            self._part("postprocessors", postprocessor, hint.format("postprocessor", "callable"))
-            self._part("forwards", forward, hint.format("forward", "module"))
+            self._part("preprocessors", preprocessor)
+            self._part("postprocessors", postprocessor)
+            self._part("forwards", forward)
             if object is not None:
                 check_part("forward", object)
             if parent is not None:  # an attribute of a model on a GPU runs where its parent does
@@ -146,9 +148,8 @@ class ModelService:
     def _create_composite(self, name: str, object: Any, parent: str | None, forward: str | None,
                           preprocessor: str | None, postprocessor: str | None, options: dict, type: str | None,
                           serializer: str | None, resources: dict | None = None) -> dict:
-        hint = "Register it with create_{}(name, {})."
-        pre = self._part("preprocessors", preprocessor, hint.format("preprocessor", "callable"))
-        post = self._part("postprocessors", postprocessor, hint.format("postprocessor", "callable"))
+        pre = self._part("preprocessors", preprocessor)
+        post = self._part("postprocessors", postprocessor)
         extra: dict = {"parts": {"preprocessor": preprocessor, "forward": forward, "postprocessor": postprocessor}}
         version = 1
         if parent is not None:
@@ -160,7 +161,7 @@ class ModelService:
             base, attribute, version = parent_row["artifact"], name.split(".", 1)[1], parent_row.get("version", 1)
             extra = {**extra, "parent": parent, "attribute": attribute}
         elif forward is not None:
-            base, attribute = self._part("forwards", forward, hint.format("forward", "module")), None
+            base, attribute = self._part("forwards", forward), None
         else:
             check_part("forward", object)
             base, attribute = self.artifacts.put(object, serializer), None
@@ -173,8 +174,8 @@ class ModelService:
             row["resources"] = resources  # what its jobs request (GPU=1 ...)
         return self.metadata.insert("models", row)
 
-    def _part(self, kind: str, name: str | None, hint: str) -> dict | None:
-        return None if name is None else self.metadata.get(kind, name, hint=hint)["artifact"]
+    def _part(self, kind: str, name: str | None) -> dict | None:
+        return None if name is None else self.metadata.get(kind, name)["artifact"]
 
     def ensure(self, name: str) -> dict:
         """The row of model ``name``; an unregistered ``parent.attr`` of a registered parent is registered now."""
@@ -186,7 +187,7 @@ class ModelService:
                 return self.create(name)
             except AlreadyRegisteredError:  # registered concurrently
                 return self.metadata.get("models", name)
-        return self.metadata.get("models", name, hint="Register it with create_model(name, object) first.")
+        return self.metadata.get("models", name)
 
     # -- parts ------------------------------------------------------------------------------------
     def create_part(self, kind: str, name: str, obj: Any, serializer: str | None = None) -> dict:
@@ -244,16 +245,85 @@ class ModelService:
                 self.watchers.delete(w["name"], force=True)
         self.metadata.delete("models", name)
 
-    def apply(self, name: str, inputs: list, key: str | None = None) -> list:
+    def apply_batch(self, name: str, key: Any, filter: Any, write: bool, wait: bool, timeout: float | None,
+                    progress: bool | None, registered_only: bool = False) -> Job | JobGroup | tuple[list, list]:
+        """``apply_model(name, filter=..., key=..., write=...)``: ``apply`` jobs on the cluster, one per
+        ``_id`` range (:meth:`partitions`: one per worker, each at least ``jobs.chunk_size`` documents).
+
+        ``write=True``: the job, or the :class:`JobGroup` of the partitions' jobs when split (waited for
+        if ``wait``). ``write=False``: waits, and returns ``(ids, decoded outputs)`` read from the jobs'
+        parts (then deleted), in partition order.
+        """
+        from bson import ObjectId
+
+        from ..jobs.handles import JobGroup
+
+        if key is None:
+            raise QueryError("apply_model on the collection needs key= (the field to apply the model to), e.g. "
+                             f"apply_model({name!r}, filter={{}}, key='text').", argument="key")
+        if not isinstance(key, str) or not key or key.startswith("$"):
+            raise QueryError(f"key must be a field name such as 'text', not {key!r}.", argument="key")
+        model_row = self.row(name, registered_only)  # NotRegisteredError here, not on a worker
+        query = self.scope.query(filter)
+        chunk_size = self.scope.config.jobs.chunk_size
+        queries = self.partitions(query, chunk_size)
+        group = JobGroup([self.jobs.submit("apply", {"model": name, "key": key, "filter": q, "write": bool(write),
+                                                     "chunk_size": chunk_size},
+                                           record={"model": name, "field": key, "write": bool(write),
+                                                   "partition": k, "partitions": len(queries)},
+                                           resources=model_row.get("resources"))  # a model on a GPU: a GPU worker
+                          for k, q in enumerate(queries)])
+        job = group[0] if len(group) == 1 else group
+        if write:
+            if wait:
+                job.wait(timeout, progress=progress)
+            return job
+        table = self.scope.table("_applied")
+        job_ids = [ObjectId(j.id) for j in group]
+        try:
+            job.wait(timeout, progress=progress)
+            parts = sorted(table.find({"job": {"$in": job_ids}}),
+                           key=lambda p: (job_ids.index(p["job"]), p["n"], p["part"]))
+        except BaseException:
+            for j in group:
+                if not j.done():
+                    j.cancel()
+            raise
+        finally:
+            table.delete_many({"job": {"$in": job_ids}})
+        ids = [i for p in parts for i in p["ids"]]
+        return ids, [v for p in parts for v in self.scope.types.decode(p["outputs"])]
+
+    def partitions(self, query: dict, chunk_size: int) -> list[dict]:
+        """``query`` split into ``_id`` ranges, one per worker, each at least ``chunk_size`` documents
+        (as ``to_dask`` reads): the partitions of a batch ``apply_model``, run at once on several workers."""
+        from ..store.frames import partition_queries
+
+        cluster = self.scope.cluster
+        if cluster.inline:
+            return [query]
+        total = self.scope.raw.count_documents(query)
+        parts = max(1, min(len(cluster.workers()), -(-total // max(chunk_size, 1))))
+        if parts == 1:
+            return [query]
+        return partition_queries(self.scope.raw, query, -(-total // parts))
+
+    def row(self, name: str, registered_only: bool = False) -> dict:
+        """The row of model ``name``: :meth:`ensure` (``'parent.attr'`` registered on first use), or with
+        ``registered_only`` only a registered one (:class:`NotRegisteredError` otherwise)."""
+        return self.metadata.get("models", name) if registered_only else self.ensure(name)
+
+    def apply(self, name: str, inputs: list, key: str | None = None, registered_only: bool = False) -> list:
         """The model's outputs on ``inputs``, or on each document's ``key`` (``'a.b'`` reads
-        ``doc['a']['b']``, ``'_base'`` the whole document, as a watcher does)."""
+        ``doc['a']['b']``, ``'_base'`` the whole document, as a watcher does); ``registered_only``:
+        see :meth:`row`."""
         if isinstance(inputs, (str, bytes, Mapping)) or not isinstance(inputs, Iterable):
             raise ModelError(f"inputs must be a list of inputs (or of documents, with key=...), not "
                              f"{type(inputs).__name__}: use [x] for a single input.", model=name, argument="inputs")
         if key is not None and (not isinstance(key, str) or not key):
             raise ModelError(f"key must be a field name such as 'text' or 'a.b', not {key!r}.", model=name,
                              argument="key")
-        self.ensure(name)
+        self.row(name, registered_only)
         model = self.load(name)
         inputs = list(inputs)
         if key is not None:
@@ -269,12 +339,6 @@ class ModelService:
                 values.append(value)
             inputs = values
         return model.predict(inputs)
-
-
-def ensure_model(scope: Scope, name: str) -> dict:
-    """The row of model ``name``, registering an attribute model ``parent.attr`` on first use
-    (for the services that only read models: watchers, indexes, search)."""
-    return ModelService(scope, None, None).ensure(name)  # type: ignore[arg-type]
 
 
 def _plain(description: dict) -> dict:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .learning import LearningTaskService
     from .measures import MeasureService
     from .models import ModelService
+    from .registrations import RegistrationService
     from .search import SearchService
     from .training import TrainingService
     from .watchers import WatcherService
@@ -102,6 +103,11 @@ class Services:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
 
+    def ensure_model(self, name: str) -> dict:
+        """The row of model ``name`` (an attribute model ``parent.attr`` is registered on first use):
+        what the watchers and indexes need of the models, without holding the model service."""
+        return self.models.ensure(name)
+
     @cached_property
     def jobs(self) -> JobService:
         from ..jobs.service import JobService
@@ -118,19 +124,25 @@ class Services:
     def indexes(self) -> IndexService:
         from .indexes import IndexService
 
-        return IndexService(self.scope, self.jobs)
+        return IndexService(self.scope, self.jobs, self.ensure_model)
 
     @cached_property
     def watchers(self) -> WatcherService:
         from .watchers import WatcherService
 
-        return WatcherService(self.scope, self.jobs, self.indexes)
+        return WatcherService(self.scope, self.jobs, self.indexes, self.ensure_model)
 
     @cached_property
     def models(self) -> ModelService:
         from .models import ModelService
 
-        return ModelService(self.scope, self.watchers, self.indexes)
+        return ModelService(self.scope, self.watchers, self.indexes, self.jobs)
+
+    @cached_property
+    def registrations(self) -> RegistrationService:
+        from .registrations import RegistrationService
+
+        return RegistrationService(self.models, self.watchers, self.indexes, self.measures)
 
     @cached_property
     def search(self) -> SearchService:

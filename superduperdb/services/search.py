@@ -229,7 +229,7 @@ class SearchService:
                            decode_errors: str = "raise") -> Callable[[dict], Any]:
         """Wrap ``transform`` so that ``_like.<name>`` holds documents instead of ids (decoded as
         the documents themselves: not with ``raw``; ``decode_errors`` as in ``find``)."""
-        self.scope.metadata.get("neighbourhoods", name, hint="Create it with create_neighbourhood.")
+        self.scope.metadata.get("neighbourhoods", name)
         store, types = self.scope.raw, self.scope.types
 
         def decoded(doc: dict) -> dict | None:

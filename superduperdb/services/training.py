@@ -37,6 +37,7 @@ from ..errors import (
 )
 from ..index.measures import MEASURES
 from ..jobs.handles import Job, JobGroup
+from ..models.composite import is_composite
 from ..store.watchers import active_watchers, downstream, dump_filter, topological, watcher_name
 from ..training import metrics as M
 from ..training.loop import TrainSettings
@@ -59,7 +60,7 @@ def check_name(what: str, name: Any) -> str:
 
 def check_trainable(row: dict, name: str) -> None:
     """Refuse to train a model that stores no object of its own (an attribute model, or one assembled from parts)."""
-    if (row.get("artifact") or {}).get("serializer") == "composite":
+    if is_composite(row.get("artifact") or {}):
         what = (f"an attribute of model {row['parent']!r}: train {row['parent']!r}, and {name!r} follows its versions"
                 if row.get("parent") else "assembled from registered parts: train a model registered with its object")
         raise TrainingError(f"Model {name!r} is {what}.", model=name)
@@ -107,7 +108,7 @@ class TrainingService:
     # -- metrics, losses, splitters --------------------------------------------------------------
     def create_callable(self, kind: str, name: str, obj: Any, serializer: str | None = None) -> dict:
         check_name(CALLABLES[kind], name)
-        builtin = M.is_builtin(name) if kind == "metrics" else kind == "losses" and name in _builtin_losses()
+        builtin = M.is_builtin(name) if kind == "metrics" else kind == "losses" and name in builtin_losses()
         if builtin:
             raise TrainingError(f"{name!r} is a built-in {CALLABLES[kind]}; choose another name.")
         if not callable(obj):
@@ -121,18 +122,18 @@ class TrainingService:
 
     def list_callables(self, kind: str) -> list[str]:
         builtins = {"metrics": [m for m in M.BUILTIN_METRICS if m != "recall@k"] + ["recall@10"],
-                    "losses": list(_builtin_losses()), "splitters": []}[kind]
+                    "losses": list(builtin_losses()), "splitters": []}[kind]
         return sorted(set(builtins) | set(self.metadata.names(kind)))
 
     def load_callable(self, kind: str, name: str) -> Any:
         """The metric, loss or splitter ``name``: a built-in one, or the registered callable."""
         if kind == "metrics" and M.is_builtin(name):
             return M.get_builtin(name)
-        if kind == "losses" and name in _builtin_losses():
+        if kind == "losses" and name in builtin_losses():
             from ..training.losses import get_builtin
 
             return get_builtin(name)
-        row = self.metadata.get(kind, name, hint=f"Register it with create_{CALLABLES[kind]}(name, callable).")
+        row = self.metadata.get(kind, name)
         return self.artifacts.get(row["artifact"])
 
     def delete_callable(self, kind: str, name: str, force: bool = False) -> None:
@@ -143,11 +144,6 @@ class TrainingService:
         if users and not force:
             raise InUseError(CALLABLES[kind], name, users)
         self.metadata.delete(kind, name)
-
-    def _check_known(self, kind: str, names: list[str], builtin: Any) -> None:
-        for name in names:
-            if not builtin(name):
-                self.metadata.get(kind, name, hint=f"Register it with create_{CALLABLES[kind]}(name, callable).")
 
     # -- validation sets -------------------------------------------------------------------------
     def create_validation_set(self, name: str, filter: Mapping | None = None, *, sample_size: int | None = None,
@@ -190,7 +186,7 @@ class TrainingService:
         self.metadata.delete("validation_sets", name)
 
     def validation_set(self, name: str) -> list[dict]:
-        self.metadata.get("validation_sets", name, hint="Create it with create_validation_set(name, ...).")
+        self.metadata.get("validation_sets", name)
         return [self.scope.types.decode(d) for d in self.validation_data.find({"_validation_set": name})]
 
     # -- imputations -----------------------------------------------------------------------------
@@ -201,7 +197,7 @@ class TrainingService:
         check_name("Imputation", name)
         if self.imputations.count_documents({"name": name}, limit=1):
             raise AlreadyRegisteredError("imputation", name)
-        row = self.metadata.get("models", model, hint="Register it with create_model(name, object) first.")
+        row = self.metadata.get("models", model)
         check_trainable(row, model)
         if row.get("kind") not in ("sklearn", "torch"):
             raise TrainingError(f"Model {model!r} is a {row.get('kind')!r} model; only scikit-learn estimators and "
@@ -219,20 +215,17 @@ class TrainingService:
         features = dict(features or {})
         for fmodel in features.values():
             self.metadata.get("models", fmodel, hint=f"features names an unknown model {fmodel!r}.")
-        self._check_known("metrics", list(metrics), M.is_builtin)
-        self._check_known("losses", [loss] if loss else [], lambda n: n in _builtin_losses())
-        for vs in validation_sets:
-            self.metadata.get("validation_sets", vs, hint="Create it with create_validation_set(name, ...).")
+        check_known(self.metadata, metrics=metrics, losses=[loss] if loss else [], validation_sets=validation_sets)
         spec = {"name": name, "model": model, "key": key, "target": target, "features": features,
                 "filter": dump_filter(self.scope.query(filter)), "loss": loss, "metrics": list(metrics),
                 "validation_sets": list(validation_sets), "trainer": settings_from(trainer),
                 "fit_kwargs": dict(fit_kwargs or {}), "watcher": watcher_name(model, key) if watch else None}
         if watch and not self.metadata.exists("watchers", spec["watcher"]):
-            self._awaiting_watcher(model, key, filter, features)
+            self.awaiting_watcher(model, key, filter, features)
         self.imputations.insert_one(dict(spec))
         return self.train_imputation(name)
 
-    def _awaiting_watcher(self, model: str, key: str, filter: Mapping | None, features: dict) -> dict:
+    def awaiting_watcher(self, model: str, key: str, filter: Mapping | None, features: dict) -> dict:
         """An inactive watcher that the first successful training activates (``promote``).
 
         Stored directly rather than through ``create_watcher``, which refuses an
@@ -248,8 +241,7 @@ class TrainingService:
     def get_imputation(self, name: str) -> dict:
         row = self.imputations.find_one({"name": name}, {"_id": 0})
         if row is None:
-            raise NotRegisteredError("imputation", name, self.list_imputations(),
-                                     hint="Create it with create_imputation(name, model, key, target).")
+            raise NotRegisteredError("imputation", name, self.list_imputations())
         return row
 
     def list_imputations(self) -> list[str]:
@@ -268,7 +260,7 @@ class TrainingService:
                          features=row["features"], target=row["target"], filter=row["filter"], loss=row["loss"],
                          metrics=tuple(row["metrics"]), validation_sets=tuple(row["validation_sets"]),
                          settings=trainer, fit_kwargs=row.get("fit_kwargs") or {})
-        return self._submit(spec, {"imputation": name})
+        return self.submit_training(spec, {"imputation": name})
 
     # -- semantic indexes --------------------------------------------------------------------------
     def train_semantic_index(self, name: str, *, splitter: str | None = None, loss: str | None = None,
@@ -284,7 +276,7 @@ class TrainingService:
                                 "with custom measures.")
         models, keys = list(index["models"]), list(index["keys"])
         if splitter is not None:
-            self.metadata.get("splitters", splitter, hint="Register it with create_splitter(name, callable).")
+            check_known(self.metadata, splitters=[splitter])
             models, keys = [models[0], models[0]], [keys[0], keys[0]]
         elif len(models) < 2:
             raise TrainingError(f"Index {name!r} has one model/key: give a splitter (create_splitter) to split each "
@@ -294,19 +286,16 @@ class TrainingService:
             if self.metadata.get("models", m).get("kind") != "torch":
                 raise TrainingError(f"Model {m!r} of index {name!r} is not a torch module: only torch encoders are "
                                     "trained contrastively.", model=m)
-        self._check_known("metrics", list(metrics), M.is_builtin)
-        self._check_known("losses", [loss] if loss else [], lambda n: n in _builtin_losses())
-        for vs in validation_sets:
-            self.metadata.get("validation_sets", vs, hint="Create it with create_validation_set(name, ...).")
+        check_known(self.metadata, metrics=metrics, losses=[loss] if loss else [], validation_sets=validation_sets)
         spec = TrainSpec(kind="semantic_index", name=name, models=(models[0], models[1]), keys=(keys[0], keys[1]),
                          filter=dump_filter(self.scope.query(filter)), loss=loss, metrics=tuple(metrics),
                          validation_sets=tuple(validation_sets), splitter=splitter, measure=index["measure"],
                          n_retrieve=int(n_retrieve), settings=settings_from(trainer))
-        return self._submit(spec, {"semantic_index": name})
+        return self.submit_training(spec, {"semantic_index": name})
 
     # -- versions ----------------------------------------------------------------------------------
     def list_model_versions(self, name: str) -> VersionTable:
-        row = self.metadata.get("models", name, hint="Register it with create_model(name, object).")
+        row = self.metadata.get("models", name)
         return VersionTable(
             {"version": v["version"], "serving": v["version"] == row.get("version"), "created_at": v.get("created_at"),
              "metrics": v.get("metrics") or {}, "job_id": v.get("job_id"), "parent": v.get("parent"),
@@ -316,7 +305,7 @@ class TrainingService:
     def restore_model_version(self, name: str, version: int) -> JobGroup:
         from ..tasks.versions import PromoteSpec
 
-        row = self.metadata.get("models", name, hint="Register it with create_model(name, object).")
+        row = self.metadata.get("models", name)
         known = [v["version"] for v in row.get("versions", [])]
         if version not in known:
             raise ModelError(f"Model {name!r} has no version {version!r}; versions: {known}.", model=name)
@@ -325,7 +314,9 @@ class TrainingService:
         return JobGroup([promote, *self._after_promote({name}, promote)])
 
     # -- jobs --------------------------------------------------------------------------------------
-    def _submit(self, spec: Any, record: dict, kind: str = "train") -> JobGroup:
+    def submit_training(self, spec: Any, record: dict, kind: str = "train") -> JobGroup:
+        """The jobs of one training: ``kind`` (a ``train`` or ``learn`` job for ``spec``), then ``promote``
+        (the new versions), then what is downstream of the models' outputs."""
         from ..tasks.versions import PromoteSpec
 
         jobs = self.jobs
@@ -353,7 +344,19 @@ class TrainingService:
         return out
 
 
-def _builtin_losses() -> tuple[str, ...]:
+def builtin_losses() -> tuple[str, ...]:
+    """The names of the built-in losses."""
     from ..training.losses import BUILTIN_LOSSES
 
     return BUILTIN_LOSSES
+
+
+def check_known(metadata: Any, *, metrics: Any = (), losses: Any = (), validation_sets: Any = (),
+                splitters: Any = ()) -> None:
+    """The one check that what a training or validation names exists: every metric and loss built in
+    or registered, every validation set and splitter registered (else :class:`NotRegisteredError`
+    naming the first that is not, and how to register it)."""
+    metadata.check_registered("metrics", metrics, M.is_builtin)
+    metadata.check_registered("losses", losses, lambda name: name in builtin_losses())
+    metadata.check_registered("validation_sets", validation_sets)
+    metadata.check_registered("splitters", splitters)

@@ -6,11 +6,12 @@ The row format and the DAG helpers live in :mod:`superduperdb.store.watchers`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AlreadyRegisteredError, InUseError, ModelError, QueryError
 from ..jobs.handles import JobGroup
+from ..store.bulk import unset_everywhere
 from ..store.layout import OUTPUTS, fingerprint_path
 from ..store.models import load_model
 from ..store.watchers import (
@@ -29,11 +30,13 @@ if TYPE_CHECKING:
 
 
 class WatcherService:
-    def __init__(self, scope: Scope, jobs: JobService, indexes: IndexService) -> None:
+    def __init__(self, scope: Scope, jobs: JobService, indexes: IndexService,
+                 ensure_model: Callable[[str], dict]) -> None:
         self.scope = scope
         self.metadata = scope.metadata
         self.jobs = jobs
         self.indexes = indexes
+        self.ensure_model = ensure_model  # a model's row ('parent.attr' of a registered parent registered now)
 
     def check_new(self, model: str, key: str, *, filter: Mapping | None = None, features: Mapping | None = None,
                   active: bool = True, name: str | None = None, model_row: Mapping | None = None,
@@ -48,10 +51,8 @@ class WatcherService:
                                        or chunk_size < 1):
             raise ModelError(f"max_chunk_size must be a positive integer (documents per chunk), not {chunk_size!r}.",
                              argument="max_chunk_size")
-        from .models import ensure_model
-
         if model_row is None:
-            model_row = ensure_model(self.scope, model)  # 'parent.attr' of a registered parent is registered now
+            model_row = self.ensure_model(model)  # 'parent.attr' of a registered parent is registered now
         if not isinstance(key, str) or not key or key.startswith("$") or key.startswith(OUTPUTS) or ".." in key \
                 or key.startswith(".") or key.endswith("."):
             raise ModelError(f"key must be a field name (or '_base' for the whole document), not {key!r}.",
@@ -75,7 +76,7 @@ class WatcherService:
         features = dict(features or {})
         for fkey, fmodel in features.items():
             if isinstance(fmodel, str) and "." in fmodel and self.metadata.exists("models", fmodel.split(".")[0]):
-                ensure_model(self.scope, fmodel)
+                self.ensure_model(fmodel)
             else:
                 self.metadata.get("models", fmodel, hint=f"features={{{fkey!r}: {fmodel!r}}} names an unknown model.")
         row = {"name": name or watcher_name(model, key), "model": model, "key": key,
@@ -144,6 +145,5 @@ class WatcherService:
         for reader in readers:
             if self.metadata.exists("watchers", reader["name"]):
                 self.delete(reader["name"], force=True)
-        self.scope.raw.update_many({"$or": [{path: {"$exists": True}}, {fp_path: {"$exists": True}}]},
-                                   {"$unset": {path: "", fp_path: ""}})
+        unset_everywhere(self.scope.raw, [path, fp_path])  # and the empty _outputs.<key> it leaves
         self.metadata.delete("watchers", name)

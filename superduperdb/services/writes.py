@@ -1,108 +1,184 @@
-"""Writes that keep derived state in step: the fast path from each write to its jobs.
+"""The one write door: every write verb of a Collection passes through :class:`WriteService`.
 
-Every write encodes typed values, plans the jobs its changes imply
-(:mod:`superduperdb.jobs.planner`), writes, and submits those jobs for every
-document it actually wrote, also when it partly failed (the error is raised
-after). Documents keep their ``_fold`` through replacements and get one on
-upserts; an upsert's new ``_id`` is known (``$setOnInsert``) so its outputs are
-computed like an insert's.
+As pymongo's ``insert_many`` and ``bulk_write`` both build one ``_Bulk`` and
+execute it, every verb here (``insert_one``, ``insert_many``, ``update_one``,
+``update_many``, ``replace_one``, ``delete_one``, ``delete_many``,
+``find_one_and_update|replace|delete``, ``bulk_write``, and ``from_dask``)
+builds one :class:`Write`, a list of :class:`Op` s plus pymongo's options, and
+hands it to :meth:`WriteService.execute`, which runs::
+
+    for rule in rules: rule.before(write)   # in order; may rewrite the operations
+    store the write                          # the verb's one call to the store
+    for rule in rules: rule.after(write)    # in order, on what the store carried out,
+                                             # also when it partly failed (raised after)
+
+So a rule about writes is written once and holds for every verb. The rules,
+in order (:meth:`WriteService.rules`, defined in :mod:`.write_rules`; :class:`Write` and
+:class:`Op` are in :mod:`.write_ops`):
+
+1. ``NewDocuments``: a new document gets an ``_id`` and a ``_fold``
+   (:func:`superduperdb.store.writes.prepare_new`, which the workers of
+   ``from_dask`` apply to the documents they make);
+2. ``Encode``: filters, updates, replacements and documents are checked and
+   their typed values encoded;
+3. ``Pinned``: a one-document update or replacement with ``sort`` is pinned
+   to the ``_id`` the sort picks, so the store and the jobs agree on it;
+4. ``Folds``: an upsert gets a ``_fold``, a replacement keeps the replaced
+   document's;
+5. ``Position``: the write takes a number of the collection's write position,
+   stamped on what it writes (``_sdb``); deletes leave tombstones
+   (:mod:`superduperdb.store.positions`);
+6. ``Watched``: the collection's first write here has the master's
+   reconciler sweep it;
+7. ``Jobs``: the jobs the write implies are planned before it and submitted
+   after it, for every document it inserted, upserted, changed or deleted.
+
+**Where a new rule goes**: a :class:`WriteRule` subclass in :mod:`.write_rules`,
+added to the list in :meth:`WriteService.rules` at the place its order needs
+(each rule sees what the rules before it did). For example the write
+position (``Position``) goes after ``Folds`` and before ``Jobs``
+(``before`` stamps the operations; ``after`` records the deleted ids);
+counters of writes and jobs go last
+(``after`` reads ``write.ran()`` and ``write.jobs``). A rule about new documents
+that must also hold for ``from_dask`` goes into :func:`~superduperdb.store.writes.prepare_new`.
+A rule is a small class; for example one that counts what was written::
+
+    class CountWrites(WriteRule):
+        def __init__(self, counter):
+            self.counter = counter
+
+        def after(self, write):
+            self.counter.labels(verb=write.verb).inc(len(write.ran()))
 """
 
 from __future__ import annotations
 
-import random
+import inspect
 from collections.abc import Callable, Iterable, Mapping
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from bson import ObjectId
-from pymongo import ReturnDocument
+import pymongo.collection
 from pymongo.errors import BulkWriteError
 
 from ..errors import QueryError
-from ..jobs.handles import JobGroup
-from ..jobs.planner import changed_keys
-from ..store.layout import FOLD, RESERVED
-from ..store.positions import (
-    Positions,
-    next_seq,
-    pinned_id,
-    stamp_document,
-    stamp_replacement,
-    stamp_update,
-    stamp_upserted,
-)
-from .checks import check_filter, check_replacement, check_update
+from ..store import bulk
+from . import write_rules as rules
+from .write_ops import DELETE, INSERT, REPLACE, UPDATE, Op, Write, WriteRule, op_of, pymongo_op, written_by
 
 if TYPE_CHECKING:
+    from ..jobs.handles import JobGroup
     from ..jobs.service import JobService
     from .scope import Scope
 
-
-def written_by(error: BulkWriteError, count: int, ordered: bool) -> list[int]:
-    """Indexes of the operations a failed bulk write (or ``insert_many``) did carry out."""
-    failed = {e["index"] for e in error.details.get("writeErrors", [])}
-    if ordered:
-        return list(range(min(failed) if failed else count))
-    return [i for i in range(count) if i not in failed]
+__all__ = ["Op", "Write", "WriteRule", "WriteService", "written_by"]
 
 
-def new_fold(config: Any) -> str | None:
-    """``'train'`` or ``'valid'`` for a new document under ``config`` (None if folds are off).
+@cache
+def _signature(method: str) -> inspect.Signature:
+    return inspect.signature(getattr(pymongo.collection.Collection, method))
 
-    Also used where documents are inserted on the workers (``insert_many`` of a Dask DataFrame).
+
+@cache
+def _keywords(method: str, leading: int) -> tuple[frozenset, bool]:
+    """The names pymongo's ``Collection.<method>`` takes after its ``leading`` arguments, and whether
+    it takes any keyword (``**kwargs``)."""
+    params = list(_signature(method).parameters.values())[1 + leading:]
+    return (frozenset(p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD),
+            any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params))
+
+
+def call_options(method: str, leading: int, args: tuple, kwargs: dict) -> dict:
+    """pymongo's keyword arguments of ``Collection.<method>`` from a call's extra positional and
+    keyword arguments (after its ``leading`` ones); a name pymongo does not know raises its ``TypeError``.
+
+    >>> call_options("update_one", 2, (True,), {"hint": "x_1"})
+    {'upsert': True, 'hint': 'x_1'}
     """
-    data = config.data
-    if not data.assign_folds:
-        return None
-    return "valid" if random.random() < data.valid_probability else "train"
+    if not args:  # the common case, without binding (a write's own cost matters: insert_one in a loop)
+        names, any_keyword = _keywords(method, leading)
+        if any_keyword or names.issuperset(kwargs):
+            return dict(kwargs)
+    bound = _signature(method).bind(None, *([None] * leading), *args, **kwargs).arguments
+    names = list(_signature(method).parameters)[1 + leading:]
+    options: dict = {}
+    for name in names:
+        if name not in bound:
+            continue
+        if _signature(method).parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            options.update(bound[name])
+        else:
+            options[name] = bound[name]
+    return options
 
 
 class WriteService:
-    """pymongo's writes on the raw collection, with types encoded and jobs submitted."""
+    """Every write of one collection: builds a :class:`Write` per verb and executes it under the rules.
+
+    Parameters
+    ----------
+    scope : Scope
+    jobs : JobService
+    watch : callable
+        Has the master's reconciler sweep this collection (called on the first write).
+    """
 
     def __init__(self, scope: Scope, jobs: JobService, watch: Callable[[], None]) -> None:
         self.scope = scope
         self.jobs = jobs
+        self._hooks: tuple[list, list] | None = None  # the rules' own before and after methods, in order
         self._watch = watch
-        self._watched = False
 
-    # -- folds -------------------------------------------------------------------------
-    def new_fold(self) -> str | None:
-        """``'train'`` or ``'valid'`` (the original SuperDuperDB's split), or None if folds are off."""
-        return new_fold(self.scope.config)
+    def rules(self) -> list[WriteRule]:
+        """The write rules, in the order they apply (the one place to add a rule)."""
+        scope = self.scope
+        return [
+            rules.NewDocuments(scope.config),
+            rules.Encode(scope.types),
+            rules.Pinned(scope.raw),
+            rules.Folds(scope.raw, scope.config),
+            rules.Position(scope.raw, scope.config, self.jobs.before_delete),
+            rules.Watched(self._watch),
+            rules.Jobs(self.jobs),
+        ]
 
-    def prepare(self, document: Any, path: str) -> dict:
-        """Give a document to insert an ``_id`` (on the caller's dict too, as pymongo) and a ``_fold``."""
-        if not isinstance(document, Mapping):
-            raise QueryError(f"{path} must be a dict, not a {type(document).__name__}.", argument=path)
-        if isinstance(document, dict):
-            if "_id" not in document:
-                document["_id"] = ObjectId()
-            if FOLD not in document and (fold := self.new_fold()) is not None:
-                document[FOLD] = fold
-        return document
+    # -- the door ------------------------------------------------------------------------------
+    def execute(self, write: Write, store: Callable[[Write], None]) -> Write:
+        """Apply every rule's ``before``, ``store(write)``, then every rule's ``after``; return ``write``.
 
-    def _first_write(self) -> None:
-        """On this collection's first write here: make sure the reconciler sweeps it (if it has watchers)."""
-        if not self._watched:
-            self._watched = True
-            self._watch()
+        When the store write fails after carrying out part of the write (a
+        ``BulkWriteError``, a failed partition), ``store`` records what ran in
+        ``write.executed``; the rules' ``after`` still run, then the error is raised.
+        """
+        if self._hooks is None:
+            made = self.rules()
+            self._hooks = ([r.before for r in made if type(r).before is not WriteRule.before],
+                           [r.after for r in made if type(r).after is not WriteRule.after])
+        before, after = self._hooks
+        for hook in before:
+            hook(write)
+        error: BaseException | None = None
+        try:
+            store(write)
+        except BaseException as exc:
+            if write.executed is None:  # nothing is known to have been written
+                raise
+            error = exc
+        for hook in after:
+            hook(write)
+        if error is not None:
+            raise error
+        return write
 
-    # -- the write position (see superduperdb.store.positions) ------------------------------
-    def _seq(self) -> int:
-        return next_seq(self.scope.raw, self.scope.config.master.position_lag)
-
-    def _tombstone(self, ids: list | None, seq: int) -> None:
-        if ids:
-            Positions(self.scope.raw).tombstone(ids, seq)
-
-    # -- inserts -----------------------------------------------------------------------
+    # -- inserts -------------------------------------------------------------------------------
     def insert_one(self, document: Any, args: tuple, kwargs: dict, refresh: bool) -> tuple[Any, JobGroup | None]:
-        self._first_write()
-        self.prepare(document, "document")
-        encoded = stamp_document(self.scope.types.encode(document, "document"), self._seq())
-        raw = self.scope.raw.insert_one(encoded, *args, **kwargs)
-        return raw, self.jobs.on_insert([raw.inserted_id], [encoded]) if refresh else None
+        options = call_options("insert_one", 1, args, kwargs)
+        write = Write("insert_one", [Op(INSERT, document=document, path="document")], refresh, options=options)
+        self.execute(write, self._store_insert_one)
+        return write.result, write.jobs
+
+    def _store_insert_one(self, write: Write) -> None:
+        write.result = self.scope.raw.insert_one(write.ops[0].document, **write.options)
 
     def insert_many(self, documents: Any, ordered: bool, args: tuple, kwargs: dict,
                     refresh: bool) -> tuple[Any, JobGroup | None]:
@@ -111,111 +187,147 @@ class WriteService:
         documents = list(documents)
         if not documents:
             raise QueryError("documents must be a non-empty list of dicts.", argument="documents")
-        self._first_write()
-        for i, doc in enumerate(documents):
-            self.prepare(doc, f"documents[{i}]")
-        seq = self._seq()
-        encoded = [stamp_document(d, seq) for d in self.scope.types.encode_many(documents)]
+        options = call_options("insert_many", 1, (ordered, *args), kwargs)
+        ops = [Op(INSERT, document=doc, path=f"documents[{i}]") for i, doc in enumerate(documents)]
+        write = Write("insert_many", ops, refresh, ordered=bool(options.get("ordered", True)), options=options)
+        self.execute(write, self._store_insert_many)
+        return write.result, write.jobs
+
+    def _store_insert_many(self, write: Write) -> None:
+        docs = [op.document for op in write.ops]
         try:
-            raw = self.scope.raw.insert_many(encoded, ordered, *args, **kwargs)
-        except BulkWriteError as exc:  # the documents that were written still get their jobs
-            if refresh:
-                done = [encoded[i] for i in written_by(exc, len(encoded), ordered)]
-                if done:
-                    self.jobs.on_insert([d["_id"] for d in done], done)
+            write.result = self.scope.raw.insert_many(docs, **write.options)
+        except BulkWriteError as exc:
+            write.executed = written_by(exc, len(docs), write.ordered)
             raise
-        return raw, self.jobs.on_insert(list(raw.inserted_ids), encoded) if refresh else None
 
-    # -- updates -----------------------------------------------------------------------
-    def _upsert_fold(self, update: Any, kwargs: dict) -> Any:
-        """An operator update that gives an upserted document a ``_fold`` (unless it sets one)."""
-        keys = changed_keys(update)
-        if not kwargs.get("upsert") or keys is None or FOLD in keys or (fold := self.new_fold()) is None:
-            return update
-        on_insert = dict(update.get("$setOnInsert") or {})
-        on_insert.setdefault(FOLD, fold)
-        return {**update, "$setOnInsert": on_insert}
-
-    def _keep_fold(self, filter: dict, replacement: dict, kwargs: dict) -> dict:
-        """A replacement keeps the replaced document's ``_fold`` (an upserted one gets a new one)."""
-        if FOLD in replacement or self.new_fold() is None:
-            return replacement
-        old = self.scope.raw.find_one(filter, {FOLD: 1}, sort=kwargs.get("sort"))
-        fold = (old or {}).get(FOLD) if old is not None else (self.new_fold() if kwargs.get("upsert") else None)
-        return {**replacement, FOLD: fold} if fold is not None else replacement
-
+    # -- updates -------------------------------------------------------------------------------
     def update(self, method: str, filter: Any, update: Any, args: tuple, kwargs: dict,
                refresh: bool) -> tuple[Any, JobGroup | None]:
         """``update_one``/``update_many``: the raw result and the jobs."""
-        self._first_write()
-        filter = self.scope.types.encode(check_filter(filter), "filter")
-        update = self._upsert_fold(self.scope.types.encode(check_update(update), "update"), kwargs)
-        plan = self.jobs.plan_update(filter, update, many=method == "update_many", sort=kwargs.get("sort")) \
-            if refresh else None
-        seq = self._seq()
-        raw = getattr(self.scope.raw, method)(filter, stamp_update(update, seq), *args, **kwargs)
-        stamp_upserted(self.scope.raw, [raw.upserted_id], seq)
-        return raw, self.jobs.after_update(plan, [raw.upserted_id]) if refresh else None
+        return self._update(method, UPDATE, filter, update, args, kwargs, refresh)
 
     def replace_one(self, filter: Any, replacement: Any, args: tuple, kwargs: dict,
                     refresh: bool) -> tuple[Any, JobGroup | None]:
-        self._first_write()
-        filter = self.scope.types.encode(check_filter(filter), "filter")
-        replacement = self.scope.types.encode(check_replacement(replacement), "replacement")
-        replacement = self._keep_fold(filter, replacement, kwargs)
-        plan = self.jobs.plan_update(filter, replacement, many=False, sort=kwargs.get("sort")) if refresh else None
-        raw = self.scope.raw.replace_one(filter, self._stamp_replacement(filter, replacement, kwargs), *args, **kwargs)
-        return raw, self.jobs.after_update(plan, [raw.upserted_id]) if refresh else None
+        return self._update("replace_one", REPLACE, filter, replacement, args, kwargs, refresh)
 
-    def _stamp_replacement(self, filter: dict, replacement: dict, kwargs: dict) -> dict:
-        """``replacement`` with the replaced document's bookkeeping, or a new position (see stamp_replacement)."""
-        old = self.scope.raw.find_one(filter, {"_id": 1, RESERVED: 1}, sort=kwargs.get("sort"))
-        return stamp_replacement(replacement, self._seq(), old, pinned_id(filter))
+    def _update(self, method: str, kind: str, filter: Any, document: Any, args: tuple, kwargs: dict,
+                refresh: bool) -> tuple[Any, JobGroup | None]:
+        options = call_options(method, 2, args, kwargs)
+        op = Op(kind, filter=filter, document=document, many=method == "update_many",
+                upsert=bool(options.get("upsert")), sort=options.pop("sort", None))
+        write = Write(method, [op], refresh, options=options)
+        self.execute(write, self._store_update)
+        return write.result, write.jobs
 
-    # -- deletes -----------------------------------------------------------------------
+    def _store_update(self, write: Write) -> None:
+        op = write.ops[0]
+        write.result = getattr(self.scope.raw, write.verb)(op.filter, op.document, **write.options)
+        if write.result.upserted_id is not None:
+            write.upserted[0] = write.result.upserted_id
+
+    # -- deletes -------------------------------------------------------------------------------
     def delete(self, method: str, filter: Any, args: tuple, kwargs: dict) -> tuple[Any, JobGroup | None]:
-        filter = self.scope.query(filter)
-        plan = self.jobs.before_delete(filter, many=method == "delete_many")
-        seq = self._seq()
-        raw = getattr(self.scope.raw, method)(filter, *args, **kwargs)
-        self._tombstone(plan if raw.deleted_count else None, seq)  # after the delete: see store.positions
-        return raw, self.jobs.after_delete(plan)
+        options = call_options(method, 1, args, kwargs)
+        write = Write(method, [Op(DELETE, filter=filter, many=method == "delete_many")], options=options)
+        self.execute(write, self._store_delete)
+        return write.result, write.jobs
 
-    # -- find-and-modify ---------------------------------------------------------------
+    def _store_delete(self, write: Write) -> None:
+        write.result = getattr(self.scope.raw, write.verb)(write.ops[0].filter, **write.options)
+
+    # -- find-and-modify -----------------------------------------------------------------------
     def find_and_modify(self, method: str, filter: Any, second: Any, args: tuple, kwargs: dict) -> dict | None:
         """``find_one_and_update|replace|delete``: the raw document pymongo returns; jobs are submitted."""
-        types, raw = self.scope.types, self.scope.raw
-        filter = types.encode(check_filter(filter), "filter")
-        if method == "find_one_and_delete":
-            plan = self.jobs.before_delete(filter, many=False)
-            seq = self._seq()
-            doc = raw.find_one_and_delete(filter, *args, **kwargs)
-            self._tombstone([doc["_id"]] if doc is not None and "_id" in doc else None, seq)
-            self.jobs.after_delete([doc["_id"]] if doc is not None and "_id" in doc else plan)
-            return doc
-        upsert_id = None
-        if method == "find_one_and_update":
-            second = self._upsert_fold(types.encode(check_update(second), "update"), kwargs)
-            keys = changed_keys(second)
-            if kwargs.get("upsert") and "_id" not in filter and keys is not None and "_id" not in keys:
-                upsert_id = ObjectId()  # so that an upserted document's id is known, whatever is returned
-                second = {**second, "$setOnInsert": {**(second.get("$setOnInsert") or {}), "_id": upsert_id}}
-        else:
-            second = self._keep_fold(filter, types.encode(check_replacement(second), "replacement"), kwargs)
-            if kwargs.get("upsert") and "_id" not in filter and "_id" not in second \
-                    and raw.count_documents(filter, limit=1) == 0:
-                upsert_id = second["_id"] = ObjectId()
-        plan = self.jobs.plan_update(filter, second, many=False, sort=kwargs.get("sort"))
-        if method == "find_one_and_update":
-            stamped = stamp_update(second, self._seq())
-        else:
-            stamped = self._stamp_replacement(filter, second, kwargs)
-        doc = getattr(raw, method)(filter, stamped, *args, **kwargs)
-        written = [doc["_id"]] if doc is not None and "_id" in doc else []
-        if upsert_id is not None and (kwargs.get("return_document") != ReturnDocument.AFTER or not written) \
-                and raw.count_documents({"_id": upsert_id}, limit=1):
-            written.append(upsert_id)
-        if upsert_id is not None and upsert_id in written and method == "find_one_and_update":
-            stamp_upserted(raw, [upsert_id], self._seq())
-        self.jobs.after_update(plan, written)
+        from ..store.writes import with_id
+
+        leading = 1 if method == "find_one_and_delete" else 2
+        options = call_options(method, leading, args, kwargs)
+        options["projection"], hide_id = with_id(options.get("projection"))
+        if options["projection"] is None:
+            del options["projection"]
+        kind = {"find_one_and_update": UPDATE, "find_one_and_replace": REPLACE}.get(method, DELETE)
+        op = Op(kind, filter=filter, document=second, upsert=bool(options.get("upsert")), sort=options.get("sort"))
+        write = Write(method, [op], options=options)
+        self.execute(write, self._store_find_and_modify)
+        doc = write.result
+        if hide_id and isinstance(doc, dict):
+            doc.pop("_id", None)
         return doc
+
+    def _store_find_and_modify(self, write: Write) -> None:
+        op = write.ops[0]
+        raw = getattr(self.scope.raw, write.verb)
+        args = (op.filter,) if op.kind == DELETE else (op.filter, op.document)
+        write.result = doc = raw(*args, **write.options)
+        if isinstance(doc, dict) and "_id" in doc:
+            write.found[0] = doc["_id"]
+
+    # -- bulk ----------------------------------------------------------------------------------
+    def bulk_write(self, requests: Any, ordered: bool, refresh: bool, args: tuple,
+                   kwargs: dict) -> tuple[dict, bool, JobGroup | None]:
+        """``bulk_write`` on every store: ``(bulk_api_result, acknowledged, jobs)``."""
+        if not isinstance(requests, list) or not requests:
+            raise QueryError("requests must be a non-empty list of InsertOne/UpdateOne/... operations.",
+                             argument="requests")
+        options = call_options("bulk_write", 1, (ordered, *args), kwargs)
+        ops = [op_of(request, f"requests[{i}]") for i, request in enumerate(requests)]
+        write = Write("bulk_write", ops, refresh, ordered=bool(options.pop("ordered", True)), options=options)
+        self.execute(write, self._store_bulk)
+        bulk_api, acknowledged = write.result
+        return bulk_api, acknowledged, write.jobs
+
+    def _store_bulk(self, write: Write) -> None:
+        requests = [pymongo_op(op) for op in write.ops]
+        try:
+            write.result = bulk.bulk_write(self.scope.raw, requests, write.ordered, **write.options)
+        except BulkWriteError as exc:
+            write.executed = written_by(exc, len(requests), write.ordered)
+            write.upserted = {u["index"]: u["_id"] for u in exc.details.get("upserted", [])}
+            raise
+        write.upserted = {u["index"]: u["_id"] for u in write.result[0].get("upserted", [])}
+
+    # -- from a Dask DataFrame -----------------------------------------------------------------
+    def from_dask(self, ddf: Any, refresh: bool) -> tuple[list, JobGroup | None]:
+        """Insert a Dask DataFrame's partitions, each by a worker: ``(inserted ids, jobs)``.
+
+        A partition that fails raises its error after the jobs of those that were written are submitted.
+        """
+        write = Write("from_dask", [], refresh)
+        self.execute(write, lambda w: self._store_partitions(w, ddf))
+        return [op.document["_id"] for op in write.ops], write.jobs
+
+    def _store_partitions(self, write: Write, ddf: Any) -> None:
+        from ..store.dispatch import delayed
+        from ..tasks.frames import insert_partition
+
+        target = self.scope.target
+        tasks = [delayed(insert_partition)(target, part) for part in ddf.to_delayed()]
+        done, error = run_tasks(self.scope, tasks)
+        write.ops = [Op(INSERT, document={"_id": i}) for r in done for i in r["ids"]]
+        write.urls = any(r["urls"] for r in done)
+        if error is not None:
+            write.executed = set(range(len(write.ops)))
+            raise error
+
+
+def run_tasks(scope: Scope, tasks: list) -> tuple[list, BaseException | None]:
+    """Results of delayed tasks on the cluster (inline: here, one after the other), and the first error."""
+    import dask
+
+    cluster = scope.cluster
+    done, error = [], None
+    if cluster.inline:
+        for task in tasks:
+            try:
+                done.append(dask.compute(task, scheduler="sync")[0])
+            except Exception as exc:  # noqa: BLE001 - raised after the others ran
+                error = error or exc
+        return done, error
+    timeout = scope.config.jobs.wait_timeout
+    for future in cluster.client.compute(tasks):
+        try:
+            done.append(future.result(timeout=timeout))
+        except Exception as exc:  # noqa: BLE001 - raised after the others ran
+            error = error or exc
+    return done, error

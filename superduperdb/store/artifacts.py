@@ -90,13 +90,12 @@ class ArtifactStore:
 
     def get(self, ref: dict) -> Any:
         """Load the object an artifact reference (from :meth:`put`) points to."""
+        from ..models.composite import build, is_composite
         from ..models.serialize import loads
 
         key = (ref["hash"], ref["serializer"])
         obj = _cache_get(key)
-        if obj is None and ref["serializer"] == "composite":  # built from other artifacts, each loaded once
-            from ..models.composite import build
-
+        if obj is None and is_composite(ref):  # built from other artifacts, each loaded once
             obj = build(ref, self.get)
             _cache_put(key, obj)
         elif obj is None:

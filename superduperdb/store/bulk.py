@@ -67,11 +67,16 @@ def run_one_by_one(raw: Any, ops: list, ordered: bool) -> dict:
                 method = raw.delete_one if isinstance(op, DeleteOne) else raw.delete_many
                 counts["nRemoved"] += method(op._filter).deleted_count
             else:
+                filter = op._filter
+                if getattr(op, "_sort", None) is not None:  # UpdateOne/ReplaceOne(sort=): the document it picks
+                    from .writes import pin
+
+                    filter = pin(raw, filter, op._sort)
                 if isinstance(op, ReplaceOne):
-                    res = raw.replace_one(op._filter, op._doc, upsert=bool(op._upsert))
+                    res = raw.replace_one(filter, op._doc, upsert=bool(op._upsert))
                 else:
                     method = raw.update_one if isinstance(op, UpdateOne) else raw.update_many
-                    res = method(op._filter, op._doc, upsert=bool(op._upsert))
+                    res = method(filter, op._doc, upsert=bool(op._upsert))
                 counts["nMatched"] += res.matched_count
                 counts["nModified"] += res.modified_count
                 if res.upserted_id is not None:
@@ -84,6 +89,22 @@ def run_one_by_one(raw: Any, ops: list, ordered: bool) -> dict:
     if counts["writeErrors"]:
         raise BulkWriteError(counts)
     return counts
+
+
+def unset_everywhere(raw: Any, paths: list[str]) -> int:
+    """``$unset`` ``paths`` in every document that has one, and the parents they leave empty.
+
+    Derived fields nest (``_outputs.<key>.<model>``, ``_like.<name>``): removing the
+    last model's output of a key leaves ``_outputs.<key>: {}``, then ``_outputs: {}``.
+    Those are removed too, deepest first, so the documents read as if the paths had
+    never been written. Returns how many documents lost a path.
+    """
+    modified = raw.update_many({"$or": [{p: {"$exists": True}} for p in paths]},
+                               {"$unset": {p: "" for p in paths}}).modified_count
+    parents = {".".join(p.split(".")[:i]) for p in paths for i in range(1, p.count(".") + 1)}
+    for parent in sorted(parents, key=lambda p: -p.count(".")):
+        raw.update_many({parent: {}}, {"$unset": {parent: ""}})
+    return modified
 
 
 OPERATIONS = (InsertOne, UpdateOne, UpdateMany, ReplaceOne, DeleteOne, DeleteMany)

@@ -52,6 +52,11 @@ class Target:
     def __repr__(self) -> str:
         return f"Target({redact(self.uri)!r}, {self.database!r}, {self.collection!r})"
 
+    @property
+    def key(self) -> str:
+        """``uri|database|collection``: the collection, as the master and its reconciler key it."""
+        return f"{self.uri}|{self.database}|{self.collection}"
+
 
 class Context:
     """Stores of one collection, opened on a worker from a :class:`Target`."""

@@ -20,5 +20,5 @@ def load_measure(metadata: Any, artifacts: Any, name: str) -> Any:
     """
     if name in MEASURES:
         return name
-    row = metadata.get("measures", name, hint="Register it with create_measure(name, callable).")
+    row = metadata.get("measures", name)
     return artifacts.get(row["artifact"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pymongo
@@ -88,11 +88,20 @@ class MetadataStore:
     def find_one(self, kind: str, name: str) -> dict | None:
         return self.table(kind).find_one({"name": name}, {"_id": 0})
 
-    def get(self, kind: str, name: str, hint: str = "") -> dict:
+    def get(self, kind: str, name: str, hint: str | None = None) -> dict:
+        """Row ``name`` of ``kind``, else :class:`NotRegisteredError` listing the registered names and
+        saying how to register one (``hint``: a more specific hint)."""
         row = self.find_one(kind, name)
         if row is None:
             raise NotRegisteredError(SINGULAR[kind], name, self.names(kind), hint=hint)
         return row
+
+    def check_registered(self, kind: str, names: Iterable[str], builtin: Callable[[str], bool] | None = None) -> None:
+        """:class:`NotRegisteredError` for the first of ``names`` that is neither registered as ``kind``
+        nor built in (``builtin(name)``): the one check that metrics, losses, validation sets ... exist."""
+        for name in names:
+            if builtin is None or not builtin(name):
+                self.get(kind, name)
 
     def exists(self, kind: str, name: str) -> bool:
         return self.table(kind).count_documents({"name": name}, limit=1) > 0

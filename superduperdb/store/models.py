@@ -10,7 +10,7 @@ from ..models.base import Model
 
 def load_model(metadata: Any, artifacts: Any, name: str, version: int | None = None) -> Model:
     """The :class:`Model` wrapper of ``name`` (current version unless given)."""
-    row = metadata.get("models", name, hint="Register it with create_model(name, object).")
+    row = metadata.get("models", name)
     ref = row["artifact"]
     if version is not None:
         match = [v for v in row.get("versions", []) if v["version"] == version]

@@ -131,6 +131,14 @@ def stamp_document(doc: dict, seq: int) -> dict:
     return out
 
 
+def stamp_new(collection: Any, documents: Iterable[dict], lag: float = 30.0) -> list[dict]:
+    """Copies of encoded new documents of ``collection`` stamped with a number taken now: the workers of
+    ``from_dask`` (:func:`superduperdb.tasks.frames.insert_partition`); every other write is stamped by the
+    write door's ``Position`` rule (:mod:`superduperdb.services.write_rules`)."""
+    seq = next_seq(collection, lag)
+    return [stamp_document(d, seq) for d in documents]
+
+
 def _top_keys(update: dict) -> set | None:
     keys: set = set()
     for fields in update.values():

@@ -6,7 +6,12 @@ final ones (:data:`FINAL`).
 A record::
 
     {_id, kind, model, watcher, documents, id_range, status, created_at, started_at,
-     finished_at, progress, logs: [...], error, traceback, result, depends_on}
+     finished_at, progress, logs: [...], error, traceback, result, depends_on,
+     key, scheduler}
+
+``key`` is the Dask key of the job's task and ``scheduler`` the address of the
+scheduler it was submitted to (both None when jobs run inline): a wait asks that
+scheduler whether the task still exists.
 
 A record never holds the ids a job works on (they travel with the task): a
 list of 20k ids made each progress update rewrite 20k ids, and near 700k ids a

@@ -1,7 +1,9 @@
 """The registry of job kinds: ``KINDS[name](ctx, job_id, **params) -> dict``.
 
 Each job-kind module registers its function with :func:`job_kind`;
-:func:`superduperdb.tasks.runner.run_job` imports those modules and looks kinds up here.
+:mod:`superduperdb.tasks.runner` imports every such module (so a worker knows every
+kind before it unpickles any job) and :func:`~superduperdb.tasks.runner.run_job`
+looks kinds up here.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from ..store.watchers import and_, load_filter
 from ..training import metrics as M
 from . import training_data as data
 from .kinds import job_kind
-from .training import _finite, fresh_model, load_callable, resolve_loss, save_version
+from .training import finite, fresh_model, load_callable, resolve_loss, save_version
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def learn(ctx: Context, job_id: str, spec: LearnSpec) -> dict:
     result = trainer({n: m.object for n, m in fresh.items()}, train, {v.name: v.examples for v in validations},
                      objective=objective, metrics=metrics, log=ctx.log, **spec.options)
     ctx.check_cancelled(TrainingCancelled)
-    result = _finite(dict(result or {}))
+    result = finite(dict(result or {}))
     versions = {name: save_version(ctx, name, model, result, job_id, _AsTrainSpec(spec.name))
                 for name, model in fresh.items()}
     seconds = time.monotonic() - started

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from bson.binary import Binary
 
 from ..store.bulk import update_each
-from ..store.context import Context
+from ..store.context import Context, Target
 from ..store.layout import (
     MISSING,
     fingerprint,
@@ -223,3 +223,22 @@ def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = 
     progress.close()
     removed = remove_outputs(ctx, view, view.orphans(scope)) if settle and ids is not None else 0
     return {"computed": computed, "current": read - computed, "removed": removed, "path": view.path}
+
+
+def recompute_outputs(target: Target, watcher: str, ids: list, chunk_size: int = 5000) -> int:
+    """Compute the missing or stale outputs of ``watcher`` for ``ids``; return how many were computed.
+
+    A Dask task: the reconciler's pass hands it the documents it found stale when the
+    watcher's model requests worker resources (``{'GPU': 1}`` ...), so that it runs on
+    a worker that offers them, as the model's own jobs do.
+    """
+    ctx = Context(target)
+    row = ctx.metadata.get("watchers", watcher)
+    model_row = ctx.metadata.get("models", row["model"])
+    model = ctx.artifacts.get(model_row["artifact"])
+    view = WatcherView.of(row)
+    _, computed = compute(ctx, view, model, model_row, model_row.get("version"),
+                          and_(view.filter, {"_id": {"$in": list(ids)}}), chunk_size,
+                          lambda batch: write_outputs(ctx, view, batch), cancellable=False)
+    return computed
+

@@ -32,27 +32,32 @@ writing the outputs it would compute), at most ``reconcile.max_defer`` seconds i
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import uuid
 from collections import Counter
 from typing import Any
 
-from ..master.handle import master_for_job
+from ..master import handle
+from ..master.handle import MasterHandle
 from ..store import digests, records
 from ..store.bulk import set_fields
 from ..store.context import Context, Target, worker_dask_client
 from ..store.digests import Digests
-from ..store.layout import fingerprint_path, get_path, neighbourhood_path, output_path
+from ..store.dispatch import run_on_scheduler, submit
+from ..store.layout import get_path, neighbourhood_path
 from ..store.metadata import utcnow
 from ..store.partitions import PARTITIONS, partition_of
 from ..store.positions import PART, SEQ, next_seq
+from ..store.semantic_indexes import IndexView
 from ..store.watchers import active_watchers, and_
 from .kinds import job_kind
 from .outputs import (
     WatcherView,
     fingerprints_without_output,
     predict,
+    recompute_outputs,
     remove_outputs,
     stale_inputs,
     write_outputs,
@@ -74,6 +79,9 @@ def reconcile_pass(ctx: Context, ids: list | None = None, dask_client: Any = Non
     Without ``ids`` the pass compares the collection's per-partition digests with those of its last pass
     (:mod:`superduperdb.store.digests`) and checks only the partitions that changed, and the documents no
     library write stamped (which it then stamps): over an unchanged collection it reads no documents.
+
+    ``dask_client``: the cluster the pass runs on (None: inline), asked about lost job
+    records, and given the outputs of models that request worker resources to compute.
     """
     report: Counter = Counter({k: 0 for k in REPORT_KEYS})
     if ids is not None:
@@ -94,12 +102,12 @@ def reconcile_pass(ctx: Context, ids: list | None = None, dask_client: Any = Non
                     {PART: {"$exists": False}}
                 scopes.append((unstamped, [], None))
     for index in ctx.metadata.list("semantic_indexes"):  # vectors that rotted in the master's memory
-        with master_for_job(ctx.config, sweep) as master:
+        with master_for_job(ctx.config) as master:
             master.ensure(ctx.target, index, wait=ctx.config.cluster.timeout * 20)
             report["index_rotted"] += master.verify(ctx.target, index, VERIFY_PER_PASS)["rotted"]
     for scope, within, partitions in scopes:
         for row in active_watchers(ctx.metadata):
-            _outputs(ctx, row, scope, report)
+            _outputs(ctx, row, scope, report, dask_client)
         for index in ctx.metadata.list("semantic_indexes"):
             changed = _index(ctx, index, scope, within, report, partitions)
             for hood in ctx.metadata.list("neighbourhoods", {"semantic_index": index["name"]}):
@@ -127,7 +135,7 @@ def stamp_unstamped(ctx: Context, now: Digests) -> list:
     return list(ids)
 
 
-def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:
+def _outputs(ctx: Context, row: dict, scope: dict, report: Counter, dask_client: Any = None) -> None:
     view = WatcherView.of(row)
     model_row = ctx.metadata.get("models", row["model"])
     version = model_row.get("version")
@@ -141,24 +149,41 @@ def _outputs(ctx: Context, row: dict, scope: dict, report: Counter) -> None:
     if len(todo) > limit:
         report["remaining"] += len(todo) - limit
         todo = todo[:limit]
-    if todo:
+    if todo and row.get("resources") and dask_client is not None:
+        # The model requests worker resources (a GPU ...): compute where its own jobs would.
+        report["outputs_computed"] += _elsewhere(ctx, row, [i for i, _, _ in todo])
+    elif todo:
         model = ctx.artifacts.get(model_row["artifact"])
         for part in chunks(todo, READ_CHUNK):
             write_outputs(ctx, view, predict(ctx, model, model_row, part, view.key))
         report["outputs_computed"] += len(todo)
-        ctx.log(f"{view.name}: recomputed {len(todo)} outputs that were missing or stale")
+    if todo:
+        ctx.log(f"{view.name}: recomputed {len(todo)} outputs that were missing or stale"
+                + (f" (on a worker offering {row['resources']})" if row.get("resources") and dask_client else ""))
     removed = remove_outputs(ctx, view, view.orphans(scope))
     if removed:
         report["outputs_removed"] += removed
         ctx.log(f"{view.name}: removed {removed} outputs of documents the watcher no longer covers")
 
 
+def _elsewhere(ctx: Context, row: dict, ids: list) -> int:
+    """:func:`~.outputs.recompute_outputs` of ``ids`` on a worker offering the watcher's resources (waited for,
+    with this task seceded from its worker's thread pool meanwhile, so that it cannot block that worker)."""
+    from distributed import worker_client
+
+    with worker_client() as client:
+        future = submit(client, recompute_outputs, ctx.target, row["name"], ids,
+                        row.get("chunk_size") or ctx.config.jobs.chunk_size, resources=row["resources"],
+                        key=f"superduperdb-recompute-{uuid.uuid4().hex}", pure=False)
+        return future.result(timeout=ctx.config.jobs.wait_timeout)
+
+
 def _index(ctx: Context, index: dict, scope: dict, ids: list | None, report: Counter,
            partitions: list | None = None) -> list:
-    path = output_path(index["keys"][0], index["models"][0])
-    fp_path = fingerprint_path(index["keys"][0], index["models"][0])
-    found = list(ctx.collection.find(and_(scope, {path: {"$exists": True}}), {fp_path: 1}).batch_size(READ_CHUNK))
-    with master_for_job(ctx.config, sweep) as master:
+    view = IndexView.of(index)
+    fp_path = view.fingerprint_path
+    found = list(ctx.collection.find(and_(scope, view.has_output), {fp_path: 1}).batch_size(READ_CHUNK))
+    with master_for_job(ctx.config) as master:
         master.ensure(ctx.target, index, wait=ctx.config.cluster.timeout * 20)
         result = master.sync(ctx.target, index, [d["_id"] for d in found], [get_path(d, fp_path) for d in found],
                              within=ids, partitions=partitions)
@@ -169,7 +194,7 @@ def _index(ctx: Context, index: dict, scope: dict, ids: list | None, report: Cou
 
 def _neighbourhood(ctx: Context, index: dict, hood: dict, changed: list, scope: dict, report: Counter) -> None:
     path = neighbourhood_path(hood["name"])
-    out_path = output_path(index["keys"][0], index["models"][0])
+    out_path = IndexView.of(index).path
     lists = {d["_id"]: get_path(d, path) or []
              for d in ctx.collection.find(and_(scope, {path: {"$exists": True}}), {path: 1})}
     checked = {d["_id"] for d in ctx.collection.find(and_(scope, {out_path: {"$exists": True}}), {"_id": 1})}
@@ -188,13 +213,14 @@ def _neighbourhood(ctx: Context, index: dict, hood: dict, changed: list, scope: 
         ctx.collection.update_many({"_id": {"$in": gone}}, {"$unset": {path: ""}})
     keep = [i for i in redo if i in indexed]
     if keep:
-        with master_for_job(ctx.config, sweep) as master:
+        with master_for_job(ctx.config) as master:
             fresh = master.neighbours(ctx.target, index, keep, hood["n"])
         set_fields(ctx.collection, ((_id, {"$set": {path: n}}) for _id, n in fresh.items()))
     report["neighbour_lists"] += len(redo)
 
 
-def _known_keys(dask_scheduler: Any, keys: list) -> list:
+def known_keys(dask_scheduler: Any, keys: list) -> list:
+    """Which of ``keys`` the scheduler knows (run on the scheduler)."""
     return [k for k in keys if k in dask_scheduler.tasks]
 
 
@@ -207,7 +233,7 @@ def mark_lost_jobs(ctx: Context, dask_client: Any) -> int:
                                "created_at": {"$lt": cutoff}}, {"key": 1}))
     if not rows:
         return 0
-    known = set(dask_client.run_on_scheduler(_known_keys, keys=[r["key"] for r in rows]))
+    known = set(run_on_scheduler(dask_client, known_keys, keys=[r["key"] for r in rows]))
     lost = [r for r in rows if r["key"] not in known]
     for r in lost:
         records.finish(ctx.jobs, str(r["_id"]), records.FAILED,
@@ -263,7 +289,20 @@ def sweep(target: Target, dask_client: Any = None, ids: list | None = None) -> d
         return _sweep_task(target, ids)
     import distributed
 
-    future = dask_client.submit(_sweep_task, target, ids, key=f"superduperdb-sweep-{uuid.uuid4().hex}", pure=False)
+    future = submit(dask_client, _sweep_task, target, ids, key=f"superduperdb-sweep-{uuid.uuid4().hex}", pure=False)
     distributed.fire_and_forget(future)
     timeout = Context(target).config.cluster.timeout * 20
     return future.result(timeout=timeout)
+
+
+# -- the one factory of master handles --------------------------------------------------------------
+def master_handle(dask_client: Any, config: Any) -> MasterHandle:
+    """The cluster's master (``dask_client`` None: this process's), whoever asks first creating it
+    with its reconciler (:func:`sweep`). The one way to a master: the client's services and the jobs."""
+    return MasterHandle.from_config(dask_client, config, sweep=sweep)
+
+
+def master_for_job(config: Any) -> contextlib.AbstractContextManager[MasterHandle]:
+    """The master, seen from a job (:func:`superduperdb.master.handle.master_for_job`), with its reconciler."""
+    return handle.master_for_job(config, sweep)
+

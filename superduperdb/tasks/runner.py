@@ -24,7 +24,10 @@ import pymongo.errors
 from ..errors import JobCancelledError
 from ..store import records
 from ..store.context import Context, Target
-from . import apply, download, index, outputs, reconcile, training, validation, versions  # noqa: F401  (they register the job kinds)
+
+# Every module that defines job kinds, imported here where kinds are looked up (never registered as a side
+# effect of unpickling a job's parameters): tests/unit/test_layers.py checks the list is whole.
+from . import apply, download, index, learning, outputs, reconcile, training, validation, versions  # noqa: F401
 from .kinds import KINDS
 
 logger = logging.getLogger(__name__)

@@ -99,7 +99,7 @@ class JobReporter(Reporter):
             self.flush()
 
     def validation(self, step: int, epoch: int, metrics: dict[str, float]) -> None:
-        self.entries.append({"step": step, "epoch": epoch, "validation": True, **_finite(metrics)})
+        self.entries.append({"step": step, "epoch": epoch, "validation": True, **finite(metrics)})
         self.ctx.log(f"step {step} (epoch {epoch}): " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         self.flush()
 
@@ -107,7 +107,8 @@ class JobReporter(Reporter):
         self.fraction = fraction
 
 
-def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+def finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Metrics as stored: NaN becomes None (MongoDB and JSON keep no NaN)."""
     return {k: (None if v is None or math.isnan(v) else float(v)) for k, v in metrics.items()}
 
 
@@ -122,7 +123,7 @@ def fresh_model(ctx: Context, name: str) -> tuple[Model, dict]:
 
 
 def load_callable(ctx: Context, kind: str, name: str) -> Any:
-    row = ctx.metadata.get(kind, name, hint=f"Register it with create_{'loss' if kind == 'losses' else kind[:-1]}(name, callable).")
+    row = ctx.metadata.get(kind, name)
     return ctx.artifacts.get(row["artifact"])
 
 
@@ -275,7 +276,7 @@ def save_version(ctx: Context, name: str, model: Model, metrics: dict, job_id: s
     for _ in range(10):  # a concurrent training may take the same number: retry with the next one
         row = ctx.metadata.get("models", name)
         version = max([v["version"] for v in row.get("versions", [])] + [row.get("version", 0)]) + 1
-        entry = {"version": version, "artifact": ref, "created_at": utcnow(), "metrics": _finite(metrics),
+        entry = {"version": version, "artifact": ref, "created_at": utcnow(), "metrics": finite(metrics),
                  "job_id": job_id, "parent": row.get("version"), "trained_by": {spec.kind: spec.name}}
         done = ctx.metadata.table("models").update_one({"name": name, "versions.version": {"$ne": version}},
                                                        {"$push": {"versions": entry}})
@@ -304,4 +305,4 @@ def train(ctx: Context, job_id: str, spec: TrainSpec) -> dict:
     versions = {name: save_version(ctx, name, model, metrics, job_id, spec) for name, model in trained.items()}
     seconds = time.perf_counter() - start
     ctx.log(f"stored {', '.join(f'{n} version {v}' for n, v in versions.items())} in {seconds:.2f} s")
-    return {"versions": versions, "metrics": _finite(metrics), "seconds": seconds}
+    return {"versions": versions, "metrics": finite(metrics), "seconds": seconds}

@@ -103,7 +103,7 @@ def load_validation(ctx: Context, names: list[str], query: dict, extract: Extrac
         return out
     table = validation_table(ctx)
     for name in names:
-        ctx.metadata.get("validation_sets", name, hint="Create it with create_validation_set(name, ...).")
+        ctx.metadata.get("validation_sets", name)
         docs = list(table.find({"_validation_set": name}))
         examples = [e for e in map(extract, docs) if e is not None]
         if not examples:

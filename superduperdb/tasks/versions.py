@@ -52,7 +52,6 @@ from typing import Any
 from bson import ObjectId
 
 from ..errors import TrainingCancelled, TrainingError
-from ..master.handle import master_for_job
 from ..store import records
 from ..store.bulk import set_fields
 from ..store.context import Context
@@ -63,7 +62,7 @@ from ..store.watchers import and_, load_filter
 from .kinds import job_kind
 from .outputs import WatcherView, compute, write_outputs
 from .pipeline import Progress
-from .reconcile import sweep
+from .reconcile import master_for_job
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ def _switch_indexes(ctx: Context, models: set[str]) -> list[dict]:
         ctx.metadata.update("semantic_indexes", row["name"], {"$set": {"uid": new["uid"]}})
         switched.append(new)
         try:
-            with master_for_job(ctx.config, sweep) as master:
+            with master_for_job(ctx.config) as master:
                 master.drop(ctx.target, row)
                 stats = master.ensure(ctx.target, new)
             ctx.log(f"index {row['name']!r} switched: {stats.get('size')} vectors")
@@ -187,7 +186,7 @@ def _catch_up(ctx: Context, job_id: str, rows: list[dict], models: dict, model_r
 def _refresh(ctx: Context, indexes: list[dict], ids: list | None) -> None:
     if not indexes:
         return
-    with master_for_job(ctx.config, sweep) as master:
+    with master_for_job(ctx.config) as master:
         for index in indexes:
             if ids is None:
                 master.reload(ctx.target, index)

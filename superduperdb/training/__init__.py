@@ -7,6 +7,9 @@ imported only when a torch model is trained.
 >>> from superduperdb.training import metrics
 >>> metrics.accuracy([1, 0], [1, 1])
 0.5
+
+Floor: pure compute (with ``models``, ``types``, ``index``, ``datasets``). May import its own
+floor and the leaves (``errors``, ``config``); no MongoDB, no Dask.
 """
 
 from ..errors import TrainingCancelled, TrainingError

@@ -36,7 +36,7 @@ def fit_estimator(model: Model, inputs: Sequence[Any], targets: Sequence[Any], *
 
     if not len(inputs):
         raise TrainingError("No training documents (with both an input and a target) matched.", model=model.name)
-    pre, _ = model._hooks(model.kind)
+    pre, _ = model.hooks(model.kind)
     items = [pre(x) for x in inputs] if pre is not None else list(inputs)
     X = stack(items, model.name)
     y = np.asarray([_plain(t) for t in targets])
@@ -64,7 +64,7 @@ def forward_batch(model: Model, items: Sequence[Any], device: Any) -> Any:
     """``forward`` of the wrapped module on ``items``, with gradients (train mode is the caller's)."""
     from ..models.torch_adapter import collate, to_device
 
-    pre, _ = model._hooks("torch")
+    pre, _ = model.hooks("torch")
     batch = [pre(x) for x in items] if pre is not None else list(items)
     return model.object(to_device(collate(batch, model.name), device), **(model.method_kwargs or {}))
 

@@ -138,7 +138,7 @@ class TypeRegistry:
             self._refresh(force=True)
         if name not in self._user:
             error = UnregisteredTypeError if decoding else NotRegisteredError
-            raise error("type", name, self.names(), hint="Register it with create_type(name, obj).")
+            raise error("type", name, self.names())
         return self._user[name]
 
     def type_for(self, value: Any) -> tuple[str, Any] | None:

@@ -38,8 +38,8 @@ import testmodels
 from waiting import poll
 
 import superduperdb
-from superduperdb.cluster.report import process_report
 from superduperdb.cluster.spec import PRELOAD
+from superduperdb.tasks.report import process_report
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

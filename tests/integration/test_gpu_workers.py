@@ -83,3 +83,28 @@ def test_gpu_model_jobs_wait_for_a_gpu_worker_and_ordinary_jobs_request_the_job_
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(60)
+
+
+def test_the_reconciler_computes_a_gpu_models_outputs_on_a_gpu_worker(client, unique_name):
+    """reconcile() (and the periodic sweep: the same pass) computed every model's outputs on the worker
+    running the pass, whatever the model's resources: a GPU model's outputs on the master's worker."""
+    coll = client[unique_name].docs
+    dask_client = client.cluster.client
+    env = {**os.environ, "SUPERDUPERDB_CLUSTER__ADDRESS": dask_client.scheduler.address,
+           "SUPERDUPERDB_TEST_GPU_WORKER": "1",
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env = {k: v for k, v in env.items() if k != "SUPERDUPERDB_CLUSTER__JOB_RESOURCE"}
+    worker = subprocess.Popen([sys.executable, "-m", "superduperdb", "worker", "--gpu", "--name", "gpu-worker"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        poll(lambda: any(w.get("name") == "gpu-worker" for w in dask_client.scheduler_info(n_workers=-1)["workers"]
+                         .values()), WAIT, "the --gpu worker to join")
+        coll.insert_many([{"x": float(i)} for i in range(6)], refresh=False)
+        coll.create_model("where", testmodels.which_worker, key="x", process_docs=False, resources={"GPU": 1})
+        report = coll.reconcile(wait=True, timeout=WAIT).result()
+        assert report["outputs_computed"] == 6, report
+        assert [d["_outputs"]["x"]["where"] for d in coll.find({})] == ["gpu"] * 6
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(60)
+

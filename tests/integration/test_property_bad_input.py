@@ -17,6 +17,7 @@ small, for CI; ``SDDB_TEST_HYPOTHESIS_PROFILE=long`` runs many more examples loc
 from __future__ import annotations
 
 import datetime
+import inspect
 import itertools
 import os
 import time
@@ -168,6 +169,7 @@ CALLS = st.one_of(
 
 
 def run(coll: Any, name: str, arguments: dict) -> Any:
+    """Make the call (see :func:`check_binds`: every generated call reaches the method's own code)."""
     a = arguments
     if name == "find":
         return list(coll.find(a["filter"], a["projection"], decode_errors=a["decode_errors"], features=a["features"]))
@@ -187,7 +189,20 @@ def run(coll: Any, name: str, arguments: dict) -> Any:
         return list(coll.find(a["filter"], like=a["like"], n=a["n"]))
     if name == "insert_many":
         return coll.insert_many(a["documents"])
-    return getattr(coll, name)(*a.values())
+    return getattr(coll, name)(**a)
+
+
+def check_binds(coll: Any, name: str, arguments: dict) -> None:
+    """Fail the test (not the library) where a generated call cannot bind to the method's signature:
+    such a call stops at Python's own TypeError and never reaches the code under test (the
+    ``create_watcher`` examples once did: its filter and features are keyword-only)."""
+    if name in ("find", "find_one", "create_model", "create_semantic_index", "create_type", "apply_model", "like",
+                "insert_many"):
+        return  # called explicitly in run(), argument by argument
+    try:
+        inspect.signature(getattr(coll, name)).bind(**arguments)
+    except TypeError as exc:
+        raise AssertionError(f"the test calls {name}({', '.join(arguments)}), which its signature refuses: {exc}") from None
 
 
 def snapshot(coll: Any) -> dict[str, list]:
@@ -261,6 +276,7 @@ def test_bad_input_is_typed_and_changes_nothing(fresh, backend, tallies, call) -
     name, arguments = call
     tally = tallies.setdefault("embedded" if backend[0].startswith("mongomock") else "server", Tally())
     coll = fresh()
+    check_binds(coll, name, arguments)
     before = snapshot(coll)
     start = time.monotonic()
     try:
@@ -296,3 +312,17 @@ def test_bad_input_is_typed_and_changes_nothing(fresh, backend, tallies, call) -
         elapsed = time.monotonic() - start
         tally.add("accepted")
     assert elapsed < CALL_BOUND, f"{name} took {elapsed:.1f} s"
+
+
+def test_generated_calls_reach_the_code_under_test(fresh) -> None:
+    """Each generic call binds by keyword; the positional form the suite once used stopped every
+    ``create_watcher`` example at Python's own TypeError (its filter and features are keyword-only)."""
+    coll = fresh()
+    arguments = {"model": "ident", "key": "x", "filter": {"k": 1}, "features": None}
+    check_binds(coll, "create_watcher", arguments)
+    assert run(coll, "create_watcher", arguments) is not None  # it reached create_watcher and registered
+    assert coll.list_watchers() == ["ident/x"]
+    with pytest.raises(TypeError):
+        coll.create_watcher(*arguments.values())
+    with pytest.raises(AssertionError, match="which its signature refuses"):
+        check_binds(coll, "create_watcher", {**arguments, "fitler": {}})

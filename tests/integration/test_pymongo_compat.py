@@ -217,6 +217,17 @@ def test_find_sort_skip_limit_projection(pair: Pair) -> None:
     assert obs[9] == []
 
 
+def test_a_negative_skip_is_refused_as_pymongo_refuses_it(pair: Pair) -> None:
+    """pymongo raises ValueError('skip must be >= 0') (the embedded store raised a bare IndexError)."""
+    for c in pair.both:
+        c.insert_one({"k": 1})
+        with pytest.raises(ValueError, match="skip must be >= 0"):
+            list(c.find().skip(-1))
+        with pytest.raises(TypeError, match="skip must be an"):
+            list(c.find().skip(1.5))
+        assert len(list(c.find().skip(0))) == 1
+
+
 def test_cursor_batch_size_chaining_rewind_clone(pair: Pair) -> None:
     def scenario(c):
         c.insert_many([{"k": i} for i in range(25)])

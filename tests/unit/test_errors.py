@@ -103,8 +103,10 @@ def test_pickled_error_keeps_notes() -> None:
 def test_not_registered_suggests_the_closest_name() -> None:
     err = NotRegisteredError("type", "tensr", available=["tensor", "array", "image"])
     assert str(err) == (
-        "No type named 'tensr' is registered. Did you mean 'tensor'? Registered types: array, image, tensor."
+        "No type named 'tensr' is registered. Did you mean 'tensor'? Registered types: array, image, tensor. "
+        "Register it with create_type(name, obj)."  # how to register each kind: errors.HOW_TO_REGISTER
     )
+    assert str(NotRegisteredError("type", "x", hint="")).endswith("Registered types: none.")
     assert (err.kind, err.name, err.available) == ("type", "tensr", ["array", "image", "tensor"])
     assert "Did you mean" not in str(NotRegisteredError("type", "zzzzzz", available=["tensor"]))
     assert "Registered models: none." in str(NotRegisteredError("model", "m"))

@@ -73,6 +73,15 @@ def server_errors(error: type[OperationFailure], what: str) -> Iterator[None]:
         raise error(f"{what}: {type(exc).__name__}: {exc}", code=code) from exc
 
 
+def check_skip(skip: Any, type_message: str) -> int:
+    """``skip`` as pymongo checks it: an ``int`` (``TypeError``), not negative (``ValueError``)."""
+    if not isinstance(skip, int) or isinstance(skip, bool):
+        raise TypeError(type_message)
+    if skip < 0:
+        raise ValueError("skip must be >= 0")
+    return skip
+
+
 def _as_server_errors(docs: Iterable[dict], lock: Any) -> Iterator[dict]:
     # mongomock applies filters lazily: errors arise while the documents are iterated. Each
     # document is tested under the lock that in-place updates hold (see EmbeddedCursor).
@@ -135,6 +144,10 @@ class EmbeddedCursor(Cursor):
 
     next = __next__
 
+    def skip(self, skip: int) -> EmbeddedCursor:
+        """As pymongo's: a negative or non-integer ``skip`` is refused."""
+        return super().skip(check_skip(skip, "skip must be an integer"))
+
     def clone(self) -> EmbeddedCursor:
         cursor = EmbeddedCursor(self.collection, self._spec, self._sort, self._projection, self._skip, self._limit)
         cursor._factory = self._factory
@@ -169,6 +182,10 @@ class EmbeddedCollection(mongomock.Collection):
              max_time_ms: Any = None, allow_disk_use: bool = False, **kwargs: Any) -> EmbeddedCursor:
         spec = {} if filter is None else filter
         mongomock.collection.validate_is_mapping("filter", spec)
+        if not isinstance(skip, int) or isinstance(skip, bool):
+            raise TypeError("skip must be an instance of int")
+        if skip < 0:  # a server refuses it when the query runs
+            raise OperationFailure(f"skip value must be non-negative, but received: {skip}", code=2)
         for kwarg, value in kwargs.items():
             if value:
                 raise OperationFailure(f"Unrecognized field '{kwarg}'")
@@ -207,6 +224,38 @@ class EmbeddedCollection(mongomock.Collection):
             raise
         finally:
             self._store.reindex(existing_document)
+
+    # -- one-document writes with sort (pymongo >= 4.9; mongomock has no sort there) --------------
+    def _pinned(self, filter: Any, sort: Any) -> Any:
+        """``filter`` narrowed to the ``_id`` of the first document ``sort`` picks (as a server does)."""
+        if sort is None:
+            return filter
+        from ..writes import pin
+
+        return pin(self, filter, sort)
+
+    def update_one(self, filter: Any, update: Any, upsert: bool = False, bypass_document_validation: bool = False,
+                   collation: Any = None, array_filters: Any = None, hint: Any = None, session: Any = None,
+                   let: Any = None, sort: Any = None, comment: Any = None) -> Any:
+        return super().update_one(self._pinned(filter, sort), update, upsert, bypass_document_validation, collation,
+                                  array_filters, hint, session, let)
+
+    def replace_one(self, filter: Any, replacement: Any, upsert: bool = False,
+                    bypass_document_validation: bool = False, collation: Any = None, hint: Any = None,
+                    session: Any = None, let: Any = None, sort: Any = None, comment: Any = None) -> Any:
+        if collation is not None or let is not None:
+            mongomock.collection.raise_not_implemented("collation", "The embedded store has no collations.")
+        return super().replace_one(self._pinned(filter, sort), replacement, upsert, bypass_document_validation,
+                                   session, hint)
+
+    def _find_and_modify(self, query: Any, projection: Any = None, update: Any = None, upsert: bool = False,
+                         sort: Any = None, *args: Any, **kwargs: Any) -> Any:
+        # mongomock finds the document with the caller's projection, and without its _id it writes the
+        # first match in natural order (not the one ``sort`` picked): pin the _id first, as a server does.
+        found = self.find_one(query, {"_id": 1}, sort=sort)
+        if found is not None:
+            query = {"_id": found["_id"]}
+        return super()._find_and_modify(query, projection, update, upsert, None, *args, **kwargs)
 
     def bulk_write(self, requests: list, ordered: bool = True, bypass_document_validation: bool = False,
                    session: Any = None) -> BulkWriteResult:

@@ -151,6 +151,8 @@ def _graph_filtered(view: View, q_raw: np.ndarray, q: np.ndarray, k: int, accept
     mask = view.alive if accept is None else accept
     cap = min(gn, MAX_FETCH)
     fetch = overfetch(need, n_accept / gn)
+    if accept is None:  # unfiltered (dead rows aside): pynndescent's recall grows with k, keep 10 spare
+        fetch = max(fetch, math.ceil(1.2 * need) + 10)
     if tally is not None:
         tally.fetch = max(tally.fetch, fetch)
     if fetch > cap:

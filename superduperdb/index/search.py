@@ -61,7 +61,7 @@ def overfetch(k: int, p: float) -> int:
     fetch plus 2.5 standard deviations of a binomial draw, and at least ``1.2 k``.
 
     >>> overfetch(10, 1.0), overfetch(10, 0.5), overfetch(10, 0.1)
-    (12, 31, 338)
+    (12, 36, 338)
     """
     if k <= 0:
         return 0

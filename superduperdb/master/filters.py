@@ -24,13 +24,15 @@ query), and no ids travel from the store. Any other filter goes through the stor
 
 from __future__ import annotations
 
+import datetime
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bson import ObjectId
 from mongomock import filtering
 
-from ..store.embedded.indexes import FieldIndex, candidates
+from ..store.embedded.indexes import RANGE_OPERATORS, FieldIndex, candidates, values_at
 
 #: The operators a filter answered in the index may use on a field.
 FIELD_OPERATORS = frozenset({"$eq", "$in", "$gt", "$gte", "$lt", "$lte", "$exists"})
@@ -76,6 +78,48 @@ def answerable(filter: Any, fields: Iterable[str]) -> bool:
     return True
 
 
+def _plain(value: Any) -> bool:
+    """A value whose field-index lookups are exact (MongoDB's equality and order agree with Python's)."""
+    if isinstance(value, bool) or (isinstance(value, float) and value != value):
+        return False
+    return isinstance(value, (str, int, float, datetime.datetime, ObjectId))
+
+
+def _exact_conditions(filter: Mapping, indexes: Mapping[str, FieldIndex]) -> bool:
+    """Whether ``filter`` is a conjunction (top level and ``$and``) of equality, ``$eq``, ``$in`` and ranges on
+    indexed fields with plain values, whose field-index lookups are exact for documents with plain values."""
+    for key, condition in filter.items():
+        if key == "$and":
+            if not all(isinstance(c, Mapping) and _exact_conditions(c, indexes) for c in condition):
+                return False
+            continue
+        if key not in indexes:
+            return False
+        if not isinstance(condition, Mapping):
+            if not _plain(condition):
+                return False
+            continue
+        ops = set(condition)
+        if ops == {"$eq"}:
+            ok = _plain(condition["$eq"])
+        elif ops == {"$in"}:
+            ok = all(_plain(v) for v in condition["$in"])
+        elif ops and ops <= set(RANGE_OPERATORS):
+            bounds = list(condition.values())
+            ok = all(_plain(v) for v in bounds) and len({_bracket(v) for v in bounds}) == 1
+        else:
+            ok = False
+        if not ok:
+            return False
+    return True
+
+
+def _bracket(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return "number"
+    return type(value).__name__
+
+
 def projection(fields: Iterable[str]) -> dict:
     """The projection that reads the filter ``fields`` (to add to a read of vectors)."""
     return {f: 1 for f in fields}
@@ -100,6 +144,11 @@ class FilterFields:
         self.fields = list(fields)
         self._docs: dict[Any, dict] = {}
         self._indexes = {f: FieldIndex(f) for f in self.fields}
+        self._parts = {f: f.split(".") for f in self.fields}
+        # Per field, the documents holding a value that is not plain (booleans, NaN, null, documents ...):
+        # the only ones a field-index lookup may name wrongly, so the only ones checked with the matcher
+        # when the filter is a conjunction of exact lookups.
+        self._odd: dict[str, set] = {f: set() for f in self.fields}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -110,8 +159,14 @@ class FilterFields:
         doc = {**values, "_id": id}
         with self._lock:
             self._docs[id] = doc
-            for index in self._indexes.values():
+            for field, index in self._indexes.items():
                 index.add(id, doc)
+                values, _ = values_at(doc, self._parts[field])
+                raw = _raw_values(doc, self._parts[field])
+                if len(values) != len(raw) or not all(_plain(v) for v in raw):
+                    self._odd[field].add(id)
+                else:
+                    self._odd[field].discard(id)
 
     def put_many(self, ids: Iterable[Any], values: Iterable[Mapping]) -> None:
         for i, v in zip(ids, values):
@@ -121,8 +176,9 @@ class FilterFields:
         with self._lock:
             for i in ids:
                 if self._docs.pop(i, None) is not None:
-                    for index in self._indexes.values():
+                    for field, index in self._indexes.items():
                         index.remove(i)
+                        self._odd[field].discard(i)
 
     def get(self, id: Any) -> dict | None:
         """What is held for ``id`` (without ``_id``), or None."""
@@ -143,8 +199,43 @@ class FilterFields:
                 return None
 
             keys = candidates(filter, by_id, self._indexes)
-            pool = docs.keys() if keys is None else keys
-            return [i for i in pool if i in docs and filtering.filter_applies(filter, docs[i])]
+            if keys is None:
+                return [i for i, doc in docs.items() if filtering.filter_applies(filter, doc)]
+            if "_id" not in filter and _exact_conditions(filter, self._indexes):
+                odd = set().union(*(self._odd[f] for f in _fields_of(filter)))
+                return [i for i in keys if i not in odd or filtering.filter_applies(filter, docs[i])]
+            return [i for i in keys if i in docs and filtering.filter_applies(filter, docs[i])]
+
+
+def _fields_of(filter: Mapping) -> set[str]:
+    out: set[str] = set()
+    for key, condition in filter.items():
+        if key == "$and":
+            for c in condition:
+                out |= _fields_of(c)
+        else:
+            out.add(key)
+    return out
+
+
+def _raw_values(doc: Any, parts: list[str]) -> list:
+    """Every value at the field ``parts`` in ``doc`` (array elements included), unindexable ones too."""
+    current = [doc]
+    for part in parts:
+        following = []
+        for value in current:
+            if isinstance(value, Mapping):
+                if part in value:
+                    following.append(value[part])
+            elif isinstance(value, list):
+                following.extend(item[part] for item in value if isinstance(item, Mapping) and part in item)
+                if part.isdigit() and int(part) < len(value):
+                    following.append(value[int(part)])
+        current = following
+    out = []
+    for value in current:
+        out.extend(value if isinstance(value, list) else [value])
+    return out
 
 
 def _hashable(value: Any) -> bool:

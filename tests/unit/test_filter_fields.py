@@ -42,9 +42,9 @@ def test_filter_fields_match_as_the_embedded_store_on_random_documents_and_filte
     for i in range(400):
         doc = {"_id": i}
         if rng.random() < 0.8:
-            doc["lang"] = rng.choice(["en", "fr", None, 1, "de"])
+            doc["lang"] = rng.choice(["en", "fr", None, 1, "de", ["en", "fr"], [1, "de"], {"x": 1}])
         if rng.random() < 0.8:
-            doc["year"] = rng.choice([2000, 2001, 2002.0, 2003.5, "2001", True])
+            doc["year"] = rng.choice([2000, 2001, 2002.0, 2003.5, "2001", True, 1, float("nan"), [2000, 2003]])
         if rng.random() < 0.5:
             doc["meta"] = {"n": rng.randrange(4)} if rng.random() < 0.9 else {"m": 1}
         if rng.random() < 0.5:
@@ -52,7 +52,8 @@ def test_filter_fields_match_as_the_embedded_store_on_random_documents_and_filte
         raw.insert_one(doc)
         held.put(i, extract(doc, FIELDS))
     raw.create_index("lang")
-    values = {"lang": ["en", "fr", None, 1], "year": [2000, 2001, 2002, 2003.5, "2001"], "meta.n": [0, 1, 3],
+    values = {"lang": ["en", "fr", None, 1, "de"], "year": [2000, 2001, 2002, 2003.5, "2001", 1, True],
+              "meta.n": [0, 1, 3],
               "when": [day + datetime.timedelta(days=d) for d in (0, 3, 9)]}
 
     def cond():

@@ -356,8 +356,9 @@ def run_selectivity(args: argparse.Namespace, n: int) -> dict:
     seven = np.sort(np.random.default_rng(7).choice(n, 7, replace=False))
     uri = f"mongomock://bench-selectivity-{n}"
     threshold = args.exact_threshold if args.exact_threshold is not None else min(20_000, n // 4)
+    # No sweeps: the documents hold outputs without inputs, which the reconciler would rightly remove.
     config = {"cluster.n_workers": args.workers, "master.epsilon": args.epsilon, "master.warm_up": True,
-              "cluster.timeout": args.call_timeout, "master.exact_threshold": threshold}
+              "cluster.timeout": args.call_timeout, "master.exact_threshold": threshold, "reconcile.interval": 0}
     out: dict[str, Any] = {"size": n, "dim": dim, "queries": n_q, "exact_threshold": threshold,
                            "loadavg_at_start": list(os.getloadavg())}
     setup = superduperdb.connect(uri, cluster=None, config={**config, "master.warm_up": False})

@@ -131,6 +131,10 @@ class SuperDuperClient:
         uri = uri_from_config(self.config)  # the real URI: kept only in the config (see `uri`)
         scheme_of(uri)
         self._validate_cluster(self.config.cluster.address)
+        if self.config.cluster.address is not None:
+            from .cluster.security import tls_files
+
+            tls_files(self.config)  # a half-set TLS config, or a missing file: ConfigError now
         self._raw = wrapped if wrapped is not None else open_client(uri, self.config, **pymongo_kwargs)
         self._owns_raw = wrapped is None and not uri.startswith("mongomock://")
         self._databases: dict[str, Database] = {}

@@ -249,6 +249,11 @@ class ArtifactError(SuperDuperError, ValueError):
     """An artifact could not be saved or loaded."""
 
 
+class ArtifactIntegrityError(ArtifactError):
+    """An artifact's signature is missing or wrong (``security.artifact_key`` is set): it was not
+    loaded, so none of its code ran. Attributes: ``collection``, ``name``, ``version``, ``digest``."""
+
+
 class ModelError(SuperDuperError, ValueError):
     """A model is misconfigured or cannot be applied to its inputs."""
 

@@ -90,20 +90,41 @@ def config_command(as_json: bool) -> None:
 @click.option("--host", default=None, help="Interface to listen on (default: serve.host, 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port (default: serve.port, 8181).")
 @click.option("--uri", default=None, help="MongoDB URI of the models (default: mongodb.uri of the config).")
-def serve_command(host: str | None, port: int | None, uri: str | None) -> None:
-    """Serve registered models over HTTP (POST /apply_model), with basic auth from
+@click.option("--ssl-certfile", default=None, type=click.Path(dir_okay=False),
+              help="Serve HTTPS with this PEM certificate (default: serve.ssl_certfile).")
+@click.option("--ssl-keyfile", default=None, type=click.Path(dir_okay=False),
+              help="The certificate's private key (default: serve.ssl_keyfile).")
+@click.option("--insecure", is_flag=True, default=None,
+              help="Allow basic auth over plain HTTP on a non-loopback address (default: serve.insecure).")
+def serve_command(host: str | None, port: int | None, uri: str | None, ssl_certfile: str | None,
+                  ssl_keyfile: str | None, insecure: bool | None) -> None:
+    """Serve registered models over HTTP or HTTPS (POST /apply_model), with basic auth from
     serve.username / serve.password (set the password with SUPERDUPERDB_SERVE__PASSWORD)."""
+    import signal
+    import threading
+
     from ..config import redact
     from ..server import serve
 
-    click.echo(f"model server on http://{host or '(serve.host)'}:{port if port is not None else '(serve.port)'} "
-               f"for {redact(uri) if uri else 'mongodb.uri of the config'}; Ctrl-C stops it")
-    serve(uri, host=host, port=port, block=True)
+    server = serve(uri, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                   insecure=insecure or None, block=False)
+    assert server is not None
+    click.echo(f"model server on {server.url} for {redact(uri) if uri else 'mongodb.uri of the config'}; "
+               "Ctrl-C stops it")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        if not server.running:
+            raise click.ClickException("the model server stopped (see the log above)")
+    server.stop()
+    click.echo("stopped.")
 
 
 from .cluster import COMMANDS as _CLUSTER_COMMANDS  # noqa: E402  (local-cluster, scheduler, worker)
+from .security import COMMANDS as _SECURITY_COMMANDS  # noqa: E402  (sign-artifacts)
 
-for _command in _CLUSTER_COMMANDS:
+for _command in (*_CLUSTER_COMMANDS, *_SECURITY_COMMANDS):
     main.add_command(_command)
 
 

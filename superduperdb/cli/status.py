@@ -37,14 +37,14 @@ def gather_info() -> dict[str, Any]:
         database.setdefault("reachable", False)
         database["error"] = redact(f"{type(exc).__name__}: {exc}")
     cluster: dict[str, Any] = {"address": redact(cfg.cluster.address), "address from": cfg.source("cluster.address")}
-    report: dict[str, Any] = {"database": database, "cluster": cluster}
+    report: dict[str, Any] = {"database": database, "cluster": cluster, "security": security_info(cfg)}
     address = cfg.cluster.address
     if address is None:
         cluster["mode"] = "inline (jobs run in the client's process)"
     elif address == "local":
         cluster["mode"] = "local (each client starts its own Dask cluster)"
     else:
-        reachable, master = _scheduler_info(address, min(cfg.cluster.timeout, INFO_TIMEOUT), cfg.master.resource)
+        reachable, master = _scheduler_info(address, min(cfg.cluster.timeout, INFO_TIMEOUT), cfg.master.resource, cfg)
         cluster.update(reachable)
         if master is not None:
             report["master"] = master
@@ -71,14 +71,16 @@ def _worker_line(info: dict, report: Any) -> dict[str, Any]:
     return entry
 
 
-def _scheduler_info(address: str, timeout: float, resource: str) -> tuple[dict[str, Any], dict | None]:
+def _scheduler_info(address: str, timeout: float, resource: str, cfg: Any) -> tuple[dict[str, Any], dict | None]:
     try:
         import distributed
 
+        from ..cluster.security import dask_security, with_scheme
         from ..store.dispatch import run
         from ..tasks.report import process_report
 
-        with distributed.Client(address, timeout=timeout, set_as_default=False) as client:
+        with distributed.Client(with_scheme(address, cfg), timeout=timeout, set_as_default=False,
+                                security=dask_security(cfg)) as client:
             workers = client.scheduler_info(n_workers=-1)["workers"]
             try:
                 reports = run(client, process_report, on_error="return")
@@ -108,6 +110,35 @@ def master_info(client: Any, timeout: float) -> dict[str, Any]:
     order = ("worker", "state", "generation")
     return {**{k: master[k] for k in order}, "up": _duration(time.time() - started),
             **{k: v for k, v in master.items() if k not in order}}
+
+
+# -- security ------------------------------------------------------------------------------
+def security_info(cfg: Any) -> dict[str, Any]:
+    """What the config protects (docs/security.md): signed artifacts, TLS on the cluster, to MongoDB, HTTPS."""
+    from ..cluster.security import KEYS
+    from ..store.backends import uri_from_config, uses_tls
+
+    out: dict[str, Any] = {}
+    if cfg.security.artifact_key:
+        out["artifacts"] = "signed (security.artifact_key is set): unsigned or altered artifacts are refused"
+    else:
+        out["artifacts"] = ("UNSIGNED: anyone who can write to the database can make the workers run code; "
+                            "set security.artifact_key (docs/security.md)")
+    ca, cert, key = (cfg.security.tls_ca_file, cfg.security.tls_cert_file, cfg.security.tls_key_file)
+    if not any((ca, cert, key)):
+        out["cluster tls"] = "off (Dask talks plain TCP; set security.tls_ca_file, tls_cert_file, tls_key_file)"
+    elif all((ca, cert, key)):
+        out["cluster tls"] = f"on (CA {ca})"
+    else:
+        out["cluster tls"] = f"misconfigured: set all of {', '.join(KEYS)}"
+    uri = uri_from_config(cfg)
+    if uri.startswith("mongomock://"):
+        out["mongodb tls"] = "not applicable (embedded store)"
+    else:
+        out["mongodb tls"] = "on" if uses_tls(uri, cfg) else "off (add tls=true to the URI, or set mongodb.tls)"
+    out["model server https"] = ("on" if cfg.serve.ssl_certfile and cfg.serve.ssl_keyfile else
+                                 "off (set serve.ssl_certfile and serve.ssl_keyfile)")
+    return out
 
 
 # -- jobs ----------------------------------------------------------------------------------
@@ -173,7 +204,7 @@ def _sweep_line(entry: dict) -> str:
 def format_sections(report: dict[str, Any]) -> list[str]:
     """The ``database``, ``cluster``, ``master`` and ``jobs`` sections as text lines."""
     lines: list[str] = []
-    for section in ("database", "cluster"):
+    for section in ("database", "cluster", "security"):
         lines.append(f"{section}:")
         for key, value in report.get(section, {}).items():
             if key == "worker list":

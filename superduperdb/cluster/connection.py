@@ -8,6 +8,10 @@
   of this process (they must share the store); with a server URI they are
   separate processes.
 * ``"tcp://host:8786"``: an existing scheduler (``dask scheduler`` CLI).
+
+With the config's TLS settings (``security.tls_*``, :mod:`superduperdb.cluster.security`)
+the client connects over ``tls://`` with its certificate (a ``tcp://`` address is
+reached as ``tls://``), and a local cluster's scheduler and workers talk TLS too.
 """
 
 from __future__ import annotations
@@ -78,7 +82,10 @@ class Cluster:
     def _connect(self):
         import distributed
 
+        from .security import dask_security, with_scheme
+
         timeout = self.config.cluster.timeout
+        security = dask_security(self.config)  # ConfigError now for half-set or missing TLS files
         if self.address == "local":
             if self.processes and self.uri.startswith("mongomock://"):
                 raise ClusterError(
@@ -92,18 +99,29 @@ class Cluster:
                 processes=self.processes,
                 dashboard_address=":0",
                 resources={job_resource: self.config.cluster.threads_per_worker} if job_resource else None,
+                security=security,
             )
             logger.info("started a local Dask cluster at %s (processes=%s)", self._local.scheduler_address, self.processes)
-            client = distributed.Client(self._local, timeout=timeout, set_as_default=False)
+            client = distributed.Client(self._local, timeout=timeout, set_as_default=False, security=security)
             self._add_master_workers(client)
             return client
-        try:
-            return distributed.Client(self.address, timeout=timeout, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
+        address = with_scheme(self.address, self.config)
+        if security is None and address.startswith("tls://"):
             raise ClusterError(
-                f"Could not reach the Dask scheduler at {self.address!r} within {timeout:g} s: {exc}. "
-                "Start one with `dask scheduler` (or `superduperdb local-cluster`), or use cluster='local'.",
-                address=self.address,
+                f"The scheduler at {address!r} talks TLS, and this config has no certificate: set "
+                "security.tls_ca_file, security.tls_cert_file and security.tls_key_file (docs/security.md).",
+                address=address,
+            )
+        try:
+            return distributed.Client(address, timeout=timeout, set_as_default=False, security=security)
+        except (OSError, TimeoutError) as exc:
+            hint = (" With TLS, check that the scheduler's certificate is signed by security.tls_ca_file and this "
+                    "one by the scheduler's CA." if security is not None else
+                    " If the scheduler requires TLS, set security.tls_ca_file, tls_cert_file and tls_key_file.")
+            raise ClusterError(
+                f"Could not reach the Dask scheduler at {address!r} within {timeout:g} s: {exc}. "
+                "Start one with `dask scheduler` (or `superduperdb local-cluster`), or use cluster='local'." + hint,
+                address=address,
             ) from exc
 
     def _add_master_workers(self, client: Any) -> None:

@@ -71,6 +71,10 @@ class MongoDBConfig(_Node):
     host: str | None
     port: int | None = field(metadata=PORT)
     timeout_ms: int = field(metadata={"min": 0})
+    tls: bool | None
+    tls_ca_file: str | None
+    tls_certificate_key_file: str | None
+    tls_certificate_key_file_password: str | None
 
 
 @_section("cluster")
@@ -162,12 +166,29 @@ class RedisConfig(_Node):
 
 @_section("serve")
 class ServeConfig(_Node):
-    """``serve``: the model server (``superduperdb serve``) and its HTTP basic auth."""
+    """``serve``: the model server (``superduperdb serve``): HTTP basic auth, HTTPS and its limits."""
 
     host: str
     port: int = field(metadata=PORT)
     username: str | None
     password: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    insecure: bool
+    max_body_bytes: int = field(metadata={"min": 1})
+    body_timeout: float = field(metadata={"min": 0})
+    max_failed_logins: int = field(metadata={"min": 1})
+    failed_login_window: float = field(metadata={"min": 0})
+
+
+@_section("security")
+class SecurityConfig(_Node):
+    """``security``: signed artifacts (an HMAC key) and TLS between the cluster's processes."""
+
+    artifact_key: str | None
+    tls_ca_file: str | None
+    tls_cert_file: str | None
+    tls_key_file: str | None
 
 
 @_section("")
@@ -185,6 +206,7 @@ class Settings(_Node):
     remote: bool
     redis: RedisConfig
     serve: ServeConfig
+    security: SecurityConfig
 
 
 class Field(NamedTuple):

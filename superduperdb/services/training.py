@@ -117,7 +117,7 @@ class TrainingService:
             raise AlreadyRegisteredError(CALLABLES[kind], name)
         from ..models.base import class_path
 
-        ref = self.artifacts.put(obj, serializer)
+        ref = self.artifacts.put(obj, serializer, name=f"{kind}/{name}")
         return self.metadata.insert(kind, {"name": name, "artifact": ref, "class": class_path(obj)})
 
     def list_callables(self, kind: str) -> list[str]:
@@ -134,7 +134,7 @@ class TrainingService:
 
             return get_builtin(name)
         row = self.metadata.get(kind, name)
-        return self.artifacts.get(row["artifact"])
+        return self.artifacts.get(row["artifact"], (f"{kind}/{name}", None))
 
     def delete_callable(self, kind: str, name: str, force: bool = False) -> None:
         self.metadata.get(kind, name)

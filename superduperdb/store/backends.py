@@ -5,20 +5,28 @@
 (:class:`~superduperdb.store.embedded.EmbeddedClient`) registered under that
 name, shared by every handle in this process (and so by a local cluster whose
 workers are threads of this process).
+
+TLS to MongoDB is pymongo's: ``tls=true``, ``tlsCAFile``,
+``tlsCertificateKeyFile`` ... in the URI, or the config's ``mongodb.tls``,
+``mongodb.tls_ca_file``, ``mongodb.tls_certificate_key_file`` and
+``mongodb.tls_certificate_key_file_password`` (:func:`tls_options`), which
+become the same pymongo options. Both travel unchanged to workers (the URI and
+the config snapshot each job carries), and are shown redacted.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pymongo
 import pymongo.errors
 
 from ..config import Config, redact
-from ..errors import ConnectionFailure, InvalidURIError
+from ..errors import ConfigError, ConnectionFailure, InvalidURIError
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +79,51 @@ def uri_from_config(cfg: Config) -> str:
     return DEFAULT_URI
 
 
+#: config key -> pymongo option
+TLS_OPTIONS = {"tls": "tls", "tls_ca_file": "tlsCAFile", "tls_certificate_key_file": "tlsCertificateKeyFile",
+               "tls_certificate_key_file_password": "tlsCertificateKeyFilePassword"}
+_TLS_IMPLIED = ("tlscafile", "tlscertificatekeyfile", "tlscertificatekeyfilepassword", "tlscrlfile")
+
+
+def tls_options(uri: str, cfg: Config) -> dict[str, Any]:
+    """The pymongo keyword arguments of the config's ``mongodb.tls*`` keys (those that are set).
+
+    Raises
+    ------
+    ConfigError
+        A certificate file the config names does not exist.
+    """
+    options = {}
+    for key, option in TLS_OPTIONS.items():
+        value = getattr(cfg.mongodb, key)
+        if value is None:
+            continue
+        if key in ("tls_ca_file", "tls_certificate_key_file") and not os.path.isfile(value):
+            raise ConfigError(f"Config key 'mongodb.{key}' names {value!r}, which is not a file. Give the path of "
+                              "a PEM file readable by this process (and by every worker).", key=f"mongodb.{key}")
+        options[option] = value
+    return options
+
+
+def uses_tls(uri: str, cfg: Config) -> bool:
+    """Whether pymongo connects to ``uri`` over TLS with this config (``mongodb+srv://`` does by default).
+
+    >>> from superduperdb.config import resolve_config
+    >>> cfg = resolve_config(home="/nonexistent", cwd="/nonexistent", environ={})
+    >>> uses_tls("mongodb://h/?tls=true", cfg), uses_tls("mongodb://h/?tlsCAFile=/ca.pem", cfg), uses_tls("mongodb://h/", cfg)
+    (True, True, False)
+    """
+    if cfg.mongodb.tls is not None:
+        return cfg.mongodb.tls
+    query = {k.lower(): v for k, v in parse_qsl(urlsplit(uri).query)} if "://" in uri else {}
+    for option in ("tls", "ssl"):
+        if option in query:
+            return query[option].lower() == "true"
+    if any(query.get(o) for o in _TLS_IMPLIED) or any(getattr(cfg.mongodb, k) for k in list(TLS_OPTIONS)[1:]):
+        return True
+    return uri.startswith("mongodb+srv://")
+
+
 def scheme_of(uri: str) -> str:
     """The validated scheme of ``uri``."""
     scheme = urlsplit(uri).scheme if "://" in uri else ""
@@ -101,7 +154,8 @@ def open_client(uri: str, cfg: Config, **pymongo_kwargs: Any) -> Any:
         name = urlsplit(uri).netloc or urlsplit(uri).path.lstrip("/") or "default"
         return mongomock_client(name)
     timeout = cfg.mongodb.timeout_ms
-    kwargs = {"serverSelectionTimeoutMS": timeout, "connectTimeoutMS": timeout, **pymongo_kwargs}
+    kwargs = {"serverSelectionTimeoutMS": timeout, "connectTimeoutMS": timeout, **tls_options(uri, cfg),
+              **pymongo_kwargs}
     client = pymongo.MongoClient(uri, **kwargs)
     try:
         client.admin.command("ping")

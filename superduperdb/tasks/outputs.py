@@ -33,6 +33,7 @@ from ..store.layout import (
     output_path,
     pending_download,
 )
+from ..store.models import model_identity
 from ..store.positions import SEQ, next_seq
 from ..store.watchers import and_, load_filter
 from ..types.encoding import CONTENT
@@ -212,7 +213,7 @@ def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = 
     """
     row = ctx.metadata.get("watchers", watcher)
     model_row = ctx.metadata.get("models", row["model"])
-    model = ctx.artifacts.get(model_row["artifact"])  # the version named in model_row, read once
+    model = ctx.artifacts.get(model_row["artifact"], model_identity(model_row))  # the version named in model_row, read once
     view = WatcherView.of(row)
     scope = {"_id": {"$in": list(ids)}} if ids is not None else {}
     total = ctx.collection.count_documents(and_(view.filter, scope)) if ids is None else len(ids)
@@ -235,7 +236,7 @@ def recompute_outputs(target: Target, watcher: str, ids: list, chunk_size: int =
     ctx = Context(target)
     row = ctx.metadata.get("watchers", watcher)
     model_row = ctx.metadata.get("models", row["model"])
-    model = ctx.artifacts.get(model_row["artifact"])
+    model = ctx.artifacts.get(model_row["artifact"], model_identity(model_row))
     view = WatcherView.of(row)
     _, computed = compute(ctx, view, model, model_row, model_row.get("version"),
                           and_(view.filter, {"_id": {"$in": list(ids)}}), chunk_size,

@@ -48,6 +48,7 @@ from ..store.digests import Digests
 from ..store.dispatch import run_on_scheduler, submit
 from ..store.layout import get_path, neighbourhood_path
 from ..store.metadata import utcnow
+from ..store.models import model_identity
 from ..store.partitions import PARTITIONS, partition_of
 from ..store.positions import PART, SEQ, next_seq
 from ..store.semantic_indexes import IndexView
@@ -153,7 +154,7 @@ def _outputs(ctx: Context, row: dict, scope: dict, report: Counter, dask_client:
         # The model requests worker resources (a GPU ...): compute where its own jobs would.
         report["outputs_computed"] += _elsewhere(ctx, row, [i for i, _, _ in todo])
     elif todo:
-        model = ctx.artifacts.get(model_row["artifact"])
+        model = ctx.artifacts.get(model_row["artifact"], model_identity(model_row))
         for part in chunks(todo, READ_CHUNK):
             write_outputs(ctx, view, predict(ctx, model, model_row, part, view.key))
         report["outputs_computed"] += len(todo)

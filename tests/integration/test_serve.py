@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -161,9 +162,14 @@ def test_cli_serves_models_of_a_database_beside_the_cluster(server_uri, unique_n
                                                     "inputs": [[0.5, 1.5]]}, auth=(USER, PASSWORD))
         assert r.status_code == 200 and np.allclose(r.json()["outputs"], [[0.5, 1.5]])
         assert httpx.post(f"{url}/apply_model", json={}, auth=(USER, "x")).status_code == 401
+        assert f"model server on {url} " in log.read_text()  # the address, not a placeholder
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
+        assert proc.wait(30) == 0, log.read_text()
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.kill()
         proc.wait(30)
         client.drop_database(unique_name)
         client.close()
+    assert "stopped." in log.read_text()
     assert PASSWORD not in log.read_text()  # not even at debug level

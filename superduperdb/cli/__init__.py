@@ -71,6 +71,37 @@ def info(as_json: bool) -> None:
         click.echo(line)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object; with --watch, one per line).")
+@click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between refreshes with --watch.")
+@click.option("-d", "--database", default=None, help="Only this database, or one collection as DB.COLLECTION.")
+@click.option("--no-counts", is_flag=True,
+              help="Do not count each watcher's documents and outputs (two counts over the documents per watcher).")
+def status(as_json: bool, watch: bool, interval: float, database: str | None, no_counts: bool) -> None:
+    """The cluster's work: jobs by kind and status, each watcher's lag, indexes, latest errors.
+
+    The same summary as the "superduperdb" page of the Dask dashboard, for the
+    configured cluster (cluster.address) and database (mongodb.uri).
+    """
+    import time
+
+    from .status import format_status, gather_status
+
+    while True:
+        report = gather_status(database, counts=not no_counts)
+        if as_json:
+            click.echo(json.dumps(report, default=str, indent=None if watch else 2))
+        else:
+            if watch:
+                click.clear()
+            click.echo("\n".join(format_status(report)))
+        if not watch:
+            return
+        time.sleep(interval)  # the refresh period of --watch, not a synchronisation
+
+
 @main.command("config")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def config_command(as_json: bool) -> None:

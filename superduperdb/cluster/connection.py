@@ -26,6 +26,7 @@ from ..errors import ClusterError
 
 logger = logging.getLogger(__name__)
 
+OBSERVE = "superduperdb.cluster.observe"  # the scheduler's preload of a local cluster
 RESOURCES_TTL = 10.0  # seconds a look at which resources the workers offer is reused
 
 
@@ -80,6 +81,7 @@ class Cluster:
         return self.client.scheduler.address
 
     def _connect(self):
+        import dask
         import distributed
 
         from .security import dask_security, with_scheme
@@ -100,6 +102,9 @@ class Cluster:
                 dashboard_address=":0",
                 resources={job_resource: self.config.cluster.threads_per_worker} if job_resource else None,
                 security=security,
+                # superduperdb's gauges on the scheduler's /metrics and its dashboard page (docs/operations.md)
+                scheduler_kwargs={"preload": [*dask.config.get("distributed.scheduler.preload", []), OBSERVE]}
+                if self.config.metrics.enabled else None,
             )
             logger.info("started a local Dask cluster at %s (processes=%s)", self._local.scheduler_address, self.processes)
             client = distributed.Client(self._local, timeout=timeout, set_as_default=False, security=security)
@@ -140,6 +145,15 @@ class Cluster:
             local.worker_spec[f"master-{i}"] = spec
         local.sync(local._correct_state)
         client.wait_for_workers(self.config.cluster.n_workers + shards, timeout=self.config.cluster.timeout)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard's address (``.../status``; the superduperdb page is ``.../superduperdb``),
+        None when jobs run inline or the scheduler serves no dashboard."""
+        if self.inline:
+            return None
+        return self.client.dashboard_link if self.client.scheduler_info().get("services", {}).get("dashboard") \
+            else None
 
     def job_resources(self) -> dict | None:
         """What an ordinary job requests: ``{cluster.job_resource: 1}`` while some worker offers it, else None."""

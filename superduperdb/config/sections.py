@@ -133,6 +133,14 @@ class MasterConfig(_Node):
     position_lag: float = field(metadata={"min": 0})
 
 
+@_section("metrics")
+class MetricsConfig(_Node):
+    """``metrics``: Prometheus metrics, the dashboard page and ``superduperdb status`` (docs/operations.md)."""
+
+    enabled: bool
+    interval: float = field(metadata={"min": 0.1})
+
+
 @_section("types")
 class TypesConfig(_Node):
     """``types``: how values without a registered type are stored."""
@@ -200,6 +208,7 @@ class Settings(_Node):
     jobs: JobsConfig
     reconcile: ReconcileConfig
     master: MasterConfig
+    metrics: MetricsConfig
     types: TypesConfig
     data: DataConfig
     downloads: DownloadsConfig

@@ -45,6 +45,7 @@ from ..store.shards import shards_table
 from . import loading, saving, snapshots
 from .fencing import Fence
 from .loaded import LoadedIndex
+from .monitor import Monitor, attach_to_worker, plan_of
 from .sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,8 @@ class Master:
                             gone=lambda w: _worker_gone(dask_client, w),
                             published=lambda: _is_published(dask_client, self.shard, self.key, replaces),
                             on_lost=self._drop_collection, enabled=dask_client is not None)
+        self._monitor = Monitor(self._targets, self.stats, self.reconciler, self.info, held=self._held_contexts)
+        attach_to_worker(self._monitor)  # the report travels with the worker's heartbeats (see .monitor)
 
     def _identity(self) -> dict:
         return {"shard": self.shard, "shards": self.shards, "owner": self.key, "worker": self.worker}
@@ -257,7 +260,10 @@ class Master:
     def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None,
                layout: tuple | None = None) -> tuple[list, list]:
         """The ``n`` nearest ids (restricted to ``candidates`` if given) and their scores."""
-        ids, scores = self._get(target, row, layout).index.search(vector, n, candidates=candidates)
+        loaded = self._get(target, row, layout)
+        plan, start = plan_of(loaded.index, candidates), time.perf_counter()
+        ids, scores = loaded.index.search(vector, n, candidates=candidates)
+        self._monitor.query(target, row["name"], plan, time.perf_counter() - start)
         return ids, [float(s) for s in scores]
 
     def search_many(self, target: Target, row: dict, vectors: list, n: int,
@@ -266,7 +272,9 @@ class Master:
         loaded = self._get(target, row, layout)
         if not len(vectors):
             return []
+        plan, start = plan_of(loaded.index, candidates), time.perf_counter()
         found = loaded.index.search_batch(vectors, n, candidates=candidates)
+        self._monitor.query(target, row["name"], plan, time.perf_counter() - start, len(vectors))
         return [(ids, [float(s) for s in scores]) for ids, scores in found]
 
     def query(self, target: Target, row: dict, vectors: list, n: int, candidates: list | None = None,
@@ -282,7 +290,10 @@ class Master:
         start = time.perf_counter()
         loaded = self._get(target, row, layout, wait=wait)
         info: dict = {"plan": "exact", "candidates": 0}
+        plan, searched = plan_of(loaded.index, candidates), time.perf_counter()
         found = loaded.index.search_batch(vectors, n, candidates=candidates, info=info) if len(vectors) else []
+        if len(vectors):
+            self._monitor.query(target, row["name"], plan, time.perf_counter() - searched, len(vectors))
         return {"results": [(ids, [float(s) for s in scores]) for ids, scores in found], "shard": self.shard,
                 "epoch": loaded.epoch, "worker": self.worker, "size": len(loaded.index), "plan": info["plan"],
                 "candidates": info["candidates"], "ms": (time.perf_counter() - start) * 1000,
@@ -349,6 +360,23 @@ class Master:
     def reconciler(self) -> dict:
         """The sweeper's watched collections and their last passes (empty without a sweeper)."""
         return self._sweeper.stats() if self._sweeper is not None else {}
+
+    def report(self) -> dict:
+        """A fresh report on the watched collections' jobs and lag, the indexes and the queries
+        (what the master's worker sends the scheduler with its heartbeats; see :mod:`.monitor`)."""
+        return self._monitor.report()
+
+    def _targets(self) -> list[Target]:
+        """The collections this master knows: those its reconciler watches, those of its indexes."""
+        watched = self._sweeper.targets() if self._sweeper is not None else []
+        with self._lock:
+            held = [loaded.target for loaded in self._indexes.values()]
+        return watched + held
+
+    def _held_contexts(self) -> dict[str, Context]:
+        """``{target.key: Context}`` of the loaded indexes' collections (the monitor reads through these)."""
+        with self._lock:
+            return {loaded.target.key: loaded.ctx for loaded in self._indexes.values()}
 
     def drop(self, target: Target, row: dict, forget: bool = False) -> bool:
         """Forget the index in memory (``forget``: its snapshots too, every shard's). Whether it was loaded."""

@@ -13,8 +13,13 @@ Endpoints (JSON in and out):
 ``GET /health``
     → ``{"status": "ok"}`` (the only endpoint without authentication; it never
     touches the database, so it answers while the database stalls).
+``GET /metrics``
+    → this process's Prometheus metrics in the text format, among them
+    ``superduperdb_server_requests_total{endpoint, code}`` and
+    ``superduperdb_server_request_duration_seconds{endpoint}``
+    (``docs/operations.md``); scrape it with the server's basic auth.
 
-Every answer, errors included, is JSON; errors are ``{"error": "<type>",
+Every answer but ``/metrics``'s, errors included, is JSON; errors are ``{"error": "<type>",
 "message": "..."}``: 400 (a malformed request: not JSON, nested too deeply,
 missing fields, ``inputs`` not a list, a database or collection name MongoDB
 refuses), 401 (missing or wrong credentials, with ``WWW-Authenticate:
@@ -38,10 +43,12 @@ import hmac
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from .. import metrics
 from ..errors import NotRegisteredError, SuperDuperError
 from .limits import (
     BodyLimit,
@@ -185,7 +192,7 @@ def create_app(catalog: Any, *, username: str | None = None, password: str | Non
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     limiter = LoginLimiter(max_failed_logins, failed_login_window)
@@ -279,6 +286,11 @@ def create_app(catalog: Any, *, username: str | None = None, password: str | Non
             logger.error("model %r: %s", model, exc)
             return error(500, "OutputNotSerializable", str(exc))
 
+    async def prometheus(request: Request) -> Response:
+        if (refused := authorised(request)) is not None:
+            return refused
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     def _unavailable(exc: BaseException) -> JSONResponse:
         from ..config import redact
 
@@ -290,7 +302,7 @@ def create_app(catalog: Any, *, username: str | None = None, password: str | Non
         assert isinstance(exc, HTTPException)
         kinds = {404: "NotFound", 405: "MethodNotAllowed"}
         message = {404: f"No such endpoint: {request.url.path}. Endpoints: POST /apply_model, "
-                        "GET /models/<database>/<collection>, GET /health.",
+                        "GET /models/<database>/<collection>, GET /health, GET /metrics.",
                    405: f"{request.method} is not allowed on {request.url.path}."}.get(exc.status_code, exc.detail)
         return error(exc.status_code, kinds.get(exc.status_code, "HTTPError"), message,
                      headers=dict(exc.headers or {}) or None)
@@ -313,12 +325,51 @@ def create_app(catalog: Any, *, username: str | None = None, password: str | Non
             Route("/health", health, methods=["GET"]),
             Route("/models/{database}/{collection}", list_models, methods=["GET"]),
             Route("/apply_model", apply_model, methods=["POST"]),
+            Route("/metrics", prometheus, methods=["GET"]),
         ],
         middleware=[Middleware(BodyLimit, max_bytes=max_body_bytes, timeout=body_timeout)],
         exception_handlers={HTTPException: http_error, BodyTooLarge: too_large, BodyTimeout: timed_out,
                             Exception: server_error},
     )
-    return SecurityHeaders(app, https=https)
+    return _Measured(SecurityHeaders(app, https=https))
+
+
+ENDPOINTS = ("/health", "/apply_model", "/metrics")
+
+
+def endpoint_of(path: str) -> str:
+    """The endpoint a request path names, as a metric label (bounded: never the path's own values).
+
+    >>> endpoint_of("/models/db/docs"), endpoint_of("/apply_model"), endpoint_of("/nope")
+    ('/models/{database}/{collection}', '/apply_model', 'other')
+    """
+    if path in ENDPOINTS:
+        return path
+    return "/models/{database}/{collection}" if path.startswith("/models/") else "other"
+
+
+class _Measured:
+    """ASGI middleware: every answered request counted by endpoint and status code, and timed
+    (``superduperdb_server_requests_total``, ``superduperdb_server_request_duration_seconds``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, code = time.perf_counter(), [500]
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                code[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            metrics.observe_request(endpoint_of(scope.get("path", "")), code[0], time.perf_counter() - start)
 
 
 async def _run(fn: Callable[[], Any]) -> Any:

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from bson.binary import Binary
 
+from ..store import records
 from ..store.bulk import update_each
 from ..store.context import Context, Target
 from ..store.layout import (
@@ -217,6 +218,8 @@ def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = 
     view = WatcherView.of(row)
     scope = {"_id": {"$in": list(ids)}} if ids is not None else {}
     total = ctx.collection.count_documents(and_(view.filter, scope)) if ids is None else len(ids)
+    if ids is None and ctx.job_id is not None:
+        records.describe(ctx.jobs, ctx.job_id, documents=total)  # the watcher's lag counts what is left
     progress = Progress(ctx, total, watcher)
     read, computed = compute(ctx, view, model, model_row, model_row.get("version"), and_(view.filter, scope),
                              chunk_size, lambda computed: write_outputs(ctx, view, computed), progress.advance,

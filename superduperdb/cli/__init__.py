@@ -134,9 +134,17 @@ def serve_command(host: str | None, port: int | None, uri: str | None, ssl_certf
     import signal
     import threading
 
-    from ..config import redact
+    from ..config import redact, resolve_config
     from ..server import serve
+    from ..store.backends import uri_from_config
 
+    target = uri if uri is not None else uri_from_config(resolve_config())
+    if target.startswith("mongomock://"):
+        raise click.ClickException(
+            f"{redact(target)} is the embedded store in memory: this new process would serve an empty store, "
+            "not the one of your notebook or script. Serve a folder store (--uri ./my-data, the folder given to "
+            "superduperdb.connect('./my-data'), once that client is closed) or a MongoDB server "
+            "(--uri mongodb://host:27017/, or mongodb.uri in the config).")
     server = serve(uri, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
                    insecure=insecure or None, block=False)
     assert server is not None

@@ -87,9 +87,11 @@ def local_cluster(ctx, n_workers, threads_per_worker, config, host, port, dashbo
     click.echo(f"workers:   {spec.n_workers} x {spec.threads_per_worker} thread(s){master}")
     for c in cluster.components:
         click.echo(f"  {c.name:10} pid {c.pid}" + (f"  log {c.log_path}" if c.log_path else ""))
-    if uri.startswith("mongomock://"):
-        click.echo("database:  none configured; workers are separate processes, so point clients at a MongoDB server")
-    click.echo(f"connect:   superduperdb.connect({uri if not uri.startswith('mongomock://') else 'mongodb://HOST:27017/'!r}, "
+    embedded = uri.startswith(("mongomock://", "file://"))
+    if embedded:
+        click.echo(f"database:  none usable here: the config names the embedded store ({uri}), which lives inside "
+                   "one process and cannot be shared with these worker processes; point clients at a MongoDB server")
+    click.echo(f"connect:   superduperdb.connect({uri if not embedded else 'mongodb://HOST:27017/'!r}, "
                f"cluster={cluster.address!r})")
     click.echo("Press Ctrl-C to stop.", nl=True)
     sys.stdout.flush()

@@ -23,11 +23,15 @@ INFO_TIMEOUT = 10.0
 def gather_info() -> dict[str, Any]:
     from ..config import redact, resolve_config
     from ..errors import SuperDuperError
-    from ..store.backends import open_client, uri_from_config
+    from ..store.backends import open_client, storage_of, uri_from_config
 
     cfg = resolve_config()
     uri = uri_from_config(cfg)
     database: dict[str, Any] = {"uri": redact(uri), "uri from": cfg.source("mongodb.uri")}
+    try:
+        database["storage"] = storage_of(uri)
+    except SuperDuperError:
+        pass
     jobs: dict[str, Any] = {}
     try:
         client = open_client(uri, cfg)

@@ -71,6 +71,7 @@ class MongoDBConfig(_Node):
     host: str | None
     port: int | None = field(metadata=PORT)
     timeout_ms: int = field(metadata={"min": 0})
+    flush_interval: float = field(metadata={"min": 0})
     tls: bool | None
     tls_ca_file: str | None
     tls_certificate_key_file: str | None
@@ -100,6 +101,7 @@ class JobsConfig(_Node):
     wait_timeout: float | None = field(metadata={"min": 0})
     retries: int = field(metadata={"min": 0})
     retry_delay: float = field(metadata={"min": 0})
+    exit_timeout: float = field(metadata={"min": 0})
 
 
 @_section("reconcile")
@@ -123,6 +125,7 @@ class MasterConfig(_Node):
     exact_threshold: int = field(metadata={"min": 0})
     epsilon: float = field(metadata={"min": 0})
     warm_up: bool
+    warm_up_at: float = field(metadata={"min": 0, "max": 1})
     snapshot_interval: float = field(metadata={"min": 0})
     snapshot_changes: int = field(metadata={"min": 1})
     shards: int = field(metadata={"min": 1, "max": 64})

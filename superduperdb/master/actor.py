@@ -64,7 +64,8 @@ class Master:
     Parameters
     ----------
     warm_up : bool
-        Compile pynndescent's JIT in a background thread once the first index loads.
+        Compile pynndescent's JIT in a background thread once an index approaches
+        ``master.exact_threshold`` (``master.warm_up_at`` of it), ahead of its first graph build.
     sweep : callable, optional
         ``sweep(target, dask_client) -> report``: one reconcile pass over a
         collection, run every ``reconcile.interval`` seconds for each watched
@@ -137,6 +138,13 @@ class Master:
                                               daemon=True)
                 self._warm.start()
 
+    def _maybe_warm_up(self, loaded: LoadedIndex) -> None:
+        """Start the warm-up once ``loaded`` has grown to ``master.warm_up_at`` of the exact threshold (a graph
+        is built only past it: a small index, searched exactly, never pays ~45 s of compilation)."""
+        cfg = loaded.ctx.config.master
+        if self._warm_up and self._warm is None and len(loaded.index) >= float(cfg.warm_up_at) * int(cfg.exact_threshold):
+            self._start_warm_up(loaded.ctx)
+
     def _warm_up_when_idle(self) -> None:
         """Compile pynndescent's JIT, after the loads that created this actor (see loading.GRACE)."""
         from ..index.env import warm_up
@@ -185,7 +193,7 @@ class Master:
             ctx = Context(target)
             progress["phase"] = "lease"
             epoch = self._fence.epoch(target.key, shards_table(ctx.db, target.collection))
-            self._start_warm_up(ctx)
+            self._ensure_builder(ctx)
             return loading.load(ctx, row, lambda: self._new_index(ctx, row), progress, self._gate,
                                 shard=self._identity(), layout=layout, epoch=epoch, use_snapshot=use_snapshot)
 
@@ -197,6 +205,7 @@ class Master:
                     self._indexes[key] = job.result
         if job.result is not None:
             self._snapshotter.start()
+            self._maybe_warm_up(job.result)
 
     # -- snapshots --------------------------------------------------------------------------
     def _due_snapshots(self) -> list[str]:
@@ -238,7 +247,10 @@ class Master:
 
     def refresh(self, target: Target, row: dict, ids: list, layout: tuple | None = None) -> dict:
         """Re-read ``ids`` (those this shard owns): upsert those with outputs, remove the others."""
-        return self._get(target, row, layout).refresh(ids)
+        loaded = self._get(target, row, layout)
+        changed = loaded.refresh(ids)
+        self._maybe_warm_up(loaded)
+        return changed
 
     def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None,
              partitions: list | None = None, layout: tuple | None = None) -> dict:
@@ -250,7 +262,10 @@ class Master:
         ``partitions``, when it looked at those partitions only). Only the ids
         this shard owns are looked at. Returns the counts and the ids that changed.
         """
-        return self._get(target, row, layout).sync(ids, fingerprints, within, partitions)
+        loaded = self._get(target, row, layout)
+        changed = loaded.sync(ids, fingerprints, within, partitions)
+        self._maybe_warm_up(loaded)
+        return changed
 
     def verify(self, target: Target, row: dict, limit: int | None = None, layout: tuple | None = None) -> dict:
         """Check the index's vectors (``limit``: that many, in turn) against their checksums and repair those
@@ -400,7 +415,16 @@ class Master:
             return [self._stats(loaded) for loaded in self._indexes.values()]
 
     def _stats(self, loaded: LoadedIndex) -> dict:
-        return loaded.stats(warm=self._warm is None or not self._warm.is_alive())
+        return {**loaded.stats(warm=self._warm is None or not self._warm.is_alive()), "jit": self._jit_state()}
+
+    def _jit_state(self) -> str:
+        """pynndescent's JIT in this actor: ``'not needed yet'`` (no index near the exact threshold),
+        ``'compiling'`` (the warm-up runs), ``'compiled'``, or ``'off'`` (``master.warm_up: false``)."""
+        if not self._warm_up:
+            return "off"
+        if self._warm is None:
+            return "not needed yet"
+        return "compiling" if self._warm.is_alive() else "compiled"
 
 
 def _worker_address() -> str | None:

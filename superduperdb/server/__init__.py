@@ -11,7 +11,7 @@ are. Basic auth over plain HTTP on an address other than loopback is refused
 unless ``serve.insecure`` (``--insecure``). Its limits (request size, body
 timeout, failed logins per address) are in :mod:`superduperdb.server.limits`.
 
-Needs the ``serve`` extra: ``pip install 'superduperdb[serve]'`` (Starlette and Uvicorn).
+Needs the ``serve`` extra: ``pip install -e '.[serve]'`` in the clone (Starlette and Uvicorn).
 
 Floor: entry points (the top). May import anything; nothing in the package imports it.
 """
@@ -189,7 +189,7 @@ def serve(client: Any = None, *, host: str | None = None, port: int | None = Non
 
         from .app import create_app
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ConfigError(f"The model server needs the serve extra: pip install 'superduperdb[serve]' ({exc}).") from None
+        raise ConfigError(f"The model server needs the serve extra: pip install -e '.[serve]' in the clone of superduperdb ({exc}).") from None
     from ..client import SuperDuperClient
 
     owns = not isinstance(client, SuperDuperClient)

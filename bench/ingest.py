@@ -21,6 +21,16 @@ What it measures, in one run, on the same store, model and batch size:
    job status) with a deadline. Compared with the inline floor: insert, predict
    one, ``update_one``, read back, in this process.
 
+3. **Metrics cost** (``--metrics-overhead``, issue 22). Instead of 1 and 2:
+   rounds of the superduperdb ingest with ``metrics.enabled`` true and false,
+   each on a client and local cluster of its own (started outside the
+   timing, closed after its round), order alternating. In both, a thread
+   scrapes the scheduler's ``/metrics`` every ``--scrape-interval`` seconds
+   (Prometheus' default is 15), since Dask serves its own metrics there either
+   way; with metrics on, superduperdb's are among them, the jobs record theirs
+   and the master reports to the scheduler as on a cluster. The ratio is
+   on/off docs/s (target >= 0.98).
+
 Models. ``torch-mlp`` (default): a small torch MLP on 64-d vectors; ``identity``:
 ``numpy.asarray`` on a stored 384-d float32 vector, so the job path itself (read,
 decode, encode, write, job records) is what is measured; ``minilm``: the real
@@ -37,6 +47,7 @@ Examples
     python bench/ingest.py                      # torch-mlp, N=20000 (a few minutes)
     python bench/ingest.py --model identity --n 100000 --repeats 1 --singles 20
     python bench/ingest.py --model minilm       # the real all-MiniLM-L6-v2 model, N=20000
+    python bench/ingest.py --model identity --metrics-overhead --repeats 6   # metrics on vs off
 """
 
 from __future__ import annotations
@@ -61,6 +72,7 @@ logger = logging.getLogger("bench.ingest")
 
 TARGET_RATIO = 0.9  # issue 11: >= 0.9 against the hand-written loop on CPU
 TARGET_P50_MS = 50.0  # issue 11: single insert -> output p50 <= 50 ms at 20k documents
+TARGET_METRICS_RATIO = 0.98  # issue 22: metrics cost <= 2% of ingest throughput
 MLP_IN = 64
 OUT_DIM = 384
 
@@ -413,13 +425,164 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="result name: bench/results/<name>.json "
                    "(default ingest-<model>-n<N>)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the ingest jobs")
+    p.add_argument("--metrics-overhead", action="store_true",
+                   help="measure what metrics cost: the ingest with metrics.enabled true vs false (issue 22)")
+    p.add_argument("--scrape-interval", type=float, default=5.0,
+                   help="with --metrics-overhead: seconds between scrapes of the scheduler's /metrics, in both "
+                        "arms (default 5)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------
+# metrics on vs off (issue 22)
+# ---------------------------------------------------------------------------------------
+class Scraper:
+    """Scrapes ``url`` every ``interval`` seconds in a thread, as Prometheus would (counts scrapes and bytes)."""
+
+    def __init__(self, url: str, interval: float) -> None:
+        import threading
+
+        self.url, self.interval = url, interval
+        self.scrapes, self.bytes, self.errors, self.seconds = 0, 0, 0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-scraper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import urllib.request
+
+        while not self._stop.wait(self.interval):
+            t0 = time.perf_counter()
+            try:
+                self.bytes += len(urllib.request.urlopen(self.url, timeout=30).read())
+                self.scrapes += 1
+            except OSError:
+                self.errors += 1
+            self.seconds += time.perf_counter() - t0
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(60)
+        return {"scrapes": self.scrapes, "bytes": self.bytes, "errors": self.errors,
+                "mean_scrape_ms": 1000 * self.seconds / max(self.scrapes, 1)}
+
+
+def metrics_round(args: argparse.Namespace, work: Workload, enabled: bool) -> dict:
+    """One superduperdb ingest on a fresh client and local cluster with ``metrics.enabled``."""
+    import superduperdb
+
+    config = {"cluster.n_workers": args.workers, "master.warm_up": False, "metrics.enabled": enabled}
+    if args.chunk_size:
+        config["jobs.chunk_size"] = args.chunk_size
+    with superduperdb.connect(args.uri, cluster="local", config=config) as client:
+        coll = client["bench_ingest"]["metrics_on" if enabled else "metrics_off"]
+        coll.drop()
+        work.create_model(coll, args.batch_size).wait(600)
+        coll.insert_many([work.doc(args.n + i) for i in range(64)]).jobs.wait(600)  # warm: cluster, model, master
+        coll.delete_many({})
+        _util.quiet_libraries()
+        link = client.cluster.dashboard_link
+        if link is None:
+            raise SystemExit("--metrics-overhead needs the scheduler's dashboard: pip install bokeh")
+        scraper = Scraper(link.rsplit("/", 1)[0] + "/metrics", args.scrape_interval)
+        cpu = time.process_time()  # the cluster's threads are this process's: its CPU time is the ingest's
+        out = run_superduperdb(coll, work, args.n, args.timeout)
+        out["cpu_s"] = time.process_time() - cpu
+        out["scraper"] = scraper.stop()
+        if enabled:  # what the metrics' own work costs, measured where it runs
+            out["metrics_work"] = client.cluster.client.run_on_scheduler(_metrics_work)
+        text = _scrape_text(link.rsplit("/", 1)[0] + "/metrics")
+        out["superduperdb_samples_after"] = sum(line.startswith("superduperdb_") for line in text.splitlines())
+        if out["outputs_written"] != args.n:
+            raise SystemExit(f"superduperdb wrote {out['outputs_written']} outputs for {args.n} documents")
+        coll.drop()
+    print(f"  metrics {'on ' if enabled else 'off'}  {out['docs_per_s']:10,.1f} docs/s  ({out['seconds']:.2f} s), "
+          f"{out['scraper']['scrapes']} scrapes of {out['scraper']['mean_scrape_ms']:.0f} ms, "
+          f"{out['superduperdb_samples_after']} superduperdb samples", flush=True)
+    return out
+
+
+def _metrics_work(dask_scheduler: Any = None) -> dict:
+    """On the scheduler: the master's last report refresh (seconds, and its share of its interval) and
+    the time the scheduler takes to turn a report into its gauges."""
+    from superduperdb.cluster.observe import samples
+    from superduperdb.tasks.report import cluster_report
+
+    t0 = time.perf_counter()
+    report = cluster_report(dask_scheduler)
+    n = len(samples(report))
+    gauges_s = time.perf_counter() - t0
+    master = report.get("master") or {}
+    refresh, interval = master.get("refresh_s"), master.get("interval_s")
+    return {"master_refresh_s": refresh, "master_interval_s": interval,
+            "master_refresh_share": None if not refresh or not interval else refresh / interval,
+            "scheduler_gauges_s": gauges_s, "scheduler_gauges": n}
+
+
+def _scrape_text(url: str) -> str:
+    import urllib.request
+
+    return urllib.request.urlopen(url, timeout=30).read().decode()
+
+
+def metrics_overhead(args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    env = _util.environment()
+    work: Workload = {"minilm": MiniLM, "identity": Identity, "torch-mlp": TorchMLP}[args.model]()
+    if isinstance(work, (TorchMLP, Identity)):
+        work.prepare(args.n + 64)
+    print(f"metrics overhead: {args.n} documents, model {args.model}, batch {args.batch_size}, store {args.uri}, "
+          f"{args.workers} workers, {args.repeats} round(s) of each, scrape every {args.scrape_interval:g} s")
+    rounds = []
+    for k in range(args.repeats):
+        first_on = (k % 2 == 0) == (args.order == "baseline-first")
+        if first_on:
+            on, off = metrics_round(args, work, True), metrics_round(args, work, False)
+        else:
+            off, on = metrics_round(args, work, False), metrics_round(args, work, True)
+        rounds.append({"on": on, "off": off, "ratio": _util.ratio(on["docs_per_s"], off["docs_per_s"]),
+                       "order": "on-first" if first_on else "off-first"})
+    best_on = max(r["on"]["docs_per_s"] for r in rounds)
+    best_off = max(r["off"]["docs_per_s"] for r in rounds)
+    paired = [r["ratio"] for r in rounds]
+    ratio = _util.ratio(best_on, best_off)
+    cpu_paired = [r["off"]["cpu_s"] / r["on"]["cpu_s"] for r in rounds]
+    cpu_ratio = min(r["off"]["cpu_s"] for r in rounds) / min(r["on"]["cpu_s"] for r in rounds)
+    work_share = [r["on"]["metrics_work"]["master_refresh_share"] for r in rounds
+                  if r["on"].get("metrics_work", {}).get("master_refresh_share") is not None]
+    median = float(np.median(paired))
+    result = {
+        "benchmark": "ingest-metrics-overhead",
+        "config": vars(args),
+        "environment": {**_util.environment(), "loadavg_at_start": env.get("loadavg_at_start")},
+        "how": "superduperdb ingest (insert_many + jobs.wait) with metrics.enabled true vs false, each round on a "
+               "fresh client and local cluster; in both, /metrics of the scheduler scraped every "
+               f"{args.scrape_interval:g} s. ratio: best on / best off; paired_ratios: within each round.",
+        "best_on_docs_per_s": best_on, "best_off_docs_per_s": best_off, "ratio": ratio,
+        "paired_ratios": paired, "median_paired_ratio": median, "target_ratio": TARGET_METRICS_RATIO,
+        "meets_target": ratio is not None and ratio >= TARGET_METRICS_RATIO and median >= TARGET_METRICS_RATIO,
+        "cpu": {"how": "CPU seconds of this process during the ingest (the local cluster's workers are its "
+                       "threads), off/on: the throughput ratio other programs' load does not move as much",
+                "ratio": cpu_ratio, "paired_ratios": cpu_paired, "median_paired_ratio": float(np.median(cpu_paired)),
+                "meets_target": cpu_ratio >= TARGET_METRICS_RATIO},
+        "master_refresh_share_median": float(np.median(work_share)) if work_share else None,
+        "rounds": rounds, "total_s": time.perf_counter() - started,
+    }
+    path = _util.write_result(args.name or f"ingest-metrics-{args.model}-n{args.n}", result)
+    print(f"\nmetrics on/off: best/best {ratio:.3f}, median of rounds {median:.3f} (per round "
+          + ", ".join(f"{x:.3f}" for x in paired) + f"); target >= {TARGET_METRICS_RATIO}: "
+          f"{'met' if result['meets_target'] else 'NOT met'}; CPU seconds off/on: best/best {cpu_ratio:.3f}, "
+          f"median of rounds {float(np.median(cpu_paired)):.3f}; the master's report refresh took "
+          f"{result['master_refresh_share_median'] or 0:.2%} of its interval (median)\nwrote {path}")
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     _util.setup_logging(args.verbose)
+    if args.metrics_overhead:
+        return metrics_overhead(args)
     embedded = args.uri.startswith("mongomock://")
     import superduperdb
 

@@ -12,7 +12,19 @@ each one cannot do:
   ``mongomock://`` opens);
 * ``mongomock-ng``: ``mongomock_ng.MongoClient()`` (a maintained mongomock fork);
 * ``tinymongo``: ``tinymongo.TinyMongoClient(backend="memory")``;
-* ``mongita``: ``mongita.MongitaClientMemory()``.
+* ``mongita``: ``mongita.MongitaClientMemory()``;
+
+and the candidates for a store **kept in a folder** (``superduperdb.connect("./my-data")``),
+each in a fresh temporary folder, with one more operation, ``reopen``: close the client, open
+the folder again and check that every document is there (how long a restarted kernel waits):
+
+* ``embedded-folder``: ``EmbeddedClient(folder=...)``: the embedded store above with its
+  journal and snapshots (:mod:`superduperdb.store.embedded.folder`; what ``file://`` opens);
+* ``montydb``: ``montydb.MontyClient(folder)`` with its SQLite storage;
+* ``polodb``: ``polodb.PoloDB(folder)`` (polodb-python; collections through ``db.collection(name)``);
+* ``bsondb``: ``bsondb.BsonDBClient(folder)``;
+* ``mongoeco``: ``mongoeco.MongoClient(SQLiteEngine(file))`` (needs Python >= 3.13: run it with
+  ``--python`` pointing at a 3.13 interpreter that has it).
 
 Each candidate runs in its own process (fresh memory, no shared state). The
 third-party ones are not dependencies of the library: a candidate that imports
@@ -41,6 +53,8 @@ Examples
     python bench/stores.py                                   # the candidates importable here
     python bench/stores.py --python /tmp/storesvenv/bin/python
     python bench/stores.py --n 2000 --budget 5               # quick
+    python bench/stores.py --candidates embedded-folder,montydb,polodb,bsondb,mongoeco \\
+        --python /tmp/storesvenv/bin/python --python /tmp/stores313/bin/python --name stores-folder
 """
 
 from __future__ import annotations
@@ -70,13 +84,63 @@ CANDIDATES: dict[str, tuple[str, str]] = {
     "mongomock-ng": ("mongomock_ng", "mongomock_ng.MongoClient()"),
     "tinymongo": ("tinymongo", "tinymongo.TinyMongoClient(backend='memory')"),
     "mongita": ("mongita", "mongita.MongitaClientMemory()"),
+    "embedded-folder": ("superduperdb.store.embedded.folder", "EmbeddedClient(folder=<tmp>) (file:// of this library)"),
+    "montydb": ("montydb", "montydb.MontyClient(<tmp>) (sqlite storage)"),
+    "polodb": ("polodb", "polodb.PoloDB(<tmp>) (polodb-python)"),
+    "bsondb": ("bsondb", "bsondb.BsonDBClient(<tmp>)"),
+    "mongoeco": ("mongoeco", "mongoeco.MongoClient(SQLiteEngine(<tmp>/db.sqlite))"),
 }
+# The candidates that keep their data in a folder (and get the `reopen` operation).
+FOLDER = ("embedded-folder", "montydb", "polodb", "bsondb", "mongoeco")
 OPS = ["insert_many", "find_one_by_id", "id_in", "eq_filter_scan", "create_index_eq", "eq_filter_indexed",
        "range_filter_scan", "create_index_range", "range_filter_indexed", "update_one_by_id", "iterate_all",
-       "bulk_write_update_one", "aggregate", "gridfs_upload", "gridfs_download"]
+       "bulk_write_update_one", "aggregate", "gridfs_upload", "gridfs_download", "reopen"]
 
 
-def make_client(name: str) -> Any:
+class _Polo:
+    """``client[db][coll]`` over polodb-python, whose one database hands out ``db.collection(name)``."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def __getitem__(self, name: str) -> Any:
+        return _PoloDatabase(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _PoloDatabase:
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def __getitem__(self, name: str) -> Any:
+        return self.db.collection(name)
+
+
+def make_client(name: str, folder: str | None = None) -> Any:
+    if name == "embedded-folder":
+        from superduperdb.store.embedded import EmbeddedClient
+
+        return EmbeddedClient(folder=folder)
+    if name == "montydb":
+        import montydb
+
+        montydb.set_storage(folder, storage="sqlite")
+        return montydb.MontyClient(folder)
+    if name == "polodb":
+        import polodb
+
+        return _Polo(polodb.PoloDB(folder))
+    if name == "bsondb":
+        import bsondb
+
+        return bsondb.BsonDBClient(folder)
+    if name == "mongoeco":
+        import mongoeco
+        from mongoeco.engines import SQLiteEngine
+
+        return mongoeco.MongoClient(SQLiteEngine(os.path.join(folder, "db.sqlite")))
     if name == "mongomock":
         import mongomock
 
@@ -103,7 +167,7 @@ def make_client(name: str) -> Any:
 def version_of(name: str) -> str | None:
     from importlib import metadata
 
-    dist = {"embedded": None}.get(name, name)
+    dist = {"embedded": None, "embedded-folder": None, "polodb": "polodb-python"}.get(name, name)
     if dist is None:
         return None
     try:
@@ -179,8 +243,9 @@ def run_candidate(name: str, n: int, budget: float, calls: int, gridfs_mb: int) 
 
     rng = random.Random(0)
     payload = [Binary(rng.randbytes(1536)) for _ in range(64)]
+    folder = tempfile.mkdtemp(prefix=f"stores-{name}-") if name in FOLDER else None
     t0 = time.perf_counter()
-    client = make_client(name)
+    client = make_client(name, folder) if folder else make_client(name)
     db = client["bench_stores"]
     coll = db["docs"]
     setup_s = time.perf_counter() - t0
@@ -285,7 +350,8 @@ def run_candidate(name: str, n: int, budget: float, calls: int, gridfs_mb: int) 
 
     blob = rng.randbytes(gridfs_mb * 1024 * 1024)
     file_id: list = []
-    integration = {"mongomock": "mongomock", "embedded": "mongomock", "mongomock-ng": "mongomock_ng"}.get(name)
+    integration = {"mongomock": "mongomock", "embedded": "mongomock", "embedded-folder": "mongomock",
+                   "mongomock-ng": "mongomock_ng"}.get(name)
     if integration:  # pymongo's gridfs refuses other Database classes until this patches its checks
         importlib.import_module(f"{integration}.gridfs").enable_gridfs_integration()
         res["gridfs_note"] = f"after {integration}.gridfs.enable_gridfs_integration() (the library calls it)"
@@ -305,6 +371,21 @@ def run_candidate(name: str, n: int, budget: float, calls: int, gridfs_mb: int) 
 
     measure(res, "gridfs_upload", gridfs_upload)
     measure(res, "gridfs_download", gridfs_download)
+
+    def reopen():
+        nonlocal client
+        close = getattr(client, "close", None)
+        if close is not None:
+            close()
+        client = make_client(name, folder)
+        count = client["bench_stores"]["docs"].count_documents({})
+        check(count == n, f"{count} of {n} documents after reopening the folder")
+        return {"documents": count, "folder_bytes": sum(p.stat().st_size for p in Path(folder).rglob("*")
+                                                         if p.is_file())}
+
+    if folder is not None:
+        measure(res, "reopen", reopen)
+    res["persistent"] = folder is not None
     res["total_s"] = time.perf_counter() - t0
     return res
 

@@ -8,14 +8,26 @@ other pymongo client or database method passes through.
 
 from __future__ import annotations
 
+import atexit
 import html
 import logging
 import threading
+import weakref
 from typing import Any
 
 from .config import Config, redact, resolve_config
 from .errors import ConfigError
-from .store.backends import open_client, scheme_of, uri_from_config, uri_of_client
+from .store.backends import (
+    folder_uri,
+    hold_folder,
+    looks_like_path,
+    open_client,
+    release_folder,
+    scheme_of,
+    storage_of,
+    uri_from_config,
+    uri_of_client,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +38,39 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+
+# Clients not closed yet: at interpreter exit each finishes its jobs and closes (see _close_at_exit).
+_OPEN: weakref.WeakSet = weakref.WeakSet()
+_HOOKED = [False]
+
+
+def _close_at_exit() -> None:
+    for client in list(_OPEN):
+        try:
+            client._exit()
+        except Exception as exc:  # noqa: BLE001 - never let one client's failure keep the others open
+            logger.warning("closing %r at exit failed: %s: %s", client, type(exc).__name__, exc)
+
+
+def _hook_exit() -> None:
+    """Run :func:`_close_at_exit` before the interpreter stops its thread pools.
+
+    ``concurrent.futures`` refuses new work once ``threading`` starts shutting down
+    (before ``atexit`` handlers run): a job still running then fails with "cannot
+    schedule new futures after shutdown". ``threading._register_atexit`` runs first.
+    """
+    if _HOOKED[0]:
+        return
+    _HOOKED[0] = True
+    import concurrent.futures.thread  # noqa: F401 - registers its own hook first, so that ours runs before it
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise AttributeError
+        register(_close_at_exit)
+    except (AttributeError, RuntimeError):  # pragma: no cover - other Pythons, or already shutting down
+        atexit.register(_close_at_exit)
 
 
 class Database:
@@ -78,9 +123,11 @@ class SuperDuperClient:
     ----------
     host : str or client, optional
         A URI (``mongodb://host:port/``, ``mongodb+srv://...``,
-        ``mongomock://<name>``), a host name, or an existing pymongo /
-        mongomock client to wrap. Default: from the config, else the embedded
-        ``mongomock://default``.
+        ``file:///path/to/folder``, ``mongomock://<name>``), a folder path
+        (``"./my-data"``, ``"/abs/path"``, ``"~/data"`` or an existing folder:
+        the embedded store kept in that folder, see below), a host name, or an
+        existing pymongo / mongomock client to wrap. Default: from the config,
+        else the embedded ``mongomock://default``, which is in memory only.
     port : int, optional
         With a host name.
     cluster : str or None, optional
@@ -91,6 +138,18 @@ class SuperDuperClient:
         Config overrides, nested or dotted (``{"jobs.chunk_size": 100}``).
     **pymongo_kwargs
         Passed to :class:`pymongo.MongoClient`.
+
+    Notes
+    -----
+    The embedded store has two forms. ``mongomock://<name>`` keeps everything
+    in this process's memory: it is gone when the process exits (``repr``
+    says so). A folder (``connect("./my-data")``) keeps documents, metadata,
+    job records, model artifacts and index snapshots on disk: a restarted
+    kernel or another program opening the folder later sees everything. One
+    process opens a folder at a time (a second gets
+    :class:`~superduperdb.errors.StoreLockedError`); a killed process loses
+    nothing it acknowledged, a power cut at most ``mongodb.flush_interval``
+    seconds of writes. Several processes at once need a MongoDB server.
 
     Examples
     --------
@@ -119,6 +178,8 @@ class SuperDuperClient:
         elif host is not None:
             if "://" in host:
                 overrides["mongodb.uri"] = host
+            elif looks_like_path(host):
+                overrides["mongodb.uri"] = folder_uri(host)
             else:
                 overrides["mongodb.host"] = host
                 if port is not None:
@@ -131,11 +192,21 @@ class SuperDuperClient:
         uri = uri_from_config(self.config)  # the real URI: kept only in the config (see `uri`)
         scheme_of(uri)
         self._validate_cluster(self.config.cluster.address)
+        if self.config.cluster.address is not None:
+            from .cluster.security import tls_files
+
+            tls_files(self.config)  # a half-set TLS config, or a missing file: ConfigError now
         self._raw = wrapped if wrapped is not None else open_client(uri, self.config, **pymongo_kwargs)
-        self._owns_raw = wrapped is None and not uri.startswith("mongomock://")
+        self._owns_raw = wrapped is None and not uri.startswith(("mongomock://", "file://"))
+        # A folder this client opened is held (and released on close); a client passed in stays the caller's.
+        self._folder_uri = uri if uri.startswith("file://") and wrapped is None else None
+        if self._folder_uri is not None:
+            hold_folder(uri)  # the last client to close releases the folder
         self._databases: dict[str, Database] = {}
         self._cluster = None
         self._lock = threading.Lock()
+        _OPEN.add(self)
+        _hook_exit()
         logger.debug("connected to %s (cluster %s)", self.uri, redact(self.config.cluster.address))
 
     @staticmethod
@@ -177,6 +248,12 @@ class SuperDuperClient:
         return redact(uri_from_config(self.config))
 
     @property
+    def storage(self) -> str:
+        """Where the data lives, in words: ``"in memory: gone when this process exits"`` (``mongomock://``),
+        ``"folder '/path': kept on disk"`` (``file://``), or ``"MongoDB server"``."""
+        return storage_of(uri_from_config(self.config))
+
+    @property
     def raw(self) -> Any:
         """The underlying pymongo / mongomock client."""
         return self._raw
@@ -192,14 +269,34 @@ class SuperDuperClient:
                 self._cluster = Cluster(self.config, self.uri)
             return self._cluster
 
+    def _exit(self) -> None:
+        """At interpreter exit: give the local cluster's jobs up to ``jobs.exit_timeout`` seconds, then
+        close quietly (a script that ends without ``close()`` prints only its own output)."""
+        from .cluster.connection import quiet_distributed
+
+        cluster = self._cluster
+        if cluster is not None and not cluster.inline:
+            timeout = self.config.jobs.exit_timeout
+            left = cluster.drain(timeout)
+            if left:
+                logger.warning("%d job(s) did not finish within jobs.exit_timeout (%g s) and were stopped with the "
+                               "cluster; the reconciler redoes their work next time (call result.jobs.wait() or "
+                               "client.close() to wait for them)", left, timeout)
+        with quiet_distributed(restore=False):  # the process ends: nothing of Dask's is worth showing now
+            self.close()
+
     def close(self) -> None:
         """Close the cluster this client started and the database connection."""
+        _OPEN.discard(self)
         with self._lock:
             cluster, self._cluster = self._cluster, None
         if cluster is not None:
             cluster.close()
         if self._owns_raw:
             self._raw.close()
+        folder, self._folder_uri = self._folder_uri, None
+        if folder is not None:
+            release_folder(folder)
 
     def __enter__(self) -> SuperDuperClient:
         return self
@@ -208,10 +305,12 @@ class SuperDuperClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SuperDuperClient({self.uri!r}, cluster={redact(self.config.cluster.address)!r})"
+        storage = self.storage
+        note = "" if storage == "MongoDB server" else f", storage={storage!r}"
+        return f"SuperDuperClient({self.uri!r}, cluster={redact(self.config.cluster.address)!r}{note})"
 
     def _repr_html_(self) -> str:
-        return (f"<b>SuperDuperClient</b> <code>{html.escape(self.uri)}</code> "
+        return (f"<b>SuperDuperClient</b> <code>{html.escape(self.uri)}</code> ({html.escape(self.storage)}) "
                 f"cluster <code>{html.escape(str(redact(self.config.cluster.address)))}</code>")
 
 
@@ -221,7 +320,9 @@ def connect(uri: str | None = None, *, cluster: Any = UNSET, **kwargs: Any) -> S
     Parameters
     ----------
     uri : str, optional
-        ``mongodb://...``, ``mongodb+srv://...`` or ``mongomock://<name>``.
+        ``mongodb://...``, ``mongodb+srv://...``, a folder (``"./my-data"`` or
+        ``file:///path``: the embedded store, kept on disk there) or
+        ``mongomock://<name>`` (the embedded store in memory only).
         Default: from the config, else ``mongomock://default``.
     cluster : str or None, optional
         See :class:`SuperDuperClient`.

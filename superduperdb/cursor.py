@@ -106,7 +106,8 @@ class Cursor:
         source = self._source.clone() if hasattr(self._source, "clone") else self._source
         return Cursor(source, self._transform, self._description, self._models, self._preview)
 
-    def to_pandas(self, *, outputs: str = "columns", output_names: str | Callable[[str, str], str] = "{model}({key})"):
+    def to_pandas(self, *, outputs: str = "columns", output_names: str | Callable[[str, str], str] = "{model}({key})",
+                  bookkeeping: bool = False):
         """The remaining documents as a :class:`pandas.DataFrame`, one row each (consumes the cursor).
 
         Parameters
@@ -118,6 +119,10 @@ class Cursor:
             Names of output columns: a format string with ``{model}`` and
             ``{key}`` (default ``'{model}({key})'``, e.g. ``minilm(text)``) or a
             callable ``(model, key) -> str``.
+        bookkeeping : bool
+            Keep the library's bookkeeping fields (``_fold``, the training split
+            given to documents once something trains on the collection); left
+            out by default, as in the notebook table.
 
         Returns
         -------
@@ -134,7 +139,7 @@ class Cursor:
         from .store.frames import to_frame
 
         models = self._models() if self._models is not None else []
-        return to_frame(self, models=models, outputs=outputs, output_names=output_names)
+        return to_frame(self, models=models, outputs=outputs, output_names=output_names, bookkeeping=bookkeeping)
 
     def __enter__(self) -> Cursor:
         return self

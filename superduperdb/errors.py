@@ -146,6 +146,14 @@ class ConnectionFailure(SuperDuperError, ConnectionError):
     """The database (or cluster) could not be reached within the timeout."""
 
 
+class StoreFolderError(ConnectionFailure):
+    """A folder store (``superduperdb.connect("./my-data")``) cannot be opened (``path`` attribute)."""
+
+
+class StoreLockedError(StoreFolderError):
+    """The store folder is open in another process (one process at a time; ``path`` attribute)."""
+
+
 #: How to register each kind of thing, by the kind's name in messages: the hint of every
 #: "not registered" error, written once here.
 HOW_TO_REGISTER = {
@@ -247,6 +255,11 @@ DECODE_ERRORS = ("raise", "skip", "raw")
 
 class ArtifactError(SuperDuperError, ValueError):
     """An artifact could not be saved or loaded."""
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """An artifact's signature is missing or wrong (``security.artifact_key`` is set): it was not
+    loaded, so none of its code ran. Attributes: ``collection``, ``name``, ``version``, ``digest``."""
 
 
 class ModelError(SuperDuperError, ValueError):

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-# Workers and master processes started by tests inherit these (see FACTS.md).
+# Workers and master processes started by tests inherit these (superduperdb/index/env.py says why).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "superduperdb" / "numba"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

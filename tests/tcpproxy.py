@@ -7,6 +7,8 @@ Put it between a program and a server to simulate the server going away::
         proxy.cut()      # every open connection is closed; new ones are accepted and closed at once
         ...
         proxy.restore()  # new connections reach the server again
+        proxy.hold()     # connections stay open but nothing is forwarded: a server that stalls
+        proxy.release()
 
 While cut, :attr:`refused` counts the connections that were accepted and
 closed at once (the program trying to reconnect). Threads and sockets only;
@@ -42,6 +44,9 @@ class TcpProxy:
         self.refused = 0  # connections accepted and closed at once because the proxy was cut
         self.dropped = 0  # connections closed at once for other reasons (limit, upstream down, closing)
         self._cut = False
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self.held = 0  # chunks received and not forwarded while held
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._open: dict[int, tuple[socket.socket, socket.socket]] = {}
@@ -79,9 +84,18 @@ class TcpProxy:
         with self._lock:
             self._cut = False
 
+    def hold(self) -> None:
+        """Stall: keep every connection open, but forward nothing (in either direction) until :meth:`release`."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        """Forward again what was held, and what comes next."""
+        self._flowing.set()
+
     def close(self) -> None:
         """Stop accepting, close every connection, end the threads."""
         self._closing.set()
+        self._flowing.set()
         self.cut()
         self._acceptor.join(timeout=5)
         self._listener.close()
@@ -141,6 +155,11 @@ class TcpProxy:
                 data = src.recv(CHUNK)
                 if not data:
                     break
+                if not self._flowing.is_set():
+                    with self._lock:
+                        self.held += 1
+                    while not self._flowing.wait(ACCEPT_TICK) and not self._closing.is_set():
+                        pass
                 dst.sendall(data)
         except OSError:
             pass

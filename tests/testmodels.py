@@ -258,6 +258,19 @@ class Ballast:
         return f"{x}:{self.digest()}"
 
 
+class Towers:
+    """Two methods that attribute models ('towers.text', 'towers.size') name: plain Python, no torch."""
+
+    def __call__(self, x):
+        return len(x)
+
+    def text(self, batch):
+        return [len(s) for s in batch]
+
+    def size(self, batch):
+        return [-len(s) for s in batch]
+
+
 def which_worker(x) -> str:
     """Where the model ran: ``'gpu'`` on a worker whose environment says so (see test_gpu_workers), else ``'other'``."""
     return "gpu" if os.environ.get("SUPERDUPERDB_TEST_GPU_WORKER") else "other"

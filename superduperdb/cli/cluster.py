@@ -79,15 +79,19 @@ def local_cluster(ctx, n_workers, threads_per_worker, config, host, port, dashbo
     master = f" + {masters} ({spec.resource}=1)" if not no_master else ""
     click.echo(f"scheduler: {cluster.address}")
     if cluster.dashboard_link:
-        click.echo(f"dashboard: {cluster.dashboard_link}")
+        click.echo(f"dashboard: {cluster.dashboard_link}  (superduperdb's page: "
+                   f"{cluster.dashboard_link.rsplit('/', 1)[0]}/superduperdb; metrics: .../metrics)")
     elif not has_dashboard():
-        click.echo("dashboard: none (pip install bokeh for Dask's dashboard)")
+        click.echo("dashboard: none (pip install 'superduperdb[dashboard]' for Dask's dashboard and its "
+                   "superduperdb page)")
     click.echo(f"workers:   {spec.n_workers} x {spec.threads_per_worker} thread(s){master}")
     for c in cluster.components:
         click.echo(f"  {c.name:10} pid {c.pid}" + (f"  log {c.log_path}" if c.log_path else ""))
-    if uri.startswith("mongomock://"):
-        click.echo("database:  none configured; workers are separate processes, so point clients at a MongoDB server")
-    click.echo(f"connect:   superduperdb.connect({uri if not uri.startswith('mongomock://') else 'mongodb://HOST:27017/'!r}, "
+    embedded = uri.startswith(("mongomock://", "file://"))
+    if embedded:
+        click.echo(f"database:  none usable here: the config names the embedded store ({uri}), which lives inside "
+                   "one process and cannot be shared with these worker processes; point clients at a MongoDB server")
+    click.echo(f"connect:   superduperdb.connect({uri if not embedded else 'mongodb://HOST:27017/'!r}, "
                f"cluster={cluster.address!r})")
     click.echo("Press Ctrl-C to stop.", nl=True)
     sys.stdout.flush()

@@ -8,6 +8,8 @@
   worker as subprocesses of one command (``superduperdb local-cluster``).
 * :mod:`superduperdb.cluster.connection`: the client's handle on the cluster
   (``Cluster``: inline, local or a scheduler; jobs are submitted through it).
+* :mod:`superduperdb.cluster.observe` and :mod:`superduperdb.cluster.dashboard`: in the
+  scheduler, superduperdb's gauges on Dask's ``/metrics`` and the dashboard's "superduperdb" page.
 
 What a worker says about itself (``superduperdb info``) runs on the workers, so it
 lives with the other worker code, in :mod:`superduperdb.tasks.report`.

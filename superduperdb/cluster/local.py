@@ -217,8 +217,11 @@ class ProcessCluster:
             return
         import distributed
 
+        from .security import security_of
+
         remaining = max(deadline - time.monotonic(), 1.0)
-        with distributed.Client(self.address, timeout=remaining, set_as_default=False) as client:
+        security = security_of(self.spec.tls) if self.spec.tls else None
+        with distributed.Client(self.address, timeout=remaining, set_as_default=False, security=security) as client:
             while True:
                 count = len(client.scheduler_info(n_workers=-1)["workers"])
                 if count >= n:

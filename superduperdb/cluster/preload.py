@@ -19,6 +19,10 @@ for you.) In a worker process it:
 4. records that it ran, so that ``superduperdb info`` can tell a prepared
    worker from a bare one.
 
+In the scheduler it serves superduperdb's Prometheus gauges on Dask's
+``/metrics`` and adds the "superduperdb" page to the dashboard
+(:mod:`superduperdb.cluster.observe`; ``docs/operations.md``).
+
 Workers need nothing else: every job carries the client's config snapshot
 and opens its own MongoDB connection from it. The code of user models must be
 importable on the workers (``PYTHONPATH``), unless it was registered by value
@@ -77,6 +81,8 @@ def dask_setup(service: object) -> None:
         import pymongo  # noqa: F401
 
         from ..tasks import runner  # noqa: F401  (job kinds, records, contexts)
+    if role == "scheduler":
+        _observe(service)
     resources: dict = {}
     if role == "worker":
         resources = dict(getattr(getattr(service, "state", None), "total_resources", None) or {})
@@ -86,6 +92,16 @@ def dask_setup(service: object) -> None:
     logger.info("superduperdb %s ready: %s (pid %d%s), OMP_WAIT_POLICY=%s, NUMBA_CACHE_DIR=%s", __version__, role,
                 os.getpid(), f", resources {resources}" if resources else "", NUMBA_ENV["OMP_WAIT_POLICY"],
                 NUMBA_ENV["NUMBA_CACHE_DIR"] or "(numba's default)")
+
+
+def _observe(scheduler: object) -> None:
+    """superduperdb's gauges on the scheduler's /metrics and its dashboard page (unless this
+    process's config says ``metrics.enabled: false``)."""
+    from ..config import resolve_config
+    from .observe import install
+
+    if resolve_config().metrics.enabled:
+        install(scheduler)
 
 
 def dask_teardown(service: object) -> None:

@@ -25,6 +25,8 @@ config                 becomes
 ``cluster.job_resource`` a resource (e.g. ``JOBS``) the job workers offer and
                        ordinary jobs request, so none runs on the master worker
 ``cluster.n_workers``  how many job workers ``local-cluster`` starts
+``security.tls_*``     ``--tls-ca-file --tls-cert --tls-key`` on every command, and
+                       ``tls://`` addresses (see :mod:`superduperdb.cluster.security`)
 ``mongodb.host/port``  the database (clients and jobs; not the cluster's business)
 ``redis``              ignored, with a warning (Dask replaces rq and redis)
 =====================  ==========================================================
@@ -119,6 +121,8 @@ class ClusterSpec:
         thread, and ordinary jobs request (``cluster.job_resource``).
     shards : int
         How many master workers a local cluster starts (``master.shards``: one per shard).
+    tls : (ca, cert, key) or None
+        PEM files: every command talks TLS (``security.tls_*``).
     """
 
     host: str = DEFAULT_HOST
@@ -131,11 +135,15 @@ class ClusterSpec:
     dashboard_address: str | None = DEFAULT_DASHBOARD
     job_resource: str | None = None
     shards: int = 1
+    tls: tuple[str, str, str] | None = None
 
     @classmethod
     def from_config(cls, cfg: Config, **overrides: Any) -> ClusterSpec:
         """The spec a config implies; keyword arguments that are not None win."""
+        from .security import tls_files
+
         host, port = split_address(cfg.cluster.address)
+        tls = tls_files(cfg)
         values: dict[str, Any] = {
             "host": host or cfg.jobs.host or DEFAULT_HOST,
             "port": port if port is not None else cfg.jobs.port or DEFAULT_PORT,
@@ -146,6 +154,7 @@ class ClusterSpec:
             "resource": cfg.master.resource,
             "job_resource": cfg.cluster.job_resource,
             "shards": cfg.master.shards,
+            "tls": tuple(str(Path(p).resolve()) for p in tls) if tls else None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None or k == "dashboard_address"})
         spec = cls(**values)
@@ -155,10 +164,21 @@ class ClusterSpec:
         return spec
 
     @property
+    def scheme(self) -> str:
+        """``tls`` when the cluster talks TLS, else ``tcp``."""
+        return "tls" if self.tls else "tcp"
+
+    @property
     def address(self) -> str:
-        """The address clients connect to (``cluster="tcp://host:port"``)."""
+        """The address clients connect to (``cluster="tcp://host:port"``, ``tls://`` with TLS)."""
         host = "127.0.0.1" if self.host in ALL_INTERFACES else self.host
-        return f"tcp://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def _tls_args(self) -> list[str]:
+        if not self.tls:
+            return []
+        ca, cert, key = self.tls
+        return ["--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key]
 
     # -- command lines ---------------------------------------------------------------------
     def _dask(self, command: str) -> list[str]:
@@ -167,6 +187,8 @@ class ClusterSpec:
     def scheduler_command(self, *, scheduler_file: str | None = None, extra: Sequence[str] = ()) -> list[str]:
         """``dask scheduler`` with the preload, at ``host:port``."""
         cmd = self._dask("scheduler") + ["--host", self.host, "--port", str(self.port), "--preload", PRELOAD]
+        if self.tls:
+            cmd += ["--protocol", "tls", *self._tls_args()]
         if self.dashboard_address is not None and has_dashboard():
             cmd += ["--dashboard", "--dashboard-address", self.dashboard_address]
         else:
@@ -187,6 +209,8 @@ class ClusterSpec:
         cmd = self._dask("worker")
         cmd += ["--scheduler-file", scheduler_file] if scheduler_file else [self.address]
         cmd += ["--preload", PRELOAD, "--nthreads", str(self.threads_per_worker), "--no-dashboard"]
+        if self.tls:
+            cmd += ["--protocol", "tls", *self._tls_args()]
         host = (self.master_host or self.host) if master else self.host
         if host not in ALL_INTERFACES:
             cmd += ["--host", host, "--dashboard-address", f"{host}:0"]

@@ -91,10 +91,11 @@ def _alternatives(spec: Field) -> list[Any]:
 
 
 def _refuse(path: str, value: Any, source: str, spec: Field, must: str) -> ConfigError:
-    value = redact_value(value)  # a URI given where it does not belong keeps its password hidden
+    kind = type(value).__name__
+    value = redact_value(value, path)  # a secret, or a URI given where it does not belong, stays hidden
     valid = _alternatives(spec)
     listing = spec.metadata.get("valid") or ", ".join("null" if v is None else str(v).lower() for v in valid)
-    given = "null" if value is None else f"{value!r} ({type(value).__name__})"
+    given = "null" if value is None else f"{value!r} ({kind})"
     return ConfigError(
         f"Config key {path!r} (set in {source}) must be {must}, not {given}."
         + (f" Valid: {listing}." if listing else ""),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, unknown_name
+from ..errors import ConfigError, suggest, unknown_name
 from .coerce import coerce_values
 from .secrets import redact_value
 from .sections import Settings, build, schema
@@ -108,11 +108,42 @@ class Config:
         return f"Config({changed!r})"
 
 
+def unknown_key(path: str, value: Any, keys: Iterable[str], source: str) -> str:
+    """The message for an unknown config key: short, and about the section it is in.
+
+    Every valid key on one line is hard to read (there are ~40): a key in a known
+    section lists that section's keys; a section given a value (``cluster: local``)
+    says it is a section and names its main key; anything else lists the sections.
+
+    >>> keys = ["cluster.address", "cluster.n_workers", "jobs.chunk_size"]
+    >>> unknown_key("cluster", "local", keys, "overrides")
+    "'cluster' in overrides is a section, not a key: give one of its keys, e.g. cluster.address: 'local'. Keys of cluster: address, n_workers."
+    >>> unknown_key("cluster.adress", "local", keys, "overrides")
+    "Unknown config key 'cluster.adress' in overrides. Did you mean 'cluster.address'? Keys of cluster: address, n_workers."
+    """
+    keys = list(keys)
+    sections: dict[str, list[str]] = {}
+    for key in keys:
+        if "." in key:
+            section, name = key.split(".", 1)
+            sections.setdefault(section, []).append(name)
+    if path in sections:
+        main = sections[path][0]
+        return (f"{path!r} in {source} is a section, not a key: give one of its keys, e.g. "
+                f"{path}.{main}: {value!r}. Keys of {path}: {', '.join(sections[path])}.")
+    section = path.split(".", 1)[0] if "." in path else None
+    message = f"Unknown config key {path!r} in {source}.{suggest(path, keys)}"
+    if section in sections:
+        return message + f" Keys of {section}: {', '.join(sections[section])}."
+    top = sorted(sections) + sorted(k for k in keys if "." not in k)
+    return message + f" Sections and top-level keys: {', '.join(top)}; `superduperdb config` lists every key."
+
+
 def _apply(values: dict, sources: dict, layer: Mapping, source: str) -> None:
     for path, value in flatten_layer(layer).items():
         if path not in values:
             raise ConfigError(
-                unknown_name("config key", path, values, where=f"in {source}"),
+                unknown_key(path, value, values, source),
                 key=path,
                 valid=sorted(values),
                 source=source,

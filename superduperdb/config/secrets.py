@@ -101,15 +101,17 @@ def redact(text: T) -> T:
     return out  # type: ignore[return-value]
 
 
-# Config keys whose whole value is a secret (``serve.password``, ``...token``): shown as ``***``.
-_SECRET_KEY = re.compile(r"(?:^|[._])(?:password|passwd|pwd|secret|token)$", re.IGNORECASE)
+# Config keys whose whole value is a secret (``serve.password``, ``...token``, ``security.artifact_key``):
+# shown as ``***``.
+_SECRET_KEY = re.compile(r"(?:^|[._])(?:password|passwd|pwd|secret|token|artifact_key|api_key|private_key)$",
+                         re.IGNORECASE)
 
 
 def is_secret_key(key: str | None) -> bool:
     """Whether a config key (or dotted path) holds a secret as its whole value.
 
-    >>> is_secret_key("serve.password"), is_secret_key("serve.username")
-    (True, False)
+    >>> is_secret_key("serve.password"), is_secret_key("serve.username"), is_secret_key("security.artifact_key")
+    (True, False, True)
     """
     return bool(key) and bool(_SECRET_KEY.search(str(key)))
 

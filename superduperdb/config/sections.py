@@ -71,6 +71,11 @@ class MongoDBConfig(_Node):
     host: str | None
     port: int | None = field(metadata=PORT)
     timeout_ms: int = field(metadata={"min": 0})
+    flush_interval: float = field(metadata={"min": 0})
+    tls: bool | None
+    tls_ca_file: str | None
+    tls_certificate_key_file: str | None
+    tls_certificate_key_file_password: str | None
 
 
 @_section("cluster")
@@ -96,6 +101,7 @@ class JobsConfig(_Node):
     wait_timeout: float | None = field(metadata={"min": 0})
     retries: int = field(metadata={"min": 0})
     retry_delay: float = field(metadata={"min": 0})
+    exit_timeout: float = field(metadata={"min": 0})
 
 
 @_section("reconcile")
@@ -120,6 +126,7 @@ class MasterConfig(_Node):
     exact_cost: int = field(metadata={"min": 0})
     epsilon: float = field(metadata={"min": 0})
     warm_up: bool
+    warm_up_at: float = field(metadata={"min": 0, "max": 1})
     snapshot_interval: float = field(metadata={"min": 0})
     snapshot_changes: int = field(metadata={"min": 1})
     shards: int = field(metadata={"min": 1, "max": 64})
@@ -128,6 +135,14 @@ class MasterConfig(_Node):
     build_process: bool
     snapshot_dir: str | None
     position_lag: float = field(metadata={"min": 0})
+
+
+@_section("metrics")
+class MetricsConfig(_Node):
+    """``metrics``: Prometheus metrics, the dashboard page and ``superduperdb status`` (docs/operations.md)."""
+
+    enabled: bool
+    interval: float = field(metadata={"min": 0.1})
 
 
 @_section("types")
@@ -163,12 +178,29 @@ class RedisConfig(_Node):
 
 @_section("serve")
 class ServeConfig(_Node):
-    """``serve``: the model server (``superduperdb serve``) and its HTTP basic auth."""
+    """``serve``: the model server (``superduperdb serve``): HTTP basic auth, HTTPS and its limits."""
 
     host: str
     port: int = field(metadata=PORT)
     username: str | None
     password: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    insecure: bool
+    max_body_bytes: int = field(metadata={"min": 1})
+    body_timeout: float = field(metadata={"min": 0})
+    max_failed_logins: int = field(metadata={"min": 1})
+    failed_login_window: float = field(metadata={"min": 0})
+
+
+@_section("security")
+class SecurityConfig(_Node):
+    """``security``: signed artifacts (an HMAC key) and TLS between the cluster's processes."""
+
+    artifact_key: str | None
+    tls_ca_file: str | None
+    tls_cert_file: str | None
+    tls_key_file: str | None
 
 
 @_section("")
@@ -180,12 +212,14 @@ class Settings(_Node):
     jobs: JobsConfig
     reconcile: ReconcileConfig
     master: MasterConfig
+    metrics: MetricsConfig
     types: TypesConfig
     data: DataConfig
     downloads: DownloadsConfig
     remote: bool
     redis: RedisConfig
     serve: ServeConfig
+    security: SecurityConfig
 
 
 class Field(NamedTuple):

@@ -25,7 +25,8 @@ class DataFrameMixin:
     """pandas and Dask DataFrames of a collection (mixed into ``Collection``)."""
 
     def to_pandas(self, filter: Mapping | None = None, projection: Any = None, *, outputs: str = "columns",
-                  output_names: str | Callable[[str, str], str] = frames.OUTPUT_COLUMN, **find_kwargs: Any):
+                  output_names: str | Callable[[str, str], str] = frames.OUTPUT_COLUMN, bookkeeping: bool = False,
+                  **find_kwargs: Any):
         """The documents matching ``filter`` as a :class:`pandas.DataFrame`, one row each.
 
         Parameters
@@ -38,6 +39,8 @@ class DataFrameMixin:
         output_names : str or callable
             ``'{model}({key})'`` (default: ``minilm(text)``), another format
             string, or ``(model, key) -> str``.
+        bookkeeping : bool
+            Keep the library's bookkeeping fields (``_fold``); left out by default.
 
         Returns
         -------
@@ -56,7 +59,7 @@ class DataFrameMixin:
         1  2
         """
         cursor = self.find(filter, projection, **find_kwargs)
-        return cursor.to_pandas(outputs=outputs, output_names=output_names)
+        return cursor.to_pandas(outputs=outputs, output_names=output_names, bookkeeping=bookkeeping)
 
     def to_dask(self, filter: Mapping | None = None, projection: Any = None, *,
                 partition_size: int = DEFAULT_PARTITION_SIZE, outputs: str = "columns",

@@ -74,6 +74,7 @@ class ModelsMixin:
         measure: str | None = None,
         neighbourhoods: Any = (),
         resources: Mapping[str, float] | None = None,
+        on_error: str = "record",
     ):
         """Register a model: a ``torch.nn.Module``, a scikit-learn estimator or a callable.
 
@@ -128,6 +129,15 @@ class ModelsMixin:
         neighbourhoods : list, optional
             Neighbourhoods over the index: names (``n=10``), ``(name, n)`` pairs
             or ``{'name': ..., 'n': ...}`` dicts.
+        on_error : {'record', 'raise'}
+            With ``key``: what the watcher's jobs do with a document the model
+            raises on. ``'record'`` (default): the batch is split until the
+            failing documents are found, every other document gets its output,
+            and each failure is recorded (:meth:`list_errors`) and not tried
+            again until its input or the model's version changes; the job
+            succeeds with ``failed`` in its result (it fails only when every
+            document it tried failed). ``'raise'``: the first error fails the
+            job, as a plain loop would.
 
         Returns
         -------
@@ -149,7 +159,8 @@ class ModelsMixin:
             postprocessor=postprocessor, type=type, batch_size=batch_size, device=device, method=method,
             method_kwargs=method_kwargs, serializer=serializer, key=key, filter=filter, features=features,
             active=active, max_chunk_size=max_chunk_size, process_docs=process_docs, loader_kwargs=loader_kwargs,
-            semantic_index=semantic_index, measure=measure, neighbourhoods=neighbourhoods, resources=resources)
+            semantic_index=semantic_index, measure=measure, neighbourhoods=neighbourhoods, resources=resources,
+            on_error=on_error)
 
     # -- parts of models --------------------------------------------------------------
     def create_preprocessor(self, name: str, object: Any, *, serializer: str | None = None) -> dict:
@@ -324,6 +335,7 @@ class ModelsMixin:
         filter: Mapping | None = None,
         features: Mapping[str, str] | None = None,
         active: bool = True,
+        on_error: str = "record",
     ):
         """Keep ``_outputs.<key>.<model>`` computed for every matching document.
 
@@ -332,8 +344,11 @@ class ModelsMixin:
         touches ``key`` submits jobs. ``features={'x': 'other'}`` feeds the
         stored output of ``other`` on ``x`` instead of the raw field, and makes
         this watcher's jobs wait for ``other``'s. Cycles are refused.
+        ``on_error``: see :meth:`create_model` (``'record'`` sets bad documents
+        aside, :meth:`list_errors`; ``'raise'`` fails the job on the first one).
         """
-        return self._services.watchers.create(model, key, filter=filter, features=features, active=active)
+        return self._services.watchers.create(model, key, filter=filter, features=features, active=active,
+                                              on_error=on_error)
 
     def list_watchers(self, **filter: Any) -> list[str]:
         return self._metadata.names("watchers", filter)
@@ -354,6 +369,35 @@ class ModelsMixin:
         if status is not None:
             filter["status"] = status
         return list(self._services.jobs.table.find(filter, {"logs": 0}).sort("created_at", -1))
+
+    def list_errors(self, model: str | None = None, *, key: str | None = None) -> list[dict]:
+        """The documents a model could not be applied to, newest first (of ``model`` / ``key`` if given).
+
+        One dict per watcher and document: ``document`` (its ``_id``),
+        ``watcher``, ``model``, ``key``, ``version`` (the model version that
+        failed), ``error`` (the exception's type), ``message``, ``traceback``
+        (an excerpt of the worker's), ``job_id`` (None when the reconciler
+        found it) and ``at``. A listed document is not tried again until its
+        input or the model's version changes; once it succeeds, it leaves the list.
+
+        Examples
+        --------
+        >>> docs.create_model("length", len, key="text").wait()   # doctest: +SKIP
+        >>> docs.insert_many([{"text": "ok"}, {"text": 5}]).jobs.wait()   # doctest: +SKIP
+        >>> [(e["document"], e["error"]) for e in docs.list_errors("length")]   # doctest: +SKIP
+        [(ObjectId('...'), 'TypeError')]
+        >>> pandas.DataFrame(docs.list_errors())   # doctest: +SKIP
+        """
+        from ..store import failures
+
+        return failures.listing(self._metadata.table("errors"), model, key)
+
+    def clear_errors(self, model: str | None = None) -> int:
+        """Forget the recorded failures (of ``model``, if given) so that the reconciler tries those
+        documents again, e.g. after fixing the data another way; return how many were removed."""
+        from ..store import failures
+
+        return failures.remove(self._metadata.table("errors"), None if model is None else {"model": model})
 
     def reconcile(self, *, wait: bool = False, timeout: float | None = None, ids: list | None = None):
         """Check outputs, indexes and neighbourhoods against the documents now, and repair them.

@@ -43,6 +43,24 @@ def curves(job: Any) -> dict[str, tuple[list[int], list[float]]]:
     return out
 
 
+def training_title(record: dict) -> str:
+    """A plot title that names what was trained: ``"Training 'clf' (version 2)"``.
+
+    >>> training_title({"_id": "6b15", "models": ["clf"], "result": {"versions": {"clf": 2}}})
+    "Training 'clf' (version 2)"
+    >>> training_title({"_id": "6b15", "model": "enc", "models": ["enc", "head"]})
+    "Training 'enc', 'head'"
+    """
+    models = record.get("models") or ([record["model"]] if record.get("model") else [])
+    versions = (record.get("result") or {}).get("versions") or {}
+    if not models:
+        return "Training"
+    names = ", ".join(repr(m) for m in models)
+    if len(models) == 1 and models[0] in versions:
+        return f"Training {names} (version {versions[models[0]]})"
+    return f"Training {names}"
+
+
 def plot_training(job: Any, metrics: list[str] | None = None, ax: Any = None) -> Any:
     """Draw a training job's curves; return the matplotlib ``Figure``.
 
@@ -90,6 +108,6 @@ def plot_training(job: Any, metrics: list[str] | None = None, ax: Any = None) ->
         handles, labels = handles + h2, labels + l2
     if handles:
         ax.legend(handles, labels, loc="best")
-    ax.set_title(f"training job {record.get('_id')}")
+    ax.set_title(training_title(record))
     fig.tight_layout()
     return fig

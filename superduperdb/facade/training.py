@@ -114,8 +114,9 @@ class TrainingMixin:
         sample_size : int, optional
             At most this many, sampled at random (default: all that match).
         fold : str or None
-            Only documents of this ``_fold`` (default ``'valid'``: every insert
-            gets ``_fold`` 'train' or 'valid'); None samples from all.
+            Only documents of this ``_fold`` (default ``'valid'``: documents
+            without a ``_fold`` get one now, ``'train'`` or ``'valid'``, see
+            ``data.valid_probability``); None samples from all.
         seed : int, optional
 
         Returns

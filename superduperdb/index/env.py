@@ -1,8 +1,8 @@
 """Process set-up for the vector index: numba environment and JIT warm-up.
 
 pynndescent is compiled by numba the first time it is used in a process. That
-costs ~45 s with a warm on-disk numba cache and ~165 s with an empty one (see
-FACTS.md), so a process that will hold an index should:
+costs ~45 s with a warm on-disk numba cache and ~165 s with an empty one
+(measured on 2 cores; ``bench/search.py`` reports the JIT time of its runs), so a process that will hold an index should:
 
 1. call :func:`configure_numba_env` **before numba or pynndescent is imported**
    (numba reads ``NUMBA_CACHE_DIR`` at import time, and the OpenMP runtime

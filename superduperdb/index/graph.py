@@ -143,7 +143,7 @@ def build_graph(
         ``search_tree_leaf_budget``). On clustered data the k-NN graph often
         splits into one component per cluster, and a query routed to the
         wrong leaf cannot recover: with 1 leaf, recall@10 stalled at ~0.8
-        whatever the epsilon; with 8 it reached ~0.97 (FACTS: index section).
+        whatever the epsilon; with 8 it reached ~0.97 (measured on clustered 128-d data).
     """
     check_measure(measure)
     if X.shape[0] < MIN_GRAPH_ROWS:

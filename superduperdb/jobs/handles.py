@@ -15,6 +15,7 @@ runs it whether it still knows the task (the record names the scheduler).
 from __future__ import annotations
 
 import html
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 from ..errors import JobCancelledError, JobFailedError, JobNotFoundError, JobTimeoutError
 from ..store.metadata import metadata_changed
 from ..store.records import CANCELLED, FAILED, FINAL, finish
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 600.0
 LOST_CHECK = 1.0  # seconds between asking the scheduler about a task whose future is not held here
@@ -152,7 +155,18 @@ class Job:
         # index uid): what this process cached from the metadata is re-read (services/search.py).
         metadata_changed()
         raise_for(record)
+        self._tell_failed(record)
         return self
+
+    def _tell_failed(self, record: dict) -> None:
+        """One line when the job succeeded but set documents aside (the model raised on them)."""
+        failed = (record.get("result") or {}).get("failed") if isinstance(record.get("result"), dict) else None
+        if failed and not getattr(self, "_told", False):
+            self._told = True
+            model = record.get("model")
+            logger.warning("job %s (%s%s): %d document(s) failed and got no output; list_errors(%s) shows them",
+                           self.id, record.get("kind"), f", model {model!r}" if model else "", failed,
+                           repr(model) if model else "")
 
     def _wait_future(self, deadline: float) -> None:
         import distributed

@@ -47,6 +47,7 @@ from . import loading, saving, snapshots
 from .fencing import Fence
 from .filters import answerable
 from .loaded import LoadedIndex
+from .monitor import Monitor, attach_to_worker, plan_of
 from .sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class Master:
     Parameters
     ----------
     warm_up : bool
-        Compile pynndescent's JIT in a background thread once the first index loads.
+        Compile pynndescent's JIT in a background thread once an index approaches
+        ``master.exact_threshold`` (``master.warm_up_at`` of it), ahead of its first graph build.
     sweep : callable, optional
         ``sweep(target, dask_client) -> report``: one reconcile pass over a
         collection, run every ``reconcile.interval`` seconds for each watched
@@ -107,6 +109,8 @@ class Master:
                             gone=lambda w: _worker_gone(dask_client, w),
                             published=lambda: _is_published(dask_client, self.shard, self.key, replaces),
                             on_lost=self._drop_collection, enabled=dask_client is not None)
+        self._monitor = Monitor(self._targets, self.stats, self.reconciler, self.info, held=self._held_contexts)
+        attach_to_worker(self._monitor)  # the report travels with the worker's heartbeats (see .monitor)
 
     def _identity(self) -> dict:
         return {"shard": self.shard, "shards": self.shards, "owner": self.key, "worker": self.worker}
@@ -135,6 +139,13 @@ class Master:
                 self._warm = threading.Thread(target=self._warm_up_when_idle, name="superduperdb-jit-warm-up",
                                               daemon=True)
                 self._warm.start()
+
+    def _maybe_warm_up(self, loaded: LoadedIndex) -> None:
+        """Start the warm-up once ``loaded`` has grown to ``master.warm_up_at`` of the exact threshold (a graph
+        is built only past it: a small index, searched exactly, never pays ~45 s of compilation)."""
+        cfg = loaded.ctx.config.master
+        if self._warm_up and self._warm is None and len(loaded.index) >= float(cfg.warm_up_at) * int(cfg.exact_threshold):
+            self._start_warm_up(loaded.ctx)
 
     def _warm_up_when_idle(self) -> None:
         """Compile pynndescent's JIT, after the loads that created this actor (see loading.GRACE)."""
@@ -184,7 +195,7 @@ class Master:
             ctx = Context(target)
             progress["phase"] = "lease"
             epoch = self._fence.epoch(target.key, shards_table(ctx.db, target.collection))
-            self._start_warm_up(ctx)
+            self._ensure_builder(ctx)
             return loading.load(ctx, row, lambda: self._new_index(ctx, row), progress, self._gate,
                                 shard=self._identity(), layout=layout, epoch=epoch, use_snapshot=use_snapshot)
 
@@ -196,6 +207,7 @@ class Master:
                     self._indexes[key] = job.result
         if job.result is not None:
             self._snapshotter.start()
+            self._maybe_warm_up(job.result)
 
     # -- snapshots --------------------------------------------------------------------------
     def _due_snapshots(self) -> list[str]:
@@ -237,7 +249,10 @@ class Master:
 
     def refresh(self, target: Target, row: dict, ids: list, layout: tuple | None = None) -> dict:
         """Re-read ``ids`` (those this shard owns): upsert those with outputs, remove the others."""
-        return self._get(target, row, layout).refresh(ids)
+        loaded = self._get(target, row, layout)
+        changed = loaded.refresh(ids)
+        self._maybe_warm_up(loaded)
+        return changed
 
     def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None,
              partitions: list | None = None, layout: tuple | None = None) -> dict:
@@ -249,7 +264,10 @@ class Master:
         ``partitions``, when it looked at those partitions only). Only the ids
         this shard owns are looked at. Returns the counts and the ids that changed.
         """
-        return self._get(target, row, layout).sync(ids, fingerprints, within, partitions)
+        loaded = self._get(target, row, layout)
+        changed = loaded.sync(ids, fingerprints, within, partitions)
+        self._maybe_warm_up(loaded)
+        return changed
 
     def verify(self, target: Target, row: dict, limit: int | None = None, layout: tuple | None = None) -> dict:
         """Check the index's vectors (``limit``: that many, in turn) against their checksums and repair those
@@ -259,7 +277,10 @@ class Master:
     def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None,
                layout: tuple | None = None) -> tuple[list, list]:
         """The ``n`` nearest ids (restricted to ``candidates`` if given) and their scores."""
-        ids, scores = self._get(target, row, layout).index.search(vector, n, candidates=candidates)
+        loaded = self._get(target, row, layout)
+        plan, start = plan_of(loaded.index, candidates), time.perf_counter()
+        ids, scores = loaded.index.search(vector, n, candidates=candidates)
+        self._monitor.query(target, row["name"], plan, time.perf_counter() - start)
         return ids, [float(s) for s in scores]
 
     def search_many(self, target: Target, row: dict, vectors: list, n: int,
@@ -268,7 +289,9 @@ class Master:
         loaded = self._get(target, row, layout)
         if not len(vectors):
             return []
+        plan, start = plan_of(loaded.index, candidates), time.perf_counter()
         found = loaded.index.search_batch(vectors, n, candidates=candidates)
+        self._monitor.query(target, row["name"], plan, time.perf_counter() - start, len(vectors))
         return [(ids, [float(s) for s in scores]) for ids, scores in found]
 
     def query(self, target: Target, row: dict, vectors: list, n: int, candidates: list | None = None,
@@ -296,7 +319,12 @@ class Master:
             candidates = loaded.filter.match(filter)
             filter_ms = (time.perf_counter() - start) * 1000
         info: dict = {"plan": "exact", "candidates": 0}
+        searched = time.perf_counter()
         found = loaded.index.search_batch(vectors, n, candidates=candidates, info=info) if len(vectors) else []
+        if len(vectors):  # the metrics' plan label: what the planner did (graph, whatever its retries)
+            plan = ("filtered-" if candidates is not None else "") + \
+                ("graph" if info["plan"].startswith("graph") else "exact")
+            self._monitor.query(target, row["name"], plan, time.perf_counter() - searched, len(vectors))
         return {"results": [(ids, [float(s) for s in scores]) for ids, scores in found], "shard": self.shard,
                 "epoch": loaded.epoch, "worker": self.worker, "size": len(loaded.index), "plan": info["plan"],
                 "candidates": info["candidates"], "retries": info.get("retries", 0), "fetch": info.get("fetch", 0),
@@ -366,6 +394,23 @@ class Master:
         """The sweeper's watched collections and their last passes (empty without a sweeper)."""
         return self._sweeper.stats() if self._sweeper is not None else {}
 
+    def report(self) -> dict:
+        """A fresh report on the watched collections' jobs and lag, the indexes and the queries
+        (what the master's worker sends the scheduler with its heartbeats; see :mod:`.monitor`)."""
+        return self._monitor.report()
+
+    def _targets(self) -> list[Target]:
+        """The collections this master knows: those its reconciler watches, those of its indexes."""
+        watched = self._sweeper.targets() if self._sweeper is not None else []
+        with self._lock:
+            held = [loaded.target for loaded in self._indexes.values()]
+        return watched + held
+
+    def _held_contexts(self) -> dict[str, Context]:
+        """``{target.key: Context}`` of the loaded indexes' collections (the monitor reads through these)."""
+        with self._lock:
+            return {loaded.target.key: loaded.ctx for loaded in self._indexes.values()}
+
     def drop(self, target: Target, row: dict, forget: bool = False) -> bool:
         """Forget the index in memory (``forget``: its snapshots too, every shard's). Whether it was loaded."""
         key = index_key(target, row)
@@ -388,7 +433,16 @@ class Master:
             return [self._stats(loaded) for loaded in self._indexes.values()]
 
     def _stats(self, loaded: LoadedIndex) -> dict:
-        return loaded.stats(warm=self._warm is None or not self._warm.is_alive())
+        return {**loaded.stats(warm=self._warm is None or not self._warm.is_alive()), "jit": self._jit_state()}
+
+    def _jit_state(self) -> str:
+        """pynndescent's JIT in this actor: ``'not needed yet'`` (no index near the exact threshold),
+        ``'compiling'`` (the warm-up runs), ``'compiled'``, or ``'off'`` (``master.warm_up: false``)."""
+        if not self._warm_up:
+            return "off"
+        if self._warm is None:
+            return "not needed yet"
+        return "compiling" if self._warm.is_alive() else "compiled"
 
 
 def _worker_address() -> str | None:

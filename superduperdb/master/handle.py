@@ -470,6 +470,11 @@ class MasterHandle:
         """Stats of every loaded index on every shard (one dict per index and shard)."""
         return [s for i in range(self.shards) for s in self.call_shard(i, "stats")]
 
+    def report(self) -> dict:
+        """Shard 0's report: jobs and lag of the watched collections, its indexes, queries (see ``.monitor``;
+        every shard's worker sends its own with its heartbeats)."""
+        return self._call("report")
+
     def describe(self) -> dict:
         """Shard 0 as published, never created here (``superduperdb info``).
 

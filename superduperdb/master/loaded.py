@@ -161,6 +161,7 @@ class LoadedIndex:
         self.snapshot_due = source == "database"  # loaded the slow way: save one soon
         self.snapshot_attempt = time.monotonic()
         self.last_snapshot: dict | None = None
+        self.taken_at: float | None = None  # when the snapshot the index holds was taken (loaded or saved)
         self.wanted: dict[int, float] = {}  # positions a snapshot was asked to include -> when (monotonic)
         self.saving = threading.Lock()
         # The write position (superduperdb.store.positions): what a snapshot of this index may record.
@@ -332,6 +333,7 @@ class LoadedIndex:
                 "position": getattr(self.safe.safe(), "seq", None),
                 "snapshot": self.last_snapshot, "changes_since_snapshot": self.changes,
                 "snapshot_age_s": time.time() - self.last_snapshot["at"] if self.last_snapshot else None,
+                "snapshot_taken_at": self.taken_at,
                 "graph_enabled": self.index.graph_enabled, "filter_fields": self.row.get("filter_fields") or [],
                 **self.shard, "epoch": self.epoch,
                 "partitions": PARTITIONS if self.partitions is None else len(self.partitions),

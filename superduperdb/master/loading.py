@@ -175,6 +175,7 @@ def from_snapshot(ctx: Context, row: dict, index: Any, progress: dict, gate: Gat
         report["change_stream"] = {"replayed": len(ids or []), "upserted": replay["upserted"],
                                    "removed": replay["removed"], "fallback": why}
     written_by = manifest.get("shard") or {}
+    loaded.taken_at = manifest["taken_at"]
     loaded.catch_up = {**report, "snapshot_age_s": time.time() - manifest["taken_at"], "restore_s": restored_s,
                        "read_s": restored.read_s, "snapshot_from": restored.source, "rejected": rejected or None,
                        "snapshot_epoch": written_by.get("epoch")}

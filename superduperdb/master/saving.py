@@ -76,7 +76,8 @@ def save(loaded: LoadedIndex) -> dict | None:
         with loaded.lock:
             loaded.changes -= changes
         loaded.snapshot_due = False
-        loaded.last_snapshot = {"at": time.time(), "vectors": size, "bytes": len(data),
+        loaded.taken_at = time.time()
+        loaded.last_snapshot = {"at": loaded.taken_at, "vectors": size, "bytes": len(data),
                                 "seconds": time.perf_counter() - start, "position": position.seq,
                                 "epoch": loaded.epoch}
         logger.info("saved a snapshot of index %r (shard %d): %d vectors, %.1f MB in %.2f s", loaded.name,

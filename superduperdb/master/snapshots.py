@@ -68,6 +68,7 @@ from typing import Any
 import bson
 import numpy as np
 
+from ..errors import ArtifactIntegrityError
 from ..index import snapfile
 from ..index.persist import FORMAT as PERSIST_FORMAT
 from ..index.persist import decode_ids, encode_ids
@@ -272,10 +273,11 @@ def load(artifacts: Any, row: dict, partitions: Any = None, local: Path | None =
         mapped = localcopy.read(local, info)
         if mapped is not None:
             try:
+                artifacts.check_named(name, mapped, info)  # with an artifact key: signed as GridFS's file is
                 restored = parse(mapped, row, partitions)
                 restored.source, restored.read_s, restored.info = "local", time.perf_counter() - start, info
                 return restored, rejected
-            except SnapshotCorrupt as exc:
+            except (SnapshotCorrupt, ArtifactIntegrityError) as exc:
                 rejected.append(_rejected("local copy of the", exc))
                 localcopy.discard(local)
     start = time.perf_counter()

@@ -77,6 +77,11 @@ class Sweeper:
                     "interval": interval, "change_stream": feed.state if feed else "off", **last}
             return out
 
+    def targets(self) -> list[Any]:
+        """The watched collections' targets."""
+        with self._lock:
+            return [target for target, _ in self._targets.values()]
+
     def close(self) -> None:
         self._stop.set()
 

@@ -35,12 +35,13 @@ superduperdb.errors.ModelError: Model 'demo' returned 3 outputs for a batch of 2
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from ..errors import ModelError
 
-__all__ = ["chunks", "split_batch", "batch_len", "is_tensor", "is_ndarray"]
+__all__ = ["chunks", "split_batch", "batch_len", "is_tensor", "is_ndarray", "isolate", "Isolated"]
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -180,3 +181,80 @@ def split_batch(out: Any, n: int, *, model: str) -> list[Any]:
         expected=n,
         got=type(out).__name__,
     )
+
+
+# How much of a failing item's traceback :func:`isolate` keeps (characters, from the end).
+TRACEBACK_EXCERPT = 4000
+
+
+class Isolated(NamedTuple):
+    """What :func:`isolate` found: one output per item (None where it failed), and the failures.
+
+    ``failures`` maps an item's position to ``(exception, traceback excerpt)``.
+    """
+
+    outputs: list[Any]
+    failures: dict[int, tuple[BaseException, str]]
+
+
+def isolate(call: Callable[[Sequence[Any]], Sequence[Any]], items: Sequence[Any], *,
+            reraise: tuple[type[BaseException], ...] = ()) -> Isolated:
+    """Apply a batched ``call`` to ``items``, splitting a batch that raises until the failing items are found.
+
+    ``call(batch)`` must return one output per item. When it raises an
+    :class:`Exception` for a batch of several items, each half is tried on its
+    own (so one bad item among ``n`` costs about ``2 log2(n)`` extra calls, and
+    every good item still gets its output); an item that fails alone is a
+    failure. Exceptions of the ``reraise`` types (a lost database, a cancelled
+    job) and those that are not :class:`Exception` s (``KeyboardInterrupt``,
+    ``SystemExit``) propagate at once.
+
+    Parameters
+    ----------
+    call : callable
+        ``call(batch) -> outputs``, ``len(outputs) == len(batch)``.
+    items : sequence
+        The inputs.
+    reraise : tuple of exception types
+        Never isolated: they stop everything.
+
+    Returns
+    -------
+    Isolated
+        ``outputs`` (None at failed positions) and ``failures`` (position -> (exception, traceback excerpt)).
+
+    Examples
+    --------
+    >>> found = isolate(lambda batch: [len(x) for x in batch], ["ab", 5, "cde"])
+    >>> found.outputs
+    [2, None, 3]
+    >>> {i: type(e).__name__ for i, (e, _) in found.failures.items()}
+    {1: 'TypeError'}
+    """
+    items = list(items)
+    outputs: list[Any] = [None] * len(items)
+    failures: dict[int, tuple[BaseException, str]] = {}
+    pending = [(0, len(items))] if items else []
+    while pending:
+        lo, hi = pending.pop()
+        try:
+            out = list(call(items[lo:hi]))
+        except reraise:
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolated: the failing items are recorded, the rest go on
+            if hi - lo == 1:
+                failures[lo] = (exc, _excerpt(exc))
+            else:
+                mid = (lo + hi) // 2
+                pending += [(mid, hi), (lo, mid)]  # the first half next: outputs come in order
+            continue
+        if len(out) != hi - lo:
+            raise ModelError(f"A batched call returned {len(out)} outputs for {hi - lo} inputs.",
+                             expected=hi - lo, got=len(out))
+        outputs[lo:hi] = out
+    return Isolated(outputs, failures)
+
+
+def _excerpt(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return text if len(text) <= TRACEBACK_EXCERPT else "...\n" + text[-TRACEBACK_EXCERPT:]

@@ -56,8 +56,29 @@ def composite_ref(*, forward: Mapping, attribute: str | None = None, preprocess:
     """A composite artifact reference (plain BSON-ready data; ``hash`` identifies its content)."""
     body = {"forward": _ref(forward), "attribute": attribute, "preprocess": _ref(preprocess),
             "postprocess": _ref(postprocess), "options": dict(options or {}), "name": name}
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-    return {"hash": digest, "serializer": SERIALIZER, **body}
+    return {"hash": _digest(body), "serializer": SERIALIZER, **body}
+
+
+def content_digest(ref: Mapping) -> str:
+    """The digest of a composite reference's content, as :func:`composite_ref` computed its ``hash``
+    (so a stored reference whose content was changed no longer matches its ``hash``).
+
+    >>> ref = composite_ref(forward={"hash": "h", "serializer": "dill"}, attribute="text")
+    >>> content_digest(ref) == ref["hash"], content_digest({**ref, "attribute": "other"}) == ref["hash"]
+    (True, False)
+    """
+    return _digest({"forward": _ref(ref.get("forward")), "attribute": ref.get("attribute"),
+                    "preprocess": _ref(ref.get("preprocess")), "postprocess": _ref(ref.get("postprocess")),
+                    "options": dict(ref.get("options") or {}), "name": ref.get("name")})
+
+
+def _digest(body: Mapping) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def parts_of(ref: Mapping) -> list[dict]:
+    """The plain artifact references a composite reference is built from."""
+    return [r for r in (ref.get("forward"), ref.get("preprocess"), ref.get("postprocess")) if r]
 
 
 def _ref(ref: Mapping | None) -> dict | None:

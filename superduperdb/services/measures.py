@@ -41,7 +41,7 @@ class MeasureService:
             raise AlreadyRegisteredError("measure", name)
         from ..models.base import class_path
 
-        ref = self.scope.artifacts.put(obj, serializer)
+        ref = self.scope.artifacts.put(obj, serializer, name=f"measures/{name}")
         return self.metadata.insert("measures", {"name": name, "artifact": ref, "class": class_path(obj)})
 
     def names(self) -> list[str]:

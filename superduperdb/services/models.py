@@ -129,7 +129,7 @@ class ModelService:
             return self._create_composite(row["name"], composite["object"], composite["parent"], composite["forward"],
                                           composite["preprocessor"], composite["postprocessor"],
                                           composite["options"], row["type"], serializer, row.get("resources"))
-        ref = self.artifacts.put(model, serializer)
+        ref = self.artifacts.put(model, serializer, name=f"models/{row['name']}", version=1)
         row = {**row, "artifact": ref, "versions": [{"version": 1, "artifact": ref, "created_at": utcnow(), "metrics": {}}]}
         try:
             return self.metadata.insert("models", row)
@@ -164,9 +164,9 @@ class ModelService:
             base, attribute = self._part("forwards", forward), None
         else:
             check_part("forward", object)
-            base, attribute = self.artifacts.put(object, serializer), None
-        ref = composite_ref(forward=base, attribute=attribute, preprocess=pre, postprocess=post, options=options,
-                            name=name)
+            base, attribute = self.artifacts.put(object, serializer, name=f"models/{name}", version=1), None
+        ref = self.artifacts.sign(composite_ref(forward=base, attribute=attribute, preprocess=pre, postprocess=post,
+                                                options=options, name=name), name=f"models/{name}", version=version)
         description = self.artifacts.get(ref).describe()  # resolves it now: a missing attribute fails here
         row = {"name": name, "version": version, "artifact": ref, "type": type, **_plain(description), **extra,
                "versions": [{"version": version, "artifact": ref, "created_at": utcnow(), "metrics": {}}]}
@@ -200,7 +200,7 @@ class ModelService:
         check_part(singular, obj)
         from ..models.base import class_path
 
-        ref = self.artifacts.put(obj, serializer)
+        ref = self.artifacts.put(obj, serializer, name=f"{kind}/{name}")
         return self.metadata.insert(kind, {"name": name, "artifact": ref, "class": class_path(obj)})
 
     def delete_part(self, kind: str, name: str, force: bool = False) -> None:

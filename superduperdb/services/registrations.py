@@ -37,7 +37,7 @@ class RegistrationService:
                      max_chunk_size: int | None = None, process_docs: bool = True,
                      loader_kwargs: Mapping[str, Any] | None = None, semantic_index: bool | str = False,
                      measure: str | None = None, neighbourhoods: Any = (), serializer: str | None = None,
-                     batch_size: int = 32, **model: Any) -> dict | JobGroup:
+                     batch_size: int = 32, on_error: str = "record", **model: Any) -> dict | JobGroup:
         """``Collection.create_model``: the model, and with ``key`` its watcher (and index, neighbourhoods).
 
         Returns the model's row, or with ``key`` the jobs (backfill, index load, neighbourhoods).
@@ -46,11 +46,14 @@ class RegistrationService:
         batch_size = options.loader_batch_size(loader_kwargs, batch_size)
         index, measure, hoods = options.check_index_options(self.measures, self.models.metadata, name, key,
                                                             semantic_index, measure, neighbourhoods)
+        if index is not None:
+            self.indexes.check_keys_present([key])  # a typo would give an index that stays empty
         wrapper, row = self.models.check_new(name, object, batch_size=batch_size, **model)
         watcher = None
         if key is not None:  # checked too before anything is stored: all of it is registered, or none
             watcher = self.watchers.check_new(name, key, filter=filter, features=features, active=active,
-                                              model_row=row, model_object=object, chunk_size=max_chunk_size)
+                                              model_row=row, model_object=object, chunk_size=max_chunk_size,
+                                              on_error=on_error)
         stored = self.models.register(wrapper, row, serializer)
         if watcher is None:
             return stored

@@ -64,7 +64,7 @@ class Scope:
     @classmethod
     def open(cls, raw_database: Any, name: str, config: Config, cluster_of: Callable[[], Cluster]) -> Scope:
         metadata = MetadataStore(raw_database, name)
-        artifacts = ArtifactStore(raw_database, name)
+        artifacts = ArtifactStore(raw_database, name, key=config.security.artifact_key)
         types = TypeRegistry(metadata, artifacts, pickle_fallback=config.types.pickle_fallback)
         # The one place credentials leave the config in clear: the job's Target, whose URI and
         # config snapshot workers connect with (its repr redacts them; it is never stored).

@@ -38,6 +38,7 @@ from ..errors import (
 from ..index.measures import MEASURES
 from ..jobs.handles import Job, JobGroup
 from ..models.composite import is_composite
+from ..store import folds
 from ..store.watchers import active_watchers, downstream, dump_filter, topological, watcher_name
 from ..training import metrics as M
 from ..training.loop import TrainSettings
@@ -117,7 +118,7 @@ class TrainingService:
             raise AlreadyRegisteredError(CALLABLES[kind], name)
         from ..models.base import class_path
 
-        ref = self.artifacts.put(obj, serializer)
+        ref = self.artifacts.put(obj, serializer, name=f"{kind}/{name}")
         return self.metadata.insert(kind, {"name": name, "artifact": ref, "class": class_path(obj)})
 
     def list_callables(self, kind: str) -> list[str]:
@@ -134,7 +135,7 @@ class TrainingService:
 
             return get_builtin(name)
         row = self.metadata.get(kind, name)
-        return self.artifacts.get(row["artifact"])
+        return self.artifacts.get(row["artifact"], (f"{kind}/{name}", None))
 
     def delete_callable(self, kind: str, name: str, force: bool = False) -> None:
         self.metadata.get(kind, name)
@@ -156,6 +157,9 @@ class TrainingService:
         if sample_size is not None and (isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1):
             raise TrainingError(f"sample_size must be a positive integer or None, not {sample_size!r}.")
         encoded = self.scope.query(filter)
+        # Validation sets are for training, which needs the split: documents without a _fold get one
+        # now (kept from then on), whichever fold this set samples.
+        folds.ensure(self.scope.raw, self.scope.config)
         query = {"$and": [encoded, {"_fold": fold}]} if fold and encoded else ({"_fold": fold} if fold else encoded)
         rng = random.Random(seed)
         sample: list[dict] = []
@@ -169,8 +173,8 @@ class TrainingService:
         if not sample:
             where = f" in fold {fold!r}" if fold else ""
             raise TrainingError(f"No documents match {filter or {}!r}{where}, so the validation set would be empty. "
-                                "Inserted documents get '_fold' ('train' or 'valid', see data.valid_probability); "
-                                "fold=None samples from every document.")
+                                "Documents get '_fold' ('train' or 'valid', see data.valid_probability) when training "
+                                "or a validation set first needs it; fold=None samples from every document.")
         copies = [{**doc, "_id": ObjectId(), "_source_id": doc["_id"], "_validation_set": name} for doc in sample]
         for start in range(0, len(copies), 1000):
             self.validation_data.insert_many(copies[start:start + 1000])

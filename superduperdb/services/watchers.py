@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AlreadyRegisteredError, InUseError, ModelError, QueryError
+from ..errors import AlreadyRegisteredError, InUseError, ModelError, QueryError, unknown_name
 from ..jobs.handles import JobGroup
+from ..store import failures
 from ..store.bulk import unset_everywhere
 from ..store.layout import OUTPUTS, fingerprint_path
 from ..store.models import load_model
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     from .scope import Scope
 
 
+# What a watcher's jobs do with a document the model raises on (create_model(..., on_error=...)).
+ON_ERROR = ("record", "raise")
+
+
 class WatcherService:
     def __init__(self, scope: Scope, jobs: JobService, indexes: IndexService,
                  ensure_model: Callable[[str], dict]) -> None:
@@ -40,13 +45,20 @@ class WatcherService:
 
     def check_new(self, model: str, key: str, *, filter: Mapping | None = None, features: Mapping | None = None,
                   active: bool = True, name: str | None = None, model_row: Mapping | None = None,
-                  model_object: Any = None, chunk_size: int | None = None) -> dict:
+                  model_object: Any = None, chunk_size: int | None = None, on_error: str = "record") -> dict:
         """Validate a new watcher; return its row. Nothing is stored.
 
         ``model_row``/``model_object`` stand for a model being registered in the same
         call (``create_model(..., key=...)``), not stored yet. ``chunk_size``: documents
-        per chunk of this watcher's jobs (default ``jobs.chunk_size``).
+        per chunk of this watcher's jobs (default ``jobs.chunk_size``). ``on_error``:
+        ``'record'`` sets aside the documents the model raises on (``list_errors()``),
+        ``'raise'`` fails the whole job on the first one.
         """
+        if on_error not in ON_ERROR:
+            raise ModelError(unknown_name("on_error value", on_error, ON_ERROR,
+                                          "'record' lists the documents the model fails on (list_errors()) and "
+                                          "computes the rest; 'raise' fails the job on the first one."),
+                             argument="on_error")
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                        or chunk_size < 1):
             raise ModelError(f"max_chunk_size must be a positive integer (documents per chunk), not {chunk_size!r}.",
@@ -85,6 +97,8 @@ class WatcherService:
             row["resources"] = model_row["resources"]  # what its jobs request (GPU=1 ...)
         if chunk_size is not None:
             row["chunk_size"] = chunk_size
+        if on_error != "record":
+            row["on_error"] = on_error
         if self.metadata.exists("watchers", row["name"]):
             raise AlreadyRegisteredError("watcher", row["name"])
         topological([*self.metadata.list("watchers"), row])  # refuse cycles before storing anything
@@ -104,10 +118,10 @@ class WatcherService:
 
     def create(self, model: str, key: str, *, filter: Mapping | None = None, features: Mapping | None = None,
                active: bool = True, name: str | None = None, chunk_size: int | None = None,
-               backfill: bool = True) -> JobGroup:
+               backfill: bool = True, on_error: str = "record") -> JobGroup:
         """Register a watcher; return its backfill jobs (none while inactive, or without ``backfill``)."""
         row = self.check_new(model, key, filter=filter, features=features, active=active, name=name,
-                             chunk_size=chunk_size)
+                             chunk_size=chunk_size, on_error=on_error)
         return self.register(row, backfill=backfill)
 
     def register(self, row: dict, backfill: bool = True) -> JobGroup:
@@ -146,4 +160,5 @@ class WatcherService:
             if self.metadata.exists("watchers", reader["name"]):
                 self.delete(reader["name"], force=True)
         unset_everywhere(self.scope.raw, [path, fp_path])  # and the empty _outputs.<key> it leaves
+        failures.remove(self.metadata.table("errors"), {"watcher": name})
         self.metadata.delete("watchers", name)

@@ -25,7 +25,7 @@ from ..store.positions import (
     stamp_update,
     stamp_upserted,
 )
-from ..store.writes import id_of, kept_fold, pin, prepare_new, upsert_fold
+from ..store.writes import id_of, kept_fold, pin, prepare_new
 from .checks import check_filter, check_replacement, check_update
 from .write_ops import DELETE, INSERT, REPLACE, UPDATE, Write, WriteRule
 
@@ -36,15 +36,15 @@ if TYPE_CHECKING:
 
 
 class NewDocuments(WriteRule):
-    """A new document gets an ``_id`` (on the caller's dict too, as pymongo) and a ``_fold``."""
+    """A new document gets an ``_id`` (on the caller's dict too, as pymongo), and no ``_fold``.
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    Folds are given when training first needs the split (:mod:`superduperdb.store.folds`).
+    """
 
     def before(self, write: Write) -> None:
         for op in write.ops:
             if op.kind == INSERT:
-                prepare_new(op.document, self.config, op.path)
+                prepare_new(op.document, op.path)
 
 
 class Encode(WriteRule):
@@ -97,7 +97,13 @@ class Pinned(WriteRule):
 
 
 class Folds(WriteRule):
-    """An upsert gives the document it inserts a ``_fold``; a replacement keeps the replaced document's."""
+    """A replacement keeps the replaced document's ``_fold`` (writes add none; see :mod:`superduperdb.store.folds`).
+
+    Needed although folds are given lazily: a replacement carries the caller's
+    fields only, so without this rule it would drop the document's fold and the
+    next training would draw a new one, moving a validation document into the
+    training data. An operator update never removes ``_fold`` unless it says so.
+    """
 
     def __init__(self, raw: Any, config: Config) -> None:
         self.raw = raw
@@ -105,10 +111,8 @@ class Folds(WriteRule):
 
     def before(self, write: Write) -> None:
         for op in write.ops:
-            if op.kind == UPDATE and op.upsert:
-                op.document = upsert_fold(op.document, changed_keys(op.document), self.config)
-            elif op.kind == REPLACE:
-                op.document = kept_fold(self.raw, op.filter, op.document, op.upsert, self.config, op.sort)
+            if op.kind == REPLACE:
+                op.document = kept_fold(self.raw, op.filter, op.document, self.config, op.sort)
 
 
 class Position(WriteRule):

@@ -16,15 +16,20 @@ So a rule about writes is written once and holds for every verb. The rules,
 in order (:meth:`WriteService.rules`, defined in :mod:`.write_rules`; :class:`Write` and
 :class:`Op` are in :mod:`.write_ops`):
 
-1. ``NewDocuments``: a new document gets an ``_id`` and a ``_fold``
+1. ``NewDocuments``: a new document gets an ``_id``, and no ``_fold``
    (:func:`superduperdb.store.writes.prepare_new`, which the workers of
    ``from_dask`` apply to the documents they make);
 2. ``Encode``: filters, updates, replacements and documents are checked and
    their typed values encoded;
 3. ``Pinned``: a one-document update or replacement with ``sort`` is pinned
    to the ``_id`` the sort picks, so the store and the jobs agree on it;
-4. ``Folds``: an upsert gets a ``_fold``, a replacement keeps the replaced
-   document's;
+4. ``Folds``: a replacement keeps the replaced document's ``_fold``. No
+   write adds one (not an insert, an upsert, ``bulk_write`` or ``from_dask``):
+   documents get a fold when training, a validation or a validation set first
+   needs the split (:mod:`superduperdb.store.folds`), stable from then on. The
+   rule stays for replacements only: a replacement holds the caller's fields
+   alone, so without it a validation document would lose its fold and could
+   be drawn into training by the next split;
 5. ``Position``: the write takes a number of the collection's write position,
    stamped on what it writes (``_sdb``); deletes leave tombstones
    (:mod:`superduperdb.store.positions`);
@@ -133,7 +138,7 @@ class WriteService:
         """The write rules, in the order they apply (the one place to add a rule)."""
         scope = self.scope
         return [
-            rules.NewDocuments(scope.config),
+            rules.NewDocuments(),
             rules.Encode(scope.types),
             rules.Pinned(scope.raw),
             rules.Folds(scope.raw, scope.config),

@@ -98,7 +98,7 @@ class Context:
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
-        return ArtifactStore(self.db, self.target.collection)
+        return ArtifactStore(self.db, self.target.collection, key=self.config.security.artifact_key)
 
     @cached_property
     def types(self) -> TypeRegistry:

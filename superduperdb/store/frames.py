@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryError
-from .layout import FINGERPRINTS, OUTPUTS, model_field
+from .layout import FINGERPRINTS, FOLD, OUTPUTS, model_field
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,14 +96,20 @@ def flatten_outputs(outputs: Mapping, models: Iterable[str]) -> Iterable[tuple[s
     return walk(outputs, ())
 
 
-def row(doc: Mapping, models: Iterable[str], outputs: str, name: Callable[[str, str], str]) -> dict:
-    """One decoded document as a DataFrame row (see the module's docstring)."""
+# The library's bookkeeping in a document: left out of DataFrames and notebook tables unless asked.
+BOOKKEEPING = (FINGERPRINTS, FOLD)
+
+
+def row(doc: Mapping, models: Iterable[str], outputs: str, name: Callable[[str, str], str],
+        bookkeeping: bool = False) -> dict:
+    """One decoded document as a DataFrame row (see the module's docstring); ``bookkeeping``
+    keeps the ``_fold`` a document got for training (fingerprints are never shown)."""
     out: dict = {}
     nested = None
     for field, value in doc.items():
         if field == OUTPUTS:
             nested = value
-        elif field != FINGERPRINTS:
+        elif field != FINGERPRINTS and (bookkeeping or field not in BOOKKEEPING):
             out[field] = cell(value)
     if nested is not None and outputs == "nested":
         out[OUTPUTS] = nested
@@ -120,7 +126,7 @@ def row(doc: Mapping, models: Iterable[str], outputs: str, name: Callable[[str, 
 
 def to_frame(docs: Iterable[Mapping], *, models: Iterable[str] = (), outputs: str = "columns",
              output_names: str | Callable[[str, str], str] = OUTPUT_COLUMN,
-             columns: list[str] | None = None) -> pd.DataFrame:
+             columns: list[str] | None = None, bookkeeping: bool = False) -> pd.DataFrame:
     """A DataFrame of decoded documents, one row each.
 
     Parameters
@@ -136,6 +142,8 @@ def to_frame(docs: Iterable[Mapping], *, models: Iterable[str] = (), outputs: st
         ``{key}`` (default ``'{model}({key})'``) or ``(model, key) -> str``.
     columns : list of str, optional
         Columns of an empty result (the columns the caller expects).
+    bookkeeping : bool
+        Keep the ``_fold`` column (the library's training split); default: left out.
 
     Examples
     --------
@@ -149,7 +157,7 @@ def to_frame(docs: Iterable[Mapping], *, models: Iterable[str] = (), outputs: st
     check_outputs_mode(outputs)
     namer = column_namer(output_names)
     models = list(models)
-    rows = [row(d, models, outputs, namer) for d in docs]
+    rows = [row(d, models, outputs, namer, bookkeeping) for d in docs]
     if not rows:
         return pd.DataFrame(columns=list(columns or []))
     return pd.DataFrame.from_records(rows, columns=_columns(rows))

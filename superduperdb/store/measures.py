@@ -21,4 +21,4 @@ def load_measure(metadata: Any, artifacts: Any, name: str) -> Any:
     if name in MEASURES:
         return name
     row = metadata.get("measures", name)
-    return artifacts.get(row["artifact"])
+    return artifacts.get(row["artifact"], (f"measures/{name}", None))

@@ -21,7 +21,7 @@ from ..errors import AlreadyRegisteredError, NotRegisteredError
 KINDS = (
     "types", "models", "watchers", "semantic_indexes", "jobs", "metrics", "losses",
     "splitters", "validation_sets", "neighbourhoods", "meta",
-    "preprocessors", "forwards", "postprocessors", "learning_tasks", "measures",
+    "preprocessors", "forwards", "postprocessors", "learning_tasks", "measures", "errors",
 )
 
 SINGULAR = {
@@ -31,6 +31,7 @@ SINGULAR = {
     "preprocessors": "preprocessor", "forwards": "forward", "postprocessors": "postprocessor",
     "learning_tasks": "learning task",
     "measures": "measure",
+    "errors": "failed document",
 }
 
 

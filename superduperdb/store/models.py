@@ -11,16 +11,21 @@ from ..models.base import Model
 def load_model(metadata: Any, artifacts: Any, name: str, version: int | None = None) -> Model:
     """The :class:`Model` wrapper of ``name`` (current version unless given)."""
     row = metadata.get("models", name)
-    ref = row["artifact"]
+    ref, expect = row["artifact"], model_identity(row)
     if version is not None:
         match = [v for v in row.get("versions", []) if v["version"] == version]
         if not match:
             raise ModelError(f"Model {name!r} has no version {version}; versions: {[v['version'] for v in row['versions']]}.")
-        ref = match[0]["artifact"]
-    return artifacts.get(ref)
+        ref, expect = match[0]["artifact"], (f"models/{name}", version)
+    return artifacts.get(ref, expect)
 
 
-def follow_parent(metadata: Any, parent: str, version: int, ref: dict) -> list[str]:
+def model_identity(row: dict) -> tuple[str, int | None]:
+    """What the serving artifact of model row ``row`` is signed as: ``("models/<name>", <version>)``."""
+    return f"models/{row['name']}", row.get("version", 1)
+
+
+def follow_parent(metadata: Any, parent: str, version: int, ref: dict, *, artifacts: Any = None) -> list[str]:
     """Point the attribute models of ``parent`` (``parent.attr``) at its serving ``version``/``ref``.
 
     Their fingerprints name the version, so their outputs computed from the
@@ -34,6 +39,8 @@ def follow_parent(metadata: Any, parent: str, version: int, ref: dict) -> list[s
         old = row["artifact"]
         new = composite_ref(forward=ref, attribute=old.get("attribute"), preprocess=old.get("preprocess"),
                             postprocess=old.get("postprocess"), options=old.get("options"), name=row["name"])
+        if artifacts is not None:  # signed as the attribute model's new version (with a key)
+            new = artifacts.sign(new, name=f"models/{row['name']}", version=version)
         metadata.update("models", row["name"], {"$set": {"version": version, "artifact": new},
                                                 "$push": {"versions": {"version": version, "artifact": new,
                                                                        "metrics": {}}}})

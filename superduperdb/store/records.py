@@ -80,6 +80,11 @@ def progress(table: Any, job_id: str, fraction: float) -> None:
     table.update_one({"_id": oid(job_id)}, {"$set": {"progress": float(fraction)}})
 
 
+def describe(table: Any, job_id: str, **fields: Any) -> None:
+    """Add what a job learnt about its work to its record (e.g. ``documents`` of a job over "all")."""
+    table.update_one({"_id": oid(job_id)}, {"$set": fields})
+
+
 def log(table: Any, job_id: str, lines: list[str]) -> None:
     if lines:
         table.update_one({"_id": oid(job_id)}, {"$push": {"logs": {"$each": lines[-MAX_LOG_LINES:]}}})

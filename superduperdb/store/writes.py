@@ -1,4 +1,4 @@
-"""What a write stores beyond what the caller gave: the rules for new documents, and pinning.
+"""What a write stores beyond what the caller gave: new documents' ``_id``, kept folds, and pinning.
 
 Shared by both sides: the client's write door (:mod:`superduperdb.services.writes`)
 and the workers that insert the partitions of a Dask DataFrame
@@ -6,11 +6,13 @@ and the workers that insert the partitions of a Dask DataFrame
 :func:`prepare_new`, so a rule about new documents is written here once and
 holds wherever the documents are made.
 
-* A new document gets an ``_id`` (on the caller's dict too, as pymongo does)
-  and a ``_fold`` (``'train'`` or ``'valid'``, the original SuperDuperDB's
-  split; ``data.assign_folds: false`` turns it off). An upsert gets its fold
-  through ``$setOnInsert`` (:func:`upsert_fold`); a replacement keeps the
-  replaced document's (:func:`kept_fold`).
+* A new document gets an ``_id`` (on the caller's dict too, as pymongo does),
+  and nothing else: writes add no ``_fold`` (not on inserts, upserts,
+  ``bulk_write`` or ``from_dask``); documents get one when training first needs
+  the split (:mod:`superduperdb.store.folds`).
+* A replacement keeps the ``_fold`` of the document it replaces
+  (:func:`kept_fold`), so a document given a fold keeps it for good (a
+  validation document never becomes training data by being replaced).
 * A single-document update or replacement with ``sort`` is pinned to the
   ``_id`` that ``sort`` picks (:func:`pin`), so the write, on any store, and
   the jobs it implies concern the same document (servers before MongoDB 8 and
@@ -21,7 +23,6 @@ holds wherever the documents are made.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,53 +32,47 @@ from ..errors import QueryError
 from .layout import FOLD
 
 
-def new_fold(config: Any) -> str | None:
-    """``'train'`` or ``'valid'`` for a new document under ``config`` (None: folds are off)."""
-    data = config.data
-    if not data.assign_folds:
-        return None
-    return "valid" if random.random() < data.valid_probability else "train"
+def prepare_new(document: Any, path: str = "document") -> dict:
+    """Give a new document an ``_id`` (in place when it is a dict); refuse a non-document.
 
-
-def prepare_new(document: Any, config: Any, path: str = "document") -> dict:
-    """Give a new document an ``_id`` and a ``_fold`` (in place when it is a dict); refuse a non-document.
+    No ``_fold``: a document gets one when training first needs the split
+    (:mod:`superduperdb.store.folds`).
 
     Examples
     --------
-    >>> from superduperdb.config import resolve_config
-    >>> doc = prepare_new({"x": 1}, resolve_config({"data": {"assign_folds": False}}))
+    >>> doc = prepare_new({"x": 1})
     >>> sorted(doc)
     ['_id', 'x']
     """
     if not isinstance(document, Mapping):
         raise QueryError(f"{path} must be a dict, not a {type(document).__name__}.", argument=path)
-    if isinstance(document, dict):
-        if "_id" not in document:
-            document["_id"] = ObjectId()
-        if FOLD not in document and (fold := new_fold(config)) is not None:
-            document[FOLD] = fold
+    if isinstance(document, dict) and "_id" not in document:
+        document["_id"] = ObjectId()
     return document
 
 
-def upsert_fold(update: Any, changed: set[str] | None, config: Any) -> Any:
-    """An operator ``update`` that gives the document it may insert a ``_fold`` (``$setOnInsert``).
+def kept_fold(raw: Any, filter: dict, replacement: dict, config: Any, sort: Any = None) -> dict:
+    """``replacement`` with the ``_fold`` of the document it replaces, if that one has a fold.
 
-    ``changed``: the top-level fields the update sets (None: not an operator
-    update, left as it is); an update that sets ``_fold`` itself is kept.
+    A replacement that sets ``_fold`` itself is kept as given; an upsert that
+    inserts gets no fold (as any new document); ``data.assign_folds: false``
+    leaves replacements as given.
+
+    Examples
+    --------
+    >>> import mongomock
+    >>> from superduperdb.config import resolve_config
+    >>> docs = mongomock.MongoClient().db.docs
+    >>> _ = docs.insert_many([{"_id": 1, "_fold": "valid"}, {"_id": 2}])
+    >>> kept_fold(docs, {"_id": 1}, {"x": 1}, resolve_config({}))
+    {'x': 1, '_fold': 'valid'}
+    >>> kept_fold(docs, {"_id": 2}, {"x": 2}, resolve_config({}))
+    {'x': 2}
     """
-    if changed is None or FOLD in changed or (fold := new_fold(config)) is None:
-        return update
-    on_insert = dict(update.get("$setOnInsert") or {})
-    on_insert.setdefault(FOLD, fold)
-    return {**update, "$setOnInsert": on_insert}
-
-
-def kept_fold(raw: Any, filter: dict, replacement: dict, upsert: bool, config: Any, sort: Any = None) -> dict:
-    """``replacement`` with the ``_fold`` of the document it replaces (a new one if it inserts one)."""
     if FOLD in replacement or not config.data.assign_folds:
         return replacement
     old = raw.find_one(filter, {FOLD: 1}, sort=sort)
-    fold = old.get(FOLD) if old is not None else (new_fold(config) if upsert else None)
+    fold = old.get(FOLD) if old is not None else None
     return {**replacement, FOLD: fold} if fold is not None else replacement
 
 

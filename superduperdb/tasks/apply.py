@@ -20,6 +20,7 @@ from bson import ObjectId
 
 from ..store.context import Context
 from ..store.layout import MISSING, fingerprint, fingerprint_path, model_input, output_path, pending_download
+from ..store.models import model_identity
 from .kinds import job_kind
 from .outputs import WatcherView, predict, write_outputs
 from .pipeline import Progress, chunks, run_pipelined
@@ -39,7 +40,7 @@ def apply_model(ctx: Context, job_id: str, model: str, key: str, filter: dict | 
                 chunk_size: int = 5000) -> dict:
     """Apply ``model`` to ``key`` of every document matching ``filter`` (an encoded query)."""
     model_row = ctx.metadata.get("models", model)
-    obj = ctx.artifacts.get(model_row["artifact"])
+    obj = ctx.artifacts.get(model_row["artifact"], model_identity(model_row))
     version = model_row.get("version")
     query = dict(filter or {})
     view = WatcherView(f"apply:{model}", model, key, {}, query, output_path(key, model), fingerprint_path(key, model))

@@ -41,7 +41,7 @@ def insert_partition(target: Target, frame: pd.DataFrame) -> dict:
     ctx = Context(target)
     documents = frame_documents(frame)
     for i, doc in enumerate(documents):
-        prepare_new(doc, ctx.config, f"rows[{i}]")  # the write door's rule for new documents
+        prepare_new(doc, f"rows[{i}]")  # the write door's rule for new documents (an _id, no _fold)
     encoded = stamp_new(ctx.collection, ctx.types.encode_many(documents), ctx.config.master.position_lag)
     ctx.collection.insert_many(encoded, ordered=True)
     return {"ids": [d["_id"] for d in encoded], "urls": any(find_urls(d) for d in encoded)}

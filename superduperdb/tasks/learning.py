@@ -74,7 +74,7 @@ def examples_extractor(ctx: Context, keys: tuple, features: dict):
 def learn(ctx: Context, job_id: str, spec: LearnSpec) -> dict:
     """Run the user's trainer on the task's models and data; store the results as new versions."""
     started = time.monotonic()
-    trainer = ctx.artifacts.get(spec.trainer)
+    trainer = ctx.artifacts.get(spec.trainer, (f"learning_tasks/{spec.name}", None))
     fresh = {name: fresh_model(ctx, name)[0] for name in dict.fromkeys(spec.models)}
     extract = examples_extractor(ctx, spec.keys, dict(spec.features))
     query = load_filter(spec.filter)

@@ -10,6 +10,16 @@ With ``ids`` and ``settle`` (the jobs of updates), the job also removes the outp
 longer match the watcher's filter or lost the watched key, so every write
 path (``$unset``, ``$rename``, a changed filter field, a replacement) ends
 with exactly the outputs the document's current content implies.
+
+Bad documents: a model batch that raises is split until the failing
+documents are found (:func:`~superduperdb.models.batching.isolate`); every
+other document gets its output, and each failing one a record in
+``<collection>._errors`` (:mod:`superduperdb.store.failures`), which keeps it
+from being tried again until its input or the model's version changes. The
+job succeeds with ``failed: n`` in its result, unless every document it tried
+failed (then the model, not the data, is the likely cause: the job fails with
+the first document's error, after recording them all). A watcher created with
+``on_error='raise'`` keeps the all-or-nothing rule: the first error fails the job.
 """
 
 from __future__ import annotations
@@ -19,10 +29,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import pymongo.errors
 from bson.binary import Binary
 
+from ..errors import JobCancelledError
+from ..models.batching import isolate
+from ..store import failures as failure_records
+from ..store import records
 from ..store.bulk import update_each
 from ..store.context import Context, Target
+from ..store.failures import Failure
 from ..store.layout import (
     MISSING,
     fingerprint,
@@ -33,6 +49,7 @@ from ..store.layout import (
     output_path,
     pending_download,
 )
+from ..store.models import model_identity
 from ..store.positions import SEQ, next_seq
 from ..store.watchers import and_, load_filter
 from ..types.encoding import CONTENT
@@ -125,20 +142,25 @@ def remove_outputs(ctx: Context, view: WatcherView, query: dict) -> int:
 
 
 def stale_inputs(ctx: Context, view: WatcherView, docs: list[dict], version: Any,
-                 without_output: set | None = None) -> list[tuple[Any, Any, str]]:
+                 without_output: set | None = None, failed: dict | None = None) -> list[tuple[Any, Any, str]]:
     """``(id, raw input, new fingerprint)`` of the documents whose output is missing or not current.
 
     Documents without their input (or with a download still pending) are left
-    out. A fingerprint whose output was removed (by hand) is not current:
+    out, and so are those whose recorded failure (``failed``: ``{id:
+    fingerprint}``, :func:`superduperdb.store.failures.known`) is for this very
+    input and version. A fingerprint whose output was removed (by hand) is not current:
     ``without_output`` names such documents when the caller knows them
     (:func:`fingerprints_without_output`), else they are looked up here.
     """
     todo, current = [], []
+    failed = failed or {}
     for doc in docs:
         value = model_input(doc, view.key, view.features)
         if value is MISSING or pending_download(value):
             continue
         fp = fingerprint(version, value)
+        if failed.get(doc["_id"]) == fp:
+            continue
         (current if get_path(doc, view.fingerprint_path) == fp else todo).append((doc["_id"], value, fp))
     if current:
         if without_output is None:
@@ -165,9 +187,84 @@ def predict(ctx: Context, model: Any, model_row: dict, todo: list[tuple[Any, Any
     return [Computed(i, x, fp, y) for (i, x, fp), y in zip(todo, outputs)]
 
 
+# Never isolated per document: they stop the job (a lost database is retried, a cancel is a cancel).
+NOT_ISOLATED = (pymongo.errors.ConnectionFailure, JobCancelledError)
+
+
+def predict_each(ctx: Context, model: Any, model_row: dict, todo: list[tuple[Any, Any, str]],
+                 key: str = "input") -> tuple[list[Computed], list[Failure]]:
+    """:func:`predict`, with the documents the model raises on set aside: ``(computed, failures)``.
+
+    A batch that raises is split until the failing documents are found
+    (:func:`~superduperdb.models.batching.isolate`); every other one is computed.
+    """
+    found = isolate(lambda batch: predict(ctx, model, model_row, batch, key), todo, reraise=NOT_ISOLATED)
+    computed = [c for i, c in enumerate(found.outputs) if i not in found.failures]
+    failed = [Failure(todo[i][0], todo[i][1], todo[i][2], exc, tb) for i, (exc, tb) in sorted(found.failures.items())]
+    return computed, failed
+
+
+# A job logs its first failed documents one line each, the rest in one line per batch.
+LOGGED_FAILURES = 20
+
+
+class FailureLog:
+    """A job's failed documents: recorded in ``<collection>._errors`` and logged, once each.
+
+    It also knows which documents had failed before (so they are not tried
+    again while their input and the model's version are the same) and clears
+    the records of those that succeed now.
+    """
+
+    def __init__(self, ctx: Context, view: WatcherView, model_row: dict) -> None:
+        self.ctx, self.view, self.model_row = ctx, view, model_row
+        self.table = ctx.metadata.table("errors")
+        self.count = 0
+        self.first: Failure | None = None
+        self._before = failure_records.any_for(self.table, view.name)  # no look-ups at all when there are none
+
+    def known(self, docs: list[dict]) -> dict:
+        """``{id: fingerprint}`` of earlier failures among ``docs``."""
+        if not self._before:
+            return {}
+        return failure_records.known(self.table, self.view.name, [d["_id"] for d in docs])
+
+    def forget_gone(self) -> int:
+        """Remove the records of documents that no longer exist (deleted since they failed); return how many."""
+        if not self._before:
+            return 0
+        known = list(failure_records.known(self.table, self.view.name))
+        present = {d["_id"] for d in self.ctx.collection.find({"_id": {"$in": known}}, {"_id": 1})}
+        return failure_records.clear(self.table, self.view.name, [i for i in known if i not in present])
+
+    def succeeded(self, computed: list[Computed]) -> None:
+        if self._before and computed:
+            failure_records.clear(self.table, self.view.name, [c.id for c in computed])
+
+    def add(self, failed: list[Failure]) -> None:
+        if not failed:
+            return
+        self.first = self.first or failed[0]
+        self.count += len(failed)
+        failure_records.record(self.table, self.view.name, self.view.model, self.view.key,
+                               self.model_row.get("version"), failed, self.ctx.job_id)
+        shown = max(0, LOGGED_FAILURES - (self.count - len(failed)))  # one line each, up to a bound per job
+        for f in failed[:shown]:
+            message = (f"{self.view.name}: model {self.view.model!r} failed on document {f.id!r} "
+                       f"({type(f.error).__name__}: {f.error}); recorded in list_errors()")
+            self.ctx.log(message)
+            logger.warning("%s", message)
+        if len(failed) > shown:
+            message = (f"{self.view.name}: model {self.view.model!r} failed on {len(failed) - shown} more "
+                       "document(s); list_errors() has them all")
+            self.ctx.log(message)
+            logger.warning("%s", message)
+
+
 def compute(ctx: Context, view: WatcherView, model: Any, model_row: dict, version: Any, query: dict,
             chunk_size: int, write: Callable[[list[Computed]], None], on_progress: Callable[[int], None] | None = None,
-            cancellable: bool = True, on_chunk: Callable[[], None] | None = None) -> tuple[int, int]:
+            cancellable: bool = True, on_chunk: Callable[[], None] | None = None,
+            failures: FailureLog | None = None) -> tuple[int, int]:
     """Apply ``model`` to the stale inputs among the documents matching ``query``; ``write(computed)`` per batch.
 
     Chunks of ``chunk_size`` documents are read one ahead, each chunk's stale
@@ -176,20 +273,27 @@ def compute(ctx: Context, view: WatcherView, model: Any, model_row: dict, versio
     (:func:`~.pipeline.run_pipelined`). ``on_progress(n)`` counts documents done;
     ``on_chunk()`` is called after each chunk's outputs are computed.
     ``cancellable``: stop (:class:`JobCancelledError`) when the job's record says cancelled.
-    Returns ``(documents read, outputs computed)``.
+    ``failures``: documents the model raises on are set aside and handed to it
+    (:class:`FailureLog`); without it, the first error stops everything.
+    Returns ``(documents read, outputs computed)`` (computed: attempted, failures included).
     """
     check = ctx.check_cancelled if cancellable else (lambda: None)
     step = step_size(model, chunk_size)
     counts = [0, 0]
 
     def work(chunk: list[dict]) -> Iterator[list[Computed] | None]:
-        todo = stale_inputs(ctx, view, chunk, version)
+        todo = stale_inputs(ctx, view, chunk, version, failed=failures.known(chunk) if failures else None)
         counts[0] += len(chunk)
         counts[1] += len(todo)
         if on_progress is not None:
             on_progress(len(chunk) - len(todo))  # current outputs: done already
         for batch in chunks(todo, step):
-            results = predict(ctx, model, model_row, batch, view.key)
+            if failures is None:
+                results = predict(ctx, model, model_row, batch, view.key)
+            else:
+                results, failed = predict_each(ctx, model, model_row, batch, view.key)
+                failures.add(failed)
+                failures.succeeded(results)
             if on_progress is not None:
                 on_progress(len(batch))
             yield results
@@ -212,33 +316,43 @@ def compute_outputs(ctx: Context, job_id: str, watcher: str, ids: list | None = 
     """
     row = ctx.metadata.get("watchers", watcher)
     model_row = ctx.metadata.get("models", row["model"])
-    model = ctx.artifacts.get(model_row["artifact"])  # the version named in model_row, read once
+    model = ctx.artifacts.get(model_row["artifact"], model_identity(model_row))  # the version named in model_row, read once
     view = WatcherView.of(row)
     scope = {"_id": {"$in": list(ids)}} if ids is not None else {}
     total = ctx.collection.count_documents(and_(view.filter, scope)) if ids is None else len(ids)
+    if ids is None and ctx.job_id is not None:
+        records.describe(ctx.jobs, ctx.job_id, documents=total)  # the watcher's lag counts what is left
     progress = Progress(ctx, total, watcher)
+    failures = None if row.get("on_error") == "raise" else FailureLog(ctx, view, model_row)
     read, computed = compute(ctx, view, model, model_row, model_row.get("version"), and_(view.filter, scope),
                              chunk_size, lambda computed: write_outputs(ctx, view, computed), progress.advance,
-                             on_chunk=progress.log)
+                             on_chunk=progress.log, failures=failures)
     progress.close()
+    failed = failures.count if failures is not None else 0
+    if failed and failed == computed:
+        # Every document it tried failed: most likely the model, not the data. The job fails
+        # with the first document's own error (and traceback); each one is recorded all the same.
+        raise failures.first.error
     removed = remove_outputs(ctx, view, view.orphans(scope)) if settle and ids is not None else 0
-    return {"computed": computed, "current": read - computed, "removed": removed, "path": view.path}
+    return {"computed": computed - failed, "failed": failed, "current": read - computed, "removed": removed,
+            "path": view.path}
 
 
-def recompute_outputs(target: Target, watcher: str, ids: list, chunk_size: int = 5000) -> int:
-    """Compute the missing or stale outputs of ``watcher`` for ``ids``; return how many were computed.
+def recompute_outputs(target: Target, watcher: str, ids: list, chunk_size: int = 5000) -> dict:
+    """Compute the missing or stale outputs of ``watcher`` for ``ids``: ``{'computed', 'failed'}`` counts.
 
     A Dask task: the reconciler's pass hands it the documents it found stale when the
     watcher's model requests worker resources (``{'GPU': 1}`` ...), so that it runs on
-    a worker that offers them, as the model's own jobs do.
+    a worker that offers them, as the model's own jobs do. Documents the model raises on
+    are recorded (``list_errors()``), as in the reconciler's own pass.
     """
     ctx = Context(target)
     row = ctx.metadata.get("watchers", watcher)
     model_row = ctx.metadata.get("models", row["model"])
-    model = ctx.artifacts.get(model_row["artifact"])
+    model = ctx.artifacts.get(model_row["artifact"], model_identity(model_row))
     view = WatcherView.of(row)
+    failures = FailureLog(ctx, view, model_row)
     _, computed = compute(ctx, view, model, model_row, model_row.get("version"),
                           and_(view.filter, {"_id": {"$in": list(ids)}}), chunk_size,
-                          lambda batch: write_outputs(ctx, view, batch), cancellable=False)
-    return computed
-
+                          lambda batch: write_outputs(ctx, view, batch), cancellable=False, failures=failures)
+    return {"computed": computed - failures.count, "failed": failures.count}

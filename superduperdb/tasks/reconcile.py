@@ -13,7 +13,10 @@ library, another program, a write whose jobs were lost):
    recomputed (at most ``reconcile.batch_size`` per watcher and pass; the
    report's ``remaining`` says how many wait for the next pass); outputs of
    documents that left the filter or lost the watched key are removed. Only
-   inputs and fingerprints are read, never the outputs themselves.
+   inputs and fingerprints are read, never the outputs themselves. A document
+   the model raises on is recorded (``list_errors()``) and logged once; it is
+   not tried again until its input or the model's version changes
+   (:mod:`superduperdb.store.failures`).
 2. **Indexes**: vectors the master holds are checked against the checksum they had when read
    (``VERIFY_PER_PASS`` per pass, in turn; all before each snapshot), and memory that rotted is
    re-read from the documents; the master is given the (id, fingerprint) of every indexed
@@ -48,15 +51,17 @@ from ..store.digests import Digests
 from ..store.dispatch import run_on_scheduler, submit
 from ..store.layout import get_path, neighbourhood_path
 from ..store.metadata import utcnow
+from ..store.models import model_identity
 from ..store.partitions import PARTITIONS, partition_of
 from ..store.positions import PART, SEQ, next_seq
 from ..store.semantic_indexes import IndexView
 from ..store.watchers import active_watchers, and_
 from .kinds import job_kind
 from .outputs import (
+    FailureLog,
     WatcherView,
     fingerprints_without_output,
-    predict,
+    predict_each,
     recompute_outputs,
     remove_outputs,
     stale_inputs,
@@ -69,8 +74,8 @@ logger = logging.getLogger(__name__)
 READ_CHUNK = 5000
 VERIFY_PER_PASS = 50_000  # vectors checked against their checksums per pass and index (in turn: all, over passes)
 DIGESTS = "reconcile.digests"  # the collection's digests at the last pass (a row of <collection>._meta)
-REPORT_KEYS = ("documents_checked", "outputs_computed", "outputs_removed", "remaining", "index_upserted",
-               "index_removed", "index_rotted", "neighbour_lists", "jobs_lost")
+REPORT_KEYS = ("documents_checked", "outputs_computed", "outputs_failed", "outputs_removed", "remaining",
+               "index_upserted", "index_removed", "index_rotted", "neighbour_lists", "jobs_lost")
 
 
 def reconcile_pass(ctx: Context, ids: list | None = None, dask_client: Any = None) -> dict:
@@ -140,33 +145,44 @@ def _outputs(ctx: Context, row: dict, scope: dict, report: Counter, dask_client:
     model_row = ctx.metadata.get("models", row["model"])
     version = model_row.get("version")
     todo: list = []
+    failures = FailureLog(ctx, view, model_row)
+    if not scope:
+        failures.forget_gone()  # a deleted document leaves list_errors() at the next full pass
     without_output = fingerprints_without_output(ctx, view, scope)
     cursor = ctx.collection.find(and_(view.filter, scope), view.projection).batch_size(READ_CHUNK)
     for chunk in chunks(cursor, READ_CHUNK):
         report["documents_checked"] += len(chunk)
-        todo += stale_inputs(ctx, view, chunk, version, without_output)
+        todo += stale_inputs(ctx, view, chunk, version, without_output, failures.known(chunk))
     limit = ctx.config.reconcile.batch_size
     if len(todo) > limit:
         report["remaining"] += len(todo) - limit
         todo = todo[:limit]
+    computed = failed = 0
     if todo and row.get("resources") and dask_client is not None:
         # The model requests worker resources (a GPU ...): compute where its own jobs would.
-        report["outputs_computed"] += _elsewhere(ctx, row, [i for i, _, _ in todo])
+        counts = _elsewhere(ctx, row, [i for i, _, _ in todo])
+        computed, failed = counts["computed"], counts["failed"]
     elif todo:
-        model = ctx.artifacts.get(model_row["artifact"])
+        model = ctx.artifacts.get(model_row["artifact"], model_identity(model_row))
         for part in chunks(todo, READ_CHUNK):
-            write_outputs(ctx, view, predict(ctx, model, model_row, part, view.key))
-        report["outputs_computed"] += len(todo)
+            done, failing = predict_each(ctx, model, model_row, part, view.key)
+            write_outputs(ctx, view, done)
+            failures.succeeded(done)
+            failures.add(failing)
+        computed, failed = len(todo) - failures.count, failures.count
+    report["outputs_computed"] += computed
+    report["outputs_failed"] += failed
     if todo:
-        ctx.log(f"{view.name}: recomputed {len(todo)} outputs that were missing or stale"
-                + (f" (on a worker offering {row['resources']})" if row.get("resources") and dask_client else ""))
+        ctx.log(f"{view.name}: recomputed {computed} outputs that were missing or stale"
+                + (f" (on a worker offering {row['resources']})" if row.get("resources") and dask_client else "")
+                + (f" ({failed} documents failed: list_errors())" if failed else ""))
     removed = remove_outputs(ctx, view, view.orphans(scope))
     if removed:
         report["outputs_removed"] += removed
         ctx.log(f"{view.name}: removed {removed} outputs of documents the watcher no longer covers")
 
 
-def _elsewhere(ctx: Context, row: dict, ids: list) -> int:
+def _elsewhere(ctx: Context, row: dict, ids: list) -> dict:
     """:func:`~.outputs.recompute_outputs` of ``ids`` on a worker offering the watcher's resources (waited for,
     with this task seceded from its worker's thread pool meanwhile, so that it cannot block that worker)."""
     from distributed import worker_client

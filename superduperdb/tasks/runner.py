@@ -21,6 +21,7 @@ from typing import Any
 
 import pymongo.errors
 
+from .. import metrics
 from ..errors import JobCancelledError
 from ..store import records
 from ..store.context import Context, Target
@@ -200,12 +201,14 @@ def _run_once(ctx: Context, job_id: str, kind: str, params: dict, upstream: tupl
         return _outcome(job_id, status)
     records.start(table, job_id, _worker_name(), attempt=attempt)
     capture = capture_logs()
+    started = time.perf_counter()
     try:
         with capture:
             result = KINDS[kind](ctx, job_id, **params)
     except JobCancelledError:
         records.log(table, job_id, capture.lines)
         ctx.log("stopped: the job was cancelled")
+        _observe(ctx, kind, records.CANCELLED, started, params)
         return _outcome(job_id, records.CANCELLED)
     except pymongo.errors.ConnectionFailure:
         _quietly(records.log, table, job_id, capture.lines)
@@ -217,9 +220,21 @@ def _run_once(ctx: Context, job_id: str, kind: str, params: dict, upstream: tupl
         records.log(table, job_id, capture.lines)
         records.finish(table, job_id, records.FAILED, error=message, traceback=tb)
         logger.warning("job %s (%s) failed: %s", job_id, kind, message)
+        _observe(ctx, kind, records.FAILED, started, params)
         if inline and isinstance(exc, KeyboardInterrupt):
             raise  # Ctrl-C in the caller's process: the job is recorded failed, the caller stops
         return _outcome(job_id, records.FAILED)
     records.log(table, job_id, capture.lines)
     records.finish(table, job_id, records.SUCCESS, result=result)
+    _observe(ctx, kind, records.SUCCESS, started, params, result)
     return _outcome(job_id, records.SUCCESS)
+
+
+def _observe(ctx: Context, kind: str, status: str, started: float, params: dict, result: Any = None) -> None:
+    """The job's run time and (model jobs) outputs computed, on this worker's ``/metrics``."""
+    if not ctx.config.metrics.enabled:
+        return
+    computed = result.get("computed", 0) if isinstance(result, dict) else 0
+    metrics.observe_job(ctx.target.database, ctx.target.collection, kind, status, time.perf_counter() - started,
+                        watcher=params.get("watcher") if kind == "model" else None,
+                        documents=computed if isinstance(computed, int) else 0)

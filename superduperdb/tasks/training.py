@@ -35,6 +35,7 @@ from ..models.base import Model
 from ..store import records
 from ..store.context import Context
 from ..store.metadata import utcnow
+from ..store.models import model_identity
 from ..store.watchers import load_filter
 from ..training import metrics as M
 from ..training.loop import Reporter, TrainLoop, TrainSettings
@@ -115,16 +116,13 @@ def finite(metrics: dict[str, float]) -> dict[str, float | None]:
 # -- loading what the spec names ----------------------------------------------------------
 def fresh_model(ctx: Context, name: str) -> tuple[Model, dict]:
     """A private copy of the serving version (unpickled again: the cached object keeps serving)."""
-    from ..models.serialize import loads
-
     row = ctx.metadata.get("models", name)
-    ref = row["artifact"]
-    return loads(ctx.artifacts.get_bytes(ref["hash"]), ref["serializer"]), row
+    return ctx.artifacts.load_fresh(row["artifact"], model_identity(row)), row
 
 
 def load_callable(ctx: Context, kind: str, name: str) -> Any:
     row = ctx.metadata.get(kind, name)
-    return ctx.artifacts.get(row["artifact"])
+    return ctx.artifacts.get(row["artifact"], (f"{kind}/{name}", None))
 
 
 def resolve_metrics(ctx: Context, names: tuple, retrieval: bool) -> dict[str, M.Metric]:
@@ -272,11 +270,12 @@ def train_semantic_index(ctx: Context, job_id: str, spec: TrainSpec, reporter: J
 def save_version(ctx: Context, name: str, model: Model, metrics: dict, job_id: str, spec: TrainSpec) -> int:
     """Store ``model`` as the next version of ``name`` (not serving yet); return its number."""
     row = ctx.metadata.get("models", name)
-    ref = ctx.artifacts.put(model, row["artifact"].get("serializer"))
+    ref = ctx.artifacts.put(model, row["artifact"].get("serializer"), name=f"models/{name}")
     for _ in range(10):  # a concurrent training may take the same number: retry with the next one
         row = ctx.metadata.get("models", name)
         version = max([v["version"] for v in row.get("versions", [])] + [row.get("version", 0)]) + 1
-        entry = {"version": version, "artifact": ref, "created_at": utcnow(), "metrics": finite(metrics),
+        entry = {"version": version, "artifact": ctx.artifacts.sign(ref, name=f"models/{name}", version=version),
+                 "created_at": utcnow(), "metrics": finite(metrics),
                  "job_id": job_id, "parent": row.get("version"), "trained_by": {spec.kind: spec.name}}
         done = ctx.metadata.table("models").update_one({"name": name, "versions.version": {"$ne": version}},
                                                        {"$push": {"versions": entry}})

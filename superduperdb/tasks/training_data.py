@@ -20,6 +20,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..store import folds
 from ..store.context import Context
 from ..store.layout import MISSING, OUTPUTS, get_path, input_projection, model_input, output_path
 from ..store.watchers import and_
@@ -93,7 +94,12 @@ class Validation:
 
 def load_validation(ctx: Context, names: list[str], query: dict, extract: Extract,
                     projection: dict | None) -> list[Validation]:
-    """The named validation sets, or (none named) the live ``valid`` fold matching ``query``."""
+    """The named validation sets, or (none named) the live ``valid`` fold matching ``query``.
+
+    Training and validation need the split: documents without a ``_fold`` get one now
+    (:mod:`superduperdb.store.folds`), and keep it from then on.
+    """
+    folds.ensure(ctx.collection, ctx.config)
     out = []
     if not names:
         docs = list(ctx.collection.find(and_(query, {"_fold": "valid"}), projection))

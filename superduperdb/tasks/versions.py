@@ -249,7 +249,7 @@ def promote(ctx: Context, job_id: str, spec: PromoteSpec) -> dict:
     flip = utcnow()
     for m, v in versions.items():
         ctx.metadata.update("models", m, {"$set": {"version": v, "artifact": refs[m], "promoted_at": flip}})
-        follow_parent(ctx.metadata, m, v, refs[m])  # its attribute models (m.attr) serve the same version
+        follow_parent(ctx.metadata, m, v, refs[m], artifacts=ctx.artifacts)  # its attribute models (m.attr) serve the same version
     for row in rows:
         if row.get("awaiting_training"):
             ctx.metadata.update("watchers", row["name"], {"$set": {"active": True}, "$unset": {"awaiting_training": ""}})

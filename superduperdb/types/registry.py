@@ -71,7 +71,7 @@ class TypeRegistry:
                                   name=name)
         if self.metadata.exists("types", name):
             raise AlreadyRegisteredError("type", name)
-        ref = self.artifacts.put(obj, serializer)
+        ref = self.artifacts.put(obj, serializer, name=f"types/{name}")
         classes = [f"{c.__module__}.{c.__qualname__}" for c in obj.types]
         try:
             row = self.metadata.insert("types", {"name": name, "artifact": ref, "classes": classes, "in_use": False})
@@ -117,7 +117,7 @@ class TypeRegistry:
         rows = {r["name"]: r for r in self.metadata.list("types")}
         loaded = {}
         for name, row in rows.items():
-            loaded[name] = self._user.get(name) or self.artifacts.get(row["artifact"])
+            loaded[name] = self._user.get(name) or self.artifacts.get(row["artifact"], (f"types/{name}", None))
         with self._lock:
             self._user = loaded
             self._loaded_at = time.monotonic()

@@ -103,7 +103,7 @@ def _closed_port() -> int:
 
 
 @pytest.mark.parametrize("uri", ["postgres://localhost/db", "mongo://localhost:27017", "redis://localhost:6379",
-                                 "file:///tmp/db"])
+                                 "sqlite:///tmp/db"])
 def test_unknown_uri_scheme(docs, uri: str) -> None:
     before = snapshot(docs.database)
     with pytest.raises(InvalidURIError) as info:
@@ -111,7 +111,7 @@ def test_unknown_uri_scheme(docs, uri: str) -> None:
     err = info.value
     assert isinstance(err, ConfigError) and isinstance(err, SuperDuperError)
     assert err.uri == uri and {"mongodb", "mongodb+srv", "mongomock"} <= set(err.valid)
-    assert "mongodb://" in str(err) and "mongomock://" in str(err)  # says what would work
+    assert "mongodb://" in str(err) and "mongomock://" in str(err) and "file://" in str(err)  # says what would work
     assert snapshot(docs.database) == before
 
 

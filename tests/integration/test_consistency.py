@@ -260,7 +260,7 @@ def test_find_one_and_update_with_upsert_computes_the_new_documents_outputs(coll
     poll(lambda: output(coll, coll.find_one({"name": "new"})["_id"]) is not None, WAIT, "the upserted document's output")
     doc = coll.find_one({"name": "new"})
     np.testing.assert_allclose(doc["_outputs"]["x"]["ident"], vec(5), rtol=1e-6)
-    assert doc["_fold"] in ("train", "valid")
+    assert "_fold" not in doc  # writes add no bookkeeping (folds come with the first training)
     poll(lambda: nearest(coll, vec(5)) == [doc["_id"]], WAIT, "the upserted document to be searchable")
     after = coll.find_one_and_update({"name": "newer"}, {"$set": {"x": vec(6)}}, upsert=True,
                                      return_document=ReturnDocument.AFTER)
@@ -304,6 +304,8 @@ def test_a_url_written_by_update_or_replace_is_downloaded_then_computed(coll, tm
 def test_replace_keeps_the_fold_and_recomputes(coll):
     coll.create_model("ident", testmodels.identity, key="x").wait(WAIT)
     _id = coll.insert_one({"x": vec(1)}).inserted_id
+    assert "_fold" not in coll.find_one({"_id": _id})
+    coll.create_validation_set("v", fold=None)  # folds are given once the split is needed ...
     fold = coll.find_one({"_id": _id})["_fold"]
     coll.replace_one({"_id": _id}, {"x": vec(2)}).jobs.wait(WAIT)
     doc = coll.find_one({"_id": _id})

@@ -13,7 +13,7 @@ the same documents in the same order get the same names.
 Stand-in limitations that are skipped, each with its reason where it applies:
 
 * mongomock's own ``bulk_write`` raises TypeError for UpdateOne/ReplaceOne with pymongo >= 4.11
-  (FACTS.md), so on mongomock our ``bulk_write`` is compared with the expected values instead.
+  (superduperdb/store/bulk.py), so on mongomock our ``bulk_write`` is compared with the expected values instead.
 * mongomock lets a cursor be modified after iteration started; pymongo raises InvalidOperation
   (ours does on both stand-ins, as pymongo).
 """
@@ -415,7 +415,7 @@ def test_bulk_write(pair: Pair) -> None:
     assert (unordered["inserted_count"], unordered["deleted_count"]) == (1, 1)
     assert [(d["k"], d["v"]) for d in docs] == [(0, 0), (1, 100), (2, 200), (4, 4), (10, 11), (50, 6)]
     if pair.mongomock:
-        pytest.skip("mongomock's own bulk_write raises TypeError for UpdateOne/ReplaceOne (FACTS.md): "
+        pytest.skip("mongomock's own bulk_write raises TypeError for UpdateOne/ReplaceOne (superduperdb/store/bulk.py): "
                     "ours was checked against the expected values")
     assert ours == canonical(_bulk_scenario(pair.raw))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -161,9 +162,46 @@ def test_cli_serves_models_of_a_database_beside_the_cluster(server_uri, unique_n
                                                     "inputs": [[0.5, 1.5]]}, auth=(USER, PASSWORD))
         assert r.status_code == 200 and np.allclose(r.json()["outputs"], [[0.5, 1.5]])
         assert httpx.post(f"{url}/apply_model", json={}, auth=(USER, "x")).status_code == 401
+        assert f"model server on {url} " in log.read_text()  # the address, not a placeholder
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
+        assert proc.wait(30) == 0, log.read_text()
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.kill()
         proc.wait(30)
         client.drop_database(unique_name)
         client.close()
+    assert "stopped." in log.read_text()
     assert PASSWORD not in log.read_text()  # not even at debug level
+
+
+def _requests(text: str, endpoint: str, code: int) -> float:
+    """``superduperdb_server_requests_total{endpoint, code}`` in a Prometheus text exposition (0 if absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "superduperdb_server_requests_total" and s.labels == {"endpoint": endpoint,
+                                                                                 "code": str(code)}:
+                return s.value
+    return 0.0
+
+
+def test_metrics_count_requests_by_endpoint_and_code(served):
+    server, db = served
+    scrape = lambda: httpx.get(f"{server.url}/metrics", auth=(USER, PASSWORD))  # noqa: E731
+    assert httpx.get(f"{server.url}/metrics").status_code == 401  # the server's auth guards its metrics too
+    before = scrape().text
+    ok, missing, refused = (_requests(before, "/apply_model", c) for c in (200, 404, 401))
+    assert httpx.post(f"{server.url}/apply_model", json=body(db), auth=(USER, PASSWORD)).status_code == 200
+    assert httpx.post(f"{server.url}/apply_model", json=body(db), auth=(USER, PASSWORD)).status_code == 200
+    assert httpx.post(f"{server.url}/apply_model", json=body(db, "nope"), auth=(USER, PASSWORD)).status_code == 404
+    assert httpx.post(f"{server.url}/apply_model", json=body(db)).status_code == 401
+    r = scrape()
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert _requests(r.text, "/apply_model", 200) == ok + 2
+    assert _requests(r.text, "/apply_model", 404) == missing + 1
+    assert _requests(r.text, "/apply_model", 401) == refused + 1
+    assert "superduperdb_server_request_duration_seconds_bucket" in r.text
+    httpx.get(f"{server.url}/models/{db}/docs/extra/path", auth=(USER, PASSWORD))  # labels stay bounded
+    assert f'endpoint="/models/{db}' not in scrape().text

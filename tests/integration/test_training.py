@@ -65,13 +65,26 @@ def assert_outputs_follow(coll, key, model, inputs_key):
 
 def test_folds_and_frozen_validation_sets(coll):
     coll.insert_many([{"i": i} for i in range(1000)])
-    folds = [d["_fold"] for d in coll.find({})]
-    assert set(folds) == {"train", "valid"} and 15 < folds.count("valid") < 100  # probability 0.05
     coll.insert_one({"i": -1, "_fold": "valid"})
-    assert coll.find_one({"i": -1})["_fold"] == "valid"  # kept when given
-    row = coll.create_validation_set("some", sample_size=10)
+    # Nothing trains yet: the documents are as written, in the store and in a DataFrame.
+    assert coll.count_documents({"_fold": {"$exists": True}}) == 1
+    assert coll.raw.count_documents({"_fold": {"$exists": True}}) == 1
+    assert "_fold" not in coll.to_pandas({"i": -1}).columns
+    assert coll.to_pandas({"i": -1}, bookkeeping=True)["_fold"].tolist() == ["valid"]
+    assert "_fold" not in coll.find({"i": -1})._repr_html_()
+    row = coll.create_validation_set("some", sample_size=10)  # the first need of the split
+    folds = {d["i"]: d["_fold"] for d in coll.find({})}
+    assert set(folds.values()) == {"train", "valid"} and 15 < list(folds.values()).count("valid") < 100  # p=0.05
+    assert folds[-1] == "valid"  # kept when given
     frozen = coll.get_validation_set("some")
     assert row["size"] == 10 == len(frozen) and {d["_fold"] for d in frozen} == {"valid"}
+    # Stable: another need of the split changes no fold; only new documents get one.
+    coll.insert_one({"i": 1000})
+    assert "_fold" not in coll.find_one({"i": 1000})
+    coll.create_validation_set("again", sample_size=5)
+    again = {d["i"]: d["_fold"] for d in coll.find({})}
+    assert {i: f for i, f in again.items() if i != 1000} == folds and again[1000] in ("train", "valid")
+    coll.delete_validation_set("again")
     coll.delete_many({})
     assert len(coll.get_validation_set("some")) == 10  # frozen: survives changes to the collection
     with pytest.raises(TrainingError, match="No documents match"):

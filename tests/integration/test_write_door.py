@@ -14,6 +14,7 @@ import pymongo
 import pytest
 import testmodels
 from pymongo import InsertOne, ReplaceOne, ReturnDocument, UpdateOne
+from sklearn.linear_model import LogisticRegression
 from waiting import poll
 
 import superduperdb
@@ -116,18 +117,54 @@ def test_find_and_modify_upsert_with_id_in_the_filter_computes_outputs(connect, 
 
 
 # -- folds ---------------------------------------------------------------------------------------------
-def test_bulk_write_keeps_and_gives_folds(db):
-    """A bulk ReplaceOne dropped the document's _fold and bulk upserts got none (validation sets then
-    found no documents)."""
-    coll = db.docs
-    coll.insert_many([{"i": i} for i in range(3)])
-    folds = {d["i"]: d["_fold"] for d in coll.find({}, {"i": 1, "_fold": 1})}
-    assert set(folds.values()) <= {"train", "valid"}
-    coll.bulk_write([ReplaceOne({"i": 0}, {"i": 0, "y": 1}), UpdateOne({"i": 10}, {"$set": {"y": 2}}, upsert=True),
-                     ReplaceOne({"i": 11}, {"i": 11}, upsert=True), InsertOne({"i": 12})])
-    after = {d["i"]: d.get("_fold") for d in coll.find({}, {"i": 1, "_fold": 1})}
-    assert after[0] == folds[0]
-    assert all(after[i] in ("train", "valid") for i in (10, 11, 12)), after
+def point(i):
+    """A document the classifier below can learn: ``y`` is the sign of ``x[0]``."""
+    return {"i": i, "x": [float(i % 2) * 2 - 1, float(i % 3)], "y": i % 2}
+
+
+def make_by_every_verb(coll):
+    """Documents 0..49, made by every verb that makes documents (no verb may give them a ``_fold``)."""
+    import dask
+    import dask.dataframe as dd
+
+    coll.insert_one(point(0))
+    coll.insert_many([point(i) for i in range(1, 40)])
+    coll.update_one({"i": 40}, {"$set": point(40)}, upsert=True)
+    coll.update_many({"i": 41}, {"$set": point(41)}, upsert=True)
+    coll.replace_one({"i": 42}, point(42), upsert=True)
+    coll.find_one_and_update({"i": 43}, {"$set": point(43)}, upsert=True)
+    coll.find_one_and_replace({"i": 44}, point(44), upsert=True)
+    coll.bulk_write([InsertOne(point(45)), UpdateOne({"i": 46}, {"$set": point(46)}, upsert=True),
+                     ReplaceOne({"i": 47}, point(47), upsert=True)])
+    with dask.config.set({"dataframe.convert-string": False}):  # else dask stores the lists as strings
+        coll.from_dask(dd.from_pandas(pd.DataFrame([point(48), point(49)]), npartitions=2))
+
+
+def test_no_verb_writes_a_fold_replacements_keep_one_and_training_gets_a_stable_split(connect, backend):
+    """Folds are bookkeeping given when training first needs the split (store/folds.py): no write verb
+    adds one (inserts, upserts, bulk_write and from_dask included), a replacement by any verb keeps the
+    one a document has (bulk ReplaceOne dropped it), and the split is stable from then on."""
+    coll = connect(**{"data.valid_probability": 0.3})[backend[1]].docs
+    make_by_every_verb(coll)
+    assert sorted(d["i"] for d in coll.raw.find({}, {"i": 1})) == list(range(50))
+    assert coll.raw.count_documents({"_fold": {"$exists": True}}) == 0
+    coll.create_model("clf", LogisticRegression())
+    coll.create_imputation("sign", "clf", "x", "y", metrics=["accuracy"]).wait(WAIT)  # needs the split
+    folds = {d["i"]: d["_fold"] for d in coll.raw.find({}, {"i": 1, "_fold": 1})}
+    assert len(folds) == 50 and set(folds.values()) == {"train", "valid"}, folds
+    coll.replace_one({"i": 0}, {**point(0), "note": "replaced"})
+    coll.find_one_and_replace({"i": 1}, {**point(1), "note": "replaced"})
+    coll.bulk_write([ReplaceOne({"i": 2}, {**point(2), "note": "replaced"}),
+                     UpdateOne({"i": 3}, {"$set": {"note": "updated"}}), InsertOne(point(50))])
+    assert coll.raw.count_documents({"note": {"$exists": True}}) == 4
+    kept = {d["i"]: d.get("_fold") for d in coll.raw.find({"i": {"$in": [0, 1, 2, 3]}}, {"i": 1, "_fold": 1})}
+    assert kept == {i: folds[i] for i in range(4)}  # replaced (and updated) documents keep their fold
+    assert "_fold" not in coll.raw.find_one({"i": 50})  # still none on a new document
+    coll.train_imputation("sign").wait(WAIT)  # the split again: the new document gets one, none changes
+    again = {d["i"]: d["_fold"] for d in coll.raw.find({}, {"i": 1, "_fold": 1})}
+    assert {i: f for i, f in again.items() if i != 50} == folds and again[50] in ("train", "valid")
+    assert "_fold" not in coll.to_pandas({}).columns  # bookkeeping stays out of sight
+    assert coll.to_pandas({}, bookkeeping=True)["_fold"].notna().all()
 
 
 # -- the reconciler's sweep ----------------------------------------------------------------------------

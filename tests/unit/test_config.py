@@ -210,7 +210,20 @@ def _assert_unknown(err: ConfigError, key: str, suggestion: str) -> None:
     assert EVERY_KEY <= set(err.valid)
     message = str(err)
     assert key in message and f"Did you mean {suggestion!r}" in message
-    assert all(valid in message for valid in EVERY_KEY)  # the valid keys are listed
+    assert len(message) < 400  # not every one of the ~40 keys on one line
+    section = key.split(".")[0]
+    if any(k.startswith(f"{section}.") for k in EVERY_KEY):  # the keys of its section are listed
+        assert all(k.split(".", 1)[1] in message for k in EVERY_KEY if k.startswith(f"{section}."))
+    else:  # the sections are
+        assert all(k.split(".")[0] in message for k in EVERY_KEY)
+
+
+def test_a_section_given_a_value_says_so(clean_env) -> None:
+    with pytest.raises(ConfigError) as info:
+        superduperdb.connect("mongomock://x", config={"cluster": "local"})
+    message = str(info.value)
+    assert "'cluster' in keyword arguments is a section, not a key" in message
+    assert "cluster.address: 'local'" in message and "cluster.timeout" not in message
 
 
 @pytest.mark.parametrize("source", ["home", "cwd", "json", "env", "kwargs"])
@@ -320,26 +333,17 @@ HEAVY = ("torch", "pynndescent", "numba", "dask", "distributed", "pymongo", "mon
          "sentence_transformers", "sklearn")
 
 IMPORT_PROBE = f"""
-import json, sys, time
-start = time.perf_counter()
+import json, sys
 import superduperdb
-elapsed = time.perf_counter() - start
-print(json.dumps({{"elapsed": elapsed, "loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
+print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
 """
 
 
-def test_import_is_fast_and_lazy() -> None:
-    """``python -c "import superduperdb"`` under 1 s, without the heavy libraries (best of 3 runs)."""
-    walls, reports = [], []
-    for _ in range(3):
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, timeout=60)
-        walls.append(time.perf_counter() - start)
-        assert proc.returncode == 0, proc.stderr
-        reports.append(json.loads(proc.stdout))
-    assert all(report["loaded"] == [] for report in reports), reports
-    assert min(walls) < 1.0, walls
-    assert min(report["elapsed"] for report in reports) < 0.5, reports
+def test_import_is_lazy() -> None:
+    """``import superduperdb`` loads none of the heavy libraries (how fast it is: bench/import_time.py)."""
+    proc = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
 
 
 def test_config_is_not_read_at_import(home: Path, cwd: Path) -> None:

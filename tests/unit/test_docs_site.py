@@ -69,3 +69,14 @@ def test_cli_reference_lists_every_command(site: Path) -> None:
     text = (site / "api" / "cli" / "index.html").read_text()
     for name in main.commands:
         assert f"superduperdb {name}" in text
+
+
+def test_diagrams_render_offline(site: Path) -> None:
+    """Diagrams are SVG files of the site (a Mermaid fence renders only with its script from a CDN)."""
+    page = (site / "cluster" / "index.html").read_text()
+    assert 'src="../img/cluster.svg"' in page and 'class="mermaid"' not in page
+    svg = (site / "img" / "cluster.svg").read_text()
+    assert svg.startswith("<svg") and "master worker" in svg and "http://" not in svg.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    for guide in DOCS.glob("*.md"):
+        assert "```mermaid" not in guide.read_text(), f"{guide.name} has a Mermaid diagram: draw it as an SVG"

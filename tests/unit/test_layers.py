@@ -26,7 +26,7 @@ LAYERS = [
     ("cluster side", ["tasks", "master"]),
     ("store", ["store"]),
     ("pure compute", ["models", "types", "index", "training", "datasets"]),
-    ("leaves", ["errors", "config", "version"]),
+    ("leaves", ["errors", "config", "version", "metrics"]),
 ]
 FORBIDDEN = [("master", "tasks")]  # same floor, one direction only
 

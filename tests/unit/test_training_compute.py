@@ -116,10 +116,12 @@ def test_plot_training_draws_every_curve():
     import matplotlib
 
     matplotlib.use("Agg")
-    record = {"_id": "j", "metrics": [{"step": s, "epoch": 0, "loss": 1.0 / s} for s in range(1, 11)]
+    record = {"_id": "6b15138f42d807b0e872be78", "model": "clf", "models": ["clf"], "result": {"versions": {"clf": 2}},
+              "metrics": [{"step": s, "epoch": 0, "loss": 1.0 / s} for s in range(1, 11)]
               + [{"step": 10, "epoch": 0, "validation": True, "valid/loss": 0.2, "valid/accuracy": 0.9}]}
     fig = plot.plot_training(record)
     labels = {line.get_label() for ax in fig.axes for line in ax.get_lines()}
     assert labels == {"train/loss", "valid/loss", "valid/accuracy"}
+    assert fig.axes[0].get_title() == "Training 'clf' (version 2)"  # what was trained, not a job id
     with pytest.raises(KeyError, match="valid/f1"):
         plot.plot_training(record, metrics=["valid/f1"])

@@ -216,6 +216,8 @@ class EmbeddedCollection(mongomock.Collection):
         try:
             apply(existing_document, *args)
             check_size(existing_document)
+            if existing_document != before:
+                self._store.journal_update(existing_document)  # a folder store: on disk before the call returns
         except BaseException as exc:
             existing_document.clear()
             existing_document.update(before)
@@ -306,6 +308,9 @@ class ClientOptions:
 class EmbeddedClient(mongomock.MongoClient):
     """An in-process MongoDB stand-in: mongomock's API with indexes and linear cursors.
 
+    ``EmbeddedClient(folder="./my-data")`` keeps the store in that folder (see
+    :mod:`.folder`): opened again, by this or another process, it has everything.
+
     Examples
     --------
     >>> client = EmbeddedClient()
@@ -317,9 +322,30 @@ class EmbeddedClient(mongomock.MongoClient):
     [1, 3]
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, folder: Any = None, **kwargs: Any) -> None:
+        if folder is not None:
+            from .folder import Folder
+
+            kwargs["_store"] = IndexedServerStore(folder if isinstance(folder, Folder) else Folder(folder))
         kwargs.setdefault("_store", IndexedServerStore())
         super().__init__(*args, **kwargs)
+
+    @property
+    def folder(self) -> Any:
+        """The :class:`~.folder.Folder` that keeps this store on disk (None: in memory only)."""
+        return self._store.folder
+
+    @property
+    def storage(self) -> str:
+        """Where the data lives, in words: ``"in memory: gone when this process exits"`` or the folder."""
+        if self.folder is None:
+            return "in memory: gone when this process exits"
+        return f"folder {str(self.folder.path)!r}: kept on disk"
+
+    def close(self) -> None:
+        """Sync the journal and release the folder (a folder store); an in-memory store keeps its data."""
+        self._store.close()
+        super().close()
 
     @property
     def options(self) -> ClientOptions:

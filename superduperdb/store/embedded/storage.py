@@ -6,12 +6,20 @@ query scans. :class:`IndexedCollectionStore` keeps that dict and adds what a
 MongoDB server has: the ``_id`` map used for lookups, :class:`FieldIndex` es for
 the indexes ``create_index`` declares, and the insertion order, so that results
 found through an index come back in the same (natural) order as a scan's.
+
+Over a folder (:class:`IndexedServerStore` with a :class:`~.folder.Folder`),
+every change also goes to the folder's journal: puts and deletes of
+documents, created, dropped and renamed collections, created and dropped
+indexes. A change is journaled before it is applied in memory (or, for
+mongomock's in-place updates, before the update call returns; a failed
+write is undone in memory), so what the journal replays is what callers saw
+acknowledged.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from mongomock import helpers
@@ -26,11 +34,23 @@ def store_key(_id: Any) -> Any:
     return helpers.hashdict(_id) if isinstance(_id, dict) else _id
 
 
-class IndexedCollectionStore(CollectionStore):
-    """A mongomock collection store with an ``_id`` map and field indexes."""
+Journal = Callable[[dict], None]
 
-    def __init__(self, name: str) -> None:
+
+def _no_journal(op: dict) -> None:
+    return None
+
+
+class IndexedCollectionStore(CollectionStore):
+    """A mongomock collection store with an ``_id`` map and field indexes.
+
+    ``journal(op)`` records each change (a folder store), before it is applied.
+    """
+
+    def __init__(self, name: str, journal: Journal = _no_journal) -> None:
+        self._journal: Journal = _no_journal  # mongomock's __init__ assigns `indexes`: not a change to record
         super().__init__(name)
+        self._journal = journal
         self._fields: dict[str, FieldIndex] = {}
         self._order: dict[Any, int] = {}
         self._next = 0
@@ -39,9 +59,25 @@ class IndexedCollectionStore(CollectionStore):
         self.documents_lock = threading.RLock()
         self._digests = DigestTracker()  # per-partition digests, kept as documents change (see store.digests)
 
+    @property
+    def indexes(self) -> dict:
+        return self._index_specs
+
+    @indexes.setter
+    def indexes(self, value: dict) -> None:  # mongomock's __init__, drop and drop_indexes assign {}
+        if getattr(self, "_index_specs", None):
+            self._journal({"o": "ix", "c": self.name})
+        self._index_specs = value
+
+    def create(self) -> None:
+        if not self._is_force_created:
+            self._journal({"o": "c", "c": self.name})
+        super().create()
+
     # -- writes: every change of a stored document passes here (or through reindex) --
     def __setitem__(self, key: Any, doc: dict) -> None:
         with self._rwlock.writer():
+            self._journal({"o": "p", "c": self.name, "doc": doc})
             self._documents[key] = doc
             if key not in self._order:
                 self._order[key] = self._next
@@ -50,13 +86,32 @@ class IndexedCollectionStore(CollectionStore):
                 index.add(key, doc)
             self._digests.touched(key)
 
+    def load_put(self, key: Any, doc: dict) -> None:
+        """Store ``doc`` while the folder is replayed: nothing else can see the store yet, so
+        without the lock (taking it per document was most of the replay's time)."""
+        self._documents[key] = doc
+        if key not in self._order:
+            self._order[key] = self._next
+            self._next += 1
+        for index in self._fields.values():
+            index.add(key, doc)
+
     def __delitem__(self, key: Any) -> None:
         with self._rwlock.writer():
+            if key in self._documents:
+                self._journal({"o": "d", "c": self.name, "id": self._documents[key].get("_id", key)})
             del self._documents[key]
             self._order.pop(key, None)
             for index in self._fields.values():
                 index.remove(key)
             self._digests.touched(key)
+
+    def journal_update(self, doc: dict) -> None:
+        """Journal a stored document that was changed in place (mongomock's updates), if it is stored."""
+        key = store_key(doc.get("_id"))
+        with self._rwlock.writer():
+            if self._documents.get(key) is doc:
+                self._journal({"o": "p", "c": self.name, "doc": doc})
 
     def reindex(self, doc: dict) -> None:
         """Index again a stored document that was changed in place (mongomock's updates)."""
@@ -70,6 +125,8 @@ class IndexedCollectionStore(CollectionStore):
 
     def drop(self) -> None:
         with self._rwlock.writer():
+            if self.is_created:
+                self._journal({"o": "x", "c": self.name})
             super().drop()
             self._fields = {}
             self._order = {}
@@ -83,6 +140,7 @@ class IndexedCollectionStore(CollectionStore):
 
     # -- indexes --
     def create_index(self, index_name: str, index_dict: dict) -> None:
+        self._journal({"o": "i", "c": self.name, "n": index_name, "s": _plain_spec(index_dict)})
         super().create_index(index_name, index_dict)
         field = _leading_field(index_dict)
         if field is None or field == "_id" or field in self._fields:
@@ -95,6 +153,8 @@ class IndexedCollectionStore(CollectionStore):
 
     def drop_index(self, index_name: str) -> None:
         dropped = _leading_field(self.indexes.get(index_name, {}))
+        if index_name in self.indexes:
+            self._journal({"o": "di", "c": self.name, "n": index_name})
         super().drop_index(index_name)
         still = {_leading_field(spec) for spec in self.indexes.values()}
         if dropped is not None and dropped not in still:
@@ -185,6 +245,16 @@ def without_id(filter: Mapping, condition: Any) -> dict:
     return rest
 
 
+def _plain_spec(index_dict: Mapping) -> dict:
+    """An index's description as BSON can hold it (its ``key`` may be a ``dict_items`` view)."""
+    spec = dict(index_dict)
+    keys = spec.get("key")
+    if keys is not None:
+        keys = keys.items() if isinstance(keys, Mapping) else keys
+        spec["key"] = [list(k) for k in keys]
+    return spec
+
+
 def _leading_field(index_dict: Mapping) -> str | None:
     keys = index_dict.get("key") or []
     keys = list(keys.items() if isinstance(keys, Mapping) else keys)
@@ -198,25 +268,101 @@ def _leading_field(index_dict: Mapping) -> str | None:
 class IndexedDatabaseStore(DatabaseStore):
     """A mongomock database store whose collections are :class:`IndexedCollectionStore` s."""
 
+    def __init__(self, journal: Journal = _no_journal) -> None:
+        super().__init__()
+        self._journal = journal
+
     def __getitem__(self, col_name: str) -> IndexedCollectionStore:
         try:
             return self._collections[col_name]
         except KeyError:
-            col = self._collections[col_name] = IndexedCollectionStore(col_name)
+            col = self._collections[col_name] = IndexedCollectionStore(col_name, self._journal)
             return col
 
     def rename(self, name: str, new_name: str) -> None:
-        col = self._collections.pop(name, None) or IndexedCollectionStore(new_name)
+        self._journal({"o": "r", "c": name, "to": new_name})
+        col = self._collections.pop(name, None) or IndexedCollectionStore(new_name, self._journal)
         col.name = new_name
         self._collections[new_name] = col
 
 
 class IndexedServerStore(ServerStore):
-    """A mongomock server store whose databases are :class:`IndexedDatabaseStore` s."""
+    """A mongomock server store whose databases are :class:`IndexedDatabaseStore` s.
+
+    With ``folder`` (a :class:`~.folder.Folder`), the store is loaded from the
+    folder and every change is journaled there.
+    """
+
+    def __init__(self, folder: Any = None) -> None:
+        super().__init__()
+        self.folder = folder
+        self._replaying = False
+        if folder is not None:
+            self._replaying = True
+            try:
+                folder.load(self._apply, self._dump)
+            finally:
+                self._replaying = False
 
     def __getitem__(self, db_name: str) -> IndexedDatabaseStore:
         try:
             return self._databases[db_name]
         except KeyError:
-            db = self._databases[db_name] = IndexedDatabaseStore()
+            journal = _no_journal if self.folder is None else self._journaller(db_name)
+            db = self._databases[db_name] = IndexedDatabaseStore(journal)
             return db
+
+    def _journaller(self, db_name: str) -> Journal:
+        folder = self.folder
+
+        def journal(op: dict) -> None:
+            if not self._replaying:
+                folder.append({"d": db_name, **op})
+        return journal
+
+    def _apply(self, op: dict) -> None:
+        """Apply one journaled change (while loading: nothing is journaled again)."""
+        db = self[op["d"]]
+        kind = op["o"]
+        if kind == "r":
+            db.rename(op["c"], op["to"])
+            return
+        col = db[op["c"]]
+        if kind == "p":
+            col.load_put(store_key(op["doc"].get("_id")), op["doc"])
+        elif kind == "d":
+            key = store_key(op["id"])
+            if key in col._documents:
+                del col[key]
+        elif kind == "x":
+            col.drop()
+        elif kind == "c":
+            col.create()
+        elif kind == "i":
+            spec = dict(op["s"])
+            if isinstance(spec.get("key"), list):
+                spec["key"] = [tuple(k) if isinstance(k, list) else k for k in spec["key"]]
+            col.create_index(op["n"], spec)
+        elif kind == "di":
+            if op["n"] in col.indexes:
+                col.drop_index(op["n"])
+        elif kind == "ix":
+            col.indexes = {}
+
+    def _dump(self) -> Iterator[dict]:
+        """The changes that rebuild this store as it is (a snapshot's records)."""
+        for db_name, db in list(self._databases.items()):
+            for name, col in list(db._collections.items()):
+                if not col.is_created:
+                    continue
+                if col._is_force_created:
+                    yield {"d": db_name, "o": "c", "c": name}
+                for index_name, spec in list(col.indexes.items()):
+                    yield {"d": db_name, "o": "i", "c": name, "n": index_name, "s": _plain_spec(spec)}
+                for doc in list(col._documents.values()):
+                    yield {"d": db_name, "o": "p", "c": name, "doc": doc}
+
+    def close(self) -> None:
+        """Sync and release the folder (nothing to do in memory)."""
+        if self.folder is not None:
+            self.folder.close()

@@ -45,6 +45,13 @@ from .partitions import PARTITIONS
 logger = logging.getLogger(__name__)
 
 MOD = 1 << 62  # hash sums stay below BSON's int64
+LAST_PASS = "reconcile.digests"  # the digests at the reconciler's last full pass (a row of <collection>._meta)
+
+
+def forget_last_pass(metadata: Any) -> None:
+    """Have the reconciler's next full pass check every partition (as a first pass does): for changes the
+    digests cannot see, such as failure records cleared (``clear_errors``), whose documents did not change."""
+    metadata.table("meta").delete_one({"name": LAST_PASS})
 _REFUSED: set[int] = set()  # clients whose server refused the aggregation
 _REFUSED_LOCK = threading.Lock()
 

@@ -73,7 +73,7 @@ logger = logging.getLogger(__name__)
 
 READ_CHUNK = 5000
 VERIFY_PER_PASS = 50_000  # vectors checked against their checksums per pass and index (in turn: all, over passes)
-DIGESTS = "reconcile.digests"  # the collection's digests at the last pass (a row of <collection>._meta)
+DIGESTS = digests.LAST_PASS  # the collection's digests at the last full pass
 REPORT_KEYS = ("documents_checked", "outputs_computed", "outputs_failed", "outputs_removed", "remaining",
                "index_upserted", "index_removed", "index_rotted", "neighbour_lists", "jobs_lost")
 
@@ -112,7 +112,7 @@ def reconcile_pass(ctx: Context, ids: list | None = None, dask_client: Any = Non
             report["index_rotted"] += master.verify(ctx.target, index, VERIFY_PER_PASS)["rotted"]
     for scope, within, partitions in scopes:
         for row in active_watchers(ctx.metadata):
-            _outputs(ctx, row, scope, report, dask_client)
+            _outputs(ctx, row, scope, report, dask_client, full=ids is None)
         for index in ctx.metadata.list("semantic_indexes"):
             changed = _index(ctx, index, scope, within, report, partitions)
             for hood in ctx.metadata.list("neighbourhoods", {"semantic_index": index["name"]}):
@@ -140,13 +140,14 @@ def stamp_unstamped(ctx: Context, now: Digests) -> list:
     return list(ids)
 
 
-def _outputs(ctx: Context, row: dict, scope: dict, report: Counter, dask_client: Any = None) -> None:
+def _outputs(ctx: Context, row: dict, scope: dict, report: Counter, dask_client: Any = None,
+             full: bool = False) -> None:
     view = WatcherView.of(row)
     model_row = ctx.metadata.get("models", row["model"])
     version = model_row.get("version")
     todo: list = []
     failures = FailureLog(ctx, view, model_row)
-    if not scope:
+    if full:
         failures.forget_gone()  # a deleted document leaves list_errors() at the next full pass
     without_output = fingerprints_without_output(ctx, view, scope)
     cursor = ctx.collection.find(and_(view.filter, scope), view.projection).batch_size(READ_CHUNK)

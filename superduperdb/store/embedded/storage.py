@@ -78,12 +78,7 @@ class IndexedCollectionStore(CollectionStore):
     def __setitem__(self, key: Any, doc: dict) -> None:
         with self._rwlock.writer():
             self._journal({"o": "p", "c": self.name, "doc": doc})
-            self._documents[key] = doc
-            if key not in self._order:
-                self._order[key] = self._next
-                self._next += 1
-            for index in self._fields.values():
-                index.add(key, doc)
+            self.load_put(key, doc)
             self._digests.touched(key)
 
     def load_put(self, key: Any, doc: dict) -> None:

@@ -324,6 +324,126 @@ def run_size(args: argparse.Namespace, n: int) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------
+# --selectivity: the filtered-search planner, filter fields against ordinary indexed fields
+# ---------------------------------------------------------------------------------------
+def selectivity_filters(n: int, seven: np.ndarray) -> list[tuple[str, Any, Any]]:
+    """``(label, filter_of(j, prefix), members_of(j))`` for each selectivity; ``prefix`` picks the field set
+    (``''``: the filter fields, ``'s'``: ordinary fields with a store index, same values)."""
+    i = np.arange(n)
+    b, g = i % 1000, i % 100
+    return [
+        ("90%", lambda j, p: {p + "b": {"$gte": 100}}, lambda j: np.flatnonzero(b >= 100)),
+        ("50%", lambda j, p: {p + "b": {"$lt": 500}}, lambda j: np.flatnonzero(b < 500)),
+        ("10%", lambda j, p: {p + "b": {"$lt": 100}}, lambda j: np.flatnonzero(b < 100)),
+        ("1%", lambda j, p: {p + "g": j % 100}, lambda j: np.flatnonzero(g == j % 100)),
+        ("0.1%", lambda j, p: {p + "b": j % 1000}, lambda j: np.flatnonzero(b == j % 1000)),
+        ("7 documents", lambda j, p: {p + "seven": True}, lambda j: seven),
+    ]
+
+
+def run_selectivity(args: argparse.Namespace, n: int) -> dict:
+    """recall@10, k results and p50 (ratio to the unfiltered find of the same run) per selectivity, for a filter
+    on filter fields (answered in the master) and on ordinary fields with a store index (ids from the store)."""
+    from superduperdb.index.env import configure_numba_env
+
+    configure_numba_env()
+    import superduperdb
+
+    k, dim, n_q = args.k, args.dim, args.queries
+    X = blobs(n + n_q, dim, args.clusters, args.intrinsic, args.noise, seed=n)
+    data, queries = X[:n], X[n:]
+    seven = np.sort(np.random.default_rng(7).choice(n, 7, replace=False))
+    uri = f"mongomock://bench-selectivity-{n}"
+    threshold = args.exact_threshold if args.exact_threshold is not None else min(20_000, n // 4)
+    # No sweeps: the documents hold outputs without inputs, which the reconciler would rightly remove.
+    config = {"cluster.n_workers": args.workers, "master.epsilon": args.epsilon, "master.warm_up": True,
+              "cluster.timeout": args.call_timeout, "master.exact_threshold": threshold, "reconcile.interval": 0}
+    out: dict[str, Any] = {"size": n, "dim": dim, "queries": n_q, "exact_threshold": threshold,
+                           "loadavg_at_start": list(os.getloadavg())}
+    setup = superduperdb.connect(uri, cluster=None, config={**config, "master.warm_up": False})
+    coll = setup.db["bench"]
+    coll.drop()
+    coll.create_model(MODEL, np.asarray, key=KEY).wait(60)
+    coll.create_semantic_index(INDEX, models=[MODEL], keys=[KEY], measure="cosine",
+                               filter_fields=["b", "g", "seven"]).wait(60)
+    for field in ("sb", "sg", "sseven"):
+        coll.create_index(field)  # the same values in ordinary fields, indexed as a user would
+    marked = set(seven.tolist())
+    for start in range(0, n, 10_000):
+        coll.insert_many([{"_id": i, "i": i, "b": i % 1000, "g": i % 100, "sb": i % 1000, "sg": i % 100,
+                           **({"seven": True, "sseven": True} if i in marked else {}),
+                           "_outputs": {KEY: {MODEL: data[i]}}} for i in range(start, min(n, start + 10_000))],
+                         refresh=False)
+    setup.close()
+    client = superduperdb.connect(uri, cluster="local", config=config)
+    _util.quiet_libraries()
+    coll = client.db["bench"]
+    list(coll.find(like={KEY: queries[0]}, n=k))
+    master = coll._services.indexes.master
+    deadline = time.perf_counter() + args.graph_timeout
+    while time.perf_counter() < deadline:  # the graph built and the JIT warm before timing
+        stats = master.stats()[0]
+        if stats["graph_size"] > 0 and stats.get("warm") and not stats["building"]:
+            break
+        time.sleep(0.5)
+    out["graph_size"] = master.stats()[0]["graph_size"]
+    Xn = normalize(data)
+    exact_times, truth, _ = timed_queries(lambda q: exact_topk(Xn, q, k), queries)
+    find_times, find_ids, _ = timed_queries(lambda q: [d["_id"] for d in coll.find(like={KEY: q}, n=k)], queries)
+    base = _util.pct(np.asarray(find_times) * 1000, 50)
+    out["unfiltered"] = {"find_p50_ms": base, "exact_numpy_p50_ms": _util.pct(np.asarray(exact_times) * 1000, 50),
+                         "recall_at_10": float(np.mean([recall(f, t, k) for f, t in zip(find_ids, truth)]))}
+    rows = []
+    for label, filter_of, members_of in selectivity_filters(n, seven):
+        for path, prefix in (("filter field", ""), ("store index", "s")):
+            times, recalls, full, plans, in_index = [], [], 0, {}, 0
+            for j, q in enumerate(queries):
+                f = filter_of(j, prefix)
+                t0 = time.perf_counter()
+                cursor = coll.find(f, like={KEY: q}, n=k)
+                ids = [d["_id"] for d in cursor]
+                times.append(time.perf_counter() - t0)
+                plan = cursor.explain()
+                plans[plan["plan"]] = plans.get(plan["plan"], 0) + 1
+                in_index += bool(plan["filter_in_index"])
+                sub_rows = members_of(j)
+                want = min(k, len(sub_rows))
+                best = sub_rows[exact_topk(Xn[sub_rows], q, want)] if len(sub_rows) > want else sub_rows
+                recalls.append(recall(ids, best, want))
+                full += len(ids) == want
+            p50 = _util.pct(np.asarray(times) * 1000, 50)
+            rows.append({"selectivity": label, "path": path, "matching": int(len(members_of(0))),
+                         "recall_at_10": float(np.mean(recalls)), "k_results": full / len(queries),
+                         "p50_ms": p50, "p95_ms": _util.pct(np.asarray(times) * 1000, 95),
+                         "p50_vs_unfiltered": _util.ratio(p50, base), "plans": plans,
+                         "filter_in_index": in_index / len(queries)})
+            logger.info("%s %s: %s", label, path, rows[-1])
+    out["table"] = rows
+    out["loadavg_at_end"] = list(os.getloadavg())
+    client.close()
+    return out
+
+
+def print_selectivity(r: dict, path: Path) -> None:
+    f = _util.fmt
+    for n, s in r["sizes"].items():
+        if "error" in s:
+            print(f"\n== {int(n):,}: failed: {s['error']} ==")
+            continue
+        u = s["unfiltered"]
+        print(f"\n== {int(n):,} x {s['dim']}, graph {s['graph_size']:,}: unfiltered find p50 "
+              f"{f(u['find_p50_ms'], ' ms', 2)} (recall@10 {f(u['recall_at_10'], '', 3)}), exact numpy p50 "
+              f"{f(u['exact_numpy_p50_ms'], ' ms', 2)} ==")
+        print(f"  {'selectivity':<13}{'path':<14}{'matching':>9}{'recall@10':>10}{'k results':>10}{'p50 ms':>9}"
+              f"{'x unfilt.':>10}  plans")
+        for row in s["table"]:
+            print(f"  {row['selectivity']:<13}{row['path']:<14}{row['matching']:>9}{f(row['recall_at_10'], '', 3):>10}"
+                  f"{f(row['k_results'], '', 2):>10}{f(row['p50_ms'], '', 1):>9}{f(row['p50_vs_unfiltered'], '', 2):>10}"
+                  f"  {row['plans']}")
+    print(f"wrote {path}")
+
+
 def insert_stream(coll: Any, fresh: np.ndarray, first_id: int, args: argparse.Namespace) -> dict:
     """Insert ``fresh`` at a steady rate; poll ``find(like={'_id': id}, n=1)`` until each comes back."""
     from superduperdb.errors import SemanticIndexError
@@ -429,13 +549,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--graph-timeout", type=float, default=900.0, help="seconds to wait for the first graph")
     p.add_argument("--in-process", action="store_true",
                    help="run all sizes in this process (later sizes then start with a warm JIT)")
+    p.add_argument("--selectivity", action="store_true",
+                   help="the filtered-search table: recall@10, k results and p50 per selectivity, filter fields "
+                        "against ordinary indexed fields (sizes default 20000)")
     p.add_argument("--name", default=None, help="result name: bench/results/<name>.json (default search[-quick])")
     p.add_argument("--child-size", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     args = p.parse_args(argv)
     if args.sizes is None:
-        args.sizes = "2000,10000" if args.quick else "10000,100000"
+        args.sizes = "20000" if args.selectivity else "2000,10000" if args.quick else "10000,100000"
     args.size_list = [int(s) for s in args.sizes.split(",") if s.strip()]
     if args.queries is None:
         args.queries = 100 if args.quick else 300
@@ -453,7 +576,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     args = parse_args(argv)
     _util.setup_logging(args.verbose)
     if args.child_size is not None:
-        result = run_size(args, args.child_size)
+        result = (run_selectivity if args.selectivity else run_size)(args, args.child_size)
         Path(args.child_out).write_text(json.dumps(result, default=_util._json_default))
         return None
     started = time.perf_counter()
@@ -465,7 +588,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     for n in args.size_list:
         t0 = time.perf_counter()
         if args.in_process:
-            sizes[str(n)] = run_size(args, n)
+            sizes[str(n)] = (run_selectivity if args.selectivity else run_size)(args, n)
         else:
             with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
                 out = tmp.name
@@ -497,9 +620,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         "sizes": sizes,
         "total_s": time.perf_counter() - started,
     }
-    name = args.name or ("search-quick" if args.quick else "search")
+    name = args.name or ("search-selectivity" if args.selectivity else "search-quick" if args.quick else "search")
     path = _util.write_result(name, result)
-    print_summary(result, path)
+    (print_selectivity if args.selectivity else print_summary)(result, path)
     return result
 
 

@@ -25,7 +25,7 @@ from .facade.search import SearchMixin
 from .facade.training import TrainingMixin
 from .services.checks import check_filter
 from .services.scope import Scope, Services
-from .store.layout import FINGERPRINTS
+from .store.layout import FINGERPRINTS, RESERVED
 
 if TYPE_CHECKING:
     from .client import Database
@@ -104,12 +104,14 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
         return self._services.scope.query(filter, argument)
 
     def _decode(self, doc: dict | None, errors: str = "raise") -> dict | None:
-        """Typed values decoded; the bookkeeping of outputs (``_fingerprints``) left out."""
+        """Typed values decoded; the bookkeeping (``_fingerprints``, the write position ``_sdb``) left out
+        (``find(raw=True)`` shows it)."""
         if doc is None:
             return None
         doc = self._types.decode(doc, errors="raw" if errors == "raw" else "raise")
         if isinstance(doc, dict):
             doc.pop(FINGERPRINTS, None)
+            doc.pop(RESERVED, None)
         return doc
 
     def _model_names(self) -> list[str]:
@@ -182,6 +184,7 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
         similar_join: str | None = None,
         decode_errors: str = "raise",
         download: bool = False,
+        allow_partial: bool = False,
         **kwargs: Any,
     ) -> Cursor:
         """Query the collection, as :meth:`pymongo.collection.Collection.find`.
@@ -222,6 +225,11 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
             Fetch the content of ``{'_content': {'url': ...}}`` fields still
             pending in the results as they are read (stored in the documents, as
             the download job would), and of URLs in ``like`` before encoding it.
+        allow_partial : bool
+            With ``like``: when a shard of the index is lost (its worker died), answer
+            from the other shards at once instead of waiting for it (``master.shard_wait``);
+            ``cursor.explain()["partial"]`` then says so. Without it, an answer is never
+            incomplete: it waits, or fails with :class:`~superduperdb.errors.ShardUnavailableError`.
 
         Returns
         -------
@@ -249,7 +257,8 @@ class Collection(ModelsMixin, SearchMixin, TrainingMixin, DataFrameMixin):
         if like is not None:
             source = ListSource([], **_like_options(filter, projection, args, kwargs))  # checked before searching
             source.documents, index = self._services.search.find_like(
-                filter, like, projection=projection, n=n, semantic_index=semantic_index, similar_first=similar_first)
+                filter, like, projection=projection, n=n, semantic_index=semantic_index, similar_first=similar_first,
+                allow_partial=allow_partial, explain=source.plan)
             return Cursor(source, transform, f"{self.full_name} like={list(like)} n={n} index={index!r}",
                           self._model_names, preview)
         source = self._raw.find(self._types.encode(filter, "filter", mark=False), projection, *args, **kwargs)

@@ -213,8 +213,9 @@ class ListSource:
     """
 
     def __init__(self, documents: list[dict], *, skip: int = 0, limit: int = 0,
-                 sort: list[tuple[str, int]] | None = None) -> None:
+                 sort: list[tuple[str, int]] | None = None, plan: dict | None = None) -> None:
         self.documents = documents
+        self.plan: dict = {} if plan is None else plan  # how the search answered: explain()
         self._skip = 0
         self._limit = 0
         self._sort: list[tuple[str, int]] = []
@@ -251,7 +252,23 @@ class ListSource:
         return self
 
     def clone(self) -> ListSource:
-        return ListSource(self.documents, skip=self._skip, limit=self._limit, sort=self._sort or None)
+        return ListSource(self.documents, skip=self._skip, limit=self._limit, sort=self._sort or None, plan=self.plan)
+
+    def explain(self) -> dict:
+        """How a ``find(like=...)`` was answered, as pymongo's ``Cursor.explain()`` returns the server's plan.
+
+        ``index``, ``n``, ``filtered`` (ids the filter matched, None without a filter),
+        ``shards``: per shard ``shard``, ``worker`` (its Dask address), ``epoch``,
+        ``size``, ``plan`` (``'exact'`` or ``'graph'``), ``candidates`` (vectors scored),
+        ``ms``, ``source`` (``'snapshot'`` or ``'database'``: what the shard loaded from) and
+        ``as_of`` (``position``: the write position its catch-up started from, ``now``: the
+        collection's position then, ``behind``: how many writes it caught up); ``partial``:
+        whether a shard was left out (``allow_partial=True``): its entry says ``missing``, and
+        ``loading`` (phase, vectors done, elapsed) when it was still loading the index.
+        """
+        import copy
+
+        return copy.deepcopy(self.plan)
 
     def _ordered(self) -> list[dict]:
         docs = list(self.documents)

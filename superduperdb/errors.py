@@ -315,8 +315,28 @@ class DimensionMismatchError(SemanticIndexError):
     """A vector has a different dimension than the index (``expected``, ``got``)."""
 
 
+class IndexLoadingError(SuperDuperError, TimeoutError):
+    """A semantic index is still loading (a new shard actor reads its snapshot or its documents).
+
+    ``index``, ``shard``, ``phase`` (``'snapshot'``, ``'catch-up'``, ``'documents'``), ``done`` and ``total``
+    (vectors read so far, of about how many) and ``elapsed`` (seconds) say how far it got. The
+    load goes on: retry the query, or wait longer (``cluster.timeout``).
+    """
+
+
 class MasterUnavailableError(SuperDuperError, RuntimeError):
     """The master (vector-search actor) could not be reached or re-created."""
+
+
+class ShardUnavailableError(MasterUnavailableError):
+    """A shard of a semantic index did not answer within ``master.shard_wait`` (``shards``: which).
+
+    ``find(..., allow_partial=True)`` answers from the other shards instead (``explain()["partial"]``).
+    """
+
+
+class ShardFencedError(MasterUnavailableError):
+    """A shard actor was asked about a shard it no longer owns (``shard``); the caller retries with the owner."""
 
 
 class AuthenticationError(SuperDuperError, PermissionError):

@@ -80,7 +80,8 @@ def mode_client(request):
     import superduperdb
 
     name = f"m{uuid.uuid4().hex[:8]}"
-    config = {"master.warm_up": False}
+    # A short position lag: a snapshot right after a load records a safe write position at once.
+    config = {"master.warm_up": False, "master.position_lag": 2.0}
     if request.param == "inline":
         client = superduperdb.connect(f"mongomock://{name}", cluster=None, config=config)
     elif request.param == "threads":

@@ -143,6 +143,22 @@ def held_actors(dask_worker, prefix: str = "superduperdb-master-") -> list:
     return sorted(str(k) for k in dask_worker.state.actors if str(k).startswith(prefix))
 
 
+def shard_owners(dask_worker) -> list:
+    """For ``dask_client.run``: ``(shard, key, retired)`` of each master shard actor this worker holds."""
+    out = []
+    for key, actor in list(dask_worker.state.actors.items()):
+        if type(actor).__name__ == "Master":
+            info = actor.info()
+            out.append((info["shard"], str(key), info["retired"]))
+    return out
+
+
+def starting_masters(dask_scheduler) -> list:
+    """For ``dask_client.run_on_scheduler``: the workers on which a master shard actor is being created now."""
+    return [ts.processing_on.address for key, ts in list(dask_scheduler.tasks.items())
+            if str(key).startswith("superduperdb-master-") and ts.state == "processing" and ts.processing_on is not None]
+
+
 def known_tasks(dask_scheduler, keys: list) -> list:
     """For ``dask_client.run_on_scheduler``: which of ``keys`` the scheduler still knows."""
     return [k for k in keys if k in dask_scheduler.tasks]

@@ -75,7 +75,8 @@ def local_cluster(ctx, n_workers, threads_per_worker, config, host, port, dashbo
     except KeyboardInterrupt:
         cluster.stop()
         raise click.Abort() from None
-    master = f" + master worker ({spec.resource}=1)" if not no_master else ""
+    masters = f"{spec.shards} master workers, one per shard" if spec.shards > 1 else "master worker"
+    master = f" + {masters} ({spec.resource}=1)" if not no_master else ""
     click.echo(f"scheduler: {cluster.address}")
     if cluster.dashboard_link:
         click.echo(f"dashboard: {cluster.dashboard_link}  (superduperdb's page: "

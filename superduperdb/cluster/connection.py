@@ -140,7 +140,9 @@ class Cluster:
                 if self.config.metrics.enabled else None,
             )
             logger.info("started a local Dask cluster at %s (processes=%s)", self._local.scheduler_address, self.processes)
-            return distributed.Client(self._local, timeout=timeout, set_as_default=False, security=security)
+            client = distributed.Client(self._local, timeout=timeout, set_as_default=False, security=security)
+            self._add_master_workers(client)
+            return client
         address = with_scheme(self.address, self.config)
         if security is None and address.startswith("tls://"):
             raise ClusterError(
@@ -159,6 +161,23 @@ class Cluster:
                 "Start one with `dask scheduler` (or `superduperdb local-cluster`), or use cluster='local'." + hint,
                 address=address,
             ) from exc
+
+    def _add_master_workers(self, client: Any) -> None:
+        """With ``master.shards > 1``: one more local worker per shard, offering the master resource
+        (``master.resource``), so that each shard has a worker of its own."""
+        import copy
+
+        shards = self.config.master.shards
+        if shards <= 1:
+            return
+        local = self._local
+        for i in range(shards):
+            spec = copy.deepcopy(local.new_spec)
+            spec.setdefault("options", {})["resources"] = {self.config.master.resource: 1}
+            spec["options"]["name"] = f"master-{i}"
+            local.worker_spec[f"master-{i}"] = spec
+        local.sync(local._correct_state)
+        client.wait_for_workers(self.config.cluster.n_workers + shards, timeout=self.config.cluster.timeout)
 
     @property
     def dashboard_link(self) -> str | None:

@@ -185,10 +185,11 @@ class ProcessCluster:
                                                             scheduler_file=scheduler_file,
                                                             extra=["--death-timeout", "60"]))
             expected += self.spec.n_workers
-        if self.master:
+        if self.master:  # one master worker per shard (master.shards)
             self._spawn("master", self.spec.worker_command(master=True, scheduler_file=scheduler_file,
+                                                           nworkers=self.spec.shards,
                                                            extra=["--death-timeout", "60"]))
-            expected += 1
+            expected += self.spec.shards
         info = self._wait_scheduler_file(scheduler, scheduler_file, deadline)
         self.address = info["address"]
         dashboard = (info.get("services") or {}).get("dashboard")
@@ -301,6 +302,29 @@ class ProcessCluster:
         while any(group_alive(c.pid) for c in self.components) and time.monotonic() < deadline:
             time.sleep(POLL)
         self._tmp.cleanup()
+
+    def restart_scheduler(self, timeout: float = 60.0) -> ProcessCluster:
+        """Kill the scheduler, and start it again at the same address with the workers it takes down.
+
+        Dask workers stop when their scheduler goes away (so do their actors: the master's shards);
+        a supervisor then starts everything again. Clients reconnect to the same address (the
+        spec's port must be fixed, not 0). Used to test what survives a scheduler restart.
+        """
+        if self.spec.port == 0:
+            raise ClusterError("restart_scheduler() needs a fixed scheduler port (the clients reconnect to it).")
+        scheduler = next(c for c in self.components if c.name == "scheduler")
+        scheduler.kill_group()
+        deadline = time.monotonic() + timeout
+        for c in self.components:
+            c.expected_exit = True
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                c.process.wait(max(deadline - time.monotonic(), 0.1))
+            c.kill_group()
+            c.close_log()
+        self.components = []
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self._tmp.name, "scheduler.json"))
+        return self.start(max(deadline - time.monotonic(), 10.0))
 
     def __enter__(self) -> ProcessCluster:
         return self.start()

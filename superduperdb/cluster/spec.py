@@ -119,6 +119,8 @@ class ClusterSpec:
     job_resource : str or None
         A resource the job workers (not the master worker) offer, one per
         thread, and ordinary jobs request (``cluster.job_resource``).
+    shards : int
+        How many master workers a local cluster starts (``master.shards``: one per shard).
     tls : (ca, cert, key) or None
         PEM files: every command talks TLS (``security.tls_*``).
     """
@@ -132,6 +134,7 @@ class ClusterSpec:
     resource: str = "MASTER"
     dashboard_address: str | None = DEFAULT_DASHBOARD
     job_resource: str | None = None
+    shards: int = 1
     tls: tuple[str, str, str] | None = None
 
     @classmethod
@@ -150,6 +153,7 @@ class ClusterSpec:
             "master_port": cfg.master.port,
             "resource": cfg.master.resource,
             "job_resource": cfg.cluster.job_resource,
+            "shards": cfg.master.shards,
             "tls": tuple(str(Path(p).resolve()) for p in tls) if tls else None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None or k == "dashboard_address"})
@@ -222,6 +226,7 @@ class ClusterSpec:
             resources.append(f"GPU={int(gpu)}")
         if resources:
             cmd += ["--resources", " ".join(resources)]
-        if master and self.master_port:
-            cmd += ["--worker-port", str(self.master_port)]
+        if master and self.master_port:  # several master workers (shards): a range of ports
+            port = str(self.master_port) if nworkers == 1 else f"{self.master_port}:{self.master_port + nworkers - 1}"
+            cmd += ["--worker-port", port]
         return cmd + list(extra)

@@ -123,11 +123,18 @@ class MasterConfig(_Node):
     port: int | None = field(metadata=PORT)
     resource: str
     exact_threshold: int = field(metadata={"min": 0})
+    exact_cost: int = field(metadata={"min": 0})
     epsilon: float = field(metadata={"min": 0})
     warm_up: bool
     warm_up_at: float = field(metadata={"min": 0, "max": 1})
     snapshot_interval: float = field(metadata={"min": 0})
     snapshot_changes: int = field(metadata={"min": 1})
+    shards: int = field(metadata={"min": 1, "max": 64})
+    shard_wait: float = field(metadata={"min": 0})
+    lease_ttl: float = field(metadata={"min": 1})
+    build_process: bool
+    snapshot_dir: str | None
+    position_lag: float = field(metadata={"min": 0})
 
 
 @_section("metrics")

@@ -108,7 +108,7 @@ class DataFrameMixin:
         frames.check_outputs_mode(outputs)
         frames.column_namer(output_names)
         query = self._query(filter)
-        queries = dataframe.partition_queries(self._raw, query, partition_size)
+        queries = frames.partition_queries(self._raw, query, partition_size)
         options = {"outputs": outputs, "output_names": output_names}
         if meta is None:
             first = (self._decode(d) for d in self._raw.find(query, projection).limit(sample))

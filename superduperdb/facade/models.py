@@ -395,9 +395,12 @@ class ModelsMixin:
     def clear_errors(self, model: str | None = None) -> int:
         """Forget the recorded failures (of ``model``, if given) so that the reconciler tries those
         documents again, e.g. after fixing the data another way; return how many were removed."""
-        from ..store import failures
+        from ..store import digests, failures
 
-        return failures.remove(self._metadata.table("errors"), None if model is None else {"model": model})
+        removed = failures.remove(self._metadata.table("errors"), None if model is None else {"model": model})
+        if removed:
+            digests.forget_last_pass(self._metadata)  # their documents did not change: the digests cannot tell
+        return removed
 
     def reconcile(self, *, wait: bool = False, timeout: float | None = None, ids: list | None = None):
         """Check outputs, indexes and neighbourhoods against the documents now, and repair them.

@@ -10,7 +10,8 @@ class SearchMixin:
     """Semantic indexes and neighbourhoods of a collection (mixed into ``Collection``)."""
 
     # -- semantic search ------------------------------------------------------------
-    def create_semantic_index(self, name: str, models: list[str], keys: list[str], measure: str = "cosine"):
+    def create_semantic_index(self, name: str, models: list[str], keys: list[str], measure: str = "cosine",
+                              filter_fields: list[str] | None = None):
         """Index the outputs of ``models[0]`` on ``keys[0]`` for ``find(like=...)``.
 
         Parameters
@@ -23,6 +24,14 @@ class SearchMixin:
         measure : str
             ``'cosine'`` (default), ``'dot'``, ``'l2'``, or a measure
             registered with :meth:`create_measure` (searched exactly).
+        filter_fields : list of str, optional
+            Scalar fields (dotted for nested ones) each shard keeps beside the
+            vectors, kept fresh by the index jobs and saved in its snapshots. A
+            filter made only of equality, ``$in``, ranges, ``$exists``,
+            ``$and`` and ``$or`` on them (and ``_id``) is answered inside the
+            master, with no round trip to the store for the filter's ids
+            (``explain()["filter_in_index"]``); any other filter goes through
+            the store. See docs/search.md.
 
         Returns
         -------
@@ -34,12 +43,15 @@ class SearchMixin:
         >>> docs.create_model("minilm", load_minilm(), key="text")      # doctest: +SKIP
         >>> docs.create_semantic_index("text", ["minilm"], ["text"]).wait()   # doctest: +SKIP
         >>> docs.find({"lang": "en"}, like={"text": "arrays of numbers"}, n=5)   # doctest: +SKIP
+        >>> docs.create_semantic_index("text2", ["minilm"], ["text"], filter_fields=["lang"])  # doctest: +SKIP
         """
-        return self._services.registrations.create_semantic_index(name, models, keys, measure)
+        return self._services.registrations.create_semantic_index(name, models, keys, measure,
+                                                                  filter_fields=filter_fields)
 
     def search_many(self, likes: list, filter: dict | None = None, *, n: int = 10, projection: Any = None,
                     semantic_index: str | None = None, similar_first: bool = False, raw: bool = False,
-                    features: dict | None = None) -> list[list[dict]]:
+                    features: dict | None = None, allow_partial: bool = False,
+                    explain: dict | None = None) -> list[list[dict]]:
         """``find(filter, like=like, n=n)`` for each of ``likes``, in one round trip to the master.
 
         The query vectors are computed here, the master answers them all in one
@@ -51,8 +63,10 @@ class SearchMixin:
         ----------
         likes : list of dict
             Documents to search with, as for ``find(like=...)``.
-        filter, projection, n, semantic_index, similar_first, raw, features
+        filter, projection, n, semantic_index, similar_first, raw, features, allow_partial
             As in :meth:`find` (the filter applies to every query).
+        explain : dict, optional
+            Filled as ``find(like=...).explain()`` returns it, for the whole batch.
 
         Returns
         -------
@@ -68,7 +82,8 @@ class SearchMixin:
 
         filter = check_filter(filter)
         found, _ = self._services.search.find_like_many(filter, likes, projection=projection, n=n,
-                                                        semantic_index=semantic_index, similar_first=similar_first)
+                                                        semantic_index=semantic_index, similar_first=similar_first,
+                                                        allow_partial=allow_partial, explain=explain)
         transform = self._transform(raw=raw, features=features)
         return [[transform(doc) for doc in docs] for docs in found]
 

@@ -99,7 +99,7 @@ def configure_numba_env(cache_dir: str | None = None) -> dict[str, str]:
     }
 
 
-def warm_up(n_neighbors: int = 30, leaf_budget: int = 8, force: bool = False) -> float:
+def warm_up(n_neighbors: int = 30, leaf_budget: int = 8, force: bool = False, builder=None) -> float:
     """Pay pynndescent's JIT cost now: build a tiny graph and query it.
 
     Exercises exactly the code path :class:`~superduperdb.index.VectorIndex`
@@ -114,6 +114,9 @@ def warm_up(n_neighbors: int = 30, leaf_budget: int = 8, force: bool = False) ->
         Graph options to warm up with; use the index's.
     force : bool
         Run again even if this process already warmed up.
+    builder : callable, optional
+        Build the tiny graph with it (e.g. a :class:`~superduperdb.index.builder.ProcessBuilder`,
+        whose process then compiles the build functions) and only query it here.
 
     Returns
     -------
@@ -136,7 +139,7 @@ def warm_up(n_neighbors: int = 30, leaf_budget: int = 8, force: bool = False) ->
     start = time.perf_counter()
     rng = np.random.default_rng(0)
     data = rng.standard_normal((512, 16)).astype(np.float32)
-    graph = build_graph(data, "l2", n_neighbors=n_neighbors, random_state=0, leaf_budget=leaf_budget)
+    graph = (builder or build_graph)(data, "l2", n_neighbors=n_neighbors, random_state=0, leaf_budget=leaf_budget)
     graph.query(data[0], 5, epsilon=0.2)
     seconds = time.perf_counter() - start
     _WARMED_UP = True

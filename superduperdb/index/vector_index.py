@@ -1,18 +1,25 @@
-"""`VectorIndex`: vectors keyed by ids, exact + pynndescent search, background rebuilds.
+"""`VectorIndex`: vectors keyed by ids in segments, exact + pynndescent search, background builds.
 
-Layout: one growing float32 array (capacity doubles) with, per row, its id,
-squared norm and an alive flag; a dict id -> row. Rows ``[0, graph_n)`` are
-"sealed" into a pynndescent graph (graph vertex ``i`` is row ``i``); rows
-``[graph_n, n)`` are the "tail", searched exactly. An upsert appends a new row
-and marks the old one dead; a remove marks it dead. When the tail or the dead
-fraction passes a threshold, a builder thread copies the live rows (a
-snapshot), builds a graph over them *without holding the lock*, then, under
-the lock, installs compacted arrays: the snapshot rows (minus those removed or
-replaced meanwhile) followed by the rows appended during the build.
+Layout (:mod:`superduperdb.index.segments`): a **growing** segment takes new
+vectors at once (appended, searched exactly), and **sealed** segments hold
+immutable rows, each with its own pynndescent graph once built. An upsert
+appends a new row and marks the old one dead wherever it is; a remove marks it
+dead. A dict maps each id to its ``(segment, row)``.
+
+Maintenance (:mod:`superduperdb.index.rebuild`), one task at a time, off the
+write path: when the growing segment holds ``rebuild_tail`` rows it is sealed
+(no copy) and a graph is built over it; when more than ``max_segments`` sealed
+segments exist the smallest are merged (live rows copied, one graph built);
+when too many rows are dead every segment is compacted into one. A build works
+on immutable rows without the lock and swaps its result in under the lock (a
+few array copies and one dict update per row moved). Nothing on the write path
+builds a graph; with a ``builder`` that builds in another process
+(:class:`~superduperdb.index.builder.ProcessBuilder`) a build does not even
+share this process's GIL with the queries.
 
 Threading: one writer thread (``add``/``remove``/``rebuild``) and any number of
-reader threads, plus the builder thread. Readers hold the lock only to capture
-references. See :mod:`superduperdb.index.search`.
+reader threads, plus the maintenance thread. Readers hold the lock only to
+capture ``(segment, n)`` pairs. See :mod:`superduperdb.index.search`.
 """
 
 from __future__ import annotations
@@ -20,17 +27,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Hashable, Iterable
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 
 from superduperdb.errors import DimensionMismatchError, SemanticIndexError
 from superduperdb.index import search as _search
-from superduperdb.index.measures import check_measure, finalize_scores, prepare_queries, sqnorms
+from superduperdb.index.measures import check_measure, finalize_scores, prepare_queries, top_k
 from superduperdb.index.persist import PersistMixin
-from superduperdb.index.rebuild import RebuildMixin, _Build
+from superduperdb.index.rebuild import RebuildMixin, _Task
+from superduperdb.index.segments import Segment
 
 logger = logging.getLogger(__name__)
+
+#: Growing segments start with room for this many rows (and double).
+GROWING_CAPACITY = 1024
 
 
 def _as_id_list(ids: Any) -> list:
@@ -70,14 +82,25 @@ class VectorIndex(RebuildMixin, PersistMixin):
         :mod:`~superduperdb.index.measures`) is always searched exactly: no
         graph is built for it (pynndescent takes numba-compiled metrics only).
     exact_threshold : int
-        Indexes with at most this many live vectors, and candidate sets of at
-        most this many ids, are searched exactly. Also the size below which no
-        graph is built automatically.
+        Indexes with at most this many live vectors are searched exactly. Also
+        the size below which no graph is built automatically.
+    exact_cost : int
+        The planner's threshold for a filtered search: when ``dim`` times the
+        number of candidate vectors is at most this (OpenSearch's rule, default
+        2,048,000: 5,333 candidates at 384 dimensions), they are scored
+        exactly; above it, the graph is searched with a computed over-fetch
+        (see :mod:`superduperdb.index.search`).
     rebuild_tail : int
-        Rebuild the graph (in the background) when this many rows accumulate
-        after the graph.
+        Seal the growing segment (and build its graph in the background) when
+        it holds this many rows.
     rebuild_deleted_fraction : float
-        Rebuild (compacting) when this fraction of rows is dead.
+        Compact every segment into one (in the background) when this fraction
+        of rows is dead.
+    max_segments : int
+        When more sealed segments exist, the smallest ``merge_factor`` of them
+        are merged into one in the background.
+    merge_factor : int
+        How many segments one merge combines.
     n_neighbors : int
         pynndescent graph degree.
     leaf_budget : int
@@ -88,15 +111,16 @@ class VectorIndex(RebuildMixin, PersistMixin):
         pynndescent query search breadth (0.2 gives recall@10 >= 0.95 on
         clustered data).
     background : bool
-        Build in a background thread (True) or synchronously inside the
-        call that crossed a threshold (False).
+        Seal, build and merge in a background thread (True) or synchronously
+        inside the call that crossed a threshold (False).
     random_state : int, optional
         Seed for the graph builds (reproducible graphs for tests).
     builder : callable, optional
         ``builder(X, measure, *, n_neighbors, random_state, leaf_budget) -> Graph``, called
         in the builder thread instead of :func:`~superduperdb.index.graph.build_graph`.
-        Use it to build elsewhere (a warm subprocess, another Dask worker:
-        ``lambda X, m, **kw: client.submit(build_graph, X, m, **kw).result(timeout)``)
+        Use it to build elsewhere (:class:`~superduperdb.index.builder.ProcessBuilder`,
+        a warm subprocess: a build then never holds this process's GIL; or another Dask
+        worker: ``lambda X, m, **kw: client.submit(build_graph, X, m, **kw).result(timeout)``)
         so the index's own cores stay free for queries. Must return a graph
         over exactly the rows of ``X``, in order.
 
@@ -120,8 +144,11 @@ class VectorIndex(RebuildMixin, PersistMixin):
         measure: str = "cosine",
         *,
         exact_threshold: int = 20_000,
+        exact_cost: int = 2_048_000,
         rebuild_tail: int = 10_000,
         rebuild_deleted_fraction: float = 0.25,
+        max_segments: int = 8,
+        merge_factor: int = 4,
         n_neighbors: int = 30,
         leaf_budget: int = 8,
         epsilon: float = 0.2,
@@ -134,8 +161,11 @@ class VectorIndex(RebuildMixin, PersistMixin):
             raise SemanticIndexError(f"dim must be a positive integer or None, got {dim!r}.")
         self.dim = None if dim is None else int(dim)
         self.exact_threshold = int(exact_threshold)
+        self.exact_cost = int(exact_cost)
         self.rebuild_tail = int(rebuild_tail)
         self.rebuild_deleted_fraction = float(rebuild_deleted_fraction)
+        self.max_segments = max(1, int(max_segments))
+        self.merge_factor = max(2, int(merge_factor))
         self.n_neighbors = int(n_neighbors)
         self.leaf_budget = int(leaf_budget)
         self.epsilon = float(epsilon)
@@ -143,41 +173,25 @@ class VectorIndex(RebuildMixin, PersistMixin):
         self.random_state = random_state
         self.builder = builder
         self._lock = threading.RLock()
-        self._alloc(0, self.dim or 0)
-        self._graph = None
-        self._graph_n = self._graph_dead = self._deleted = 0
-        self._build: _Build | None = None
+        self._sealed: list[Segment] = []
+        self._growing: Segment | None = None if self.dim is None else Segment.empty(self.dim, GROWING_CAPACITY)
+        self._where: dict[Hashable, tuple[Segment, int]] = {}
+        self._task: _Task | None = None
         self._builds = 0
         self._last_build_seconds: float | None = None
         self._last_error: str | None = None
-        self._auto_after = 0  # after a failed build, no automatic retry before n reaches this
+        self._auto_after = 0  # after a failed build, no automatic retry before this many rows
 
-    # ------------------------------------------------------------------ storage
-    def _alloc(self, cap: int, dim: int) -> None:
-        self._vectors = np.empty((cap, dim), np.float32)
-        self._sq = np.empty(cap, np.float32)
-        self._ids = np.empty(cap, object)
-        self._alive = np.zeros(cap, bool)
-        self._n = 0
-        self._row_of: dict[Hashable, int] = {}
+    def _segments(self) -> list[Segment]:
+        """Sealed segments, then the growing one (call with the lock held)."""
+        return self._sealed + ([self._growing] if self._growing is not None else [])
 
-    def _grow(self, need: int) -> None:
-        cap = len(self._sq)
-        if need <= cap:
-            return
-        new = max(need, 2 * cap, 1024)
-        n = self._n
-        for name in ("_vectors", "_sq", "_ids", "_alive"):
-            old = getattr(self, name)
-            arr = (np.zeros if name == "_alive" else np.empty)((new,) + old.shape[1:], old.dtype)
-            arr[:n] = old[:n]
-            setattr(self, name, arr)
-
-    def _kill(self, row: int) -> None:
-        self._alive[row] = False
-        self._deleted += 1
-        if row < self._graph_n:
-            self._graph_dead += 1
+    def _kill(self, id_: Hashable) -> bool:
+        loc = self._where.pop(id_, None)
+        if loc is None:
+            return False
+        loc[0].kill(loc[1])
+        return True
 
     # ------------------------------------------------------------------ writes
     def add(self, ids: Any, vectors: Any) -> int:
@@ -228,23 +242,16 @@ class VectorIndex(RebuildMixin, PersistMixin):
                 )
             if k == 0:
                 return 0
-            if self.dim is None:
+            if self._growing is None:
                 self.dim = dim
-                self._alloc(0, dim)
-            start = self._n
-            self._grow(start + k)
-            self._vectors[start : start + k] = X
-            self._sq[start : start + k] = sqnorms(X)
-            for j, id_ in enumerate(ids):
-                self._ids[start + j] = id_
-                old = self._row_of.get(id_)
-                if old is not None:
-                    self._kill(old)
-                self._row_of[id_] = start + j
-            self._alive[start : start + k] = True
-            self._n = start + k
-            build = self._maybe_start_build()
-        self._run_if_sync(build)
+                self._growing = Segment.empty(dim, GROWING_CAPACITY)
+            for id_ in ids:
+                self._kill(id_)
+            growing = self._growing
+            start = growing.append(X, ids)
+            self._where.update(zip(ids, zip(repeat(growing), range(start, start + k))))
+            task = self._next_task()
+        self._run_if_sync(task)
         return k
 
     def remove(self, ids: Any) -> int:
@@ -253,43 +260,50 @@ class VectorIndex(RebuildMixin, PersistMixin):
         with self._lock:
             for id_ in _as_id_list(ids):
                 try:
-                    row = self._row_of.pop(id_, None)
+                    removed += self._kill(id_)
                 except TypeError:
                     continue
-                if row is not None:
-                    self._kill(row)
-                    removed += 1
-            build = self._maybe_start_build() if removed else None
-        self._run_if_sync(build)
+            task = self._next_task() if removed else None
+        self._run_if_sync(task)
         return removed
 
     # ------------------------------------------------------------------ reads
     def __len__(self) -> int:
-        return len(self._row_of)
+        return len(self._where)
 
     def __contains__(self, id_: Any) -> bool:
         try:
-            return id_ in self._row_of
+            return id_ in self._where
         except TypeError:
             return False
 
     def get(self, id_: Any, default: Any = None) -> np.ndarray | Any:
         """The stored vector of ``id_`` (a copy, float32), or ``default``."""
         with self._lock:
-            row = self._get_row(id_)
-            return default if row is None else self._vectors[row].copy()
+            try:
+                loc = self._where.get(id_)
+            except TypeError:
+                loc = None
+            return default if loc is None else loc[0].vectors[loc[1]].copy()
+
+    def vectors_of(self, ids: Any) -> tuple[list, np.ndarray]:
+        """``(the ids held, their vectors)``: one copy for many ids, taken under one lock (unknown ids left out)."""
+        with self._lock:
+            held, rows = [], []
+            for i in _as_id_list(ids):
+                try:
+                    loc = self._where.get(i)
+                except TypeError:  # unhashable: not held
+                    continue
+                if loc is not None:
+                    held.append(i)
+                    rows.append(loc[0].vectors[loc[1]])
+            return held, np.stack(rows) if rows else np.empty((0, self.dim or 0), np.float32)
 
     def ids(self) -> list:
         """All live ids (in no particular order)."""
         with self._lock:
-            return list(self._row_of)
-
-    def _view(self, epsilon: float | None) -> _search.View:
-        return _search.View(
-            self._vectors, self._sq, self._ids, self._alive, self._n, len(self._row_of),
-            self._graph if self.graph_enabled else None, self._graph_n, self._graph_dead, self.measure,
-            self.epsilon if epsilon is None else float(epsilon),
-        )  # fmt: skip
+            return list(self._where)
 
     def _check_query(self, query: Any, n: Any) -> np.ndarray:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
@@ -304,7 +318,8 @@ class VectorIndex(RebuildMixin, PersistMixin):
         return Q
 
     def search(
-        self, query: Any, n: int = 10, *, candidates: Iterable | None = None, epsilon: float | None = None
+        self, query: Any, n: int = 10, *, candidates: Iterable | None = None, epsilon: float | None = None,
+        info: dict | None = None,
     ) -> tuple[list, np.ndarray]:
         """The ``n`` ids most similar to one query vector, best first.
 
@@ -315,11 +330,21 @@ class VectorIndex(RebuildMixin, PersistMixin):
             Number of results (fewer if fewer vectors qualify).
         candidates : iterable of ids, optional
             Restrict results to these ids (e.g. those matching a MongoDB
-            filter); unknown ids are ignored. At most ``exact_threshold`` of
-            them: exact answer. More: ANN with over-fetch and filtering,
-            falling back to exact search when that finds too few.
+            filter); unknown ids are ignored. The planner scores them exactly
+            when ``dim * len(candidates) <= exact_cost``; otherwise it
+            searches the graph with over-fetch ``m`` for their selectivity
+            ``p`` (:func:`~superduperdb.index.search.overfetch`), retries once
+            wider, then falls back to exact: whenever ``n`` candidates are
+            held, ``n`` results come back, all candidates.
         epsilon : float, optional
             Override the index's query epsilon.
+        info : dict, optional
+            Filled with how the query was answered: ``plan`` (the costliest of
+            ``'exact'``, ``'graph'``, ``'graph+retry'``, ``'graph+exact'``
+            taken), ``candidates`` (vectors scored), ``segments``, ``retries``
+            (graph retries), ``fetch`` (the largest over-fetch asked of a
+            graph, 0: none) and ``selectivity`` (the share of the index the
+            candidates held are; None without candidates).
 
         Returns
         -------
@@ -330,65 +355,105 @@ class VectorIndex(RebuildMixin, PersistMixin):
         Q = self._check_query(query, n)
         if Q.shape[0] != 1:
             raise SemanticIndexError(f"search() takes one query vector, got {Q.shape[0]}; use search_batch().")
-        return self._search_many(Q, int(n), candidates, epsilon)[0]
+        return self._search_many(Q, int(n), candidates, epsilon, info)[0]
 
     def search_batch(
-        self, queries: Any, n: int = 10, *, candidates: Iterable | None = None, epsilon: float | None = None
+        self, queries: Any, n: int = 10, *, candidates: Iterable | None = None, epsilon: float | None = None,
+        info: dict | None = None,
     ) -> list[tuple[list, np.ndarray]]:
         """:meth:`search` for each row of ``queries``; returns a list of ``(ids, scores)``."""
-        return self._search_many(self._check_query(queries, n), int(n), candidates, epsilon)
+        return self._search_many(self._check_query(queries, n), int(n), candidates, epsilon, info)
 
-    def _candidate_rows(self, candidates: Any) -> np.ndarray:
-        """Sorted unique rows of the known candidate ids (call with the lock held)."""
-        cands = _as_id_list(candidates)
-        get = self._row_of.get
-        try:
-            rows = np.fromiter((get(c, -1) for c in cands), dtype=np.int64, count=len(cands))
-        except TypeError:  # an unhashable candidate: it cannot be in the index
-            rows = np.array([r for r in (self._get_row(c) for c in cands) if r is not None] or [-1], np.int64)
-        mask = np.zeros(self._n, dtype=bool)
-        mask[rows[rows >= 0]] = True
-        return np.flatnonzero(mask)
+    def _candidate_rows(self, candidates: Any, segments: list[Segment]) -> dict[int, np.ndarray]:
+        """``{segment position: sorted unique rows}`` of the known candidate ids (call with the lock held)."""
+        position = {s.uid: i for i, s in enumerate(segments)}
+        where = self._where
+        seg_of, rows = [], []
+        for c in _as_id_list(candidates):
+            try:
+                loc = where.get(c)
+            except TypeError:  # an unhashable candidate: it cannot be in the index
+                continue
+            if loc is not None:
+                seg_of.append(position[loc[0].uid])
+                rows.append(loc[1])
+        if not rows:
+            return {}
+        seg_arr, row_arr = np.asarray(seg_of, np.int64), np.asarray(rows, np.int64)
+        return {int(i): np.unique(row_arr[seg_arr == i]) for i in np.unique(seg_arr)}
 
-    def _get_row(self, id_: Any) -> int | None:
-        try:
-            return self._row_of.get(id_)
-        except TypeError:
-            return None
-
-    def _search_many(self, Q: np.ndarray, n: int, candidates, epsilon) -> list[tuple[list, np.ndarray]]:
+    def _search_many(self, Q: np.ndarray, n: int, candidates, epsilon, info: dict | None = None
+                     ) -> list[tuple[list, np.ndarray]]:
+        eps = self.epsilon if epsilon is None else float(epsilon)
         with self._lock:
-            view = self._view(epsilon)
-            rows = None if candidates is None else self._candidate_rows(candidates)
-        if view.n == 0:
-            return [([], np.empty(0, np.float32)) for _ in Q]
-        P = prepare_queries(Q, self.measure)
+            segments = self._segments()
+            views = [s.view(self.measure, eps) for s in segments]
+            live = len(self._where)
+            rows_of = None if candidates is None else self._candidate_rows(candidates, segments)
+        tally = _search.Tally()
         out = []
-        for q_raw, q in zip(Q, P):
-            if rows is None:
-                r, part = _search.search_all(view, q_raw, q, n, self.exact_threshold)
-            else:
-                r, part = _search.search_candidates(view, q_raw, q, n, rows, self.exact_threshold)
-            scores = finalize_scores(part[None, :], q[None, :], self.measure)[0]
-            out.append((view.ids[r].tolist(), scores.astype(np.float32, copy=False)))
+        selectivity = None
+        if live == 0:
+            out = [([], np.empty(0, np.float32)) for _ in Q]
+        else:
+            exact_all = live <= self.exact_threshold
+            exact_filtered = exact_all
+            if rows_of is not None:  # the planner: exact over the filtered rows when scoring them is cheap
+                matched = sum(len(r) for r in rows_of.values())
+                selectivity = matched / live
+                exact_filtered = exact_all or matched * (self.dim or 0) <= self.exact_cost
+            P = prepare_queries(Q, self.measure)
+            for q_raw, q in zip(Q, P):
+                ids, parts = [], []
+                for i, view in enumerate(views):
+                    if rows_of is None:
+                        if exact_all or view.graph is None:
+                            tally.plans.add("exact")
+                            r, part = _search.exact_range(view, q, n, 0, view.n, tally)
+                        else:
+                            r, part = _search.search_all(view, q_raw, q, n, -1, tally)
+                    elif i in rows_of:
+                        r, part = _search.search_candidates(view, q_raw, q, n, rows_of[i], exact_filtered, tally)
+                    else:
+                        continue
+                    if len(r):
+                        ids.append(view.ids[r])
+                        parts.append(part)
+                if not parts:
+                    out.append(([], np.empty(0, np.float32)))
+                    continue
+                all_ids, all_part = np.concatenate(ids), np.concatenate(parts)
+                idx, vals = top_k(all_part[None, :], n)
+                keep = np.isfinite(vals[0])
+                best, part = all_ids[idx[0][keep]], vals[0][keep]
+                scores = finalize_scores(part[None, :], q[None, :], self.measure)[0]
+                out.append((best.tolist(), scores.astype(np.float32, copy=False)))
+        if info is not None:
+            info.update(plan=tally.plan, candidates=tally.scored, segments=len(views), retries=tally.retries,
+                        fetch=tally.fetch, selectivity=selectivity)
         return out
 
     # ------------------------------------------------------------------ info
     def stats(self) -> dict[str, Any]:
-        """Counters: size, dim, measure, tail, deleted, graph_size, building, builds ..."""
+        """Counters: size, dim, measure, tail, deleted, graph_size, segments, building, builds ..."""
         with self._lock:
+            segments = self._segments()
+            graphed = [s for s in segments if s.graph is not None]
             return {
-                "size": len(self._row_of),
+                "size": len(self._where),
                 "dim": self.dim,
                 "measure": self.measure_name,
-                "tail": self._n - self._graph_n,
-                "deleted": self._deleted,
-                "graph_size": self._graph_n if self._graph is not None else 0,
-                "graph_pending": self._pending_graph is not None,
-                "building": self._build is not None,
+                "tail": sum(s.n for s in segments if s.graph is None),
+                "deleted": sum(s.dead for s in segments),
+                "graph_size": sum(s.n for s in graphed),
+                "graph_pending": any(s.pending is not None for s in segments),
+                "segments": [{"size": s.n, "live": s.live, "graph": s.graph is not None} for s in self._sealed],
+                "growing": self._growing.n if self._growing is not None else 0,
+                "building": self._task is not None,
                 "last_build_seconds": self._last_build_seconds,
                 "builds": self._builds,
-                "capacity": len(self._sq),
+                "capacity": sum(s.capacity for s in segments),
+                "bytes": sum(s.nbytes() for s in segments),
                 "last_error": self._last_error,
             }
 
@@ -404,5 +469,5 @@ class VectorIndex(RebuildMixin, PersistMixin):
         return (
             f"VectorIndex(measure={s['measure']!r}, dim={s['dim']}, size={s['size']}, "
             f"graph_size={s['graph_size']}, tail={s['tail']}, deleted={s['deleted']}, "
-            f"building={s['building']})"
+            f"segments={len(s['segments'])}, building={s['building']})"
         )

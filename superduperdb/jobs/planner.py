@@ -30,6 +30,23 @@ class WritePlan:
     ids: list
     watchers: set[str] = field(default_factory=set)
     download: bool = False
+    indexes: set[str] = field(default_factory=set)  # semantic indexes whose filter fields it changes
+
+
+def indexes_touched(rows: list[dict], update: Any) -> set[str]:
+    """Names of the semantic indexes (``rows``) whose filter fields an update changes (every index with
+    filter fields when the update cannot be read): their shards re-read those documents.
+
+    >>> indexes_touched([{"name": "v", "filter_fields": ["meta.lang"]}], {"$set": {"meta": {}}})
+    {'v'}
+    """
+    rows = [r for r in rows if r.get("filter_fields")]
+    if not rows:
+        return set()
+    keys = changed_keys(update)
+    if keys is None:
+        return {r["name"] for r in rows}
+    return {r["name"] for r in rows if keys & {f.split(".")[0] for f in r["filter_fields"]}}
 
 
 def changed_keys(update: Any) -> set[str] | None:

@@ -18,7 +18,7 @@ from ..store.layout import find_urls
 from ..store.watchers import active_watchers, downstream, upstream_of
 from ..tasks.runner import run_job
 from .handles import Job, JobGroup
-from .planner import WritePlan, concerned
+from .planner import WritePlan, concerned, indexes_touched
 
 if TYPE_CHECKING:
     from ..services.scope import Scope
@@ -146,9 +146,11 @@ class JobService:
         rows = active_watchers(self.metadata)
         hit = concerned(rows, update) if rows else set()
         download = bool(find_urls(update))
-        if not hit and not download:
+        indexes = indexes_touched(self.metadata.list("semantic_indexes"), update) \
+            if self.metadata.exists_any("semantic_indexes") else set()
+        if not hit and not download and not indexes:
             return None
-        return WritePlan(self._ids(filter, many, sort), downstream(rows, hit), download)
+        return WritePlan(self._ids(filter, many, sort), downstream(rows, hit), download, indexes)
 
     def before_delete(self, filter: dict, many: bool, sort: Any = None) -> list | None:
         """The ids a delete will remove, when an index must forget them (else None)."""
@@ -184,9 +186,19 @@ class JobService:
             if ids:
                 jobs += self.submit_watchers(ids, set().union(*(p.watchers for p in plans)),
                                              download=any(p.download for p in plans), settle=True)
+                jobs += self.filter_field_jobs(plans, ids)
         if deleted:
             jobs += self.after_delete(list(dict.fromkeys(deleted)))
         return JobGroup(jobs)
+
+    def filter_field_jobs(self, plans: Iterable[WritePlan], ids: list) -> JobGroup:
+        """Index jobs re-reading ``ids`` for the indexes whose filter fields the planned updates change (those
+        whose watcher has a job already get their index job after it: not again)."""
+        names = set().union(*(p.indexes for p in plans))
+        watched = set().union(*(p.watchers for p in plans))
+        rows = [r for r in self.metadata.list("semantic_indexes") if r["name"] in names and r["watcher"] not in watched]
+        return JobGroup([self.submit("index", {"index": r["name"], "ids": ids}, record={"index": r["name"]})
+                         for r in rows])
 
     def after_delete(self, ids: list) -> JobGroup:
         """Index updates that forget the deleted ``ids``, then neighbour lists that named them."""

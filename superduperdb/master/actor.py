@@ -1,46 +1,58 @@
-"""The :class:`Master` actor: semantic indexes in memory, fed from MongoDB.
+"""The :class:`Master` actor: one shard of the semantic indexes, in memory, fed from MongoDB.
 
-Runs on one Dask worker (resource ``MASTER=1`` or the first worker), or in the
-client's process when jobs run inline. It receives plain data only: a
+Runs on one Dask worker (pinned by :mod:`.handle`), or in the client's process
+when jobs run inline. It receives plain data only: a
 :class:`~superduperdb.store.context.Target` (URI, database, collection,
-config) and the index's metadata row; it opens its own database handle.
+config), the index's metadata row and the shard's ``layout`` (the partition
+table's version and the partitions this shard owns, see
+:mod:`superduperdb.store.shards`); it opens its own database handle.
 
-Per index it holds a :class:`~superduperdb.index.VectorIndex` (exact search +
-pynndescent graph rebuilt in the background). ``refresh(ids)`` re-reads those
-documents' outputs: present ones are upserted, missing ones removed, so
-inserts, updates and deletes all arrive the same way.
+With ``master.shards = N`` there are N of these actors, shard ``i`` holding,
+per index, only the vectors of the partitions it owns
+(:class:`~superduperdb.master.loaded.LoadedIndex`). Before loading any index of
+a collection it takes its shard's lease there (:mod:`.fencing`); every answer
+and every snapshot carries that lease's epoch, and an actor that lost its lease
+drops that collection's indexes and refuses to answer
+(:class:`~superduperdb.errors.ShardFencedError`).
 
-Warm restarts (:mod:`.snapshots`): an index is loaded from its latest snapshot
-when there is one, then caught up with the documents' present fingerprints;
-snapshots are refreshed in a background thread.
+A shard is the unit that restarts (:mod:`.loading`): it loads its own
+snapshot, catches up from its position over its own partitions, checks the
+digests of its own partitions, keeps its own local copy, and reports ``as_of``
+and the catch-up in its stats and in every answer (``explain()``). Loads run in
+a background thread: a call waits for one up to :data:`LOAD_WAIT` seconds,
+then raises :class:`~superduperdb.errors.IndexLoadingError` with the load's
+progress (the actor's one thread stays free; the caller retries within its
+own timeout). ``refresh(ids)`` re-reads those documents' outputs: present ones
+are upserted, missing ones removed, so inserts, updates and deletes all arrive
+the same way. Snapshots are refreshed in a background thread
+(:mod:`.saving`). Shard 0 also runs the reconciler's sweeps. Graphs are built
+in a separate process (``master.build_process``), so a build never stalls queries.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
 from typing import Any
 
-from ..config import redact
 from ..errors import SemanticIndexError
 from ..index.env import configure_numba_env
 from ..store.context import Context, Target, worker_dask_client
-from ..store.layout import MISSING, get_path
 from ..store.measures import load_measure
-from ..store.semantic_indexes import IndexView
-from ..types import npy
-from . import snapshots
+from ..store.positions import Positions
+from ..store.shards import shards_table
+from . import loading, saving, snapshots
+from .fencing import Fence
+from .filters import answerable
+from .loaded import LoadedIndex
 from .monitor import Monitor, attach_to_worker, plan_of
 from .sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
 
-LOAD_CHUNK = 5000
-# The JIT warm-up waits this long after the master starts, then for loads in progress
-# to finish: compiling holds the GIL for long stretches, and a 10k-vector load that
-# ran beside it took 9.2 s instead of 3.6 s (bench/search.py), delaying the first answer.
-WARM_UP_GRACE = 1.0
+LOAD_WAIT = 2.0  # seconds a call waits for an index that is loading, then IndexLoadingError (the caller retries)
 
 
 def index_key(target: Target, row: dict) -> str:
@@ -48,36 +60,8 @@ def index_key(target: Target, row: dict) -> str:
     return f"{target.key}|{row['name']}|{row['uid']}"
 
 
-class _Loaded:
-    """One index in memory, with the fingerprint of each vector (what its output was computed from).
-
-    It holds the one :class:`Context` of its collection (its database handle and
-    resolved config), opened when the index loads and used by every call on it.
-    """
-
-    def __init__(self, ctx: Context, row: dict, index: Any, seconds: float, fingerprints: dict,
-                 source: str = "database") -> None:
-        self.ctx, self.target, self.row, self.index, self.load_seconds = ctx, ctx.target, row, index, seconds
-        self.view = IndexView.of(row)
-        self.fingerprints = fingerprints
-        self.source = source  # "database" or "snapshot"
-        self.catch_up: dict | None = None  # what loading from a snapshot re-read
-        cfg = ctx.config.master
-        self.snapshot_interval = float(cfg.snapshot_interval)
-        self.snapshot_changes = int(cfg.snapshot_changes)
-        # The JIT warm-up starts once the index holds this many vectors: a graph is built only past
-        # exact_threshold, so a small index (searched exactly) never pays ~45 s of compilation.
-        self.warm_at = float(cfg.warm_up_at) * int(cfg.exact_threshold)
-        self.changes = 0  # vectors upserted or removed since the last snapshot (under the fingerprints lock)
-        self.snapshot_due = source == "database"  # loaded the slow way: save one soon
-        self.snapshot_attempt = time.monotonic()
-        self.last_snapshot: dict | None = None
-        self.taken_at: float | None = None  # when the snapshot the index holds was taken (loaded or saved)
-        self.saving = threading.Lock()
-
-
 class Master:
-    """Holds the vector indexes of every collection that uses this cluster.
+    """Holds one shard of the vector indexes of every collection that uses this cluster.
 
     Parameters
     ----------
@@ -89,266 +73,220 @@ class Master:
         collection, run every ``reconcile.interval`` seconds for each watched
         collection (see :mod:`superduperdb.master.sweeper`). None: no sweeps.
     generation : int
-        Which master this is in the cluster's history (1, 2 ... after re-creations).
+        Which actor of its shard this is in the cluster's history (1, 2 ... after re-creations).
+    shard, shards : int
+        Which shard this actor serves, of how many (``master.shards``).
+    key : str, optional
+        This actor's identity (its Dask key), written into the leases it holds.
+    replaces : str, optional
+        The key of the lost actor this one replaces (its leases are taken at once).
+    lease_ttl : float
+        Seconds a lease stays valid without renewal (``master.lease_ttl``).
     """
 
-    def __init__(self, warm_up: bool = True, sweep: Any = None, generation: int = 1) -> None:
+    def __init__(self, warm_up: bool = True, sweep: Any = None, generation: int = 1, shard: int = 0,
+                 shards: int = 1, key: str | None = None, replaces: str | None = None,
+                 lease_ttl: float = 15.0) -> None:
         configure_numba_env()  # before anything imports numba (pynndescent is imported lazily)
         self.started_at = time.time()
         self.generation = generation
-        self._indexes: dict[str, _Loaded] = {}
+        self.shard, self.shards = int(shard), int(shards)
+        self.key = key or f"superduperdb-master-local-{shard}"
+        self._indexes: dict[str, LoadedIndex] = {}
+        self._jobs: dict[str, loading.LoadJob] = {}
         self._lock = threading.RLock()
-        self._fingerprints_lock = threading.Lock()
-        self._loading = 0
-        self._loads_done = threading.Condition()
+        self._gate = loading.Gate()
         self._warm_up = warm_up
         self._warm: threading.Thread | None = None
         dask_client = worker_dask_client()
+        self._builder: Any = None
+        self.worker = _worker_address()
         self._sweeper = Sweeper(sweep, dask_client) if sweep is not None else None
         self._snapshotter = snapshots.Snapshotter(
             self._due_snapshots, self._save_snapshot,
             gone=lambda: dask_client is not None and dask_client.status in ("closing", "closed"))
+        self._fence = Fence(self.shard, self.key, self.worker, lease_ttl, replaces=replaces,
+                            gone=lambda w: _worker_gone(dask_client, w),
+                            published=lambda: _is_published(dask_client, self.shard, self.key, replaces),
+                            on_lost=self._drop_collection, enabled=dask_client is not None)
         self._monitor = Monitor(self._targets, self.stats, self.reconciler, self.info, held=self._held_contexts)
         attach_to_worker(self._monitor)  # the report travels with the worker's heartbeats (see .monitor)
 
-    def _start_warm_up(self) -> None:
+    def _identity(self) -> dict:
+        return {"shard": self.shard, "shards": self.shards, "owner": self.key, "worker": self.worker}
+
+    def _drop_collection(self, ckey: str) -> None:
+        """Forget every index of collection ``ckey`` (its lease was lost: another actor owns the shard)."""
+        with self._lock:
+            for key in [k for k in self._indexes if k.startswith(ckey + "|")]:
+                del self._indexes[key]
+            for key in [k for k in self._jobs if k.startswith(ckey + "|")]:
+                del self._jobs[key]
+
+    # -- the JIT and the graph builds ---------------------------------------------------------
+    def _ensure_builder(self, ctx: Context) -> Any:
+        with self._lock:
+            if ctx.config.master.build_process and self._builder is None:
+                from ..index.builder import ProcessBuilder
+
+                self._builder = ProcessBuilder()  # one per actor: its builds, one at a time, off this process
+            return self._builder
+
+    def _start_warm_up(self, ctx: Context) -> None:
+        self._ensure_builder(ctx)
         with self._lock:
             if self._warm_up and self._warm is None:
                 self._warm = threading.Thread(target=self._warm_up_when_idle, name="superduperdb-jit-warm-up",
                                               daemon=True)
                 self._warm.start()
 
-    def _maybe_warm_up(self, loaded: _Loaded) -> None:
-        """Start the warm-up once ``loaded`` has grown to ``master.warm_up_at`` of the exact threshold."""
-        if self._warm_up and self._warm is None and len(loaded.index) >= loaded.warm_at:
-            self._start_warm_up()
+    def _maybe_warm_up(self, loaded: LoadedIndex) -> None:
+        """Start the warm-up once ``loaded`` has grown to ``master.warm_up_at`` of the exact threshold (a graph
+        is built only past it: a small index, searched exactly, never pays ~45 s of compilation)."""
+        cfg = loaded.ctx.config.master
+        if self._warm_up and self._warm is None and len(loaded.index) >= float(cfg.warm_up_at) * int(cfg.exact_threshold):
+            self._start_warm_up(loaded.ctx)
 
     def _warm_up_when_idle(self) -> None:
-        """Compile pynndescent's JIT, after the loads that created this master (see WARM_UP_GRACE)."""
+        """Compile pynndescent's JIT, after the loads that created this actor (see loading.GRACE)."""
         from ..index.env import warm_up
 
-        time.sleep(WARM_UP_GRACE)
-        with self._loads_done:
-            self._loads_done.wait_for(lambda: self._loading == 0)
-        warm_up()
+        self._gate.wait_idle()
+        warm_up(builder=self._builder)  # with a build process: it compiles the builds, this process the queries
 
-    def _attach_graph_when_idle(self, index: Any, name: str) -> None:
-        """Install a restored graph (unpickling it imports numba: seconds), after the loads that started
-        this master, so that its first answers (exact meanwhile) do not wait for it (see WARM_UP_GRACE)."""
-        time.sleep(WARM_UP_GRACE)
-        with self._loads_done:
-            self._loads_done.wait_for(lambda: self._loading == 0)
-        start = time.perf_counter()
-        try:
-            attached = index.attach_pending_graph()
-        except Exception:  # noqa: BLE001 - the index answers exactly, and rebuilds as it grows
-            logger.exception("cannot attach the restored graph of index %r", name)
-            return
-        logger.info("restored graph of index %r %s in %.2f s", name, "attached" if attached else "dropped",
-                    time.perf_counter() - start)
+    def _new_index(self, ctx: Context, row: dict) -> Any:
+        from ..index import VectorIndex
 
-    # -- loading ----------------------------------------------------------------------
-    def _read(self, ctx: Context, row: dict, query: dict) -> tuple[list, list, list]:
-        """``(ids, vectors, fingerprints)`` of the documents matching ``query`` that have an indexed output."""
-        view = IndexView.of(row)
-        path, fp_path = view.path, view.fingerprint_path
-        ids, vectors, fps = [], [], []
-        cursor = ctx.collection.find({"$and": [query, view.has_output]}, {path: 1, fp_path: 1})
-        for doc in cursor.batch_size(LOAD_CHUNK):
-            value = get_path(doc, path)
-            ids.append(doc["_id"])
-            fp = get_path(doc, fp_path)
-            fps.append(None if fp is MISSING else fp)  # no fingerprint: always re-read
-            vector = _npy_vector(value)
-            vectors.append(vector if vector is not None else _as_vector(ctx.types.decode(value)))
-        return ids, vectors, fps
+        cfg = ctx.config.master
+        builder = self._ensure_builder(ctx)
+        return VectorIndex(measure=load_measure(ctx.metadata, ctx.artifacts, row["measure"]),  # a custom one: its callable
+                           exact_threshold=cfg.exact_threshold, exact_cost=cfg.exact_cost, epsilon=cfg.epsilon,
+                           builder=builder if cfg.build_process else None)
 
-    def _get(self, target: Target, row: dict, use_snapshot: bool = True) -> _Loaded:
-        key = index_key(target, row)
+    # -- loading ----------------------------------------------------------------------------
+    def _get(self, target: Target, row: dict, layout: tuple | None = None, use_snapshot: bool = True,
+             wait: float = LOAD_WAIT) -> LoadedIndex:
+        """Index ``row`` (this shard's part, for ``layout``), loaded in a background thread unless it is (again
+        if it was loaded with another partition table), waited for at most ``wait`` seconds (then
+        :class:`~superduperdb.errors.IndexLoadingError` says how far it got: the actor's thread stays free)."""
+        key, ckey = index_key(target, row), target.key
+        self._fence.check(ckey)
+        version = layout[0] if layout is not None else None
         with self._lock:
             loaded = self._indexes.get(key)
-            if loaded is None:
-                loaded = self._load(target, row, use_snapshot)
-                self._indexes[key] = loaded
-                self._snapshotter.start()
-                self._maybe_warm_up(loaded)
-            return loaded
+            if loaded is not None and layout is not None and loaded.version != version:
+                logger.info("partition table of %s changed (version %s -> %s): reloading index %r (shard %d)",
+                            target.collection, loaded.version, version, row["name"], self.shard)
+                del self._indexes[key]
+                loaded = None
+            if loaded is not None:
+                return loaded
+            job = self._jobs.get(key)
+            if job is None or job.version != version:
+                job = self._jobs[key] = loading.LoadJob(row["name"], self.shard)
+                job.version = version
+                threading.Thread(target=self._run_load, args=(key, job, target, row, layout, use_snapshot),
+                                 daemon=True, name="superduperdb-index-load").start()
+        return job.wait(wait)
 
-    def _load(self, target: Target, row: dict, use_snapshot: bool = True) -> _Loaded:
-        from ..index import VectorIndex
+    def _run_load(self, key: str, job: loading.LoadJob, target: Target, row: dict, layout: tuple | None,
+                  use_snapshot: bool) -> None:
+        def load(progress: dict) -> LoadedIndex:
+            ctx = Context(target)
+            progress["phase"] = "lease"
+            epoch = self._fence.epoch(target.key, shards_table(ctx.db, target.collection))
+            self._ensure_builder(ctx)
+            return loading.load(ctx, row, lambda: self._new_index(ctx, row), progress, self._gate,
+                                shard=self._identity(), layout=layout, epoch=epoch, use_snapshot=use_snapshot)
 
-        start = time.perf_counter()
-        ctx = Context(target)
-        cfg = ctx.config.master
-        with self._loads_done:
-            self._loading += 1
-        try:
-            if use_snapshot and cfg.snapshot_interval > 0:
-                loaded = self._load_snapshot(ctx, row)
-                if loaded is not None:
-                    loaded.load_seconds = time.perf_counter() - start
-                    return loaded
-            index = VectorIndex(measure=load_measure(ctx.metadata, ctx.artifacts, row["measure"]),  # a custom one: its callable
-                                exact_threshold=cfg.exact_threshold, epsilon=cfg.epsilon)
-            ids, vectors, fps = self._read(ctx, row, {})
-            if ids:
-                index.add(ids, vectors)
-        finally:
-            with self._loads_done:
-                self._loading -= 1
-                self._loads_done.notify_all()
-        seconds = time.perf_counter() - start
-        logger.info("loaded index %r of %s.%s: %d vectors in %.2f s", row["name"], target.database,
-                    target.collection, len(ids), seconds)
-        return _Loaded(ctx, row, index, seconds, dict(zip(ids, fps)))
-
-    def _load_snapshot(self, ctx: Context, row: dict) -> _Loaded | None:
-        """The index from its latest snapshot, caught up with the documents (None: no usable snapshot)."""
-        from ..errors import SemanticIndexError
-        from ..index import VectorIndex
-
-        start = time.perf_counter()
-        payload = snapshots.load(ctx.artifacts, row)
-        if payload is None:
-            return None
-        cfg = ctx.config.master
-        index = VectorIndex(measure=load_measure(ctx.metadata, ctx.artifacts, row["measure"]),  # a custom one: its callable
-                                exact_threshold=cfg.exact_threshold, epsilon=cfg.epsilon)
-        try:
-            index.restore_state(payload["state"])
-        except SemanticIndexError as exc:
-            logger.warning("cannot restore the snapshot of index %r: %s; loading from the documents", row["name"], exc)
-            return None
-        if index.has_pending_graph:
-            threading.Thread(target=self._attach_graph_when_idle, args=(index, row["name"]),
-                             name="superduperdb-attach-graph", daemon=True).start()
-        restored = time.perf_counter() - start
-        loaded = _Loaded(ctx, row, index, restored, payload["fingerprints"], source="snapshot")
-        loaded.taken_at = payload["taken_at"]
-        ids, fps = self._read_fingerprints(ctx, row)
-        changed = self._sync(loaded, ids, fps, None)
-        loaded.catch_up = {"upserted": changed["upserted"], "removed": changed["removed"],
-                           "snapshot_age_s": time.time() - payload["taken_at"], "restore_s": restored,
-                           "seconds": time.perf_counter() - start - restored}
-        loaded.changes = changed["upserted"] + changed["removed"]
-        logger.info("loaded index %r from its snapshot (%d vectors, %.0f s old) in %.2f s; caught up: %s",
-                    row["name"], len(index), loaded.catch_up["snapshot_age_s"], time.perf_counter() - start,
-                    loaded.catch_up)
-        return loaded
-
-    def _read_fingerprints(self, ctx: Context, row: dict) -> tuple[list, list]:
-        """``(ids, fingerprints)`` of every document with an indexed output (no vectors read)."""
-        view = IndexView.of(row)
-        fp_path = view.fingerprint_path
-        ids, fps = [], []
-        for doc in ctx.collection.find(view.has_output, {fp_path: 1}).batch_size(LOAD_CHUNK):
-            ids.append(doc["_id"])
-            fp = get_path(doc, fp_path)
-            fps.append(None if fp is MISSING else fp)
-        return ids, fps
+        job.run(load)
+        with self._lock:
+            if self._jobs.get(key) is job:
+                del self._jobs[key]
+                if job.result is not None:
+                    self._indexes[key] = job.result
+        if job.result is not None:
+            self._snapshotter.start()
+            self._maybe_warm_up(job.result)
 
     # -- snapshots --------------------------------------------------------------------------
     def _due_snapshots(self) -> list[str]:
-        now = time.monotonic()
         with self._lock:
             items = list(self._indexes.items())
-        due = []
-        for key, loaded in items:
-            if loaded.snapshot_interval <= 0 or loaded.saving.locked():
-                continue
-            since = now - loaded.snapshot_attempt
-            if since < snapshots.MIN_GAP or not (loaded.changes > 0 or loaded.snapshot_due):
-                continue
-            if loaded.snapshot_due or since >= loaded.snapshot_interval or loaded.changes >= loaded.snapshot_changes:
-                due.append(key)
-        return due
+        return saving.due(items)
 
     def _save_snapshot(self, key: str) -> dict | None:
         with self._lock:
             loaded = self._indexes.get(key)
         if loaded is None:
             return None
-        with loaded.saving:
-            loaded.snapshot_attempt = time.monotonic()
-            start = time.perf_counter()
-            with self._fingerprints_lock:  # the fingerprints first: see snapshots.dumps
-                fingerprints, changes = dict(loaded.fingerprints), loaded.changes
-            data = snapshots.dumps(loaded.index, fingerprints, loaded.row)
-            size = len(loaded.index)
-            snapshots.save(loaded.ctx.artifacts, loaded.row, data, size=size)
-            with self._fingerprints_lock:
-                loaded.changes -= changes
-            loaded.snapshot_due = False
-            loaded.taken_at = time.time()
-            loaded.last_snapshot = {"at": time.time(), "vectors": size, "bytes": len(data),
-                                    "seconds": time.perf_counter() - start}
-            logger.info("saved a snapshot of index %r: %d vectors, %.1f MB in %.2f s", loaded.row["name"], size,
-                        len(data) / 1e6, loaded.last_snapshot["seconds"])
-            return loaded.last_snapshot
+        if not self._fence.confirm(loaded.target.key):
+            return None  # another actor owns the shard now: its snapshots, not ours
+        return saving.save(loaded)
 
-    # -- the actor's methods --------------------------------------------------------------
+    # -- the actor's methods ------------------------------------------------------------------
     def ping(self) -> float:
         return self.started_at
 
     def info(self) -> dict:
-        """``started_at`` and ``generation`` of this master."""
-        return {"started_at": self.started_at, "generation": self.generation}
+        """``started_at``, ``generation``, ``shard``, ``shards``, ``key``, ``worker``, ``leases`` and ``retired``."""
+        return {"started_at": self.started_at, "generation": self.generation, "shard": self.shard,
+                "shards": self.shards, "key": self.key, "worker": self.worker, "leases": self._fence.held(),
+                "retired": self._fence.retired}
 
-    def ensure(self, target: Target, row: dict) -> dict:
+    def retire(self) -> bool:
+        """Stop serving: leases given up, indexes dropped, every later call refused (a replaced shard actor)."""
+        self._fence.retire()
+        with self._lock:
+            self._indexes.clear()
+            self._jobs.clear()
+        self._snapshotter.close()
+        return True
+
+    def ensure(self, target: Target, row: dict, layout: tuple | None = None) -> dict:
         """Load the index (from its snapshot, else from MongoDB) unless loaded; return its stats."""
-        return self._stats(self._get(target, row))
+        return self._stats(self._get(target, row, layout))
 
-    def refresh(self, target: Target, row: dict, ids: list) -> dict:
-        """Re-read ``ids``: upsert those with outputs, remove the others."""
-        return self._refresh(self._get(target, row), ids)
+    def refresh(self, target: Target, row: dict, ids: list, layout: tuple | None = None) -> dict:
+        """Re-read ``ids`` (those this shard owns): upsert those with outputs, remove the others."""
+        loaded = self._get(target, row, layout)
+        changed = loaded.refresh(ids)
+        self._maybe_warm_up(loaded)
+        return changed
 
-    def _refresh(self, loaded: _Loaded, ids: list) -> dict:
-        found, vectors, fps = self._read(loaded.ctx, loaded.row, {"_id": {"$in": list(ids)}})
-        if found:
-            loaded.index.add(found, vectors)
-            self._maybe_warm_up(loaded)
-        present = set(found)
-        gone = [i for i in ids if i not in present]
-        removed = loaded.index.remove(gone) if gone else 0
-        with self._fingerprints_lock:
-            loaded.fingerprints.update(zip(found, fps))
-            for i in gone:
-                loaded.fingerprints.pop(i, None)
-            loaded.changes += len(found) + removed
-        return {"upserted": len(found), "removed": removed}
-
-    def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None) -> dict:
+    def sync(self, target: Target, row: dict, ids: list, fingerprints: list, within: list | None = None,
+             partitions: list | None = None, layout: tuple | None = None) -> dict:
         """Make the index hold exactly ``ids`` with these output fingerprints (MongoDB's present state).
 
         Vectors whose fingerprint differs (or is unknown) are re-read; ids the
         index holds but ``ids`` lacks are removed (only among ``within``, when
-        the caller looked at those documents only). Returns the counts and the
-        ids that changed.
+        the caller looked at those documents only, or among the ids of
+        ``partitions``, when it looked at those partitions only). Only the ids
+        this shard owns are looked at. Returns the counts and the ids that changed.
         """
-        return self._sync(self._get(target, row), ids, fingerprints, within)
+        loaded = self._get(target, row, layout)
+        changed = loaded.sync(ids, fingerprints, within, partitions)
+        self._maybe_warm_up(loaded)
+        return changed
 
-    def _sync(self, loaded: _Loaded, ids: list, fingerprints: list, within: list | None) -> dict:
-        wanted = dict(zip(ids, fingerprints))
-        with self._fingerprints_lock:
-            held = loaded.fingerprints
-            stale = [i for i, fp in wanted.items() if i not in held or held[i] != fp or fp is None]
-            scope = held.keys() if within is None else (set(within) & held.keys())
-            gone = [i for i in scope if i not in wanted]
-        changed = self._refresh(loaded, stale + gone) if stale or gone else {"upserted": 0, "removed": 0}
-        return {**changed, "changed": stale + gone}
+    def verify(self, target: Target, row: dict, limit: int | None = None, layout: tuple | None = None) -> dict:
+        """Check the index's vectors (``limit``: that many, in turn) against their checksums and repair those
+        that rotted (see :meth:`LoadedIndex.verify`)."""
+        return self._get(target, row, layout).verify(limit)
 
-    def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None) -> tuple[list, list]:
+    def search(self, target: Target, row: dict, vector: Any, n: int, candidates: list | None = None,
+               layout: tuple | None = None) -> tuple[list, list]:
         """The ``n`` nearest ids (restricted to ``candidates`` if given) and their scores."""
-        loaded = self._get(target, row)
+        loaded = self._get(target, row, layout)
         plan, start = plan_of(loaded.index, candidates), time.perf_counter()
         ids, scores = loaded.index.search(vector, n, candidates=candidates)
         self._monitor.query(target, row["name"], plan, time.perf_counter() - start)
         return ids, [float(s) for s in scores]
 
     def search_many(self, target: Target, row: dict, vectors: list, n: int,
-                    candidates: list | None = None) -> list[tuple[list, list]]:
+                    candidates: list | None = None, layout: tuple | None = None) -> list[tuple[list, list]]:
         """:meth:`search` for each of ``vectors`` (one call for the batch); ``(ids, scores)`` each."""
-        loaded = self._get(target, row)
+        loaded = self._get(target, row, layout)
         if not len(vectors):
             return []
         plan, start = plan_of(loaded.index, candidates), time.perf_counter()
@@ -356,25 +294,85 @@ class Master:
         self._monitor.query(target, row["name"], plan, time.perf_counter() - start, len(vectors))
         return [(ids, [float(s) for s in scores]) for ids, scores in found]
 
-    def vector_of(self, target: Target, row: dict, id: Any) -> Any:
-        """The stored vector of document ``id`` (None if it has none)."""
-        loaded = self._get(target, row)
-        return loaded.index.get(id)
+    def query(self, target: Target, row: dict, vectors: list, n: int, candidates: list | None = None,
+              layout: tuple | None = None, wait: float = LOAD_WAIT, filter: dict | None = None) -> dict:
+        """This shard's answer to a fanned-out query: its top ``n`` of each vector, and how it got them.
 
-    def vectors_of(self, target: Target, row: dict, ids: list) -> list:
+        Returns ``{"results": [(ids, scores), ...], "shard", "epoch", "worker", "size", "plan",
+        "candidates", "ms", "as_of", "source"}``: the fields of ``explain()``'s per-shard entry (``plan`` is
+        ``'exact'`` or ``'graph'``, ``candidates`` the vectors scored, ``ms`` the time taken here, ``as_of``
+        where the shard's catch-up started from and how far behind that was, ``source`` what it loaded from).
+        ``wait``: seconds to wait for the index if it is loading (then ``IndexLoadingError``).
+        ``filter``: a filter on the index's filter fields (:func:`~superduperdb.master.filters.answerable`),
+        evaluated here over the documents this shard holds instead of ``candidates`` (``matched`` says how
+        many matched, ``filter_ms`` how long that took). The planner's fields: ``retries``, ``fetch`` (the
+        largest graph over-fetch) and ``selectivity`` (the matching share of this shard).
+        """
+        start = time.perf_counter()
+        loaded = self._get(target, row, layout, wait=wait)
+        filter_ms = None
+        if filter is not None:
+            if loaded.filter is None or not answerable(filter, loaded.filter.fields):
+                raise SemanticIndexError(
+                    f"Index {row['name']!r} cannot answer the filter {filter!r} from its filter fields "
+                    f"{row.get('filter_fields') or []}: search with the filter's ids instead.", index=row["name"])
+            candidates = loaded.filter.match(filter)
+            filter_ms = (time.perf_counter() - start) * 1000
+        info: dict = {"plan": "exact", "candidates": 0}
+        searched = time.perf_counter()
+        found = loaded.index.search_batch(vectors, n, candidates=candidates, info=info) if len(vectors) else []
+        if len(vectors):  # the metrics' plan label: what the planner did (graph, whatever its retries)
+            plan = ("filtered-" if candidates is not None else "") + \
+                ("graph" if info["plan"].startswith("graph") else "exact")
+            self._monitor.query(target, row["name"], plan, time.perf_counter() - searched, len(vectors))
+        return {"results": [(ids, [float(s) for s in scores]) for ids, scores in found], "shard": self.shard,
+                "epoch": loaded.epoch, "worker": self.worker, "size": len(loaded.index), "plan": info["plan"],
+                "candidates": info["candidates"], "retries": info.get("retries", 0), "fetch": info.get("fetch", 0),
+                "selectivity": info.get("selectivity"), "matched": None if candidates is None else len(candidates),
+                "filter_ms": filter_ms, "ms": (time.perf_counter() - start) * 1000,
+                "as_of": (loaded.catch_up or {}).get("as_of"), "source": loaded.source}
+
+    def vector_of(self, target: Target, row: dict, id: Any, layout: tuple | None = None) -> Any:
+        """The stored vector of document ``id`` (None if it has none)."""
+        return self._get(target, row, layout).index.get(id)
+
+    def vectors_of(self, target: Target, row: dict, ids: list, layout: tuple | None = None) -> list:
         """The stored vector of each of ``ids`` (None where it has none)."""
-        index = self._get(target, row).index
+        index = self._get(target, row, layout).index
         return [index.get(i) for i in ids]
 
-    def snapshot(self, target: Target, row: dict) -> dict:
-        """Save a snapshot of the index now (loading it first if needed); return what was written."""
-        loaded = self._get(target, row)
-        self._save_snapshot(index_key(target, row))
-        return dict(loaded.last_snapshot or {})
+    def indexed_ids(self, target: Target, row: dict, layout: tuple | None = None) -> list:
+        """Every id this shard holds in index ``row``."""
+        return self._get(target, row, layout).index.ids()
 
-    def neighbours(self, target: Target, row: dict, ids: list | None, n: int) -> dict:
-        """``{id: [the n nearest other ids]}`` for ``ids`` (None: every indexed id)."""
-        index = self._get(target, row).index
+    def snapshot(self, target: Target, row: dict, layout: tuple | None = None, after: int | None = None) -> dict:
+        """Save a snapshot of the index that includes every write made before the first call (``after``: the
+        collection's position then, which that call returns); what was written, or ``{"pending": True, "after"}``
+        until that position is safe (``master.position_lag`` seconds after it was read: the writes in flight
+        then have landed, see :mod:`superduperdb.store.positions`). The caller asks again with ``after``; the
+        actor's thread never sleeps here.
+        """
+        loaded = self._get(target, row, layout)
+        if after is None:
+            now = Positions(loaded.ctx.collection).current()
+            loaded.safe.observe(now)
+            after = now.seq
+        asked = loaded.wanted.setdefault(after, time.monotonic())
+        last = loaded.last_snapshot or {}
+        if last.get("position") is not None and last["position"] >= after:
+            loaded.wanted.pop(after, None)
+            return dict(last)
+        if time.monotonic() - asked >= loaded.safe.lag:
+            saved = self._save_snapshot(index_key(target, row)) or {}
+            if saved.get("position") is not None and saved["position"] >= after:
+                loaded.wanted.pop(after, None)
+                return dict(saved)
+        return {"pending": True, "after": after, "shard": self.shard,
+                "retry_in": max(0.05, loaded.safe.lag - (time.monotonic() - asked))}
+
+    def neighbours(self, target: Target, row: dict, ids: list | None, n: int, layout: tuple | None = None) -> dict:
+        """``{id: [the n nearest other ids]}`` for ``ids`` (None: every indexed id), within this shard."""
+        index = self._get(target, row, layout).index
         ids = index.ids() if ids is None else [i for i in ids if i in index]
         out = {}
         for _id in ids:
@@ -382,10 +380,10 @@ class Master:
             out[_id] = [i for i in found if i != _id][:n]
         return out
 
-    def reload(self, target: Target, row: dict) -> dict:
+    def reload(self, target: Target, row: dict, layout: tuple | None = None) -> dict:
         """Drop the index and load it again from MongoDB (not from a snapshot); return its stats."""
         self.drop(target, row)
-        return self._stats(self._get(target, row, use_snapshot=False))
+        return self._stats(self._get(target, row, layout, use_snapshot=False))
 
     def watch(self, target: Target) -> None:
         """Sweep this collection every ``reconcile.interval`` seconds of its config (see :mod:`.sweeper`)."""
@@ -414,16 +412,19 @@ class Master:
             return {loaded.target.key: loaded.ctx for loaded in self._indexes.values()}
 
     def drop(self, target: Target, row: dict, forget: bool = False) -> bool:
-        """Forget the index in memory (``forget``: its snapshots too). Whether it was loaded."""
+        """Forget the index in memory (``forget``: its snapshots too, every shard's). Whether it was loaded."""
+        key = index_key(target, row)
         with self._lock:
-            loaded = self._indexes.pop(index_key(target, row), None)
+            loaded = self._indexes.pop(key, None)
+            self._jobs.pop(key, None)
         if forget:
             snapshots.delete((loaded.ctx if loaded is not None else Context(target)).artifacts, row)
         return loaded is not None
 
-    def rebuild(self, target: Target, row: dict, wait: bool = True, timeout: float = 600.0) -> dict:
+    def rebuild(self, target: Target, row: dict, wait: bool = True, timeout: float = 600.0,
+                layout: tuple | None = None) -> dict:
         """Build the graph now (``wait``: until it is swapped in)."""
-        loaded = self._get(target, row)
+        loaded = self._get(target, row, layout)
         loaded.index.rebuild(wait=wait, timeout=timeout)
         return self._stats(loaded)
 
@@ -431,19 +432,11 @@ class Master:
         with self._lock:
             return [self._stats(loaded) for loaded in self._indexes.values()]
 
-    def _stats(self, loaded: _Loaded) -> dict:
-        t = loaded.target
-        # Stats are returned by index jobs, whose records store them: the URI is shown redacted.
-        return {"index": loaded.row["name"], "collection": f"{t.database}.{t.collection}", "uri": redact(t.uri),
-                "load_seconds": loaded.load_seconds, "source": loaded.source, "catch_up": loaded.catch_up,
-                "snapshot": loaded.last_snapshot, "changes_since_snapshot": loaded.changes,
-                "snapshot_taken_at": loaded.taken_at,
-                "graph_enabled": loaded.index.graph_enabled,
-                "warm": self._warm is None or not self._warm.is_alive(), "jit": self._jit_state(),
-                **loaded.index.stats()}
+    def _stats(self, loaded: LoadedIndex) -> dict:
+        return {**loaded.stats(warm=self._warm is None or not self._warm.is_alive()), "jit": self._jit_state()}
 
     def _jit_state(self) -> str:
-        """pynndescent's JIT in this master: ``'not needed yet'`` (no index near the exact threshold),
+        """pynndescent's JIT in this actor: ``'not needed yet'`` (no index near the exact threshold),
         ``'compiling'`` (the warm-up runs), ``'compiled'``, or ``'off'`` (``master.warm_up: false``)."""
         if not self._warm_up:
             return "off"
@@ -452,30 +445,41 @@ class Master:
         return "compiling" if self._warm.is_alive() else "compiled"
 
 
-def _npy_vector(value: Any) -> Any:
-    """A stored 1-D ``array``/``tensor`` value as a float32 vector, or None (use the type registry)."""
-    content = value.get("_content") if isinstance(value, dict) and len(value) == 1 else None
-    if not isinstance(content, dict) or content.get("type") not in ("array", "tensor"):
-        return None
-    data = content.get("bytes")
-    if not isinstance(data, bytes) or npy.header_length(data) is None:
-        return None
+def _worker_address() -> str | None:
+    """The address of the Dask worker this runs on (None: not on a worker)."""
     try:
-        array = npy.loads(data, writable=False)
-    except ValueError:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
         return None
-    if array.ndim != 1 or array.dtype.hasobject or array.dtype.fields is not None:
+
+
+def _worker_gone(dask_client: Any, worker: str | None) -> bool:
+    """Whether ``worker`` (a lease holder's address) has left the cluster."""
+    if dask_client is None or worker is None:
+        return False
+    try:
+        return worker not in dask_client.scheduler_info(n_workers=-1)["workers"]
+    except Exception:  # noqa: BLE001 - cannot tell: not gone
+        return False
+
+
+def _is_published(dask_client: Any, shard: int, key: str, replaces: str | None = None) -> bool | None:
+    """Whether the actor with ``key`` is the one published for ``shard`` (None: cannot tell: none published, or
+    the one it ``replaces`` still is, as while a moved shard loads before it is published)."""
+    if dask_client is None:
+        return True
+    from .fencing import names
+
+    try:
+        future = dask_client.get_dataset(names(shard).future)
+    except KeyError:
         return None
-    return array.astype("float32")
-
-
-def _as_vector(value: Any) -> Any:
-    import numpy as np
-
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    vector = np.asarray(value, dtype=np.float32)
-    if vector.ndim != 1:
-        raise SemanticIndexError(f"Indexed outputs must be 1-D vectors, got shape {vector.shape}.")
-    return vector
-
+    except Exception:  # noqa: BLE001 - the scheduler away: cannot tell
+        return True
+    if inspect.isawaitable(future):  # a client switched to asynchronous use (its worker closing): cannot tell
+        getattr(future, "close", lambda: None)()
+        return True
+    published = getattr(future, "key", None)
+    return None if replaces is not None and published == replaces else published == key

@@ -2,9 +2,11 @@
 
 A semantic-index row in ``<coll>._semantic_indexes``::
 
-    {name, uid, models: [...], keys: [...], measure, watcher}
+    {name, uid, models: [...], keys: [...], measure, watcher, filter_fields: [...]}
 
 ``measure`` is a built-in name or a measure registered with ``create_measure``.
+``filter_fields``: scalar fields each shard keeps beside the vectors, so that
+filters on them are answered in the master (:mod:`superduperdb.master.filters`).
 
 The first model/key's outputs are indexed (by the master); the other
 models encode ``like`` documents from other keys (e.g. a text encoder
@@ -16,7 +18,7 @@ querying an image index). A neighbourhood row in ``<coll>._neighbourhoods``::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 
@@ -91,6 +93,25 @@ class IndexService:
             self.ensure_model(model)
         return models, keys
 
+    @staticmethod
+    def check_filter_fields(filter_fields: Any) -> list[str]:
+        """``filter_fields`` as a list of field names, checked (nothing is changed)."""
+        if filter_fields is None:
+            return []
+        if isinstance(filter_fields, str) or not isinstance(filter_fields, (list, tuple)):
+            raise SemanticIndexError(f"filter_fields must be a list of field names such as ['lang', 'year'], not "
+                                     f"{filter_fields!r}.", argument="filter_fields")
+        fields = list(filter_fields)
+        for f in fields:
+            if not isinstance(f, str) or not f or f.startswith(("$", "_")) or "" in f.split("."):
+                raise SemanticIndexError(
+                    f"filter_fields must hold field names (dotted for nested fields) that start with neither '$' "
+                    f"nor '_', not {f!r} (filters on _id are answered in the index anyway).",
+                    argument="filter_fields")
+        if len(set(fields)) != len(fields):
+            raise SemanticIndexError(f"filter_fields names a field twice: {fields}.", argument="filter_fields")
+        return fields
+
     def check_keys_present(self, keys: list[str]) -> None:
         """Refuse keys that no document has, when there are documents (a typo would give an empty
         index whose queries return nothing); an empty collection may get its documents later."""
@@ -108,10 +129,11 @@ class IndexService:
                              where="to index", plural="fields found in the documents"),
                 key=key, valid=fields)
 
-    def create(self, name: str, models: list[str], keys: list[str], measure: str, after: JobGroup) -> JobGroup:
+    def create(self, name: str, models: list[str], keys: list[str], measure: str, after: JobGroup,
+               filter_fields: list[str] | None = None) -> JobGroup:
         """Register the index (validated by :meth:`check_new`); it loads after the ``after`` jobs."""
         row = {"name": name, "uid": str(ObjectId()), "models": models, "keys": keys, "measure": measure,
-               "watcher": watcher_name(models[0], keys[0])}
+               "watcher": watcher_name(models[0], keys[0]), "filter_fields": list(filter_fields or [])}
         self.metadata.insert("semantic_indexes", row)
         meta = self.metadata.table("meta")
         setting = meta.find_one({"name": DEFAULT_KEY})

@@ -29,7 +29,7 @@ from ..store.models import load_model
 from ..types.registry import drop_unreferenced
 
 if TYPE_CHECKING:
-    from ..jobs.handles import Job
+    from ..jobs.handles import Job, JobGroup
     from ..jobs.service import JobService
     from .indexes import IndexService
     from .scope import Scope
@@ -246,13 +246,17 @@ class ModelService:
         self.metadata.delete("models", name)
 
     def apply_batch(self, name: str, key: Any, filter: Any, write: bool, wait: bool, timeout: float | None,
-                    progress: bool | None, registered_only: bool = False) -> Job | tuple[list, list]:
-        """``apply_model(name, filter=..., key=..., write=...)``: an ``apply`` job on the cluster.
+                    progress: bool | None, registered_only: bool = False) -> Job | JobGroup | tuple[list, list]:
+        """``apply_model(name, filter=..., key=..., write=...)``: ``apply`` jobs on the cluster, one per
+        ``_id`` range (:meth:`partitions`: one per worker, each at least ``jobs.chunk_size`` documents).
 
-        ``write=True``: the job (waited for if ``wait``). ``write=False``: waits, and
-        returns ``(ids, decoded outputs)`` read from the job's parts (then deleted).
+        ``write=True``: the job, or the :class:`JobGroup` of the partitions' jobs when split (waited for
+        if ``wait``). ``write=False``: waits, and returns ``(ids, decoded outputs)`` read from the jobs'
+        parts (then deleted), in partition order.
         """
         from bson import ObjectId
+
+        from ..jobs.handles import JobGroup
 
         if key is None:
             raise QueryError("apply_model on the collection needs key= (the field to apply the model to), e.g. "
@@ -261,26 +265,48 @@ class ModelService:
             raise QueryError(f"key must be a field name such as 'text', not {key!r}.", argument="key")
         model_row = self.row(name, registered_only)  # NotRegisteredError here, not on a worker
         query = self.scope.query(filter)
-        params = {"model": name, "key": key, "filter": query, "write": bool(write),
-                  "chunk_size": self.scope.config.jobs.chunk_size}
-        job = self.jobs.submit("apply", params, record={"model": name, "field": key, "write": bool(write)},
-                               resources=model_row.get("resources"))  # a model on a GPU: a GPU worker
+        chunk_size = self.scope.config.jobs.chunk_size
+        queries = self.partitions(query, chunk_size)
+        group = JobGroup([self.jobs.submit("apply", {"model": name, "key": key, "filter": q, "write": bool(write),
+                                                     "chunk_size": chunk_size},
+                                           record={"model": name, "field": key, "write": bool(write),
+                                                   "partition": k, "partitions": len(queries)},
+                                           resources=model_row.get("resources"))  # a model on a GPU: a GPU worker
+                          for k, q in enumerate(queries)])
+        job = group[0] if len(group) == 1 else group
         if write:
             if wait:
                 job.wait(timeout, progress=progress)
             return job
         table = self.scope.table("_applied")
+        job_ids = [ObjectId(j.id) for j in group]
         try:
             job.wait(timeout, progress=progress)
-            parts = list(table.find({"job": ObjectId(job.id)}).sort([("n", 1), ("part", 1)]))
+            parts = sorted(table.find({"job": {"$in": job_ids}}),
+                           key=lambda p: (job_ids.index(p["job"]), p["n"], p["part"]))
         except BaseException:
-            if not job.done():
-                job.cancel()
+            for j in group:
+                if not j.done():
+                    j.cancel()
             raise
         finally:
-            table.delete_many({"job": ObjectId(job.id)})
+            table.delete_many({"job": {"$in": job_ids}})
         ids = [i for p in parts for i in p["ids"]]
         return ids, [v for p in parts for v in self.scope.types.decode(p["outputs"])]
+
+    def partitions(self, query: dict, chunk_size: int) -> list[dict]:
+        """``query`` split into ``_id`` ranges, one per worker, each at least ``chunk_size`` documents
+        (as ``to_dask`` reads): the partitions of a batch ``apply_model``, run at once on several workers."""
+        from ..store.frames import partition_queries
+
+        cluster = self.scope.cluster
+        if cluster.inline:
+            return [query]
+        total = self.scope.raw.count_documents(query)
+        parts = max(1, min(len(cluster.workers()), -(-total // max(chunk_size, 1))))
+        if parts == 1:
+            return [query]
+        return partition_queries(self.scope.raw, query, -(-total // parts))
 
     def row(self, name: str, registered_only: bool = False) -> dict:
         """The row of model ``name``: :meth:`ensure` (``'parent.attr'`` registered on first use), or with

@@ -66,15 +66,18 @@ class RegistrationService:
             jobs += options.register_index(self.indexes, name, key, index, measure, hoods, after=jobs)
         return jobs
 
-    def create_semantic_index(self, name: str, models: list[str], keys: list[str], measure: str = "cosine") -> JobGroup:
+    def create_semantic_index(self, name: str, models: list[str], keys: list[str], measure: str = "cosine",
+                              filter_fields: list[str] | None = None) -> JobGroup:
         """``Collection.create_semantic_index``: the index, after the watcher it needs (made if missing)."""
         models, keys = self.indexes.check_new(name, models, keys, measure)
+        filter_fields = self.indexes.check_filter_fields(filter_fields)
         watcher = None
         if not self.indexes.metadata.exists("watchers", f"{models[0]}/{keys[0]}"):
             watcher = self.watchers.check_new(models[0], keys[0])  # checked before anything is stored
         backfill = self.watchers.register(watcher) if watcher is not None else self.watchers.ensure(models[0], keys[0])
         try:
-            return backfill + self.indexes.create(name, models, keys, measure, after=backfill)
+            return backfill + self.indexes.create(name, models, keys, measure, after=backfill,
+                                                  filter_fields=filter_fields)
         except BaseException:  # all of it, or none: the watcher made for this index goes too
             if watcher is not None:
                 backfill.cancel()

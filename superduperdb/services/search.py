@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from bson.binary import Binary
 
 from ..config.secrets import redact_url
 from ..errors import DecodingError, SemanticIndexError
+from ..master.filters import answerable
 from ..store.downloads import download_settings
 from ..store.downloads import fetch as fetch_url
 from ..store.layout import CONTENT, LIKE
@@ -130,24 +132,51 @@ class SearchService:
         return value
 
     def find_like(self, filter: dict, like: Mapping, *, projection: Any, n: int, semantic_index: str | None,
-                  similar_first: bool) -> tuple[list[dict], str]:
-        """The raw documents most similar to ``like`` (each with ``_score``), best first, and the index's name."""
+                  similar_first: bool, allow_partial: bool = False,
+                  explain: dict | None = None) -> tuple[list[dict], str]:
+        """The raw documents most similar to ``like`` (each with ``_score``), best first, and the index's name.
+
+        ``explain`` (a dict) is filled as :meth:`Cursor.explain` shows it: the index, the filter's
+        candidates and, per shard, how it answered (see :mod:`superduperdb.master.fanout`).
+        """
+        start = time.perf_counter()
         _check_n(n)
         if isinstance(like, list):
             raise SemanticIndexError("like= takes one document; for several, use "
                                      "collection.search_many([{...}, {...}], n=...).")
         row = self.index_row(semantic_index)
         vector = self.query_vector(row, like)
+        found, name = self._search(row, [vector], filter, projection, n, similar_first, allow_partial, explain, start)
+        return found[0], name
+
+    def _search(self, row: dict, vectors: list, filter: dict, projection: Any, n: int, similar_first: bool,
+                allow_partial: bool, explain: dict | None, start: float) -> tuple[list[list[dict]], str]:
+        """The documents of each of ``vectors``: the filter resolved (in the index, or as ids from the store), the
+        shards asked, the documents read; ``explain`` filled with the plan and where the time went."""
+        timer = _Timer(start)
         encoded = self.scope.types.encode(filter, "filter", mark=False)
-        candidates = self._candidates(encoded, similar_first)
+        in_index = bool(encoded) and not similar_first and filter_in_index(row, encoded)
+        with timer.store():
+            candidates = None if in_index else self._candidates(encoded, similar_first)
+        plan = _explained(explain, row, n, candidates, similar_first)
         if candidates is not None and not candidates:
-            return [], row["name"]
-        ids, scores = self.indexes.master.search(self.scope.target, row, vector, n, candidates)
-        return self._fetch([(ids, scores)], encoded, projection)[0], row["name"]
+            found: list = [([], []) for _ in vectors]
+        else:
+            with timer.master():
+                found = self.indexes.master.search_many(self.scope.target, row, vectors, n, candidates,
+                                                        allow_partial=allow_partial, explain=plan,
+                                                        filter=encoded if in_index else None)
+        with timer.store():
+            docs = self._fetch(found, encoded, projection)
+        if plan is not None:
+            timer.report(plan, filter_in_index=in_index)
+        return docs, row["name"]
 
     def find_like_many(self, filter: dict, likes: Sequence[Mapping], *, projection: Any, n: int,
-                       semantic_index: str | None, similar_first: bool) -> tuple[list[list[dict]], str]:
+                       semantic_index: str | None, similar_first: bool, allow_partial: bool = False,
+                       explain: dict | None = None) -> tuple[list[list[dict]], str]:
         """:meth:`find_like` for each of ``likes``: one call to the master, one read of the documents."""
+        start = time.perf_counter()
         _check_n(n)
         if isinstance(likes, (Mapping, str, bytes)) or not isinstance(likes, Sequence):
             raise SemanticIndexError(f"likes must be a list of documents such as [{{'text': 'a query'}}], not {likes!r}.")
@@ -155,12 +184,7 @@ class SearchService:
             return [], self.index_row(semantic_index)["name"]
         row = self.index_row(semantic_index)
         vectors = self.query_vectors(row, likes)
-        encoded = self.scope.types.encode(filter, "filter", mark=False)
-        candidates = self._candidates(encoded, similar_first)
-        if candidates is not None and not candidates:
-            return [[] for _ in likes], row["name"]
-        found = self.indexes.master.search_many(self.scope.target, row, vectors, n, candidates)
-        return self._fetch(found, encoded, projection), row["name"]
+        return self._search(row, vectors, filter, projection, n, similar_first, allow_partial, explain, start)
 
     def query_vectors(self, row: dict, likes: Sequence[Mapping]) -> list:
         """:meth:`query_vector` of each of ``likes`` (the ``{'_id': x}`` ones with one call to the master)."""
@@ -231,6 +255,57 @@ class SearchService:
             return doc
 
         return joined
+
+
+def filter_in_index(row: dict, encoded: dict) -> bool:
+    """Whether the shards of index ``row`` answer the (encoded) filter from its filter fields."""
+    fields = row.get("filter_fields")
+    return bool(fields) and answerable(encoded, fields)
+
+
+class _Timer:
+    """Where a search's time went: the store (the filter's ids, the documents), the master (the shards, the
+    merge), the caller (the rest: the query vector, encoding, assembling)."""
+
+    def __init__(self, start: float) -> None:
+        self.start, self.store_s, self.master_s = start, 0.0, 0.0
+
+    @contextmanager
+    def store(self) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.store_s += time.perf_counter() - t
+
+    @contextmanager
+    def master(self) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.master_s += time.perf_counter() - t
+
+    def report(self, plan: dict, **more: Any) -> None:
+        total = time.perf_counter() - self.start
+        size = plan.get("size")
+        filtered = plan.get("filtered")
+        selectivity = None if filtered is None else 0.0 if not filtered else min(1.0, filtered / size) if size \
+            else None
+        plan.update(more, selectivity=selectivity,
+                    store_ms=self.store_s * 1000, master_ms=self.master_s * 1000,
+                    caller_ms=max(0.0, total - self.store_s - self.master_s) * 1000, total_ms=total * 1000)
+        plan.setdefault("plan", None)
+
+
+def _explained(explain: dict | None, row: dict, n: int, candidates: list | None, similar_first: bool) -> dict | None:
+    """Fill ``explain`` with what is known before the shards answer; the dict they add to (None: no explain)."""
+    if explain is None:
+        return None
+    explain.update(index=row["name"], n=n, similar_first=similar_first,
+                   filtered=None if candidates is None else len(candidates), shards=[], partial=False,
+                   filter_fields=list(row.get("filter_fields") or []))
+    return explain
 
 
 def _check_n(n: Any) -> None:

@@ -44,6 +44,7 @@ class Op:
     plan: Any = None
     upsert_id: Any = None
     existed: bool = True  # whether a document had ``upsert_id`` before the write
+    deleting: list | None = None  # a delete written without jobs: the ids it will remove (their tombstones)
 
 
 @dataclass(eq=False)
@@ -59,6 +60,7 @@ class Write:
     refresh: bool = True  # False: no jobs now (the reconciler catches up)
     ordered: bool = True
     options: dict = field(default_factory=dict)  # pymongo's keyword arguments of the verb
+    position: int | None = None  # the write position stamped on its documents (superduperdb.store.positions)
     # -- what the store did ----------------------------------------------------------------
     executed: set[int] | None = None  # indexes of the operations carried out (None: all)
     upserted: dict[int, Any] = field(default_factory=dict)  # operation index -> the _id it inserted

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 from bson import ObjectId
 
 from ..jobs.planner import changed_keys
-from ..store.layout import find_urls
+from ..store.layout import RESERVED, find_urls
+from ..store.positions import (
+    Positions,
+    next_seq,
+    pinned_id,
+    stamp_document,
+    stamp_replacement,
+    stamp_update,
+    stamp_upserted,
+)
 from ..store.writes import id_of, kept_fold, pin, prepare_new
 from .checks import check_filter, check_replacement, check_update
 from .write_ops import DELETE, INSERT, REPLACE, UPDATE, Write, WriteRule
@@ -104,6 +113,70 @@ class Folds(WriteRule):
         for op in write.ops:
             if op.kind == REPLACE:
                 op.document = kept_fold(self.raw, op.filter, op.document, self.config, op.sort)
+
+
+class Position(WriteRule):
+    """Every write takes a number of the collection's write position and stamps it; a delete leaves tombstones.
+
+    See :mod:`superduperdb.store.positions`. ``before`` takes one number for the
+    write and stamps ``_sdb: {seq, part}`` on each new document and each
+    replacement that writes outputs (a replacement that does not keeps the
+    replaced document's ``_sdb``), and ``_sdb.seq`` on each update that writes
+    outputs (other updates are left as they are, so that ``modified_count`` is
+    pymongo's). The caller's objects are never changed (:class:`Encode` made copies).
+    ``after``, on what the store carried out: the documents upserts created get
+    their position and partition (their ``_id`` may be the server's), and the
+    ids deletes removed get tombstones, where an index must forget them (the
+    ids the jobs planned; the deleted document of a find-and-modify).
+
+    ``from_dask``: its documents are made on the workers, which stamp them when they
+    insert them (:func:`superduperdb.tasks.frames.insert_partition`, with a number they
+    take then: one taken here would be older than ``master.position_lag`` allows by the
+    time a long ``from_dask`` writes its last partition).
+    """
+
+    def __init__(self, raw: Any, config: Config, deleting: Callable[[dict, bool, Any], list | None]) -> None:
+        self.raw = raw
+        self.lag = config.master.position_lag
+        self.deleting = deleting  # the ids a delete will remove where an index must forget them (else None)
+
+    def before(self, write: Write) -> None:
+        if not write.ops:
+            return  # from_dask: stamped on the workers
+        seq = write.position = next_seq(self.raw, self.lag)
+        for op in write.ops:
+            if op.kind == INSERT:
+                op.document = stamp_document(op.document, seq)
+            elif op.kind == UPDATE:
+                op.document = stamp_update(op.document, seq)
+            elif op.kind == REPLACE:
+                old = self.raw.find_one(op.filter, {"_id": 1, RESERVED: 1}, sort=op.sort)
+                op.document = stamp_replacement(op.document, seq, old, pinned_id(op.filter))
+            elif not write.refresh:  # a delete without jobs: its ids are not planned by the jobs rule
+                op.deleting = self.deleting(op.filter, op.many, op.sort)
+
+    def after(self, write: Write) -> None:
+        seq = write.position
+        if seq is None:
+            return
+        upserted, gone = [], []
+        result = write.result  # delete_one/many that removed nothing leave no tombstones
+        deleted_any = not getattr(result, "acknowledged", False) or getattr(result, "deleted_count", 1) != 0
+        for i, op in write.ran():
+            if op.kind in (UPDATE, REPLACE):
+                created = write.upserted.get(i)
+                if created is None and op.upsert_id is not None and not op.existed:
+                    created = op.upsert_id  # a find-and-modify upsert (stamping an _id that is not there: no-op)
+                if created is not None:
+                    upserted.append(created)
+            elif op.kind == DELETE:
+                if write.find_and_modify:
+                    gone += [write.found[i]] if i in write.found else []
+                elif deleted_any:
+                    gone += (op.plan if write.refresh else op.deleting) or []
+        stamp_upserted(self.raw, upserted, seq)
+        if gone:
+            Positions(self.raw).tombstone(gone, seq)
 
 
 class Watched(WriteRule):

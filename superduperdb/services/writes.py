@@ -30,17 +30,20 @@ in order (:meth:`WriteService.rules`, defined in :mod:`.write_rules`; :class:`Wr
    rule stays for replacements only: a replacement holds the caller's fields
    alone, so without it a validation document would lose its fold and could
    be drawn into training by the next split;
-5. ``Watched``: the collection's first write here has the master's
+5. ``Position``: the write takes a number of the collection's write position,
+   stamped on what it writes (``_sdb``); deletes leave tombstones
+   (:mod:`superduperdb.store.positions`);
+6. ``Watched``: the collection's first write here has the master's
    reconciler sweep it;
-6. ``Jobs``: the jobs the write implies are planned before it and submitted
+7. ``Jobs``: the jobs the write implies are planned before it and submitted
    after it, for every document it inserted, upserted, changed or deleted.
 
 **Where a new rule goes**: a :class:`WriteRule` subclass in :mod:`.write_rules`,
 added to the list in :meth:`WriteService.rules` at the place its order needs
-(each rule sees what the rules before it did). For example a per-collection
-write position stamped on every operation (with tombstones for deletes) goes
-after ``Folds`` and before ``Jobs`` (``before`` stamps the operations;
-``after`` records the deleted ids); counters of writes and jobs go last
+(each rule sees what the rules before it did). For example the write
+position (``Position``) goes after ``Folds`` and before ``Jobs``
+(``before`` stamps the operations; ``after`` records the deleted ids);
+counters of writes and jobs go last
 (``after`` reads ``write.ran()`` and ``write.jobs``). A rule about new documents
 that must also hold for ``from_dask`` goes into :func:`~superduperdb.store.writes.prepare_new`.
 A rule is a small class; for example one that counts what was written::
@@ -139,6 +142,7 @@ class WriteService:
             rules.Encode(scope.types),
             rules.Pinned(scope.raw),
             rules.Folds(scope.raw, scope.config),
+            rules.Position(scope.raw, scope.config, self.jobs.before_delete),
             rules.Watched(self._watch),
             rules.Jobs(self.jobs),
         ]

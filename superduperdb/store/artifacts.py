@@ -255,10 +255,15 @@ class ArtifactStore:
         except gridfs.errors.NoFile:
             return None
         data, doc = grid_out.read(), dict(getattr(grid_out, "_file", {}) or {})
+        self.check_named(name, data, doc)
+        return data, doc
+
+    def check_named(self, name: str, data: Any, doc: Mapping) -> None:
+        """With a key: :class:`ArtifactIntegrityError` unless ``data`` (bytes, or a buffer such as a snapshot's
+        local copy) is what the file document ``doc`` of ``name`` signs. Without a key: nothing is checked."""
         if self.signed:
             signing.verify(self._key, data, (doc.get("signature") or {}).get("hmac"), collection=self.collection,
                            name=name)
-        return data, doc
 
     def info_named(self, name: str) -> dict | None:
         """The file document of the newest version of ``name`` (without reading its bytes)."""
@@ -266,6 +271,11 @@ class ArtifactStore:
             return dict(self._fs.get_last_version(filename=name)._file)
         except gridfs.errors.NoFile:
             return None
+
+    def names_like(self, base: str) -> list[str]:
+        """Names of the named files ``base`` and ``base/...``."""
+        names = {f["filename"] for f in self.database[f"{self.prefix}.files"].find({}, {"filename": 1})}
+        return sorted(n for n in names if isinstance(n, str) and (n == base or n.startswith(base + "/")))
 
     def prune_named(self, name: str, keep: Any = None) -> int:
         """Delete the versions of ``name`` other than the one with id ``keep`` (None: all); return how many."""

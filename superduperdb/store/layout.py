@@ -34,10 +34,12 @@ OUTPUTS = "_outputs"
 FINGERPRINTS = "_fingerprints"
 LIKE = "_like"
 FOLD = "_fold"
+# The library's bookkeeping: the write position and partition (superduperdb.store.positions).
+RESERVED = "_sdb"
 # Fields written by jobs (or the fold assignment): writes to them never trigger jobs.
-DERIVED = (OUTPUTS, FINGERPRINTS, LIKE, FOLD)
+DERIVED = (OUTPUTS, FINGERPRINTS, LIKE, FOLD, RESERVED)
 # Never part of a model's input, even of a whole-document (``_base``) watcher.
-NOT_INPUT = (OUTPUTS, FINGERPRINTS, LIKE)
+NOT_INPUT = (OUTPUTS, FINGERPRINTS, LIKE, RESERVED)
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 
 

@@ -2,7 +2,7 @@
 
 A semantic-index row in ``<coll>._semantic_indexes``::
 
-    {name, uid, models: [...], keys: [...], measure, watcher}
+    {name, uid, models: [...], keys: [...], measure, watcher, filter_fields: [...]}
 
 The outputs of the first model on the first key are indexed; the other
 models encode ``like`` documents from their keys. Which output an index reads,
@@ -40,12 +40,18 @@ class IndexView:
     measure: str
     path: str  # where those outputs are: _outputs.<key>.<model>
     fingerprint_path: str  # and what they were computed from
+    filter_fields: tuple = ()  # scalar fields the shards keep beside the vectors (superduperdb.master.filters)
 
     @classmethod
     def of(cls, row: Mapping) -> IndexView:
         model, key = row["models"][0], row["keys"][0]
         return cls(row["name"], row.get("uid", ""), model, key, row.get("measure", "cosine"),
-                   output_path(key, model), fingerprint_path(key, model))
+                   output_path(key, model), fingerprint_path(key, model), tuple(row.get("filter_fields") or ()))
+
+    @property
+    def reads(self) -> dict:
+        """The projection a shard reads documents with: the indexed output, its fingerprint, the filter fields."""
+        return {self.path: 1, self.fingerprint_path: 1, **{f: 1 for f in self.filter_fields}}
 
     @property
     def has_output(self) -> dict:

@@ -6,7 +6,9 @@ finds them current); ``write=False`` leaves the documents alone and puts the
 encoded outputs in ``<collection>._applied`` (one record per chunk, tagged with
 the job's id), which the client reads back as a pandas Series and deletes.
 Progress is counted after every chunk of a few model batches (recorded at a bounded rate), with a
-log line per chunk.
+log line per chunk. Reading the next chunk, predicting and writing the previous batch's outputs overlap
+(:func:`~.pipeline.run_pipelined`), as in model jobs. A batch ``apply_model`` over many documents is
+split by the client into ``_id``-range partitions, one ``apply`` job each, run on several workers at once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ..store.layout import MISSING, fingerprint, fingerprint_path, model_input, 
 from ..store.models import model_identity
 from .kinds import job_kind
 from .outputs import WatcherView, predict, write_outputs
-from .pipeline import Progress, chunks
+from .pipeline import Progress, chunks, run_pipelined
 
 logger = logging.getLogger(__name__)
 SCRATCH = "_applied"
@@ -47,25 +49,33 @@ def apply_model(ctx: Context, job_id: str, model: str, key: str, filter: dict | 
     total = ctx.collection.count_documents(query)
     out = scratch(ctx.db, ctx.target.collection)
     progress = Progress(ctx, total, f"apply {model} to {key}")
-    done = applied = 0
-    for n, chunk in enumerate(chunks(ctx.collection.find(query, projection).sort("_id", 1), size)):
-        ctx.check_cancelled()
+    counts = {"done": 0, "applied": 0, "n": 0}
+
+    def work(chunk: list[dict]):
         items = [(d["_id"], value, fingerprint(version, value) if write else "") for d in chunk
                  if (value := model_input(d, key, {})) is not MISSING and not pending_download(value)]
+        n = counts["n"]
+        counts["n"] += 1
         if items:
-            computed = predict(ctx, obj, model_row, items, key)  # an undecodable input names its document
-            ctx.check_cancelled()
-            if write:
-                write_outputs(ctx, view, computed)
-            else:  # records of at most RECORD outputs, well below MongoDB's 16 MB per document
-                for start in range(0, len(computed), RECORD):
-                    part = computed[start:start + RECORD]
-                    out.insert_one({"job": ObjectId(job_id), "n": n, "part": start,
-                                    "ids": [c.id for c in part], "outputs": [c.output for c in part]})
-        done += len(chunk)
-        applied += len(items)
+            yield n, predict(ctx, obj, model_row, items, key)  # an undecodable input names its document
+        counts["done"] += len(chunk)
+        counts["applied"] += len(items)
         progress.advance(len(chunk))
         progress.log()
+
+    def store(result: tuple[int, list]) -> None:
+        n, computed = result
+        if write:
+            write_outputs(ctx, view, computed)
+            return
+        for start in range(0, len(computed), RECORD):  # records of at most RECORD outputs, well below 16 MB
+            part = computed[start:start + RECORD]
+            out.insert_one({"job": ObjectId(job_id), "n": n, "part": start,
+                            "ids": [c.id for c in part], "outputs": [c.output for c in part]})
+
+    with ctx.collection.find(query, projection).sort("_id", 1) as cursor:
+        run_pipelined(chunks(cursor, size), work, store, ctx.check_cancelled)
     progress.close()
+    done, applied = counts["done"], counts["applied"]
     return {"applied": applied, "skipped": done - applied, "write": write,
             "path": view.path if write else f"{ctx.target.collection}.{SCRATCH}"}

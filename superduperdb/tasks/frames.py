@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..store.context import Context
 from ..store.frames import conform, decode_raw, frame_documents, to_frame
 from ..store.layout import find_urls
+from ..store.positions import stamp_new
 from ..store.writes import prepare_new
 
 if TYPE_CHECKING:
@@ -32,7 +33,8 @@ def insert_partition(target: Target, frame: pd.DataFrame) -> dict:
     """Insert one partition of a Dask DataFrame (on a worker); ``{'ids', 'urls'}`` for the client's jobs.
 
     Its documents are made as the write door makes new documents
-    (:func:`~superduperdb.store.writes.prepare_new`), then encoded and inserted.
+    (:func:`~superduperdb.store.writes.prepare_new`), then encoded, stamped with the write position
+    (:func:`~superduperdb.store.positions.stamp_new`: a number taken when the partition is written) and inserted.
     """
     if len(frame) == 0:
         return {"ids": [], "urls": False}
@@ -40,6 +42,6 @@ def insert_partition(target: Target, frame: pd.DataFrame) -> dict:
     documents = frame_documents(frame)
     for i, doc in enumerate(documents):
         prepare_new(doc, f"rows[{i}]")  # the write door's rule for new documents (an _id, no _fold)
-    encoded = ctx.types.encode_many(documents)
+    encoded = stamp_new(ctx.collection, ctx.types.encode_many(documents), ctx.config.master.position_lag)
     ctx.collection.insert_many(encoded, ordered=True)
     return {"ids": [d["_id"] for d in encoded], "urls": any(find_urls(d) for d in encoded)}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pymongo.errors
 
-from ..errors import JobCancelledError, MasterUnavailableError, SemanticIndexError
+from ..errors import IndexLoadingError, JobCancelledError, MasterUnavailableError, SemanticIndexError
 from ..store.bulk import set_fields
 from ..store.context import Context
 from ..store.layout import neighbourhood_path
@@ -26,13 +26,14 @@ def update_index(ctx: Context, job_id: str, index: str, ids: list | None = None,
     fail the same way. A cluster or database that is away leaves it registered.
     """
     row = ctx.metadata.get("semantic_indexes", index)
+    wait = ctx.config.cluster.timeout * 20  # a job may wait for a big index to load
     try:
         with master_for_job(ctx.config) as master:
             if ids is None:
-                return master.reload(ctx.target, row)
-            return master.refresh(ctx.target, row, ids)
-    except (MasterUnavailableError, JobCancelledError, pymongo.errors.ConnectionFailure):
-        raise
+                return master.reload(ctx.target, row, wait=wait)
+            return master.refresh(ctx.target, row, ids, wait=wait)
+    except (MasterUnavailableError, IndexLoadingError, JobCancelledError, pymongo.errors.ConnectionFailure):
+        raise  # the cluster (a shard, a load still running) or the database: not the index's fault
     except Exception as exc:
         if not registering:
             raise

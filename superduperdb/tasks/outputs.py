@@ -50,6 +50,7 @@ from ..store.layout import (
     pending_download,
 )
 from ..store.models import model_identity
+from ..store.positions import SEQ, next_seq
 from ..store.watchers import and_, load_filter
 from ..types.encoding import CONTENT
 from .kinds import job_kind
@@ -125,8 +126,9 @@ def write_outputs(ctx: Context, view: WatcherView, computed: list[Computed], gua
     later write's own job computes it).
     """
     field = input_projection(view.key, view.features) if guard else None
+    seq = next_seq(ctx.collection, ctx.config.master.position_lag)  # the write position: a new master catches up from it
     update_each(ctx.collection, (({"_id": c.id, **({field[0]: c.input} if field else {})},
-                                  {"$set": {view.path: c.output, view.fingerprint_path: c.fingerprint}})
+                                  {"$set": {view.path: c.output, view.fingerprint_path: c.fingerprint, SEQ: seq}})
                                  for c in computed))
 
 
@@ -134,7 +136,8 @@ def remove_outputs(ctx: Context, view: WatcherView, query: dict) -> int:
     """``$unset`` the output and fingerprint of the documents matching ``query``; return how many."""
     if not query:
         return 0
-    result = ctx.collection.update_many(query, {"$unset": {view.path: "", view.fingerprint_path: ""}})
+    result = ctx.collection.update_many(query, {"$unset": {view.path: "", view.fingerprint_path: ""},
+                                                "$set": {SEQ: next_seq(ctx.collection, ctx.config.master.position_lag)}})
     return result.modified_count
 
 

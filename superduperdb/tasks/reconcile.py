@@ -3,6 +3,10 @@
 One pass over a collection (:func:`reconcile_pass`), for any writer (this
 library, another program, a write whose jobs were lost):
 
+0. **Digests** (a full pass, without ``ids``): the collection's per-partition digests are compared
+   with the last pass's; only the partitions that changed, and the documents no library write
+   stamped, are checked by the steps below (all of them on a first pass). So a pass over an
+   unchanged collection reads no documents.
 1. **Outputs**, watcher by watcher, upstream first: every document the
    watcher's filter matches whose output is missing or whose fingerprint is
    not that of its present input and the model's serving version is
@@ -13,7 +17,9 @@ library, another program, a write whose jobs were lost):
    the model raises on is recorded (``list_errors()``) and logged once; it is
    not tried again until its input or the model's version changes
    (:mod:`superduperdb.store.failures`).
-2. **Indexes**: the master is given the (id, fingerprint) of every indexed
+2. **Indexes**: vectors the master holds are checked against the checksum they had when read
+   (``VERIFY_PER_PASS`` per pass, in turn; all before each snapshot), and memory that rotted is
+   re-read from the documents; the master is given the (id, fingerprint) of every indexed
    output and re-reads what differs, forgets what is gone (``Master.sync``).
 3. **Neighbourhoods**: lists that name a document no longer indexed, indexed
    documents without a list, and documents whose vector changed are recomputed.
@@ -38,13 +44,16 @@ from typing import Any
 
 from ..master import handle
 from ..master.handle import MasterHandle
-from ..store import records
+from ..store import digests, records
 from ..store.bulk import set_fields
 from ..store.context import Context, Target, worker_dask_client
+from ..store.digests import Digests
 from ..store.dispatch import run_on_scheduler, submit
 from ..store.layout import get_path, neighbourhood_path
 from ..store.metadata import utcnow
 from ..store.models import model_identity
+from ..store.partitions import PARTITIONS, partition_of
+from ..store.positions import PART, SEQ, next_seq
 from ..store.semantic_indexes import IndexView
 from ..store.watchers import active_watchers, and_
 from .kinds import job_kind
@@ -63,36 +72,82 @@ from .pipeline import chunks
 logger = logging.getLogger(__name__)
 
 READ_CHUNK = 5000
+VERIFY_PER_PASS = 50_000  # vectors checked against their checksums per pass and index (in turn: all, over passes)
+DIGESTS = digests.LAST_PASS  # the collection's digests at the last full pass
 REPORT_KEYS = ("documents_checked", "outputs_computed", "outputs_failed", "outputs_removed", "remaining",
-               "index_upserted",
-               "index_removed", "neighbour_lists", "jobs_lost")
+               "index_upserted", "index_removed", "index_rotted", "neighbour_lists", "jobs_lost")
 
 
 def reconcile_pass(ctx: Context, ids: list | None = None, dask_client: Any = None) -> dict:
     """One pass over the collection (only ``ids``, if given); returns what it repaired, by kind and count.
 
+    Without ``ids`` the pass compares the collection's per-partition digests with those of its last pass
+    (:mod:`superduperdb.store.digests`) and checks only the partitions that changed, and the documents no
+    library write stamped (which it then stamps): over an unchanged collection it reads no documents.
+
     ``dask_client``: the cluster the pass runs on (None: inline), asked about lost job
     records, and given the outputs of models that request worker resources to compute.
     """
     report: Counter = Counter({k: 0 for k in REPORT_KEYS})
-    scope = {"_id": {"$in": list(ids)}} if ids is not None else {}
-    for row in active_watchers(ctx.metadata):
-        _outputs(ctx, row, scope, report, dask_client)
-    for index in ctx.metadata.list("semantic_indexes"):
-        changed = _index(ctx, index, scope, ids, report)
-        for hood in ctx.metadata.list("neighbourhoods", {"semantic_index": index["name"]}):
-            _neighbourhood(ctx, index, hood, changed, scope, report)
+    if ids is not None:
+        scopes: list[tuple[dict, list | None, list | None]] = [({"_id": {"$in": list(ids)}}, list(ids), None)]
+        now = None
+    else:
+        now = digests.compute(ctx.collection)
+        dirty = now.differ(Digests.from_dict(ctx.metadata.get_setting(DIGESTS)))
+        report.update(digest_partitions=len(dirty), digest_documents_read=now.documents_read)
+        scopes = []
+        if len(dirty) == PARTITIONS:
+            scopes.append(({}, None, None))  # the first pass, or another digest source: everything
+        else:
+            if dirty:
+                scopes.append(({PART: {"$in": dirty}}, None, dirty))
+            if now.unstamped:
+                unstamped = {"_id": {"$in": now.unstamped_ids}} if now.unstamped_ids is not None else \
+                    {PART: {"$exists": False}}
+                scopes.append((unstamped, [], None))
+    for index in ctx.metadata.list("semantic_indexes"):  # vectors that rotted in the master's memory
+        with master_for_job(ctx.config) as master:
+            master.ensure(ctx.target, index, wait=ctx.config.cluster.timeout * 20)
+            report["index_rotted"] += master.verify(ctx.target, index, VERIFY_PER_PASS)["rotted"]
+    for scope, within, partitions in scopes:
+        for row in active_watchers(ctx.metadata):
+            _outputs(ctx, row, scope, report, dask_client, full=ids is None)
+        for index in ctx.metadata.list("semantic_indexes"):
+            changed = _index(ctx, index, scope, within, report, partitions)
+            for hood in ctx.metadata.list("neighbourhoods", {"semantic_index": index["name"]}):
+                _neighbourhood(ctx, index, hood, changed, scope, report)
+    if now is not None:
+        saved = now.to_dict()
+        if now.unstamped:
+            stamped = stamp_unstamped(ctx, now)
+            report["documents_stamped"] = len(stamped)
+            for part in {partition_of(i) for i in stamped}:  # not known yet: checked again next pass
+                saved["buckets"][str(part)] = [-1, -1]
+        ctx.metadata.table("meta").update_one({"name": DIGESTS}, {"$set": {"value": saved}}, upsert=True)
     report["jobs_lost"] = mark_lost_jobs(ctx, dask_client)
     return dict(report)
 
 
-def _outputs(ctx: Context, row: dict, scope: dict, report: Counter, dask_client: Any = None) -> None:
+def stamp_unstamped(ctx: Context, now: Digests) -> list:
+    """Give the documents other programs inserted their partition and a position (from now on they are
+    found by partition, and a new master's catch-up reads them); return their ids."""
+    ids = now.unstamped_ids
+    if ids is None:
+        ids = [d["_id"] for d in ctx.collection.find({PART: {"$exists": False}}, {"_id": 1})]
+    seq = next_seq(ctx.collection, ctx.config.master.position_lag)
+    set_fields(ctx.collection, ((i, {"$set": {PART: partition_of(i), SEQ: seq}}) for i in ids))
+    return list(ids)
+
+
+def _outputs(ctx: Context, row: dict, scope: dict, report: Counter, dask_client: Any = None,
+             full: bool = False) -> None:
     view = WatcherView.of(row)
     model_row = ctx.metadata.get("models", row["model"])
     version = model_row.get("version")
     todo: list = []
     failures = FailureLog(ctx, view, model_row)
-    if not scope:
+    if full:
         failures.forget_gone()  # a deleted document leaves list_errors() at the next full pass
     without_output = fingerprints_without_output(ctx, view, scope)
     cursor = ctx.collection.find(and_(view.filter, scope), view.projection).batch_size(READ_CHUNK)
@@ -140,13 +195,15 @@ def _elsewhere(ctx: Context, row: dict, ids: list) -> dict:
         return future.result(timeout=ctx.config.jobs.wait_timeout)
 
 
-def _index(ctx: Context, index: dict, scope: dict, ids: list | None, report: Counter) -> list:
+def _index(ctx: Context, index: dict, scope: dict, ids: list | None, report: Counter,
+           partitions: list | None = None) -> list:
     view = IndexView.of(index)
     fp_path = view.fingerprint_path
     found = list(ctx.collection.find(and_(scope, view.has_output), {fp_path: 1}).batch_size(READ_CHUNK))
     with master_for_job(ctx.config) as master:
+        master.ensure(ctx.target, index, wait=ctx.config.cluster.timeout * 20)
         result = master.sync(ctx.target, index, [d["_id"] for d in found], [get_path(d, fp_path) for d in found],
-                             within=ids)
+                             within=ids, partitions=partitions)
     report["index_upserted"] += result["upserted"]
     report["index_removed"] += result["removed"]
     return result["changed"]

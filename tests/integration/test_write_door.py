@@ -201,3 +201,80 @@ def test_every_write_verb_has_the_master_sweep_its_collection(connect, backend):
     assert sorted(k.split(".", 1)[1] for k in watched if k.startswith(f"{name}.")) == sorted(VERBS)
     poll(lambda: all(r["status"] in ("success", "failed") for verb in VERBS for r in program[name][verb].list_jobs()),
          WAIT, "the writes' jobs to finish")
+
+
+# -- the write position ----------------------------------------------------------------------------------
+def _vec(i):
+    return np.eye(8, dtype="float32")[i % 8]
+
+
+def test_every_write_verb_stamps_its_position_and_every_delete_verb_leaves_tombstones(db):
+    """One rule (write_rules.Position): each verb's documents carry ``_sdb: {seq, part}`` (upserts and
+    from_dask included), a changed document a newer ``seq``, and each delete verb tombstones the ids
+    it removed (an index must forget them) with its ``seq`` and partition."""
+    from pymongo import DeleteMany, DeleteOne
+
+    from superduperdb.store.partitions import partition_of
+    from superduperdb.store.positions import Positions
+
+    coll = db.docs
+    coll.create_model("id", testmodels.identity, key="v")
+    coll.create_semantic_index("ix", ["id"], ["v"]).wait(WAIT)
+
+    def sdb(_id):
+        return coll.find_one({"_id": _id}, {"_sdb": 1}, raw=True).get("_sdb")
+
+    new = {
+        "insert_one": coll.insert_one({"k": 1, "v": _vec(1)}).inserted_id,
+        "insert_many": coll.insert_many([{"k": 2, "v": _vec(2)}]).inserted_ids[0],
+        "update_one upsert": coll.update_one({"k": 3}, {"$set": {"v": _vec(3)}}, upsert=True).upserted_id,
+        "replace_one upsert": coll.replace_one({"k": 4}, {"k": 4, "v": _vec(4)}, upsert=True).upserted_id,
+        "find_one_and_update upsert": coll.find_one_and_update({"_id": 5}, {"$set": {"k": 5, "v": _vec(5)}},
+                                                               upsert=True, return_document=ReturnDocument.AFTER)["_id"],
+        "find_one_and_replace upsert": coll.find_one_and_replace({"k": 6}, {"k": 6, "v": _vec(6)}, upsert=True,
+                                                                 return_document=ReturnDocument.AFTER)["_id"],
+    }
+    result = coll.bulk_write([InsertOne({"k": 7, "v": _vec(7)}), UpdateOne({"k": 8}, {"$set": {"v": _vec(0)}}, upsert=True),
+                              ReplaceOne({"k": 9}, {"k": 9, "v": _vec(1)}, upsert=True)])
+    new["bulk_write upserts"] = result.upserted_ids[1]
+    new["bulk_write replace upsert"] = result.upserted_ids[2]
+    new["bulk_write insert"] = coll.find_one({"k": 7})["_id"]
+    dask_ids = coll.from_dask(__import__("dask.dataframe").dataframe.from_pandas(
+        pd.DataFrame({"k": [10, 11]}), npartitions=2)).inserted_ids
+    new["from_dask"] = dask_ids[0]
+    for verb, _id in new.items():
+        stamp = sdb(_id)
+        assert stamp is not None and isinstance(stamp.get("seq"), int), (verb, stamp)
+        assert stamp.get("part") == partition_of(_id), (verb, stamp)
+    assert "_sdb" not in coll.find_one({"_id": new["insert_one"]})  # find() hides it
+
+    changes = {  # each changes the indexed input of one document: its output is recomputed, newer position
+        "update_one": lambda: coll.update_one({"k": 1}, {"$set": {"v": _vec(2)}}),
+        "update_many": lambda: coll.update_many({"k": 2}, {"$set": {"v": _vec(3)}}),
+        "replace_one": lambda: coll.replace_one({"k": 3}, {"k": 3, "v": _vec(4)}),
+        "find_one_and_update": lambda: coll.find_one_and_update({"k": 4}, {"$set": {"v": _vec(5)}}),
+        "find_one_and_replace": lambda: coll.find_one_and_replace({"k": 5}, {"k": 5, "v": _vec(6)}),
+        "bulk_write": lambda: coll.bulk_write([UpdateOne({"k": 6}, {"$set": {"v": _vec(7)}})]),
+    }
+    for k, (verb, change) in enumerate(changes.items(), start=1):
+        _id = coll.find_one({"k": k})["_id"]
+        before = sdb(_id)["seq"]
+        change()
+        assert sdb(_id)["seq"] > before and sdb(_id)["part"] == partition_of(_id), verb
+
+    deletes = {
+        "delete_one": (lambda: coll.delete_one({"k": 1}), [new["insert_one"]]),
+        "delete_many": (lambda: coll.delete_many({"k": {"$in": [2, 3]}}), [new["insert_many"], new["update_one upsert"]]),
+        "find_one_and_delete": (lambda: coll.find_one_and_delete({"k": 4}), [new["replace_one upsert"]]),
+        "bulk_write": (lambda: coll.bulk_write([DeleteOne({"k": 5}), DeleteMany({"k": {"$in": [6, 7]}})]),
+                       [new["find_one_and_update upsert"], new["find_one_and_replace upsert"], new["bulk_write insert"]]),
+    }
+    positions = Positions(coll.raw)
+    for verb, (delete, ids) in deletes.items():
+        delete()
+        gone = {t["_id"]: t for t in positions.tombstones.find()}
+        assert set(ids) <= set(gone), (verb, ids, list(gone))
+        assert all(isinstance(gone[i]["seq"], int) and gone[i]["part"] == partition_of(i) for i in ids), verb
+    tombstones = list(positions.tombstones.find())
+    assert len(tombstones) == 7
+    assert coll.delete_one({"k": 99}).deleted_count == 0 and len(list(positions.tombstones.find())) == 7

@@ -243,7 +243,7 @@ def test_dim_fixed_and_repr():
         "building": False, "builds": 0,
     }  # fmt: skip
     assert repr(index) == (
-        "VectorIndex(measure='dot', dim=3, size=1, graph_size=0, tail=1, deleted=0, building=False)"
+        "VectorIndex(measure='dot', dim=3, size=1, graph_size=0, tail=1, deleted=0, segments=0, building=False)"
     )
 
 
@@ -312,7 +312,9 @@ def test_background_rebuild_swap_handles_concurrent_writes(fake_graph):
     assert index.wait_until_built(timeout=WAIT)
     s = index.stats()
     assert (s["builds"], s["graph_size"], s["size"], s["building"]) == (1, 2000, len(ref), False)
-    assert s["deleted"] == 450 and s["tail"] == 500  # 450 removed or replaced; 500 appended, 50 of them compacted
+    # the build put its graph onto the sealed rows as they were; the 550 rows appended meanwhile
+    # (50 of them removed since) wait in the growing segment: 450 + 50 dead rows
+    assert s["deleted"] == 500 and s["tail"] == 550 and s["growing"] == 550
     assert sorted(index.ids()) == sorted(ref)
     for i in (5, 420, 2420, 2470, 1999):
         got = index.get(i)
@@ -426,7 +428,7 @@ def test_state_round_trip_keeps_rows_dead_rows_and_graph(monkeypatch):
     ref = {i: X[i] for i in range(3, 300)} | {3: X[0] * 2, 1000: X[1] * 2}
 
     state = pickle.loads(pickle.dumps(index.export_state()))
-    assert isinstance(state["graph"], bytes) and state["graph_n"] == 300
+    assert [(s["n"], isinstance(s["graph"], bytes)) for s in state["segments"]] == [(300, True), (2, False)]
     restored = VectorIndex(measure="cosine", exact_threshold=50, rebuild_tail=10**9, background=False)
     assert restored.restore_state(state) == len(ref) == len(index)
     stats = restored.stats()
@@ -603,3 +605,113 @@ def test_custom_measure_errors_are_clear():
     index.add(["a"], np.eye(1))
     with pytest.raises(SemanticIndexError, match="boom"):
         index.search([1], 1)
+
+
+# ---------------------------------------------------------------- segments (fake graph, fast)
+@pytest.mark.parametrize("background", [False, True])
+def test_segments_seal_merge_and_compact_under_writes_stay_exact(fake_graph, background):
+    """Random upserts and removes across many seals, merges and compactions: every answer (with and
+    without candidates) equals brute force over what was written, and the segments stay few."""
+    rng = np.random.default_rng(12)
+    index = VectorIndex(measure="l2", exact_threshold=100, rebuild_tail=150, max_segments=4, merge_factor=3,
+                        rebuild_deleted_fraction=0.3, background=background)
+    ref: dict = {}
+    Q = rng.standard_normal((4, 6)).astype(np.float32)
+    for step in range(30):
+        ids = rng.integers(0, 3000, 120).tolist()
+        X = rng.standard_normal((len(ids), 6)).astype(np.float32)
+        index.add(ids, X)
+        ref.update({i: X[j] for j, i in enumerate(ids)})  # the last occurrence of a repeated id wins
+        gone = rng.integers(0, 3000, 40).tolist()
+        index.remove(gone)
+        for i in gone:
+            ref.pop(i, None)
+        if step % 10 == 9:
+            check_exact(index, ref, Q, "l2")
+            check_exact(index, ref, Q, "l2", candidates=rng.choice(3000, 400, replace=False).tolist())
+    assert index.wait_until_built(WAIT)
+    check_exact(index, ref, Q, "l2")
+    s = index.stats()
+    assert s["size"] == len(ref) and s["builds"] >= 5 and len(s["segments"]) <= 4 + 1, s
+    assert sorted(index.ids()) == sorted(ref)
+    state = pickle.loads(pickle.dumps(index.export_state()))
+    restored = VectorIndex(measure="l2", exact_threshold=100, rebuild_tail=150, background=False)
+    assert restored.restore_state(state) == len(ref)
+    assert len(restored.stats()["segments"]) == len(s["segments"])
+    check_exact(restored, ref, Q, "l2")
+
+
+def test_a_shard_snapshot_file_carries_its_segments_graphs_and_who_wrote_it(fake_graph):
+    """A shard's snapshot (master/snapshots.py, plain data with checksums) holds each sealed segment's
+    graph as its own checksummed part and the shard's identity; it is refused for other partitions,
+    and a flipped byte in a graph names that part."""
+    from superduperdb.index import snapfile
+    from superduperdb.master import snapshots
+    from superduperdb.store.partitions import partition_of
+
+    parts = list(range(0, 64, 2))
+    ids = [i for i in range(3000) if partition_of(i) in parts][:600]
+    X = np.random.default_rng(14).standard_normal((600, 4)).astype(np.float32)
+    index = VectorIndex(measure="l2", exact_threshold=50, rebuild_tail=200, background=False)
+    for k in range(0, 600, 200):  # three sealed segments, each with its graph
+        index.add(ids[k:k + 200], X[k:k + 200])
+    index.remove(ids[:5])
+    ref = {i: X[j] for j, i in enumerate(ids) if j >= 5}
+    row = {"name": "v", "uid": "u1"}
+    who = {"shard": 1, "shards": 2, "epoch": 3, "version": 1, "owner": "actor-key"}
+    data = snapshots.dumps(index, {i: f"fp{i}" for i in ids}, row, position={"epoch": "e", "seq": 7}, hashes={},
+                           partitions=parts, shard=who)
+    restored = snapshots.parse(data, row, parts)
+    manifest = restored.manifest
+    assert manifest["shard"] == who and manifest["partitions"] == parts and manifest["position"]["seq"] == 7
+    graphs = [seg["graph"] for seg in manifest["segments"] if seg["graph"]]
+    assert len(graphs) == len(index.stats()["segments"]) == 3, manifest["segments"]
+    assert restored.fingerprints == {i: f"fp{i}" for i in ref}
+    copy = VectorIndex(measure="l2", exact_threshold=50, rebuild_tail=200, background=False)
+    assert copy.restore_state(restored.state) == len(ref)
+    assert copy.attach_pending_graph() and copy.stats()["graph_size"] == index.stats()["graph_size"]
+    check_exact(copy, ref, X[:4], "l2")
+    with pytest.raises(snapfile.SnapshotCorrupt, match="other partitions") as info:
+        snapshots.parse(data, row, list(range(1, 64, 2)))
+    assert info.value.part == "manifest"
+    bad = bytearray(data)
+    bad[snapfile.read_header(data)[1][graphs[1]]["offset"] + 10] ^= 1
+    with pytest.raises(snapfile.SnapshotCorrupt, match="fails its checksum") as info:
+        snapshots.parse(bytes(bad), row, parts)
+    assert info.value.part == graphs[1]
+
+
+def test_search_info_says_plan_and_candidates(fake_graph):
+    X = np.random.default_rng(13).standard_normal((600, 4)).astype(np.float32)
+    index = VectorIndex(measure="dot", exact_threshold=100, rebuild_tail=10**9, background=False)
+    index.add(list(range(600)), X)
+    info: dict = {}
+    index.search(X[0], 5, info=info)
+    assert info == {"plan": "exact", "candidates": 600, "segments": 1, "retries": 0, "fetch": 0, "selectivity": None}
+    assert index.rebuild(timeout=WAIT)
+    index.search(X[0], 5, info=info)
+    assert info["plan"] == "graph" and 0 < info["candidates"] <= 600
+    index.search(X[0], 5, candidates=list(range(50)), info=info)
+    assert info == {"plan": "exact", "candidates": 50, "segments": 2, "retries": 0, "fetch": 0,
+                    "selectivity": 50 / 600}
+
+
+@pytest.mark.slow
+def test_process_builder_builds_in_another_process_and_survives_its_death(blob_data):
+    """Graphs built by a child process answer as in-process ones; a killed child is replaced at the next build."""
+    from superduperdb.index.builder import ProcessBuilder
+
+    X, Q = blob_data
+    builder = ProcessBuilder()
+    index = VectorIndex(measure="cosine", exact_threshold=1000, rebuild_tail=10**9, builder=builder, random_state=0)
+    ids = list(range(5000))
+    index.add(ids, X[:5000])
+    assert index.rebuild(timeout=WAIT) and index.stats()["graph_size"] == 5000
+    first = builder.pid
+    assert first is not None and first != os.getpid() and builder.builds == 1
+    assert recall(index, ids, X[:5000], Q[:50], "cosine") >= 0.9
+    os.kill(first, 9)
+    index.add(list(range(5000, 6000)), X[5000:6000])
+    assert index.rebuild(timeout=WAIT) and builder.pid not in (None, first)  # a new build process
+    assert index.stats()["graph_size"] == 6000
+    builder.close()

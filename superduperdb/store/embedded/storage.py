@@ -25,6 +25,7 @@ from typing import Any
 from mongomock import helpers
 from mongomock.store import CollectionStore, DatabaseStore, ServerStore
 
+from ..digests import Digests, DigestTracker
 from .indexes import FieldIndex, candidates, lookup_value
 
 
@@ -56,6 +57,7 @@ class IndexedCollectionStore(CollectionStore):
         # Held while a stored document is changed in place (mongomock's updates) and while a
         # cursor copies stored documents into its results, so neither sees the other half done.
         self.documents_lock = threading.RLock()
+        self._digests = DigestTracker()  # per-partition digests, kept as documents change (see store.digests)
 
     @property
     def indexes(self) -> dict:
@@ -76,12 +78,8 @@ class IndexedCollectionStore(CollectionStore):
     def __setitem__(self, key: Any, doc: dict) -> None:
         with self._rwlock.writer():
             self._journal({"o": "p", "c": self.name, "doc": doc})
-            self._documents[key] = doc
-            if key not in self._order:
-                self._order[key] = self._next
-                self._next += 1
-            for index in self._fields.values():
-                index.add(key, doc)
+            self.load_put(key, doc)
+            self._digests.touched(key)
 
     def load_put(self, key: Any, doc: dict) -> None:
         """Store ``doc`` while the folder is replayed: nothing else can see the store yet, so
@@ -101,6 +99,7 @@ class IndexedCollectionStore(CollectionStore):
             self._order.pop(key, None)
             for index in self._fields.values():
                 index.remove(key)
+            self._digests.touched(key)
 
     def journal_update(self, doc: dict) -> None:
         """Journal a stored document that was changed in place (mongomock's updates), if it is stored."""
@@ -117,6 +116,7 @@ class IndexedCollectionStore(CollectionStore):
                 return
             for index in self._fields.values():
                 index.add(key, doc)
+            self._digests.touched(key)
 
     def drop(self) -> None:
         with self._rwlock.writer():
@@ -125,6 +125,13 @@ class IndexedCollectionStore(CollectionStore):
             super().drop()
             self._fields = {}
             self._order = {}
+            self._digests.reset()
+
+    def digests(self) -> Digests:
+        """The collection's per-partition digests, re-hashing only the documents written since the last call."""
+        # documents_lock before the store's lock, as cursors and in-place updates take them (else a deadlock)
+        with self.documents_lock, self._rwlock.reader():
+            return self._digests.digests(self._documents)
 
     # -- indexes --
     def create_index(self, index_name: str, index_dict: dict) -> None:

@@ -8,8 +8,19 @@ it holds, and the queries it answers. Its report, plain data::
      "collections": [{database, collection, jobs: {kind: {status: n}},
                       watchers: [{watcher, lag_documents, lag_seconds, pending, running ...}],
                       errors: [latest failed jobs], reconciler: {its last pass}}],
-     "indexes": [{database, collection, index, vectors, tail, graph, shards, snapshot_age_s,
-                  catch_up_rows, catch_up_s, load_s, queries: {plan: [count, seconds]}}]}
+     "indexes": [{database, collection, index, shard, shards, vectors, tail, graph, snapshot_age_s,
+                  catch_up_rows, catch_up_s, load_s, queries: {plan: [count, seconds]}}],
+     "shard", "shards", ...}  (the actor's ``info()``)
+
+**Shards.** With ``master.shards = N`` each shard actor has its own Monitor:
+its report's indexes are that shard's part of each index (``shard`` says which,
+``shards`` of how many). Only shard 0, which runs the reconciler's sweeps,
+reads the collections' job records (the other shards' ``collections`` are
+empty: the same figures N times over would be N times the queries). Every
+shard actor on a worker adds its Monitor to that worker's heartbeat entry
+(:func:`attach_to_worker`), which sends ``{"reports": [one per shard actor]}``;
+the scheduler puts the reports of every worker together
+(:func:`superduperdb.tasks.report.master_report`).
 
 **When it is read.** Dask calls :meth:`Monitor.payload` on every heartbeat of
 the master's worker (``Worker.metrics``; about once a second) on the
@@ -147,10 +158,12 @@ class Monitor:
 
     def _refresh(self) -> None:
         start = time.perf_counter()
+        info = self._info()
         sweeps = self._reconciler()
         collections = []
         seen: set[str] = set()
-        for target in self._targets():
+        lead = int(info.get("shard") or 0) == 0  # shard 0 reports the collections (see the module docstring)
+        for target in self._targets() if lead else []:
             if target.key in seen or not self._config(target)[0]:
                 continue
             seen.add(target.key)
@@ -166,7 +179,7 @@ class Monitor:
         with self._queries_lock:
             queries = {k: list(v) for k, v in self._queries.items()}
         indexes = [self._index(s, queries, now) for s in self._indexes()]
-        self._report = {"at": now, **self._info(), "collections": collections, "indexes": indexes,
+        self._report = {"at": now, **info, "collections": collections, "indexes": indexes,
                         "refresh_s": time.perf_counter() - start, "interval_s": self._interval}
         self._interval = self.interval()
 
@@ -178,7 +191,8 @@ class Monitor:
         return {
             "database": database, "collection": collection, "index": stats.get("index"),
             "vectors": stats.get("size", 0), "tail": stats.get("tail", 0), "graph": stats.get("graph_size", 0),
-            "deleted": stats.get("deleted", 0), "building": bool(stats.get("building")), "shards": 1,
+            "deleted": stats.get("deleted", 0), "building": bool(stats.get("building")),
+            "shard": int(stats.get("shard") or 0), "shards": int(stats.get("shards") or 1),
             "source": stats.get("source"), "load_s": stats.get("load_seconds"),
             "snapshot_age_s": None if taken is None else max(now - taken, 0.0),
             "catch_up_rows": (catch_up.get("upserted", 0) + catch_up.get("removed", 0)) if catch_up else None,
@@ -189,19 +203,36 @@ class Monitor:
         }
 
 
+class WorkerReports:
+    """A worker's heartbeat entry: the reports of every shard actor (:class:`Monitor`) on that worker.
+
+    Two shard actors on one worker (``master.shards`` above the master workers) each add their
+    Monitor here instead of replacing the other's entry; a Monitor leaves when its actor is gone.
+    """
+
+    def __init__(self) -> None:
+        self._monitors: weakref.WeakSet[Monitor] = weakref.WeakSet()
+
+    def add(self, monitor: Monitor) -> None:
+        self._monitors.add(monitor)
+
+    def __call__(self, worker: Any = None) -> dict:
+        """``{"reports": [the latest report of each shard actor here that has one]}`` (runs on the event loop)."""
+        reports = [m.payload() for m in list(self._monitors)]
+        return {"reports": [r for r in reports if r]}
+
+
 def attach_to_worker(monitor: Monitor) -> bool:
-    """Send ``monitor``'s report with the heartbeats of the worker this runs on (False: not on a worker)."""
+    """Send ``monitor``'s report with the heartbeats of the worker this runs on, beside those of the other
+    shard actors there (:class:`WorkerReports`). False: not on a worker."""
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
         return False
-    ref = weakref.ref(monitor)
-
-    def payload(worker: Any) -> dict:
-        found = ref()
-        return found.payload() if found is not None else {}
-
-    worker.metrics[HEARTBEAT_KEY] = payload
+    entry = worker.metrics.get(HEARTBEAT_KEY)
+    if not isinstance(entry, WorkerReports):
+        entry = worker.metrics[HEARTBEAT_KEY] = WorkerReports()
+    entry.add(monitor)
     return True

@@ -265,7 +265,7 @@ def gather_status(database: str | None = None, counts: bool = True) -> dict[str,
         report = _cluster_report(address, min(cfg.cluster.timeout, INFO_TIMEOUT), status["cluster"], cfg)
     master = (report or {}).get("master") or {}
     status["queue"] = (report or {}).get("queue") or {}
-    status["master"] = {k: master.get(k) for k in ("worker", "generation", "started_at", "at")} if master else None
+    status["master"] = {k: master.get(k) for k in ("worker", "generation", "started_at", "at", "shards")} if master else None
     collections = master.get("collections")
     try:
         client = open_client(uri, cfg)
@@ -280,7 +280,7 @@ def gather_status(database: str | None = None, counts: bool = True) -> dict[str,
         status["database"].update(reachable=False, error=redact(f"{type(exc).__name__}: {exc}"))
         collections = [c for c in collections or [] if _selected(c, database)]
     status["collections"] = collections
-    status["indexes"] = [i for i in master.get("indexes") or [] if _selected(i, database)]
+    status["indexes"] = [i for i in master.get("indexes") or [] if _selected(i, database)]  # one per index per shard
     return status
 
 
@@ -339,9 +339,18 @@ def _table(header: list[str], rows: list[list[Any]], indent: str = "    ") -> li
             for r in cells]
 
 
+def _shards_line(shards: dict | None) -> str:
+    """``, shards 2 of 3 reporting`` for a sharded master (nothing for one shard)."""
+    if not shards or (shards.get("total") or 1) <= 1:
+        return ""
+    reporting = shards.get("reporting") or []
+    return f", shards {len(reporting)} of {shards['total']} reporting"
+
+
 def format_status(status: dict[str, Any]) -> list[str]:
     """``superduperdb status`` as text lines."""
     from ..config import redact
+    from ..tasks.report import index_totals
 
     STATUSES = ("pending", "running", "success", "failed", "cancelled")
     now = status["at"]
@@ -358,7 +367,8 @@ def format_status(status: dict[str, Any]) -> list[str]:
     if master:
         lines.append(f"master    generation {master.get('generation')} on {master.get('worker')}, up "
                      f"{_duration(now - (master.get('started_at') or now))}, report "
-                     f"{max(now - (master.get('at') or now), 0):.1f} s old")
+                     f"{max(now - (master.get('at') or now), 0):.1f} s old"
+                     + _shards_line(master.get("shards")))
     elif isinstance(cluster.get("address"), str) and cluster.get("address") != "local" and cluster.get("reachable"):
         lines.append("master    none reports yet (started when a client first writes to a collection with "
                      "watchers or uses a semantic index)")
@@ -369,7 +379,7 @@ def format_status(status: dict[str, Any]) -> list[str]:
     if not status["collections"] and not status["indexes"]:
         lines.append("(no collection with jobs)")
     indexes: dict[str, list[dict]] = {}
-    for i in status["indexes"]:
+    for i in index_totals(status["indexes"]):  # the shards' parts of each index, added up
         indexes.setdefault(f"{i['database']}.{i['collection']}", []).append(i)
     names = [f"{c['database']}.{c['collection']}" for c in status["collections"]]
     by_name = dict(zip(names, status["collections"]))
@@ -395,7 +405,7 @@ def format_status(status: dict[str, Any]) -> list[str]:
             for i in indexes[name]:
                 count = sum(int(v[0]) for v in i["queries"].values())
                 seconds = sum(float(v[1]) for v in i["queries"].values())
-                rows.append([i["index"], i["vectors"], i["graph"], i["tail"], i["shards"],
+                rows.append([i["index"], i["vectors"], i["graph"], i["tail"], f"{i['reporting']}/{i['shards']}",
                              _duration(i["snapshot_age_s"]) if i.get("snapshot_age_s") is not None else "none yet",
                              "" if i.get("catch_up_rows") is None
                              else f"{i['catch_up_rows']} rows, {i.get('catch_up_s') or 0:.2f} s",

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..store.records import CANCELLED, FAILED, PENDING, RUNNING, SUCCESS
+from ..tasks.report import index_totals
 
 logger = logging.getLogger(__name__)
 
@@ -229,14 +230,15 @@ class Page:
     def _index_rows(self, indexes: list[dict], now: float) -> dict:
         rows: dict[str, list] = {k: [] for k in ("collection", "index", "vectors", "graph", "tail", "shards",
                                                  "snapshot_age", "catch_up", "queries", "latency_ms")}
-        for i in indexes:
+        for i in index_totals(indexes):  # one row per index: its shards' parts added up
             name = f"{i['database']}.{i['collection']}"
             count = sum(int(v[0]) for v in i["queries"].values())
             seconds = sum(float(v[1]) for v in i["queries"].values())
             rows["collection"].append(name)
             rows["index"].append(i["index"])
-            for field in ("vectors", "graph", "tail", "shards"):
+            for field in ("vectors", "graph", "tail"):
                 rows[field].append(i.get(field))
+            rows["shards"].append(f"{i['reporting']}/{i['shards']}")  # reporting / master.shards
             rows["snapshot_age"].append(_ago(i.get("snapshot_age_s")) or "none yet")
             rows["catch_up"].append("" if i.get("catch_up_rows") is None
                                     else f"{i['catch_up_rows']} rows in {i.get('catch_up_s') or 0:.2f} s")

@@ -11,7 +11,9 @@ What the scheduler knows:
 
 * **the master's report**, sent with the heartbeats of the master's worker
   (:mod:`superduperdb.master.monitor`): jobs by kind and status, the lag of
-  each watcher, the latest errors, the indexes, the queries;
+  each watcher, the latest errors, the indexes, the queries (each shard
+  actor's indexes: :func:`superduperdb.tasks.report.master_report` puts the
+  shards' reports together);
 * **its own queue**: the tasks of superduperdb jobs (keys
   ``superduperdb-<kind>-<job id>``) not yet finished, counted from Dask's
   task prefixes (no scan of the tasks).
@@ -32,7 +34,7 @@ from typing import Any
 from .. import metrics
 from ..metrics import Sample
 from ..store import records
-from ..tasks.report import cluster_report
+from ..tasks.report import cluster_report, index_totals
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +69,11 @@ def samples(report: dict) -> list[Sample]:
             for kind, n in sorted((sweep.get("report") or {}).items()):
                 out.append(Sample("superduperdb_reconcile_last_pass_repairs", {**where, "kind": kind}, n))
     for i in master.get("indexes") or []:
-        where = {"database": i["database"], "collection": i["collection"], "index": i["index"]}
-        out.append(Sample("superduperdb_index_vectors", {**where, "shard": "0"}, i["vectors"]))
-        out.append(Sample("superduperdb_index_tail_vectors", {**where, "shard": "0"}, i["tail"]))
+        # one sample per index per shard: the shard's part (sum over shard for the index's total)
+        where = {"database": i["database"], "collection": i["collection"], "index": i["index"],
+                 "shard": str(i.get("shard") or 0)}
+        out.append(Sample("superduperdb_index_vectors", where, i["vectors"]))
+        out.append(Sample("superduperdb_index_tail_vectors", where, i["tail"]))
         for name, key in (("superduperdb_index_snapshot_age_seconds", "snapshot_age_s"),
                           ("superduperdb_index_catch_up_rows", "catch_up_rows"),
                           ("superduperdb_index_catch_up_seconds", "catch_up_s"),
@@ -85,7 +89,8 @@ class History:
     Kept by the scheduler, so that the page shows the last minutes as soon as it opens.
     ``lag`` and ``latency`` map a label (``"db.coll watcher"``, ``"db.coll index"``) to
     ``(times in ms since the epoch, values)``; latency is the mean (ms) of the queries answered
-    since the previous sample (none: no point).
+    since the previous sample (none: no point), over an index's shards as
+    :func:`~superduperdb.tasks.report.index_totals` counts them (the slowest shard's).
     """
 
     def __init__(self, size: int = HISTORY) -> None:
@@ -105,7 +110,7 @@ class History:
         for c in master.get("collections") or []:
             for w in c.get("watchers") or []:
                 self._point(self.lag, f"{c['database']}.{c['collection']} {w['watcher']}", now, w["lag_documents"])
-        for i in master.get("indexes") or []:
+        for i in index_totals(master.get("indexes") or []):  # one line per index, whatever its shards
             label = f"{i['database']}.{i['collection']} {i['index']}"
             count = sum(int(v[0]) for v in i["queries"].values())
             seconds = sum(float(v[1]) for v in i["queries"].values())

@@ -4,7 +4,8 @@ The embedded store with a local Dask cluster (its scheduler runs
 ``superduperdb.cluster.observe``): a gated model holds the jobs so the lag is
 seen at its full size on the scheduler's ``/metrics``, then falls to 0 once
 the gate opens; the job histogram, the index gauges and the query histogram
-appear; the page is served and linked from Dask's navigation.
+appear; the page is served and linked from Dask's navigation. With two shards,
+each shard's part of the index has its own ``shard`` label.
 """
 
 from __future__ import annotations
@@ -115,3 +116,35 @@ def test_metrics_off_records_nothing(unique_name):
         assert urllib.request.urlopen(f"{base}/status", timeout=30).status == 200
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"{base}/superduperdb", timeout=30)
+
+
+def test_two_shards_each_report_their_part_of_the_index(unique_name):
+    """``master.shards = 2`` (a local cluster starts one master worker per shard): the scheduler's
+    ``/metrics`` has one ``superduperdb_index_vectors`` per shard, and they add up to the collection."""
+    from superduperdb.store.dispatch import run_on_scheduler
+    from superduperdb.tasks.report import cluster_report
+
+    config = {"master.warm_up": False, "master.shards": 2, "reconcile.interval": 0}
+    with superduperdb.connect(f"mongomock://{unique_name}", cluster="local", config=config) as client:
+        coll = client[unique_name].docs
+        coll.create_model("ident", testmodels.identity, key="x").wait(WAIT)
+        coll.create_semantic_index("idx", models=["ident"], keys=["x"]).wait(WAIT)
+        xs = np.random.default_rng(1).normal(size=(60, 4)).astype("float32")
+        coll.insert_many([{"x": x} for x in xs]).jobs.wait(WAIT)
+        assert list(coll.find({}, like={"x": xs[0]}, n=1))[0]["_id"] is not None  # every shard has loaded it
+        base = client.cluster.dashboard_link.rsplit("/", 1)[0]
+        where = {"database": unique_name, "collection": "docs", "index": "idx"}
+
+        def parts(s: dict) -> list[float | None]:
+            return [value(s, "superduperdb_index_vectors", **where, shard=k) for k in ("0", "1")]
+
+        got = scrape_until(base, lambda s: None not in parts(s) and sum(parts(s)) == coll.count_documents({}),
+                           "each shard's part of the index on the scheduler's /metrics")
+        assert all(n > 0 for n in parts(got)) and sum(parts(got)) == 60
+        assert value(got, "superduperdb_index_vectors", **where, shard="2") is None
+        # the jobs come from shard 0's report alone: counted once (create_model's and the insert's), not per shard
+        assert value(got, "superduperdb_jobs", database=unique_name, collection="docs", kind="model",
+                     status="success") == 2
+        master = run_on_scheduler(client.cluster.client, cluster_report)["master"]
+        assert master["shards"]["total"] == 2 and [r["shard"] for r in master["shards"]["reporting"]] == [0, 1]
+        assert sorted((i["shard"], i["shards"]) for i in master["indexes"]) == [(0, 2), (1, 2)]

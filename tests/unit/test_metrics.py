@@ -22,6 +22,7 @@ import superduperdb
 from superduperdb import metrics
 from superduperdb.cli.status import format_status
 from superduperdb.cluster.observe import samples
+from superduperdb.master import monitor as monitor_
 from superduperdb.metrics import definitions
 from superduperdb.store import monitor, records
 from superduperdb.store.metadata import MetadataStore
@@ -30,7 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_doctests():
-    for module in (metrics, definitions, monitor):
+    from superduperdb.tasks import report
+
+    for module in (metrics, definitions, monitor, report):
         assert doctest.testmod(module).failed == 0, module.__name__
 
 
@@ -130,8 +133,8 @@ def test_scheduler_gauges_from_a_report_through_prometheus_client():
         assert got[("superduperdb_jobs", (*where, ("kind", "model"), ("status", "failed")))] == 0  # every status
         assert got[("superduperdb_queue_depth", (("kind", "model"),))] == 2
         assert got[("superduperdb_index_vectors", (*where, ("index", "idx"), ("shard", "0")))] == 40
-        assert got[("superduperdb_index_snapshot_age_seconds", (*where, ("index", "idx")))] == 12
-        assert ("superduperdb_index_catch_up_rows", (*where, ("index", "idx"))) not in got  # loaded from the documents
+        assert got[("superduperdb_index_snapshot_age_seconds", (*where, ("index", "idx"), ("shard", "0")))] == 12
+        assert ("superduperdb_index_catch_up_rows", (*where, ("index", "idx"), ("shard", "0"))) not in got  # no catch-up
         assert got[("superduperdb_reconcile_pass_age_seconds", where)] == 9
         assert got[("superduperdb_master_generation", ())] == 2
         state["lag"] = 0.0  # evaluated at each scrape
@@ -165,7 +168,7 @@ def test_status_text_agrees_with_the_report():
     (row,) = [line.split() for line in text.splitlines() if line.strip().startswith("m/x")]
     assert row == ["m/x", "100", "70", "30", "3.5", "0", "1"]
     (index,) = [line.split() for line in text.splitlines() if line.strip().startswith("idx")]
-    assert index[:5] == ["idx", "40", "0", "40", "1"] and index[-2:] == ["4", "5.00"]
+    assert index[:5] == ["idx", "40", "0", "40", "1/1"] and index[-2:] == ["4", "5.00"]
     assert "reconciler  every 10 s" in text
 
 
@@ -219,3 +222,81 @@ def test_history_keeps_the_lag_and_the_latency_of_new_queries():
     assert list(ys) == [60.0, 10.0, 0.0] and list(xs) == [1_001_000.0, 1_002_000.0, 1_003_000.0]  # the last 3
     (times, means) = history.latency["db.docs idx"]
     assert len(means) == 3 and all(m == pytest.approx(2.0) for m in means)  # 2 queries in 4 ms each second
+
+
+# -- shards: each shard actor's report, put together on the scheduler ------------------------------------
+def _shard_monitor(shard: int, shards: int, vectors: int, queries: int, retired: bool = False,
+                   collections: bool = True) -> monitor_.Monitor:
+    """A shard actor's Monitor over one loaded index (its stats as ``Master.stats`` gives them)."""
+    stats = {"index": "idx", "collection": "db.docs", "size": vectors, "tail": vectors, "graph_size": 0,
+             "shard": shard, "shards": shards, "load_seconds": 0.1 * (shard + 1), "snapshot_taken_at": None}
+    info = {"generation": 1, "started_at": 900.0, "shard": shard, "shards": shards, "key": f"k{shard}",
+            "worker": None, "leases": {}, "retired": retired}
+    # shard 0 would read these collections' job records: none here (targets() is empty), so it reports none
+    found = monitor_.Monitor(lambda: [], lambda: [stats], dict, lambda: info)
+    if queries:
+        found._queries[("db.docs", "idx", "exact")] = [queries, 0.002 * queries * (shard + 1)]
+    found.report()
+    return found
+
+
+def _heartbeats(*monitors) -> dict:
+    """One worker's heartbeat entry holding ``monitors`` (shard actors on the same worker)."""
+    entry = monitor_.WorkerReports()
+    for m in monitors:
+        entry.add(m)
+    return entry()
+
+
+def test_the_scheduler_puts_every_shards_report_together():
+    """Three shards on two workers (shards 0 and 2 on one; a retired actor of shard 1 there too): one
+    index entry per shard, one gauge per shard labelled with it, the collections of shard 0 only."""
+    from superduperdb.tasks.report import combine, index_totals
+
+    held = [_shard_monitor(0, 3, 10, 4), _shard_monitor(2, 3, 30, 4), _shard_monitor(1, 3, 99, 0, retired=True)]
+    other = [_shard_monitor(1, 3, 20, 4)]
+    a = _heartbeats(*held)
+    assert sorted(r["shard"] for r in a["reports"]) == [0, 1, 2]  # two live actors on one worker: both sent
+    a["reports"][0]["collections"] = [{"database": "db", "collection": "docs", "jobs": {"model": {"success": 4}},
+                                       "watchers": [], "errors": [], "reconciler": None}]
+    for r in a["reports"][1:]:
+        r["collections"] = [{"database": "db", "collection": "docs", "jobs": {"model": {"success": 4}}}]
+    b = _heartbeats(*other)
+    master = combine({"tcp://a:1": a, "tcp://b:1": b, "tcp://c:1": None})
+    assert [(i["shard"], i["shards"], i["vectors"], i["worker"]) for i in master["indexes"]] == [
+        (0, 3, 10, "tcp://a:1"), (1, 3, 20, "tcp://b:1"), (2, 3, 30, "tcp://a:1")]
+    assert master["worker"] == "tcp://a:1" and master["generation"] == 1
+    assert master["shards"]["total"] == 3
+    assert [(r["shard"], r["worker"]) for r in master["shards"]["reporting"]] == [
+        (0, "tcp://a:1"), (1, "tcp://b:1"), (2, "tcp://a:1")]
+    (collection,) = master["collections"]
+    assert collection["jobs"] == {"model": {"success": 4}}  # shard 0's, once
+
+    metrics.register_source("test", lambda: samples({"at": 1000.0, "queue": {}, "workers": 2, "master": master}))
+    try:
+        got = _scrape()
+    finally:
+        metrics.unregister_source("test")
+    where = (("collection", "docs"), ("database", "db"), ("index", "idx"))
+    parts = {k: got.get(("superduperdb_index_vectors", (*where, ("shard", k)))) for k in "0123"}
+    assert parts == {"0": 10, "1": 20, "2": 30, "3": None}
+    assert got[("superduperdb_index_load_seconds", (*where, ("shard", "1")))] == pytest.approx(0.2)
+    jobs = [v for (name, labels), v in got.items() if name == "superduperdb_jobs" and ("status", "success") in labels]
+    assert jobs == [4]
+
+    (total,) = index_totals(master["indexes"])
+    assert (total["vectors"], total["reporting"], total["shards"]) == (60, 3, 3)
+    assert total["queries"] == {"exact": [4, pytest.approx(0.024)]}  # 4 queries, each waiting 6 ms for shard 2
+    status = {"at": 1000.0, "database": {"uri": "mongomock://x"}, "cluster": {"address": "tcp://s:1"},
+              "queue": {}, "master": {k: master[k] for k in ("worker", "generation", "started_at", "at", "shards")},
+              "collections": master["collections"], "indexes": master["indexes"]}
+    text = "\n".join(format_status(status))
+    assert "shards 3 of 3 reporting" in text
+    (row,) = [line.split() for line in text.splitlines() if line.strip().startswith("idx")]
+    assert row[:5] == ["idx", "60", "0", "60", "3/3"] and row[-2:] == ["4", "6.00"]
+
+    # Without shard 0's report the collections are unknown (status then reads the job records).
+    missing = combine({"tcp://b:1": b})
+    assert missing["collections"] is None and [i["shard"] for i in missing["indexes"]] == [1]
+    (total,) = index_totals(missing["indexes"])
+    assert (total["vectors"], total["reporting"], total["shards"]) == (20, 1, 3)

@@ -48,8 +48,9 @@ def combine(entries: dict[str, Any]) -> dict | None:
 
     An entry is ``{"reports": [one report per shard actor on that worker]}``
     (:class:`superduperdb.master.monitor.WorkerReports`; a lone report, as older
-    workers send, counts as one). Per shard, the newest report of an actor that has
-    not retired is kept (a replaced shard's old actor may still report for a while).
+    workers send, counts as one). Per shard, the report of the newest actor (highest
+    ``generation``, then newest ``at``) that has not retired is kept: a replaced shard's
+    old actor may still report for a while.
 
     * ``indexes``: every kept shard's, one entry per index per shard (each with its
       ``shard`` and ``shards``, and the ``worker`` that sent it);
@@ -81,7 +82,7 @@ def combine(entries: dict[str, Any]) -> dict | None:
             if not report or report.get("retired"):
                 continue
             shard = int(report.get("shard") or 0)
-            if shard not in kept or report.get("at", 0) > kept[shard].get("at", 0):
+            if shard not in kept or _recency(report) > _recency(kept[shard]):
                 kept[shard] = {**report, "worker": address}
     if not kept:
         return None
@@ -94,6 +95,10 @@ def combine(entries: dict[str, Any]) -> dict | None:
                       for _, r in sorted(kept.items())]})
     out.pop("shard", None)
     return out
+
+
+def _recency(report: dict) -> tuple:
+    return (report.get("generation") or 0, report.get("at") or 0)
 
 
 def index_totals(indexes: list[dict]) -> list[dict]:

@@ -262,6 +262,8 @@ def test_the_scheduler_puts_every_shards_report_together():
     for r in a["reports"][1:]:
         r["collections"] = [{"database": "db", "collection": "docs", "jobs": {"model": {"success": 4}}}]
     b = _heartbeats(*other)
+    b["reports"].append({**b["reports"][0], "at": b["reports"][0]["at"] + 5, "generation": 0,  # an older actor
+                         "indexes": [{**b["reports"][0]["indexes"][0], "vectors": 77}]})
     master = combine({"tcp://a:1": a, "tcp://b:1": b, "tcp://c:1": None})
     assert [(i["shard"], i["shards"], i["vectors"], i["worker"]) for i in master["indexes"]] == [
         (0, 3, 10, "tcp://a:1"), (1, 3, 20, "tcp://b:1"), (2, 3, 30, "tcp://a:1")]

@@ -8,8 +8,9 @@ at a time. :class:`ProcessBuilder` is a ``builder`` for
 (``python -m superduperdb.index.builder``) instead: the rows go over as an
 ``.npy`` file in a private temporary folder, the graph comes back pickled. The
 child is started on first use and kept, so it pays numba's JIT once; one build
-at a time. If the child dies it is started again on the next build; if it
-cannot be started at all, the build runs in the calling thread (logged).
+at a time. A child that has died (killed, out of memory) is replaced by a new
+one, which takes the build (once); if no child can be started at all, the
+build runs in the calling thread (logged).
 
 A plain ``subprocess`` rather than ``multiprocessing``: Dask worker processes
 are daemonic, and daemonic processes may not have ``multiprocessing`` children.
@@ -44,6 +45,10 @@ class BuildProcessError(RuntimeError):
     """The build process failed or exited (its message has the child's error)."""
 
 
+class _ChildExited(Exception):
+    """The child exited before answering (the build is sent once more, to a new child)."""
+
+
 class ProcessBuilder:
     """``builder(X, measure, **options) -> Graph``, built in a child process.
 
@@ -75,46 +80,61 @@ class ProcessBuilder:
 
     def __call__(self, X: np.ndarray, measure: Any, **options: Any) -> Any:
         with self._lock:
-            try:
-                proc = self._start()
-            except OSError as exc:
-                logger.warning("cannot start a build process (%s); building in this thread", exc)
-                from .graph import build_graph
+            for attempt in (1, 2):
+                try:
+                    proc = self._start()
+                except OSError as exc:
+                    logger.warning("cannot start a build process (%s); building in this thread", exc)
+                    from .graph import build_graph
 
-                return build_graph(X, measure, **options)
-            name = uuid.uuid4().hex
-            rows, out = os.path.join(self._dir, f"{name}.npy"), os.path.join(self._dir, f"{name}.graph")
+                    return build_graph(X, measure, **options)
+                try:
+                    return self._build(proc, X, measure, options)
+                except _ChildExited as exc:
+                    # The child died since its last build (killed, out of memory) or while building:
+                    # a new one takes the build, once.
+                    self.close()
+                    if attempt == 2:
+                        raise BuildProcessError(f"The graph build process exited ({exc}); the next build starts "
+                                                "a new one.") from exc
+                    logger.warning("the graph build process (pid %d) exited (%s); starting a new one", proc.pid, exc)
+        raise AssertionError("unreachable")
+
+    def _build(self, proc: subprocess.Popen, X: np.ndarray, measure: Any, options: dict) -> Any:
+        name = uuid.uuid4().hex
+        rows, out = os.path.join(self._dir, f"{name}.npy"), os.path.join(self._dir, f"{name}.graph")
+        try:
+            np.save(rows, np.ascontiguousarray(X, np.float32))
             try:
-                np.save(rows, np.ascontiguousarray(X, np.float32))
                 proc.stdin.write(json.dumps({"rows": rows, "out": out, "measure": measure, "options": options}) + "\n")
                 proc.stdin.flush()
-                reply = self._reply(proc)
-                if "error" in reply:
-                    raise BuildProcessError(f"The graph build failed in the build process: {reply['error']}")
-                with open(out, "rb") as f:
-                    graph = pickle.load(f)
-                self.builds += 1
-                return graph
             except (OSError, ValueError) as exc:  # a broken pipe: the child died
-                self.close()
-                raise BuildProcessError(f"The graph build process exited ({exc}); the next build starts a new "
-                                        "one.") from exc
-            finally:
-                for path in (rows, out):
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
+                raise _ChildExited(str(exc)) from exc
+            reply = self._reply(proc)
+            if "error" in reply:
+                raise BuildProcessError(f"The graph build failed in the build process: {reply['error']}")
+            with open(out, "rb") as f:
+                graph = pickle.load(f)
+            self.builds += 1
+            return graph
+        finally:
+            for path in (rows, out):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
 
     def _reply(self, proc: subprocess.Popen) -> dict:
         result: list = []
         reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)
         reader.start()
         reader.join(self.timeout)
-        if reader.is_alive() or not result or not result[0]:
+        if reader.is_alive():
             self.close()
-            raise BuildProcessError(f"The graph build process gave no answer within {self.timeout:g} s (or exited, "
-                                    f"code {proc.poll()}); the next build starts a new one.")
+            raise BuildProcessError(f"The graph build process gave no answer within {self.timeout:g} s; the next "
+                                    "build starts a new one.")
+        if not result or not result[0]:  # end of its output: the child exited
+            raise _ChildExited(f"exit code {proc.poll()}")
         return json.loads(result[0])
 
     @property

@@ -196,8 +196,10 @@ class Master:
             progress["phase"] = "lease"
             epoch = self._fence.epoch(target.key, shards_table(ctx.db, target.collection))
             self._ensure_builder(ctx)
-            return loading.load(ctx, row, lambda: self._new_index(ctx, row), progress, self._gate,
-                                shard=self._identity(), layout=layout, epoch=epoch, use_snapshot=use_snapshot)
+            loaded = loading.load(ctx, row, lambda: self._new_index(ctx, row), progress, self._gate,
+                                  shard=self._identity(), layout=layout, epoch=epoch, use_snapshot=use_snapshot)
+            self._maybe_warm_up(loaded)  # before the load's waiters are answered: their stats show it
+            return loaded
 
         job.run(load)
         with self._lock:
@@ -207,7 +209,6 @@ class Master:
                     self._indexes[key] = job.result
         if job.result is not None:
             self._snapshotter.start()
-            self._maybe_warm_up(job.result)
 
     # -- snapshots --------------------------------------------------------------------------
     def _due_snapshots(self) -> list[str]:
